@@ -1,0 +1,2059 @@
+//! Presence (CONTRACT §9): multi-device aggregation, offline grace, idle detection, custom
+//! status expiry, per-user coalescing, and the server-side privacy filter.
+//!
+//! Pure logic: no sockets, no SQL, no clock. The glue calls [`PresenceTracker`] on
+//! connect / disconnect / `presence:update` with the current time, and calls
+//! [`PresenceTracker::tick`] at [`PresenceTracker::next_deadline`]; `tick` returns the
+//! transitions to publish. What each viewer may see is decided by the pure functions
+//! [`view_for`] / [`view_as`], and [`group_viewers`] / [`changed_views`] bucket the audience
+//! so a broadcast is encoded once per distinct view rather than once per viewer.
+//!
+//! Semantics chosen where the contract leaves room (documented here so the project docs can
+//! repeat them):
+//! - "Most available" ranks `online > away > busy > appear-offline`; a socket that asked for
+//!   `online` but sent no heartbeat/activity for `idle_timeout` counts as `away`.
+//! - A user appears offline (`offline`/`invisible` from a live socket) only when every live
+//!   socket says so.
+//! - `lastSeen` is the moment the user stopped being visibly present: the disconnect time
+//!   (recorded when the grace ends) or the moment they switched to appear-offline. Leaving
+//!   while already appearing offline does not move it (it would reveal activity).
+//! - A new socket starts with the user's current chosen status (so a quick reconnect of a
+//!   `busy` or invisible user does not flash `online`); a user's first socket starts `online`.
+//! - Custom status is hidden from others whenever the status they see is masked (privacy or
+//!   appear-offline), because setting it would reveal activity; a genuinely offline user
+//!   keeps showing it ("🌴 on vacation").
+//! - For a non-contact under `visibility = contacts` nothing is shown, `lastSeen` included;
+//!   `showOnlineStatus = false` shows `offline` but still the stored `lastSeen` when
+//!   `showLastSeen` allows it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+
+/// Longest custom status text, in characters.
+pub const MAX_STATUS_TEXT_CHARS: usize = 256;
+/// Longest custom status emoji, in bytes (an emoji sequence or a `:shortcode:`).
+pub const MAX_STATUS_EMOJI_BYTES: usize = 64;
+
+/// Default `REALTIME_PRESENCE_OFFLINE_GRACE`.
+pub const DEFAULT_OFFLINE_GRACE_MS: i64 = 5_000;
+/// Default `REALTIME_PRESENCE_TIMEOUT` (no heartbeat for this long: `away`).
+pub const DEFAULT_IDLE_TIMEOUT_MS: i64 = 300_000;
+pub const DEFAULT_COALESCE_WINDOW_MS: i64 = 400;
+pub const DEFAULT_COALESCE_MAX_DELAY_MS: i64 = 2_000;
+
+fn iso(dt: &DateTime<Utc>) -> String {
+    dt.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn ser_opt_iso<S: Serializer>(dt: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match dt {
+        Some(dt) => s.serialize_str(&iso(dt)),
+        None => s.serialize_none(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vocabulary
+// ---------------------------------------------------------------------------------------------
+
+/// Inbound status words of `presence:update` (`dnd` is accepted as `busy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    Online,
+    Away,
+    Busy,
+    Offline,
+    Invisible,
+}
+
+impl Status {
+    /// Parse `online|away|busy|dnd|offline|invisible` (case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "online" => Some(Status::Online),
+            "away" | "idle" => Some(Status::Away),
+            "busy" | "dnd" => Some(Status::Busy),
+            "offline" => Some(Status::Offline),
+            "invisible" => Some(Status::Invisible),
+            _ => None,
+        }
+    }
+
+    /// Availability rank: bigger is more available.
+    fn rank(self) -> u8 {
+        match self {
+            Status::Online => 3,
+            Status::Away => 2,
+            Status::Busy => 1,
+            Status::Offline | Status::Invisible => 0,
+        }
+    }
+
+    /// `None` for the appear-offline words.
+    fn public(self) -> Option<PublicStatus> {
+        match self {
+            Status::Online => Some(PublicStatus::Online),
+            Status::Away => Some(PublicStatus::Away),
+            Status::Busy => Some(PublicStatus::Busy),
+            Status::Offline | Status::Invisible => None,
+        }
+    }
+}
+
+/// Outgoing status words (nchat's vocabulary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublicStatus {
+    Online,
+    Away,
+    Busy,
+    Offline,
+}
+
+impl PublicStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublicStatus::Online => "online",
+            PublicStatus::Away => "away",
+            PublicStatus::Busy => "busy",
+            PublicStatus::Offline => "offline",
+        }
+    }
+}
+
+/// Why a presence request was refused; [`PresenceError::code`] gives the CONTRACT §3 code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PresenceError {
+    Validation(String),
+    TooLarge(String),
+}
+
+impl PresenceError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            PresenceError::Validation(_) => "VALIDATION_ERROR",
+            PresenceError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
+        }
+    }
+}
+
+impl fmt::Display for PresenceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PresenceError::Validation(m) => write!(f, "{m}"),
+            PresenceError::TooLarge(field) => write!(f, "{field} is too long"),
+        }
+    }
+}
+
+impl std::error::Error for PresenceError {}
+
+/// A user's custom status. `expires_at` is enforced by [`PresenceTracker::tick`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomStatus {
+    pub text: Option<String>,
+    pub emoji: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl CustomStatus {
+    fn is_empty(&self) -> bool {
+        self.text.is_none() && self.emoji.is_none()
+    }
+
+    fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+}
+
+/// A parsed `presence:update {status, customStatus?}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceUpdate {
+    pub status: Status,
+    /// `None` clears the custom status (that is how nchat clears it).
+    pub custom_status: Option<CustomStatus>,
+}
+
+fn text_field(v: Option<&Value>, field: &str) -> Result<Option<String>, PresenceError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            if s.is_empty() {
+                Ok(None)
+            } else {
+                Ok(Some(s.to_string()))
+            }
+        }
+        Some(_) => Err(PresenceError::Validation(format!(
+            "{field} must be a string"
+        ))),
+    }
+}
+
+fn time_field(v: Option<&Value>) -> Result<Option<DateTime<Utc>>, PresenceError> {
+    let bad = || {
+        PresenceError::Validation(
+            "customStatus.expiresAt must be an ISO-8601 time or epoch ms".into(),
+        )
+    };
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+            .map(|d| Some(d.with_timezone(&Utc)))
+            .map_err(|_| bad()),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f as i64))
+            .and_then(DateTime::from_timestamp_millis)
+            .map(Some)
+            .ok_or_else(bad),
+        Some(_) => Err(bad()),
+    }
+}
+
+impl PresenceUpdate {
+    /// Parse and bound an inbound payload. Accepts `customStatus` as
+    /// `{text?, emoji?, expiresAt?}` or as a plain string with a sibling `customEmoji`.
+    /// Empty text and emoji mean "no custom status".
+    pub fn from_json(payload: &Value) -> Result<Self, PresenceError> {
+        let obj = payload
+            .as_object()
+            .ok_or_else(|| PresenceError::Validation("payload must be an object".into()))?;
+        let status = match obj.get("status") {
+            Some(Value::String(s)) => Status::parse(s).ok_or_else(|| {
+                PresenceError::Validation(
+                    "status must be online, away, busy, dnd, offline or invisible".into(),
+                )
+            })?,
+            _ => return Err(PresenceError::Validation("status is required".into())),
+        };
+        let (text, emoji, expires_at) = match obj.get("customStatus") {
+            None | Some(Value::Null) => (
+                None,
+                text_field(obj.get("customEmoji"), "customEmoji")?,
+                None,
+            ),
+            Some(Value::String(_)) => (
+                text_field(obj.get("customStatus"), "customStatus")?,
+                text_field(obj.get("customEmoji"), "customEmoji")?,
+                None,
+            ),
+            Some(Value::Object(cs)) => (
+                text_field(cs.get("text"), "customStatus.text")?,
+                text_field(cs.get("emoji"), "customStatus.emoji")?,
+                time_field(cs.get("expiresAt"))?,
+            ),
+            Some(_) => {
+                return Err(PresenceError::Validation(
+                    "customStatus must be an object or a string".into(),
+                ));
+            }
+        };
+        if text
+            .as_ref()
+            .is_some_and(|t| t.chars().count() > MAX_STATUS_TEXT_CHARS)
+        {
+            return Err(PresenceError::TooLarge("customStatus.text".into()));
+        }
+        if emoji
+            .as_ref()
+            .is_some_and(|e| e.len() > MAX_STATUS_EMOJI_BYTES)
+        {
+            return Err(PresenceError::TooLarge("customStatus.emoji".into()));
+        }
+        let custom = CustomStatus {
+            text,
+            emoji,
+            expires_at,
+        };
+        Ok(PresenceUpdate {
+            status,
+            custom_status: (!custom.is_empty()).then_some(custom),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Privacy
+// ---------------------------------------------------------------------------------------------
+
+/// Who may see a user's presence at all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    #[default]
+    Everyone,
+    Contacts,
+    Nobody,
+}
+
+/// A user's privacy settings (`presence:settings`, admin API). Defaults: everything visible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PrivacySettings {
+    pub visibility: Visibility,
+    pub show_online_status: bool,
+    pub show_last_seen: bool,
+    /// Consumed by the receipts logic: `false` means this user's reads produce no `message:read*`.
+    pub allow_read_receipts: bool,
+    pub invisible_mode: bool,
+}
+
+impl Default for PrivacySettings {
+    fn default() -> Self {
+        PrivacySettings {
+            visibility: Visibility::Everyone,
+            show_online_status: true,
+            show_last_seen: true,
+            allow_read_receipts: true,
+            invisible_mode: false,
+        }
+    }
+}
+
+/// A partial update of [`PrivacySettings`]: omitted fields keep their value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivacySettingsPatch {
+    pub visibility: Option<Visibility>,
+    pub show_online_status: Option<bool>,
+    pub show_last_seen: Option<bool>,
+    pub allow_read_receipts: Option<bool>,
+    pub invisible_mode: Option<bool>,
+}
+
+impl PrivacySettings {
+    /// Merge a patch; returns the merged settings (what `presence:settings` acks).
+    pub fn merged(mut self, patch: &PrivacySettingsPatch) -> Self {
+        if let Some(v) = patch.visibility {
+            self.visibility = v;
+        }
+        if let Some(v) = patch.show_online_status {
+            self.show_online_status = v;
+        }
+        if let Some(v) = patch.show_last_seen {
+            self.show_last_seen = v;
+        }
+        if let Some(v) = patch.allow_read_receipts {
+            self.allow_read_receipts = v;
+        }
+        if let Some(v) = patch.invisible_mode {
+            self.invisible_mode = v;
+        }
+        self
+    }
+}
+
+/// A user's real (unfiltered) presence. Only ever sent through a view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Presence {
+    pub user_id: String,
+    /// Offline also when the user appears offline.
+    pub status: PublicStatus,
+    /// The user is connected but chose `offline`/`invisible`.
+    pub appear_offline: bool,
+    pub custom_status: Option<CustomStatus>,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+impl Presence {
+    /// A user nobody has seen in this process (e.g. built from a database row).
+    pub fn offline(user_id: &str, last_seen: Option<DateTime<Utc>>) -> Self {
+        Presence {
+            user_id: user_id.to_string(),
+            status: PublicStatus::Offline,
+            appear_offline: false,
+            custom_status: None,
+            last_seen,
+        }
+    }
+
+    /// Connected and not appearing offline.
+    pub fn is_visibly_online(&self) -> bool {
+        self.status != PublicStatus::Offline
+    }
+
+    /// Whether two states would look the same to every viewer: `lastSeen` only matters while
+    /// offline (so an offline→online flicker that moved it publishes nothing).
+    pub fn same_publication(&self, other: &Presence) -> bool {
+        self.status == other.status
+            && self.appear_offline == other.appear_offline
+            && self.custom_status == other.custom_status
+            && (self.status != PublicStatus::Offline || self.last_seen == other.last_seen)
+    }
+}
+
+/// `customStatus` as sent: `{text, emoji}` (both keys always present, `null` when unset).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct CustomStatusView {
+    pub text: Option<String>,
+    pub emoji: Option<String>,
+}
+
+/// What one viewer is told: the `presence:changed` payload (also the entries of
+/// `presence:bulk.presences` and `presence:get` `data.presences`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewedPresence {
+    pub user_id: String,
+    pub status: PublicStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_status: Option<CustomStatusView>,
+    /// ISO-8601 UTC with milliseconds; only with status `offline`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_iso"
+    )]
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// How a viewer relates to the user being viewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Viewer {
+    /// The user themself (their other devices): sees the real state.
+    Owner,
+    /// A contact (explicit pair or shares a `dm:` room).
+    Contact,
+    /// Anyone else.
+    Other,
+}
+
+/// CONTRACT §9 privacy table for another viewer.
+pub fn view_for(
+    viewer_is_contact: bool,
+    presence: &Presence,
+    settings: &PrivacySettings,
+) -> ViewedPresence {
+    view_as(
+        if viewer_is_contact {
+            Viewer::Contact
+        } else {
+            Viewer::Other
+        },
+        presence,
+        settings,
+    )
+}
+
+/// The privacy filter, including the owner's own view.
+pub fn view_as(viewer: Viewer, presence: &Presence, settings: &PrivacySettings) -> ViewedPresence {
+    let custom = || {
+        presence.custom_status.as_ref().map(|c| CustomStatusView {
+            text: c.text.clone(),
+            emoji: c.emoji.clone(),
+        })
+    };
+    let offline = |last_seen: Option<DateTime<Utc>>, custom_status: Option<CustomStatusView>| {
+        ViewedPresence {
+            user_id: presence.user_id.clone(),
+            status: PublicStatus::Offline,
+            custom_status,
+            last_seen,
+        }
+    };
+    if viewer == Viewer::Owner {
+        return ViewedPresence {
+            user_id: presence.user_id.clone(),
+            status: presence.status,
+            custom_status: custom(),
+            last_seen: presence
+                .last_seen
+                .filter(|_| presence.status == PublicStatus::Offline),
+        };
+    }
+    let hidden = settings.invisible_mode
+        || settings.visibility == Visibility::Nobody
+        || (settings.visibility == Visibility::Contacts && viewer != Viewer::Contact);
+    if hidden {
+        return offline(None, None);
+    }
+    let last_seen = presence.last_seen.filter(|_| settings.show_last_seen);
+    if !settings.show_online_status || presence.appear_offline {
+        return offline(last_seen, None);
+    }
+    if presence.status == PublicStatus::Offline {
+        return offline(last_seen, custom());
+    }
+    ViewedPresence {
+        user_id: presence.user_id.clone(),
+        status: presence.status,
+        custom_status: custom(),
+        last_seen: None,
+    }
+}
+
+/// Viewers that get the same payload: encode once, emit to all of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewGroup<V> {
+    pub view: ViewedPresence,
+    pub viewers: Vec<V>,
+}
+
+/// Bucket viewers by what they may see (at most three distinct views: owner, contact,
+/// other; equal views are merged). Groups come in order of first appearance.
+pub fn group_viewers<V>(
+    presence: &Presence,
+    settings: &PrivacySettings,
+    viewers: impl IntoIterator<Item = (V, Viewer)>,
+) -> Vec<ViewGroup<V>> {
+    let mut groups: Vec<ViewGroup<V>> = Vec::new();
+    let mut by_relation: [Option<usize>; 3] = [None; 3];
+    for (v, rel) in viewers {
+        let slot = relation_slot(rel);
+        let idx = match by_relation[slot] {
+            Some(i) => i,
+            None => {
+                let view = view_as(rel, presence, settings);
+                let i = match groups.iter().position(|g| g.view == view) {
+                    Some(i) => i,
+                    None => {
+                        groups.push(ViewGroup {
+                            view,
+                            viewers: Vec::new(),
+                        });
+                        groups.len() - 1
+                    }
+                };
+                by_relation[slot] = Some(i);
+                i
+            }
+        };
+        groups[idx].viewers.push(v);
+    }
+    groups
+}
+
+fn relation_slot(rel: Viewer) -> usize {
+    match rel {
+        Viewer::Owner => 0,
+        Viewer::Contact => 1,
+        Viewer::Other => 2,
+    }
+}
+
+/// Like [`group_viewers`] but only for viewers whose view differs between `before` and
+/// `after`. Use it for presence transitions (same settings on both sides) and for privacy
+/// changes (same presence on both sides): viewers who may no longer see the user get
+/// `offline`, and vice versa; viewers for whom nothing changed get nothing.
+pub fn changed_views<V>(
+    before: (&Presence, &PrivacySettings),
+    after: (&Presence, &PrivacySettings),
+    viewers: impl IntoIterator<Item = (V, Viewer)>,
+) -> Vec<ViewGroup<V>> {
+    let mut changed: [Option<bool>; 3] = [None; 3];
+    let filtered = viewers.into_iter().filter(|(_, rel)| {
+        let slot = relation_slot(*rel);
+        *changed[slot].get_or_insert_with(|| {
+            view_as(*rel, before.0, before.1) != view_as(*rel, after.0, after.1)
+        })
+    });
+    group_viewers(after.0, after.1, filtered)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tracker
+// ---------------------------------------------------------------------------------------------
+
+/// Timing knobs (milliseconds in the environment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceConfig {
+    /// `REALTIME_PRESENCE_OFFLINE_GRACE`: how long after the last socket closes before the
+    /// user is announced offline (absorbs reconnects).
+    pub offline_grace: Duration,
+    /// No heartbeat/activity for this long turns an `online` socket `away`.
+    pub idle_timeout: Duration,
+    /// Changes are published this long after the latest one (trailing debounce)...
+    pub coalesce_window: Duration,
+    /// ...but never later than this after the first unpublished one.
+    pub coalesce_max_delay: Duration,
+}
+
+/// Longest accepted duration setting (a year): keeps `now + d` far from chrono's range limit.
+const MAX_SETTING_MS: i64 = 365 * 24 * 3_600_000;
+
+fn clamp_ms(ms: i64) -> Duration {
+    Duration::milliseconds(ms.clamp(0, MAX_SETTING_MS))
+}
+
+fn from_std(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(MAX_SETTING_MS)
+}
+
+impl PresenceConfig {
+    /// Build from millisecond settings (clamped to 0..=1 year; the idle timeout is at least
+    /// 1 ms). The coalescing cap is `DEFAULT_COALESCE_MAX_DELAY_MS`, or the window if longer.
+    pub fn from_millis(
+        offline_grace_ms: i64,
+        idle_timeout_ms: i64,
+        coalesce_window_ms: i64,
+    ) -> Self {
+        let window = clamp_ms(coalesce_window_ms);
+        PresenceConfig {
+            offline_grace: clamp_ms(offline_grace_ms),
+            idle_timeout: clamp_ms(idle_timeout_ms.max(1)),
+            coalesce_window: window,
+            coalesce_max_delay: clamp_ms(DEFAULT_COALESCE_MAX_DELAY_MS).max(window),
+        }
+    }
+
+    /// Build from `std::time::Duration` settings (`REALTIME_PRESENCE_OFFLINE_GRACE`,
+    /// `REALTIME_PRESENCE_TIMEOUT`, and the coalescing window).
+    pub fn from_std(
+        offline_grace: std::time::Duration,
+        idle_timeout: std::time::Duration,
+        coalesce_window: std::time::Duration,
+    ) -> Self {
+        Self::from_millis(
+            from_std(offline_grace),
+            from_std(idle_timeout),
+            from_std(coalesce_window),
+        )
+    }
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self::from_millis(
+            DEFAULT_OFFLINE_GRACE_MS,
+            DEFAULT_IDLE_TIMEOUT_MS,
+            DEFAULT_COALESCE_WINDOW_MS,
+        )
+    }
+}
+
+/// What [`PresenceTracker::tick`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PresenceEvent {
+    /// The user's published presence changed: broadcast `presence:changed` to the audience
+    /// through [`changed_views`] (same settings on both sides), and persist `current`.
+    Changed {
+        account: String,
+        previous: Presence,
+        current: Presence,
+    },
+    /// The offline grace ended with no socket back: the session is over. Emit `user:left`
+    /// to the user's rooms and persist `last_seen`.
+    SessionEnded {
+        account: String,
+        user_id: String,
+        last_seen: Option<DateTime<Utc>>,
+    },
+}
+
+/// Result of [`PresenceTracker::connect`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectOutcome {
+    /// No socket and no grace before: a new session (`user:joined` is due), not a quick reconnect.
+    pub new_session: bool,
+}
+
+/// Result of [`PresenceTracker::disconnect`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DisconnectOutcome {
+    /// That was the user's last socket: the offline grace started.
+    pub last_socket: bool,
+}
+
+/// Result of [`PresenceTracker::update`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// Nothing changed (a heartbeat): liveness refreshed, no broadcast.
+    Unchanged,
+    /// The effective presence changed; a broadcast is scheduled (coalesced).
+    Changed,
+}
+
+#[derive(Clone, Debug)]
+struct SocketState {
+    requested: Status,
+    last_active: DateTime<Utc>,
+    idle: bool,
+}
+
+impl SocketState {
+    fn effective(&self) -> Status {
+        if self.idle && self.requested == Status::Online {
+            Status::Away
+        } else {
+            self.requested
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Grace {
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    /// What the user looked like when the last socket closed (kept during the grace).
+    status: PublicStatus,
+    appear_offline: bool,
+    /// Status the next socket inherits.
+    requested: Status,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    first: DateTime<Utc>,
+    due: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+struct UserState {
+    user_id: String,
+    sockets: HashMap<String, SocketState>,
+    custom_status: Option<CustomStatus>,
+    last_seen: Option<DateTime<Utc>>,
+    grace: Option<Grace>,
+    published: Presence,
+    pending: Option<Pending>,
+    scheduled: Option<DateTime<Utc>>,
+}
+
+impl UserState {
+    fn new(user_id: &str) -> Self {
+        UserState {
+            user_id: user_id.to_string(),
+            sockets: HashMap::new(),
+            custom_status: None,
+            last_seen: None,
+            grace: None,
+            published: Presence::offline(user_id, None),
+            pending: None,
+            scheduled: None,
+        }
+    }
+
+    fn current(&self) -> Presence {
+        let (status, appear_offline) = if let Some(best) = self
+            .sockets
+            .values()
+            .map(SocketState::effective)
+            .max_by_key(|s| s.rank())
+        {
+            match best.public() {
+                Some(p) => (p, false),
+                None => (PublicStatus::Offline, true),
+            }
+        } else if let Some(g) = &self.grace {
+            (g.status, g.appear_offline)
+        } else {
+            (PublicStatus::Offline, false)
+        };
+        Presence {
+            user_id: self.user_id.clone(),
+            status,
+            appear_offline,
+            custom_status: self.custom_status.clone(),
+            last_seen: self.last_seen,
+        }
+    }
+
+    /// The status a new socket starts with.
+    fn inherited_status(&self) -> Status {
+        if let Some(s) = self
+            .sockets
+            .values()
+            .map(|s| s.requested)
+            .max_by_key(|s| s.rank())
+        {
+            return s;
+        }
+        self.grace
+            .as_ref()
+            .map(|g| g.requested)
+            .unwrap_or(Status::Online)
+    }
+
+    fn note_change(&mut self, now: DateTime<Utc>, cfg: &PresenceConfig) {
+        self.pending = Some(match self.pending {
+            None => Pending {
+                first: now,
+                due: now + cfg.coalesce_window,
+            },
+            Some(p) => Pending {
+                first: p.first,
+                due: (now + cfg.coalesce_window).min(p.first + cfg.coalesce_max_delay),
+            },
+        });
+    }
+
+    /// Record `lastSeen` when the user stops being visibly present.
+    fn track_visibility(&mut self, before: &Presence, now: DateTime<Utc>) {
+        let after = self.current();
+        if before.is_visibly_online() && !after.is_visibly_online() {
+            self.last_seen = Some(now);
+        }
+    }
+
+    fn next_deadline(&self, cfg: &PresenceConfig) -> Option<DateTime<Utc>> {
+        let idle = self
+            .sockets
+            .values()
+            .filter(|s| !s.idle && s.requested == Status::Online)
+            .map(|s| s.last_active + cfg.idle_timeout)
+            .min();
+        let grace = self
+            .grace
+            .as_ref()
+            .filter(|_| self.sockets.is_empty())
+            .map(|g| g.until);
+        let custom = self.custom_status.as_ref().and_then(|c| c.expires_at);
+        let pending = self.pending.map(|p| p.due);
+        [idle, grace, custom, pending].into_iter().flatten().min()
+    }
+
+    /// Nothing left worth remembering: offline, published, no custom status.
+    fn removable(&self) -> bool {
+        self.sockets.is_empty()
+            && self.grace.is_none()
+            && self.pending.is_none()
+            && self.custom_status.is_none()
+    }
+}
+
+type UserKey = (String, String);
+
+/// Live presence of every connected user, per account. Not synchronised: the glue keeps it
+/// behind a mutex (or one per account shard).
+#[derive(Debug, Default)]
+pub struct PresenceTracker {
+    cfg: PresenceConfig,
+    users: HashMap<UserKey, UserState>,
+    queue: BTreeSet<(DateTime<Utc>, UserKey)>,
+}
+
+impl PresenceTracker {
+    pub fn new(cfg: PresenceConfig) -> Self {
+        PresenceTracker {
+            cfg,
+            ..Default::default()
+        }
+    }
+
+    pub fn config(&self) -> PresenceConfig {
+        self.cfg
+    }
+
+    fn key(account: &str, user_id: &str) -> UserKey {
+        (account.to_string(), user_id.to_string())
+    }
+
+    fn reschedule(&mut self, key: &UserKey) {
+        let Some(u) = self.users.get_mut(key) else {
+            return;
+        };
+        let next = u.next_deadline(&self.cfg);
+        if next == u.scheduled {
+            return;
+        }
+        if let Some(old) = u.scheduled.take() {
+            self.queue.remove(&(old, key.clone()));
+        }
+        if let Some(t) = next {
+            u.scheduled = Some(t);
+            self.queue.insert((t, key.clone()));
+        }
+    }
+
+    /// Run `f` on the user's state, schedule a coalesced broadcast when the effective
+    /// presence changed, and re-arm the user's deadline.
+    fn mutate<R>(
+        &mut self,
+        account: &str,
+        user_id: &str,
+        now: DateTime<Utc>,
+        f: impl FnOnce(&mut UserState, &PresenceConfig) -> R,
+    ) -> (R, bool) {
+        let key = Self::key(account, user_id);
+        let cfg = self.cfg;
+        let u = self
+            .users
+            .entry(key.clone())
+            .or_insert_with(|| UserState::new(user_id));
+        let before = u.current();
+        let r = f(u, &cfg);
+        u.track_visibility(&before, now);
+        let changed = u.current() != before;
+        if changed {
+            u.note_change(now, &cfg);
+        }
+        self.reschedule(&key);
+        (r, changed)
+    }
+
+    /// A socket of the user connected. It counts as `online` (or inherits the user's chosen
+    /// status) until the client says otherwise.
+    pub fn connect(
+        &mut self,
+        account: &str,
+        user_id: &str,
+        socket_id: &str,
+        now: DateTime<Utc>,
+    ) -> ConnectOutcome {
+        let (new_session, _) = self.mutate(account, user_id, now, |u, _| {
+            let new_session = u.sockets.is_empty() && u.grace.is_none();
+            let requested = u.inherited_status();
+            u.grace = None;
+            u.sockets.insert(
+                socket_id.to_string(),
+                SocketState {
+                    requested,
+                    last_active: now,
+                    idle: false,
+                },
+            );
+            new_session
+        });
+        ConnectOutcome { new_session }
+    }
+
+    /// A socket closed. The last one starts the offline grace; nothing is announced yet.
+    pub fn disconnect(
+        &mut self,
+        account: &str,
+        user_id: &str,
+        socket_id: &str,
+        now: DateTime<Utc>,
+    ) -> DisconnectOutcome {
+        if !self.users.contains_key(&Self::key(account, user_id)) {
+            return DisconnectOutcome { last_socket: false };
+        }
+        let (last_socket, _) = self.mutate(account, user_id, now, |u, cfg| {
+            let before = u.current();
+            let Some(gone) = u.sockets.remove(socket_id) else {
+                return false;
+            };
+            if !u.sockets.is_empty() {
+                return false;
+            }
+            u.grace = Some(Grace {
+                since: now,
+                until: now + cfg.offline_grace,
+                status: before.status,
+                appear_offline: before.appear_offline,
+                requested: gone.requested,
+            });
+            true
+        });
+        DisconnectOutcome { last_socket }
+    }
+
+    /// `presence:update` from a socket. Re-sending the same state is a heartbeat: it refreshes
+    /// liveness and returns [`UpdateOutcome::Unchanged`]. A socket not yet registered is
+    /// registered implicitly.
+    pub fn update(
+        &mut self,
+        account: &str,
+        user_id: &str,
+        socket_id: &str,
+        update: PresenceUpdate,
+        now: DateTime<Utc>,
+    ) -> UpdateOutcome {
+        let (_, changed) = self.mutate(account, user_id, now, |u, _| {
+            u.grace = None;
+            u.sockets.insert(
+                socket_id.to_string(),
+                SocketState {
+                    requested: update.status,
+                    last_active: now,
+                    idle: false,
+                },
+            );
+            u.custom_status = update
+                .custom_status
+                .filter(|c| !c.is_empty() && !c.expired(now));
+        });
+        if changed {
+            UpdateOutcome::Changed
+        } else {
+            UpdateOutcome::Unchanged
+        }
+    }
+
+    /// Any other activity of a socket (a message, a typing event): refreshes liveness, so an
+    /// idle (`away`) device becomes `online` again.
+    pub fn touch(
+        &mut self,
+        account: &str,
+        user_id: &str,
+        socket_id: &str,
+        now: DateTime<Utc>,
+    ) -> UpdateOutcome {
+        if !self.users.contains_key(&Self::key(account, user_id)) {
+            return UpdateOutcome::Unchanged;
+        }
+        let (_, changed) = self.mutate(account, user_id, now, |u, _| {
+            if let Some(s) = u.sockets.get_mut(socket_id) {
+                s.last_active = now;
+                s.idle = false;
+            }
+        });
+        if changed {
+            UpdateOutcome::Changed
+        } else {
+            UpdateOutcome::Unchanged
+        }
+    }
+
+    /// Fill in what the database knows about a user this process has not seen yet
+    /// (`lastSeen`, a custom status), without announcing anything.
+    pub fn restore(
+        &mut self,
+        account: &str,
+        user_id: &str,
+        last_seen: Option<DateTime<Utc>>,
+        custom_status: Option<CustomStatus>,
+        now: DateTime<Utc>,
+    ) {
+        let key = Self::key(account, user_id);
+        if self.users.contains_key(&key) {
+            return;
+        }
+        let mut u = UserState::new(user_id);
+        u.last_seen = last_seen;
+        u.custom_status = custom_status.filter(|c| !c.is_empty() && !c.expired(now));
+        u.published = u.current();
+        if u.removable() {
+            // Nothing to keep in memory beyond what the database has.
+            return;
+        }
+        self.users.insert(key.clone(), u);
+        self.reschedule(&key);
+    }
+
+    /// Process everything due at `now`: idle sockets, custom status expiry, grace expiry,
+    /// and the end of coalescing windows. Returns what to publish.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<PresenceEvent> {
+        let mut due = Vec::new();
+        while self.queue.first().is_some_and(|(t, _)| *t <= now) {
+            let (_, key) = self.queue.pop_first().expect("non-empty");
+            if let Some(u) = self.users.get_mut(&key) {
+                u.scheduled = None;
+            }
+            due.push(key);
+        }
+        let cfg = self.cfg;
+        let mut events = Vec::new();
+        for key in due {
+            let Some(u) = self.users.get_mut(&key) else {
+                continue;
+            };
+            let before = u.current();
+
+            for s in u.sockets.values_mut() {
+                if !s.idle && s.last_active + cfg.idle_timeout <= now {
+                    s.idle = true;
+                }
+            }
+            if u.custom_status.as_ref().is_some_and(|c| c.expired(now)) {
+                u.custom_status = None;
+            }
+            let mut session_ended = false;
+            if u.sockets.is_empty() && u.grace.as_ref().is_some_and(|g| g.until <= now) {
+                let g = u.grace.take().expect("checked");
+                if g.status != PublicStatus::Offline {
+                    u.last_seen = Some(g.since);
+                }
+                session_ended = true;
+                events.push(PresenceEvent::SessionEnded {
+                    account: key.0.clone(),
+                    user_id: key.1.clone(),
+                    last_seen: u.last_seen,
+                });
+            } else {
+                u.track_visibility(&before, now);
+            }
+
+            if u.current() != before {
+                u.note_change(now, &cfg);
+                if session_ended {
+                    // The grace already absorbed flicker: announce offline now.
+                    if let Some(p) = u.pending.as_mut() {
+                        p.due = now;
+                    }
+                }
+            }
+            if u.pending.is_some_and(|p| p.due <= now) {
+                u.pending = None;
+                let current = u.current();
+                let visible_change = !current.same_publication(&u.published);
+                let previous = std::mem::replace(&mut u.published, current.clone());
+                if visible_change {
+                    events.push(PresenceEvent::Changed {
+                        account: key.0.clone(),
+                        previous,
+                        current,
+                    });
+                }
+            }
+            if u.removable() {
+                self.users.remove(&key);
+            } else {
+                self.reschedule(&key);
+            }
+        }
+        events
+    }
+
+    /// When [`PresenceTracker::tick`] next has work, if ever.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        self.queue.first().map(|(t, _)| *t)
+    }
+
+    /// The last published presence (what subscribers were told), for `presence:get` /
+    /// `presence:subscribe`. `None`: this process knows nothing, use the database row
+    /// (`Presence::offline(user, lastSeen)`).
+    pub fn get(&self, account: &str, user_id: &str) -> Option<&Presence> {
+        self.users
+            .get(&Self::key(account, user_id))
+            .map(|u| &u.published)
+    }
+
+    /// The live effective presence, including changes still inside the coalescing window.
+    pub fn current(&self, account: &str, user_id: &str) -> Option<Presence> {
+        self.users
+            .get(&Self::key(account, user_id))
+            .map(UserState::current)
+    }
+
+    /// Whether the user has a live socket or is inside the offline grace.
+    pub fn is_connected(&self, account: &str, user_id: &str) -> bool {
+        self.users
+            .get(&Self::key(account, user_id))
+            .is_some_and(|u| !u.sockets.is_empty() || u.grace.is_some())
+    }
+
+    /// Connected users of an account by published status, for `/api/stats`.
+    pub fn breakdown(&self, account: &str) -> StatusBreakdown {
+        let mut b = StatusBreakdown::default();
+        for ((acc, _), u) in &self.users {
+            if acc != account || (u.sockets.is_empty() && u.grace.is_none()) {
+                continue;
+            }
+            match u.published.status {
+                PublicStatus::Online => b.online += 1,
+                PublicStatus::Away => b.away += 1,
+                PublicStatus::Busy => b.busy += 1,
+                PublicStatus::Offline => b.offline += 1,
+            }
+        }
+        b
+    }
+}
+
+/// Presence breakdown of connected users (appearing-offline users count as `offline`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StatusBreakdown {
+    pub online: usize,
+    pub away: usize,
+    pub busy: usize,
+    pub offline: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const A: &str = "primary";
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
+    }
+
+    fn upd(status: Status) -> PresenceUpdate {
+        PresenceUpdate {
+            status,
+            custom_status: None,
+        }
+    }
+
+    fn tracker() -> PresenceTracker {
+        PresenceTracker::new(PresenceConfig::default())
+    }
+
+    fn changes(events: &[PresenceEvent]) -> Vec<(PublicStatus, PublicStatus)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                PresenceEvent::Changed {
+                    previous, current, ..
+                } => Some((previous.status, current.status)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Run ticks at every deadline up to `until`, collecting events.
+    fn run_until(p: &mut PresenceTracker, until: DateTime<Utc>) -> Vec<PresenceEvent> {
+        let mut out = Vec::new();
+        while let Some(d) = p.next_deadline() {
+            if d > until {
+                break;
+            }
+            out.extend(p.tick(d));
+        }
+        out
+    }
+
+    fn online_presence() -> Presence {
+        Presence {
+            user_id: "u".into(),
+            status: PublicStatus::Online,
+            appear_offline: false,
+            custom_status: Some(CustomStatus {
+                text: Some("Lunch".into()),
+                emoji: Some("🍕".into()),
+                expires_at: None,
+            }),
+            last_seen: Some(t(-60_000)),
+        }
+    }
+
+    fn offline_presence() -> Presence {
+        Presence {
+            status: PublicStatus::Offline,
+            ..online_presence()
+        }
+    }
+
+    // ----- privacy table ---------------------------------------------------------------------
+
+    fn assert_hidden(v: &ViewedPresence) {
+        assert_eq!(v.status, PublicStatus::Offline);
+        assert_eq!(v.last_seen, None);
+        assert_eq!(v.custom_status, None);
+    }
+
+    #[test]
+    fn privacy_default_settings_show_everything_to_everyone() {
+        let s = PrivacySettings::default();
+        for contact in [true, false] {
+            let v = view_for(contact, &online_presence(), &s);
+            assert_eq!(v.status, PublicStatus::Online);
+            assert_eq!(
+                v.custom_status.as_ref().unwrap().text.as_deref(),
+                Some("Lunch")
+            );
+            assert_eq!(v.last_seen, None, "no lastSeen while online");
+            let v = view_for(contact, &offline_presence(), &s);
+            assert_eq!(v.status, PublicStatus::Offline);
+            assert_eq!(v.last_seen, Some(t(-60_000)));
+        }
+    }
+
+    #[test]
+    fn privacy_invisible_mode_row() {
+        let s = PrivacySettings {
+            invisible_mode: true,
+            ..Default::default()
+        };
+        for contact in [true, false] {
+            assert_hidden(&view_for(contact, &online_presence(), &s));
+            assert_hidden(&view_for(contact, &offline_presence(), &s));
+        }
+    }
+
+    #[test]
+    fn privacy_visibility_nobody_row() {
+        let s = PrivacySettings {
+            visibility: Visibility::Nobody,
+            ..Default::default()
+        };
+        for contact in [true, false] {
+            assert_hidden(&view_for(contact, &online_presence(), &s));
+            assert_hidden(&view_for(contact, &offline_presence(), &s));
+        }
+    }
+
+    #[test]
+    fn privacy_visibility_contacts_row() {
+        let s = PrivacySettings {
+            visibility: Visibility::Contacts,
+            ..Default::default()
+        };
+        let v = view_for(true, &online_presence(), &s);
+        assert_eq!(v.status, PublicStatus::Online);
+        assert!(v.custom_status.is_some());
+        let v = view_for(true, &offline_presence(), &s);
+        assert_eq!(v.last_seen, Some(t(-60_000)));
+        assert_hidden(&view_for(false, &online_presence(), &s));
+        assert_hidden(&view_for(false, &offline_presence(), &s));
+    }
+
+    #[test]
+    fn privacy_show_online_status_false_row() {
+        let s = PrivacySettings {
+            show_online_status: false,
+            ..Default::default()
+        };
+        for contact in [true, false] {
+            let v = view_for(contact, &online_presence(), &s);
+            assert_eq!(v.status, PublicStatus::Offline);
+            assert_eq!(v.custom_status, None);
+            assert_eq!(
+                v.last_seen,
+                Some(t(-60_000)),
+                "lastSeen still governed by showLastSeen"
+            );
+        }
+        let s = PrivacySettings {
+            show_online_status: false,
+            show_last_seen: false,
+            ..Default::default()
+        };
+        for contact in [true, false] {
+            assert_hidden(&view_for(contact, &online_presence(), &s));
+        }
+    }
+
+    #[test]
+    fn privacy_show_last_seen_false_row() {
+        let s = PrivacySettings {
+            show_last_seen: false,
+            ..Default::default()
+        };
+        for contact in [true, false] {
+            let v = view_for(contact, &offline_presence(), &s);
+            assert_eq!(v.status, PublicStatus::Offline);
+            assert_eq!(v.last_seen, None);
+            let v = view_for(contact, &online_presence(), &s);
+            assert_eq!(v.status, PublicStatus::Online, "status is unaffected");
+        }
+    }
+
+    #[test]
+    fn privacy_allow_read_receipts_does_not_affect_presence() {
+        let s = PrivacySettings {
+            allow_read_receipts: false,
+            ..Default::default()
+        };
+        for contact in [true, false] {
+            assert_eq!(
+                view_for(contact, &online_presence(), &s),
+                view_for(contact, &online_presence(), &PrivacySettings::default())
+            );
+        }
+    }
+
+    #[test]
+    fn appear_offline_hides_custom_status_and_owner_sees_everything() {
+        let p = Presence {
+            status: PublicStatus::Offline,
+            appear_offline: true,
+            ..online_presence()
+        };
+        let s = PrivacySettings::default();
+        let v = view_for(true, &p, &s);
+        assert_eq!(
+            (v.status, v.custom_status.clone()),
+            (PublicStatus::Offline, None)
+        );
+        let s = PrivacySettings {
+            invisible_mode: true,
+            visibility: Visibility::Nobody,
+            ..Default::default()
+        };
+        let own = view_as(Viewer::Owner, &online_presence(), &s);
+        assert_eq!(own.status, PublicStatus::Online);
+        assert!(own.custom_status.is_some());
+    }
+
+    #[test]
+    fn viewed_presence_serializes_per_contract() {
+        let v = view_for(false, &online_presence(), &PrivacySettings::default());
+        assert_eq!(
+            serde_json::to_value(&v).unwrap(),
+            json!({"userId": "u", "status": "online", "customStatus": {"text": "Lunch", "emoji": "🍕"}})
+        );
+        let mut p = offline_presence();
+        p.custom_status = Some(CustomStatus {
+            text: Some("Away".into()),
+            emoji: None,
+            expires_at: None,
+        });
+        let v = view_for(false, &p, &PrivacySettings::default());
+        assert_eq!(
+            serde_json::to_value(&v).unwrap(),
+            json!({"userId": "u", "status": "offline", "customStatus": {"text": "Away", "emoji": null},
+                   "lastSeen": "2023-11-14T22:12:20.000Z"})
+        );
+        let v = view_for(
+            false,
+            &online_presence(),
+            &PrivacySettings {
+                invisible_mode: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            serde_json::to_value(&v).unwrap(),
+            json!({"userId": "u", "status": "offline"})
+        );
+        let busy = Presence {
+            status: PublicStatus::Busy,
+            ..online_presence()
+        };
+        assert_eq!(
+            serde_json::to_value(view_for(true, &busy, &PrivacySettings::default())).unwrap()["status"],
+            "busy"
+        );
+    }
+
+    #[test]
+    fn grouping_encodes_once_per_distinct_view() {
+        let viewers = vec![
+            ("c1", Viewer::Contact),
+            ("o1", Viewer::Other),
+            ("c2", Viewer::Contact),
+            ("me", Viewer::Owner),
+            ("o2", Viewer::Other),
+        ];
+        // Everyone sees the same: owner, contacts and others share one group.
+        let g = group_viewers(
+            &online_presence(),
+            &PrivacySettings::default(),
+            viewers.clone(),
+        );
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].viewers, vec!["c1", "o1", "c2", "me", "o2"]);
+        // Contacts-only: contacts + owner see the truth, others see offline.
+        let s = PrivacySettings {
+            visibility: Visibility::Contacts,
+            ..Default::default()
+        };
+        let g = group_viewers(&online_presence(), &s, viewers.clone());
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0].viewers, vec!["c1", "c2", "me"]);
+        assert_eq!(g[0].view.status, PublicStatus::Online);
+        assert_eq!(g[1].viewers, vec!["o1", "o2"]);
+        assert_eq!(g[1].view.status, PublicStatus::Offline);
+        // Invisible: owner alone sees the truth.
+        let s = PrivacySettings {
+            invisible_mode: true,
+            ..Default::default()
+        };
+        let g = group_viewers(&online_presence(), &s, viewers);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[1].viewers, vec!["me"]);
+        assert!(group_viewers::<&str>(&online_presence(), &s, vec![]).is_empty());
+    }
+
+    #[test]
+    fn privacy_change_reaches_only_viewers_whose_view_changed() {
+        let p = online_presence();
+        let before = PrivacySettings::default();
+        let after = PrivacySettings {
+            visibility: Visibility::Contacts,
+            ..Default::default()
+        };
+        let viewers = vec![
+            ("c", Viewer::Contact),
+            ("o", Viewer::Other),
+            ("me", Viewer::Owner),
+        ];
+        let g = changed_views((&p, &before), (&p, &after), viewers.clone());
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].viewers, vec!["o"]);
+        assert_eq!(g[0].view.status, PublicStatus::Offline);
+        // And back: the non-contact sees the real status again.
+        let g = changed_views((&p, &after), (&p, &before), viewers.clone());
+        assert_eq!(g[0].viewers, vec!["o"]);
+        assert_eq!(g[0].view.status, PublicStatus::Online);
+        // A presence change hidden from strangers does not reach them.
+        let away = Presence {
+            status: PublicStatus::Away,
+            ..p.clone()
+        };
+        let g = changed_views((&p, &after), (&away, &after), viewers);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].viewers, vec!["c", "me"]);
+    }
+
+    #[test]
+    fn settings_patch_merges() {
+        let patch: PrivacySettingsPatch =
+            serde_json::from_value(json!({"visibility": "contacts", "showLastSeen": false}))
+                .unwrap();
+        let s = PrivacySettings::default().merged(&patch);
+        assert_eq!(s.visibility, Visibility::Contacts);
+        assert!(!s.show_last_seen);
+        assert!(s.show_online_status && s.allow_read_receipts && !s.invisible_mode);
+        assert_eq!(
+            serde_json::to_value(s).unwrap(),
+            json!({"visibility": "contacts", "showOnlineStatus": true, "showLastSeen": false,
+                   "allowReadReceipts": true, "invisibleMode": false})
+        );
+        assert!(
+            serde_json::from_value::<PrivacySettingsPatch>(json!({"visibility": "all"})).is_err()
+        );
+    }
+
+    // ----- parsing ---------------------------------------------------------------------------
+
+    #[test]
+    fn update_parsing() {
+        let u = PresenceUpdate::from_json(&json!({"status": "dnd"})).unwrap();
+        assert_eq!(u, upd(Status::Busy));
+        let u = PresenceUpdate::from_json(&json!({
+            "status": "online",
+            "customStatus": {"text": "In a meeting", "emoji": "📅", "expiresAt": "2023-11-14T23:13:20.000Z"}
+        }))
+        .unwrap();
+        let cs = u.custom_status.unwrap();
+        assert_eq!(cs.text.as_deref(), Some("In a meeting"));
+        assert_eq!(cs.expires_at, Some(t(3_600_000)));
+        let u = PresenceUpdate::from_json(
+            &json!({"status": "away", "customStatus": "brb", "customEmoji": "☕"}),
+        )
+        .unwrap();
+        assert_eq!(u.custom_status.unwrap().emoji.as_deref(), Some("☕"));
+        let u = PresenceUpdate::from_json(
+            &json!({"status": "online", "customStatus": {"expiresAt": 1_700_000_000_000i64}}),
+        )
+        .unwrap();
+        assert_eq!(
+            u.custom_status, None,
+            "empty custom status is no custom status"
+        );
+        let u = PresenceUpdate::from_json(&json!({"status": "online", "customStatus": {"text": "x", "expiresAt": 1_700_000_000_000i64}}))
+            .unwrap();
+        assert_eq!(u.custom_status.unwrap().expires_at, Some(t(0)));
+        assert_eq!(
+            PresenceUpdate::from_json(&json!({"status": "sleeping"}))
+                .unwrap_err()
+                .code(),
+            "VALIDATION_ERROR"
+        );
+        assert!(PresenceUpdate::from_json(&json!({})).is_err());
+        assert!(
+            PresenceUpdate::from_json(&json!({"status": "online", "customStatus": 5})).is_err()
+        );
+        assert!(
+            PresenceUpdate::from_json(
+                &json!({"status": "online", "customStatus": {"expiresAt": "soon"}})
+            )
+            .is_err()
+        );
+        assert_eq!(
+            PresenceUpdate::from_json(
+                &json!({"status": "online", "customStatus": "x".repeat(300)})
+            )
+            .unwrap_err()
+            .code(),
+            "PAYLOAD_TOO_LARGE"
+        );
+    }
+
+    // ----- tracker ---------------------------------------------------------------------------
+
+    #[test]
+    fn connect_is_announced_after_the_coalescing_window() {
+        let mut p = tracker();
+        assert!(p.connect(A, "u", "s1", t(0)).new_session);
+        assert_eq!(
+            p.get(A, "u").unwrap().status,
+            PublicStatus::Offline,
+            "not yet published"
+        );
+        assert_eq!(p.current(A, "u").unwrap().status, PublicStatus::Online);
+        assert_eq!(p.next_deadline(), Some(t(400)));
+        assert!(p.tick(t(399)).is_empty());
+        let ev = p.tick(t(400));
+        assert_eq!(
+            changes(&ev),
+            vec![(PublicStatus::Offline, PublicStatus::Online)]
+        );
+        assert_eq!(p.get(A, "u").unwrap().status, PublicStatus::Online);
+        assert_eq!(
+            p.breakdown(A),
+            StatusBreakdown {
+                online: 1,
+                ..Default::default()
+            }
+        );
+        assert_eq!(p.breakdown("other"), StatusBreakdown::default());
+    }
+
+    #[test]
+    fn nchat_connect_flicker_produces_one_online_broadcast() {
+        // Connect, then nchat's {status:"offline"} and {status:"online"} a moment later.
+        let mut p = tracker();
+        p.connect(A, "u", "s1", t(0));
+        p.update(A, "u", "s1", upd(Status::Offline), t(50));
+        p.update(A, "u", "s1", upd(Status::Online), t(300));
+        let ev = run_until(&mut p, t(10_000));
+        assert_eq!(
+            changes(&ev),
+            vec![(PublicStatus::Offline, PublicStatus::Online)]
+        );
+    }
+
+    #[test]
+    fn flicker_while_online_produces_no_broadcast() {
+        let mut p = tracker();
+        p.connect(A, "u", "s1", t(0));
+        run_until(&mut p, t(1000));
+        assert_eq!(
+            p.update(A, "u", "s1", upd(Status::Offline), t(5000)),
+            UpdateOutcome::Changed
+        );
+        assert_eq!(
+            p.update(A, "u", "s1", upd(Status::Online), t(5200)),
+            UpdateOutcome::Changed
+        );
+        let ev = run_until(&mut p, t(20_000));
+        assert!(changes(&ev).is_empty(), "{ev:?}");
+        // Same for a quick reconnect (socket closes and a new one opens within the grace).
+        p.disconnect(A, "u", "s1", t(30_000));
+        let c = p.connect(A, "u", "s2", t(31_000));
+        assert!(!c.new_session);
+        assert!(run_until(&mut p, t(60_000)).is_empty());
+    }
+
+    #[test]
+    fn coalescing_merges_a_burst_and_is_capped() {
+        let mut p = tracker();
+        p.connect(A, "u", "s1", t(0));
+        run_until(&mut p, t(1000));
+        // Changes every 300 ms keep extending the window, up to the 2 s cap.
+        let statuses = [
+            Status::Away,
+            Status::Busy,
+            Status::Away,
+            Status::Busy,
+            Status::Away,
+            Status::Busy,
+            Status::Away,
+            Status::Busy,
+        ];
+        let mut evs = Vec::new();
+        for (i, s) in statuses.iter().enumerate() {
+            let now = t(2000 + 300 * i as i64);
+            evs.extend(run_until(&mut p, now));
+            p.update(A, "u", "s1", upd(*s), now);
+        }
+        evs.extend(run_until(&mut p, t(10_000)));
+        let ch = changes(&evs);
+        assert_eq!(ch.len(), 2, "{ch:?}");
+        assert_eq!(ch[0].0, PublicStatus::Online);
+        assert_eq!(ch[1].1, PublicStatus::Busy);
+    }
+
+    #[test]
+    fn heartbeat_produces_no_change() {
+        let mut p = tracker();
+        let cs = CustomStatus {
+            text: Some("Focus".into()),
+            emoji: None,
+            expires_at: None,
+        };
+        p.connect(A, "u", "s1", t(0));
+        let first = PresenceUpdate {
+            status: Status::Busy,
+            custom_status: Some(cs.clone()),
+        };
+        assert_eq!(
+            p.update(A, "u", "s1", first.clone(), t(10)),
+            UpdateOutcome::Changed
+        );
+        run_until(&mut p, t(1000));
+        for i in 1..=10 {
+            let now = t(i * 30_000);
+            assert_eq!(
+                p.update(A, "u", "s1", first.clone(), now),
+                UpdateOutcome::Unchanged
+            );
+            assert!(run_until(&mut p, now).is_empty());
+        }
+        // dnd is busy: still a heartbeat.
+        let dnd =
+            PresenceUpdate::from_json(&json!({"status": "dnd", "customStatus": {"text": "Focus"}}))
+                .unwrap();
+        assert_eq!(
+            p.update(A, "u", "s1", dnd, t(330_000)),
+            UpdateOutcome::Unchanged
+        );
+    }
+
+    #[test]
+    fn heartbeat_keeps_socket_from_going_idle_and_idle_means_away() {
+        let mut p = PresenceTracker::new(PresenceConfig::from_millis(10_000, 90_000, 400));
+        p.connect(A, "u", "s1", t(0));
+        run_until(&mut p, t(1000));
+        for i in 1..=5 {
+            p.update(A, "u", "s1", upd(Status::Online), t(i * 30_000));
+            assert!(run_until(&mut p, t(i * 30_000)).is_empty());
+        }
+        // Last heartbeat at 150 s: away at 240 s.
+        assert!(run_until(&mut p, t(239_999)).is_empty());
+        let ev = run_until(&mut p, t(241_000));
+        assert_eq!(
+            changes(&ev),
+            vec![(PublicStatus::Online, PublicStatus::Away)]
+        );
+        // A heartbeat brings it back.
+        assert_eq!(
+            p.update(A, "u", "s1", upd(Status::Online), t(250_000)),
+            UpdateOutcome::Changed
+        );
+        assert_eq!(
+            changes(&run_until(&mut p, t(251_000))),
+            vec![(PublicStatus::Away, PublicStatus::Online)]
+        );
+        // Other activity does too.
+        run_until(&mut p, t(400_000));
+        assert_eq!(p.current(A, "u").unwrap().status, PublicStatus::Away);
+        assert_eq!(p.touch(A, "u", "s1", t(400_000)), UpdateOutcome::Changed);
+        assert_eq!(p.current(A, "u").unwrap().status, PublicStatus::Online);
+    }
+
+    #[test]
+    fn multi_device_most_available_wins() {
+        let mut p = tracker();
+        p.connect(A, "u", "desk", t(0));
+        p.connect(A, "u", "phone", t(0));
+        p.update(A, "u", "desk", upd(Status::Busy), t(10));
+        p.update(A, "u", "phone", upd(Status::Away), t(10));
+        assert_eq!(p.current(A, "u").unwrap().status, PublicStatus::Away);
+        p.update(A, "u", "phone", upd(Status::Online), t(20));
+        assert_eq!(p.current(A, "u").unwrap().status, PublicStatus::Online);
+        // A device appearing offline does not hide the other, online one.
+        p.update(A, "u", "phone", upd(Status::Invisible), t(30));
+        assert_eq!(p.current(A, "u").unwrap().status, PublicStatus::Busy);
+        // When all live devices appear offline, the user appears offline.
+        p.update(A, "u", "desk", upd(Status::Offline), t(40));
+        let cur = p.current(A, "u").unwrap();
+        assert_eq!(
+            (cur.status, cur.appear_offline),
+            (PublicStatus::Offline, true)
+        );
+        // Closing one device keeps the user connected (no grace, no session end).
+        assert!(!p.disconnect(A, "u", "phone", t(50)).last_socket);
+        assert!(p.disconnect(A, "u", "desk", t(60)).last_socket);
+        assert!(p.is_connected(A, "u"), "inside the grace");
+        let ev = run_until(&mut p, t(100_000));
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, PresenceEvent::SessionEnded { .. }))
+        );
+        assert!(!p.is_connected(A, "u"));
+    }
+
+    #[test]
+    fn idle_device_counts_as_away_but_other_device_online_wins() {
+        let mut p = PresenceTracker::new(PresenceConfig::from_millis(10_000, 60_000, 400));
+        p.connect(A, "u", "desk", t(0));
+        p.connect(A, "u", "phone", t(0));
+        run_until(&mut p, t(1000));
+        for i in 1..=4 {
+            p.update(A, "u", "phone", upd(Status::Online), t(i * 30_000));
+        }
+        let ev = run_until(&mut p, t(150_000));
+        assert!(
+            changes(&ev).is_empty(),
+            "phone keeps the user online: {ev:?}"
+        );
+        let ev = run_until(&mut p, t(200_000));
+        assert_eq!(
+            changes(&ev),
+            vec![(PublicStatus::Online, PublicStatus::Away)]
+        );
+    }
+
+    #[test]
+    fn offline_only_after_grace_and_last_seen_recorded() {
+        let mut p = PresenceTracker::new(PresenceConfig::from_millis(10_000, 300_000, 400));
+        p.connect(A, "u", "s1", t(0));
+        run_until(&mut p, t(1000));
+        let d = p.disconnect(A, "u", "s1", t(5000));
+        assert!(d.last_socket);
+        assert_eq!(
+            p.current(A, "u").unwrap().status,
+            PublicStatus::Online,
+            "still online during grace"
+        );
+        assert!(run_until(&mut p, t(14_999)).is_empty());
+        let ev = p.tick(t(15_000));
+        assert_eq!(
+            ev[0],
+            PresenceEvent::SessionEnded {
+                account: A.into(),
+                user_id: "u".into(),
+                last_seen: Some(t(5000))
+            }
+        );
+        assert_eq!(
+            changes(&ev),
+            vec![(PublicStatus::Online, PublicStatus::Offline)]
+        );
+        if let PresenceEvent::Changed { current, .. } = &ev[1] {
+            assert_eq!(
+                current.last_seen,
+                Some(t(5000)),
+                "lastSeen = when the last socket closed"
+            );
+            assert_eq!(
+                view_for(false, current, &PrivacySettings::default()).last_seen,
+                Some(t(5000))
+            );
+        }
+        // Nothing left in memory: the database has it.
+        assert!(p.get(A, "u").is_none());
+        assert_eq!(p.next_deadline(), None);
+        // A later connection is a new session.
+        assert!(p.connect(A, "u", "s2", t(20_000)).new_session);
+    }
+
+    #[test]
+    fn reconnect_within_grace_keeps_status_and_session() {
+        let mut p = tracker();
+        p.connect(A, "u", "s1", t(0));
+        p.update(A, "u", "s1", upd(Status::Busy), t(10));
+        run_until(&mut p, t(1000));
+        p.disconnect(A, "u", "s1", t(2000));
+        let c = p.connect(A, "u", "s2", t(4000));
+        assert!(!c.new_session);
+        assert_eq!(
+            p.current(A, "u").unwrap().status,
+            PublicStatus::Busy,
+            "new socket inherits busy"
+        );
+        let ev = run_until(&mut p, t(60_000));
+        assert!(ev.is_empty(), "{ev:?}");
+    }
+
+    #[test]
+    fn zero_grace_goes_offline_at_next_tick() {
+        let mut p = PresenceTracker::new(PresenceConfig::from_millis(0, 90_000, 400));
+        p.connect(A, "u", "s1", t(0));
+        run_until(&mut p, t(1000));
+        p.disconnect(A, "u", "s1", t(2000));
+        assert_eq!(p.next_deadline(), Some(t(2000)));
+        let ev = p.tick(t(2000));
+        assert_eq!(
+            changes(&ev),
+            vec![(PublicStatus::Online, PublicStatus::Offline)]
+        );
+    }
+
+    #[test]
+    fn appear_offline_records_last_seen_and_leaving_invisible_does_not_move_it() {
+        let mut p = tracker();
+        p.connect(A, "u", "s1", t(0));
+        run_until(&mut p, t(1000));
+        p.update(A, "u", "s1", upd(Status::Invisible), t(2000));
+        let ev = run_until(&mut p, t(3000));
+        assert_eq!(
+            changes(&ev),
+            vec![(PublicStatus::Online, PublicStatus::Offline)]
+        );
+        let PresenceEvent::Changed { current, .. } = &ev[0] else {
+            panic!()
+        };
+        assert!(current.appear_offline);
+        assert_eq!(current.last_seen, Some(t(2000)));
+        p.disconnect(A, "u", "s1", t(50_000));
+        let ev = run_until(&mut p, t(100_000));
+        assert_eq!(
+            ev[0],
+            PresenceEvent::SessionEnded {
+                account: A.into(),
+                user_id: "u".into(),
+                last_seen: Some(t(2000))
+            }
+        );
+        // Others already saw offline: whatever is republished looks the same to every viewer.
+        for e in &ev[1..] {
+            let PresenceEvent::Changed {
+                previous, current, ..
+            } = e
+            else {
+                panic!()
+            };
+            let s = PrivacySettings::default();
+            let viewers = [
+                ("c", Viewer::Contact),
+                ("o", Viewer::Other),
+                ("me", Viewer::Owner),
+            ];
+            assert!(changed_views((previous, &s), (current, &s), viewers).is_empty());
+        }
+    }
+
+    #[test]
+    fn custom_status_expiry_and_clearing() {
+        let mut p = tracker();
+        p.connect(A, "u", "s1", t(0));
+        let cs = CustomStatus {
+            text: Some("Lunch".into()),
+            emoji: Some("🍕".into()),
+            expires_at: Some(t(60_000)),
+        };
+        p.update(
+            A,
+            "u",
+            "s1",
+            PresenceUpdate {
+                status: Status::Online,
+                custom_status: Some(cs.clone()),
+            },
+            t(10),
+        );
+        let ev = run_until(&mut p, t(1000));
+        let PresenceEvent::Changed { current, .. } = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(current.custom_status, Some(cs.clone()));
+        assert_eq!(p.next_deadline(), Some(t(60_000)));
+        let ev = run_until(&mut p, t(61_000));
+        assert_eq!(ev.len(), 1);
+        let PresenceEvent::Changed {
+            previous, current, ..
+        } = &ev[0]
+        else {
+            panic!()
+        };
+        assert!(previous.custom_status.is_some());
+        assert_eq!(current.custom_status, None);
+        assert_eq!(current.status, PublicStatus::Online);
+        // An update without customStatus clears it.
+        let no_expiry = CustomStatus {
+            expires_at: None,
+            ..cs.clone()
+        };
+        p.update(
+            A,
+            "u",
+            "s1",
+            PresenceUpdate {
+                status: Status::Online,
+                custom_status: Some(no_expiry),
+            },
+            t(70_000),
+        );
+        run_until(&mut p, t(71_000));
+        assert!(p.get(A, "u").unwrap().custom_status.is_some());
+        assert_eq!(
+            p.update(A, "u", "s1", upd(Status::Online), t(80_000)),
+            UpdateOutcome::Changed
+        );
+        let ev = run_until(&mut p, t(81_000));
+        let PresenceEvent::Changed { current, .. } = &ev[0] else {
+            panic!()
+        };
+        assert_eq!(current.custom_status, None);
+        // An already expired custom status is ignored.
+        let old = CustomStatus {
+            expires_at: Some(t(1)),
+            ..cs
+        };
+        assert_eq!(
+            p.update(
+                A,
+                "u",
+                "s1",
+                PresenceUpdate {
+                    status: Status::Online,
+                    custom_status: Some(old)
+                },
+                t(90_000)
+            ),
+            UpdateOutcome::Unchanged
+        );
+    }
+
+    #[test]
+    fn custom_status_survives_offline_until_it_expires() {
+        let mut p = tracker();
+        p.connect(A, "u", "s1", t(0));
+        let cs = CustomStatus {
+            text: Some("Vacation".into()),
+            emoji: None,
+            expires_at: Some(t(100_000)),
+        };
+        p.update(
+            A,
+            "u",
+            "s1",
+            PresenceUpdate {
+                status: Status::Online,
+                custom_status: Some(cs),
+            },
+            t(10),
+        );
+        p.disconnect(A, "u", "s1", t(1000));
+        run_until(&mut p, t(20_000));
+        let pub_ = p.get(A, "u").unwrap();
+        assert_eq!(pub_.status, PublicStatus::Offline);
+        let v = view_for(false, pub_, &PrivacySettings::default());
+        assert_eq!(v.custom_status.unwrap().text.as_deref(), Some("Vacation"));
+        let ev = run_until(&mut p, t(200_000));
+        assert_eq!(ev.len(), 1);
+        assert!(p.get(A, "u").is_none(), "forgotten once nothing is left");
+    }
+
+    #[test]
+    fn accounts_are_isolated_and_unknown_disconnects_are_ignored() {
+        let mut p = tracker();
+        p.connect("app1", "u", "s1", t(0));
+        assert!(p.current("app2", "u").is_none());
+        assert!(!p.disconnect("app2", "u", "s1", t(1)).last_socket);
+        assert!(!p.disconnect("app1", "u", "nope", t(1)).last_socket);
+        assert!(p.current("app2", "u").is_none());
+        assert_eq!(p.touch("app2", "u", "s1", t(2)), UpdateOutcome::Unchanged);
+    }
+
+    #[test]
+    fn restore_seeds_last_seen_without_announcing() {
+        let mut p = tracker();
+        p.restore(A, "u", Some(t(-1000)), None, t(0));
+        assert!(p.get(A, "u").is_none(), "nothing worth keeping");
+        let cs = CustomStatus {
+            text: Some("x".into()),
+            emoji: None,
+            expires_at: None,
+        };
+        p.restore(A, "u", Some(t(-1000)), Some(cs), t(0));
+        assert_eq!(p.get(A, "u").unwrap().last_seen, Some(t(-1000)));
+        assert!(p.tick(t(10_000)).is_empty());
+        p.connect(A, "u", "s1", t(20_000));
+        let ev = run_until(&mut p, t(21_000));
+        assert_eq!(
+            changes(&ev),
+            vec![(PublicStatus::Offline, PublicStatus::Online)]
+        );
+    }
+
+    #[test]
+    fn config_defaults_and_conversions() {
+        let c = PresenceConfig::default();
+        assert_eq!(c.offline_grace, Duration::milliseconds(5_000));
+        assert_eq!(c.idle_timeout, Duration::milliseconds(300_000));
+        assert_eq!(c.coalesce_window, Duration::milliseconds(400));
+        assert_eq!(c.coalesce_max_delay, Duration::milliseconds(2_000));
+        let s = std::time::Duration::from_millis;
+        assert_eq!(PresenceConfig::from_std(s(5_000), s(300_000), s(400)), c);
+        let huge = PresenceConfig::from_std(std::time::Duration::MAX, s(0), s(5_000));
+        assert_eq!(huge.offline_grace, Duration::milliseconds(MAX_SETTING_MS));
+        assert_eq!(huge.idle_timeout, Duration::milliseconds(1));
+        assert_eq!(huge.coalesce_max_delay, Duration::milliseconds(5_000));
+    }
+
+    #[test]
+    fn deadline_queue_stays_small() {
+        let mut p = tracker();
+        p.connect(A, "u", "s1", t(0));
+        for i in 1..1000 {
+            p.update(A, "u", "s1", upd(Status::Online), t(i * 1000));
+            p.tick(t(i * 1000));
+        }
+        assert_eq!(p.queue.len(), 1);
+    }
+}

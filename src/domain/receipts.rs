@@ -1,0 +1,1194 @@
+//! Delivery and read receipts (CONTRACT §6): pure counting logic, no sockets, no SQL, no clock.
+//!
+//! Model:
+//! - Each room has members; a member counts as a *recipient* of a message when they are
+//!   not its sender and joined before it was sent (`since_seq < seq`), so somebody who joins
+//!   later does not make old messages "unread by one" forever. Removing a member removes
+//!   them from every count.
+//! - Reads are per-room per-user *watermarks* on the message `seq`: reading message N reads
+//!   everything up to N. A watermark never moves backwards.
+//! - Deliveries are per-message sets of recipients (pushed to a connected socket, or fetched
+//!   through sync). A read implies delivery.
+//! - Counts are over recipients: `totalRecipients = members − sender` (WhatsApp-style "all
+//!   read" when `readCount == totalRecipients`). Readers who turned read receipts off never
+//!   count as readers and never cause `message:read*` (they still count as delivered).
+//! - Watermark changes are recorded as dirty and drained by [`ReceiptTracker::take_dirty`]
+//!   so the glue writes them to the database in batches (coalesced writes).
+//!
+//! Only the latest `max_messages_per_room` messages of a room are tracked in memory; for older
+//! ones [`ReceiptTracker::status`] answers `None` and the glue falls back to the database
+//! (watermarks there give the read state).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+
+/// Per-room monotonic message sequence number.
+pub type Seq = i64;
+
+pub const DEFAULT_MAX_MESSAGES_PER_ROOM: usize = 1_000;
+
+fn ser_iso<S: Serializer>(dt: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&dt.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outgoing payloads
+// ---------------------------------------------------------------------------------------------
+
+/// Delivery state of a message as the sender sees it. In a group, `delivered`/`read` mean
+/// ALL recipients; the counts tell the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Sent,
+    Delivered,
+    Read,
+    /// Never produced by the counting logic: the glue uses it for a message the server
+    /// refused or does not know (see [`DeliveryStatus::failed`]).
+    Failed,
+}
+
+impl DeliveryState {
+    /// `read` when every recipient read, `delivered` when every recipient got it, else
+    /// `sent`. A message without recipients (the sender is alone in the room) stays `sent`.
+    pub fn from_counts(delivered_count: usize, read_count: usize, total_recipients: usize) -> Self {
+        if total_recipients == 0 {
+            DeliveryState::Sent
+        } else if read_count >= total_recipients {
+            DeliveryState::Read
+        } else if delivered_count >= total_recipients {
+            DeliveryState::Delivered
+        } else {
+            DeliveryState::Sent
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Sent => "sent",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Read => "read",
+            DeliveryState::Failed => "failed",
+        }
+    }
+}
+
+/// `message:delivered {messageId, deliveredCount, totalRecipients, deliveredAt}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageDelivered {
+    pub message_id: String,
+    pub delivered_count: usize,
+    pub total_recipients: usize,
+    #[serde(serialize_with = "ser_iso")]
+    pub delivered_at: DateTime<Utc>,
+}
+
+/// `message:ack {messageId, status}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageAck {
+    pub message_id: String,
+    pub status: DeliveryState,
+}
+
+/// `message:read {messageId, userId, readCount, totalRecipients, readAt}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageRead {
+    pub message_id: String,
+    pub user_id: String,
+    pub read_count: usize,
+    pub total_recipients: usize,
+    #[serde(serialize_with = "ser_iso")]
+    pub read_at: DateTime<Utc>,
+}
+
+/// `message:batch-read {channelId, userId, messageIds, readAt}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageBatchRead {
+    pub channel_id: String,
+    pub user_id: String,
+    pub message_ids: Vec<String>,
+    #[serde(serialize_with = "ser_iso")]
+    pub read_at: DateTime<Utc>,
+}
+
+/// One entry of `delivery:sync-response.statuses`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryStatus {
+    /// The id as the client sent it (server id or its clientMessageId).
+    pub message_id: String,
+    pub state: DeliveryState,
+    pub delivered_count: usize,
+    pub read_count: usize,
+    pub total_recipients: usize,
+    #[serde(serialize_with = "ser_iso")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl DeliveryStatus {
+    /// Status for an id the server never accepted (so the client should resend).
+    pub fn failed(message_id: &str, now: DateTime<Utc>) -> Self {
+        DeliveryStatus {
+            message_id: message_id.to_string(),
+            state: DeliveryState::Failed,
+            delivered_count: 0,
+            read_count: 0,
+            total_recipients: 0,
+            updated_at: now,
+        }
+    }
+
+    /// Status computed from counts (e.g. from database rows for an untracked message).
+    pub fn from_counts(
+        message_id: &str,
+        delivered_count: usize,
+        read_count: usize,
+        total_recipients: usize,
+        updated_at: DateTime<Utc>,
+    ) -> Self {
+        DeliveryStatus {
+            message_id: message_id.to_string(),
+            state: DeliveryState::from_counts(delivered_count, read_count, total_recipients),
+            delivered_count,
+            read_count,
+            total_recipients,
+            updated_at,
+        }
+    }
+}
+
+/// `delivery:sync-response {statuses}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeliverySyncResponse {
+    pub statuses: Vec<DeliveryStatus>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notices returned to the glue
+// ---------------------------------------------------------------------------------------------
+
+/// Send `delivered` (and `ack` when present) to the sender's sockets (`user:<sender_id>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveredNotice {
+    pub sender_id: String,
+    pub delivered: MessageDelivered,
+    /// Present when the message's state changed (e.g. `sent` → `delivered`).
+    pub ack: Option<MessageAck>,
+}
+
+/// Send `read` to the sender's sockets (or fold it into a batch, see
+/// [`ReadOutcome::batch_by_sender`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadNotice {
+    pub sender_id: String,
+    pub read: MessageRead,
+}
+
+/// A `message:batch-read` for one sender.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchReadNotice {
+    pub sender_id: String,
+    pub payload: MessageBatchRead,
+}
+
+/// Result of advancing a read watermark.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// The watermark moved forward (and was recorded for persistence).
+    pub advanced: bool,
+    /// The watermark after the call.
+    pub watermark: Seq,
+    /// Deliveries implied by the read (messages the reader had not been counted for yet).
+    pub delivered: Vec<DeliveredNotice>,
+    /// Read notices for the senders, in seq order. Empty when the reader turned read
+    /// receipts off.
+    pub reads: Vec<ReadNotice>,
+}
+
+impl ReadOutcome {
+    /// Fold [`ReadOutcome::reads`] into one `message:batch-read` per sender (message ids in
+    /// seq order), for `message:batch-read-ack` or a watermark jump over many messages.
+    pub fn batch_by_sender(&self, channel_id: &str) -> Vec<BatchReadNotice> {
+        let mut out: Vec<BatchReadNotice> = Vec::new();
+        for r in &self.reads {
+            match out.iter_mut().find(|b| b.sender_id == r.sender_id) {
+                Some(b) => {
+                    b.payload.message_ids.push(r.read.message_id.clone());
+                    b.payload.read_at = b.payload.read_at.max(r.read.read_at);
+                }
+                None => out.push(BatchReadNotice {
+                    sender_id: r.sender_id.clone(),
+                    payload: MessageBatchRead {
+                        channel_id: channel_id.to_string(),
+                        user_id: r.read.user_id.clone(),
+                        message_ids: vec![r.read.message_id.clone()],
+                        read_at: r.read.read_at,
+                    },
+                }),
+            }
+        }
+        out
+    }
+}
+
+/// A watermark to persist.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WatermarkWrite {
+    pub account: String,
+    pub room: String,
+    pub user_id: String,
+    pub seq: Seq,
+    pub read_at: DateTime<Utc>,
+}
+
+/// A message as registered after it was persisted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewMessage {
+    pub message_id: String,
+    pub seq: Seq,
+    pub sender_id: String,
+    pub client_message_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Watermark {
+    seq: Seq,
+    at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+struct Tracked {
+    message_id: String,
+    sender_id: String,
+    client_message_id: Option<String>,
+    delivered: HashSet<String>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Counts {
+    delivered: usize,
+    read: usize,
+    total: usize,
+}
+
+impl Counts {
+    fn state(self) -> DeliveryState {
+        DeliveryState::from_counts(self.delivered, self.read, self.total)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct RoomState {
+    /// member → `since_seq`: recipient of messages with `seq > since_seq`.
+    members: HashMap<String, Seq>,
+    watermarks: HashMap<String, Watermark>,
+    messages: BTreeMap<Seq, Tracked>,
+    last_seq: Seq,
+}
+
+impl RoomState {
+    fn is_recipient(&self, user: &str, seq: Seq, m: &Tracked) -> bool {
+        user != m.sender_id && self.members.get(user).is_some_and(|since| *since < seq)
+    }
+
+    fn read_through(&self, user: &str, seq: Seq) -> bool {
+        self.watermarks.get(user).is_some_and(|w| w.seq >= seq)
+    }
+
+    fn counts(&self, seq: Seq, m: &Tracked, receipts_off: impl Fn(&str) -> bool) -> Counts {
+        let mut c = Counts {
+            delivered: 0,
+            read: 0,
+            total: 0,
+        };
+        for (user, since) in &self.members {
+            if *user == m.sender_id || *since >= seq {
+                continue;
+            }
+            c.total += 1;
+            let read = self.read_through(user, seq);
+            if read || m.delivered.contains(user) {
+                c.delivered += 1;
+            }
+            if read && !receipts_off(user) {
+                c.read += 1;
+            }
+        }
+        c
+    }
+}
+
+/// Configuration of the tracker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiptConfig {
+    /// Messages per room kept in memory (oldest evicted first).
+    pub max_messages_per_room: usize,
+}
+
+impl Default for ReceiptConfig {
+    fn default() -> Self {
+        ReceiptConfig {
+            max_messages_per_room: DEFAULT_MAX_MESSAGES_PER_ROOM,
+        }
+    }
+}
+
+type RoomKey = (String, String);
+
+/// Receipt state of every room, per account. Not synchronised: keep it behind a mutex.
+#[derive(Debug, Default)]
+pub struct ReceiptTracker {
+    cfg: ReceiptConfig,
+    rooms: HashMap<RoomKey, RoomState>,
+    /// (account, message id) → (room, seq).
+    by_id: HashMap<(String, String), (String, Seq)>,
+    /// (account, sender, client message id) → message id.
+    by_client_id: HashMap<(String, String, String), String>,
+    /// (account, user) with read receipts turned off.
+    receipts_off: HashSet<(String, String)>,
+    dirty: HashMap<(String, String, String), Watermark>,
+}
+
+impl ReceiptTracker {
+    pub fn new(cfg: ReceiptConfig) -> Self {
+        ReceiptTracker {
+            cfg,
+            ..Default::default()
+        }
+    }
+
+    fn rk(account: &str, room: &str) -> RoomKey {
+        (account.to_string(), room.to_string())
+    }
+
+    fn receipts_off_fn<'a>(&'a self, account: &'a str) -> impl Fn(&str) -> bool + 'a {
+        move |user: &str| {
+            self.receipts_off
+                .contains(&(account.to_string(), user.to_string()))
+        }
+    }
+
+    // ----- membership and settings --------------------------------------------------------
+
+    /// Whether the room's members were loaded (the glue loads them lazily from the database).
+    pub fn has_room(&self, account: &str, room: &str) -> bool {
+        self.rooms.contains_key(&Self::rk(account, room))
+    }
+
+    /// Replace the room's member list: `(user, since_seq)`, where `since_seq` is the room's
+    /// last seq when they joined (0 for "before anything tracked").
+    pub fn set_members(
+        &mut self,
+        account: &str,
+        room: &str,
+        members: impl IntoIterator<Item = (String, Seq)>,
+    ) {
+        let r = self.rooms.entry(Self::rk(account, room)).or_default();
+        r.members = members.into_iter().collect();
+    }
+
+    /// A user joined: they are a recipient of messages sent from now on. Rejoining keeps the
+    /// original join point.
+    pub fn add_member(&mut self, account: &str, room: &str, user_id: &str) {
+        let r = self.rooms.entry(Self::rk(account, room)).or_default();
+        let since = r.last_seq;
+        r.members.entry(user_id.to_string()).or_insert(since);
+    }
+
+    /// A user was removed from the room (forget / admin): no longer counted anywhere.
+    pub fn remove_member(&mut self, account: &str, room: &str, user_id: &str) {
+        if let Some(r) = self.rooms.get_mut(&Self::rk(account, room)) {
+            r.members.remove(user_id);
+        }
+    }
+
+    /// Mirror of the user's `allowReadReceipts` privacy setting.
+    pub fn set_read_receipts(&mut self, account: &str, user_id: &str, allowed: bool) {
+        let key = (account.to_string(), user_id.to_string());
+        if allowed {
+            self.receipts_off.remove(&key);
+        } else {
+            self.receipts_off.insert(key);
+        }
+    }
+
+    /// Drop everything about a deleted room.
+    pub fn forget_room(&mut self, account: &str, room: &str) {
+        if let Some(r) = self.rooms.remove(&Self::rk(account, room)) {
+            for (_, m) in r.messages {
+                self.unindex(account, &m);
+            }
+        }
+        self.dirty
+            .retain(|(a, rm, _), _| !(a == account && rm == room));
+    }
+
+    fn unindex(&mut self, account: &str, m: &Tracked) {
+        self.by_id
+            .remove(&(account.to_string(), m.message_id.clone()));
+        if let Some(c) = &m.client_message_id {
+            self.by_client_id
+                .remove(&(account.to_string(), m.sender_id.clone(), c.clone()));
+        }
+    }
+
+    // ----- messages ----------------------------------------------------------------------
+
+    /// Track a persisted message (call once, after the insert; re-registering an id is a no-op).
+    pub fn register_message(&mut self, account: &str, room: &str, msg: NewMessage) {
+        if self
+            .by_id
+            .contains_key(&(account.to_string(), msg.message_id.clone()))
+        {
+            return;
+        }
+        let max = self.cfg.max_messages_per_room.max(1);
+        let r = self.rooms.entry(Self::rk(account, room)).or_default();
+        r.last_seq = r.last_seq.max(msg.seq);
+        r.messages.insert(
+            msg.seq,
+            Tracked {
+                message_id: msg.message_id.clone(),
+                sender_id: msg.sender_id.clone(),
+                client_message_id: msg.client_message_id.clone(),
+                delivered: HashSet::new(),
+                updated_at: msg.created_at,
+            },
+        );
+        let mut evicted = Vec::new();
+        while r.messages.len() > max {
+            if let Some((_, m)) = r.messages.pop_first() {
+                evicted.push(m);
+            }
+        }
+        for m in evicted {
+            self.unindex(account, &m);
+        }
+        self.by_id.insert(
+            (account.to_string(), msg.message_id.clone()),
+            (room.to_string(), msg.seq),
+        );
+        if let Some(c) = msg.client_message_id {
+            self.by_client_id
+                .insert((account.to_string(), msg.sender_id, c), msg.message_id);
+        }
+    }
+
+    /// Room and seq of a tracked message id.
+    pub fn locate(&self, account: &str, message_id: &str) -> Option<(&str, Seq)> {
+        self.by_id
+            .get(&(account.to_string(), message_id.to_string()))
+            .map(|(room, seq)| (room.as_str(), *seq))
+    }
+
+    /// Latest seq seen in the room (0 if none tracked).
+    pub fn last_seq(&self, account: &str, room: &str) -> Seq {
+        self.rooms
+            .get(&Self::rk(account, room))
+            .map_or(0, |r| r.last_seq)
+    }
+
+    // ----- delivery ----------------------------------------------------------------------
+
+    /// The message was pushed to these users' sockets (or fetched by them). Non-recipients
+    /// (the sender, non-members, later joiners) are ignored. Returns the notice for the
+    /// sender when the delivered count grew.
+    pub fn mark_delivered<'a>(
+        &mut self,
+        account: &str,
+        message_id: &str,
+        users: impl IntoIterator<Item = &'a str>,
+        now: DateTime<Utc>,
+    ) -> Option<DeliveredNotice> {
+        let (room, seq) = self
+            .by_id
+            .get(&(account.to_string(), message_id.to_string()))?
+            .clone();
+        let off = |u: &str| {
+            self.receipts_off
+                .contains(&(account.to_string(), u.to_string()))
+        };
+        let r = self.rooms.get_mut(&Self::rk(account, &room))?;
+        let before = {
+            let m = r.messages.get(&seq)?;
+            r.counts(seq, m, off)
+        };
+        let new_users: Vec<String> = {
+            let m = r.messages.get(&seq)?;
+            users
+                .into_iter()
+                .filter(|u| {
+                    r.is_recipient(u, seq, m)
+                        && !m.delivered.contains(*u)
+                        && !r.read_through(u, seq)
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        if new_users.is_empty() {
+            return None;
+        }
+        let m = r.messages.get_mut(&seq)?;
+        m.delivered.extend(new_users);
+        m.updated_at = now;
+        let m = r.messages.get(&seq)?;
+        let after = r.counts(seq, m, off);
+        Some(delivered_notice(m, before, after, now))
+    }
+
+    /// A user fetched these messages through sync: each counts as delivered to them.
+    pub fn mark_fetched<'a>(
+        &mut self,
+        account: &str,
+        user_id: &str,
+        message_ids: impl IntoIterator<Item = &'a str>,
+        now: DateTime<Utc>,
+    ) -> Vec<DeliveredNotice> {
+        message_ids
+            .into_iter()
+            .filter_map(|id| self.mark_delivered(account, id, [user_id], now))
+            .collect()
+    }
+
+    // ----- reads -------------------------------------------------------------------------
+
+    /// Advance `user_id`'s read watermark in `room` to `up_to_seq` (a seq the glue resolved on
+    /// the server side: from a message id, or the room's latest for `channel:read`). Never
+    /// moves backwards. Reads imply deliveries.
+    pub fn mark_read(
+        &mut self,
+        account: &str,
+        room: &str,
+        user_id: &str,
+        up_to_seq: Seq,
+        read_at: DateTime<Utc>,
+    ) -> ReadOutcome {
+        let receipts_on = !self
+            .receipts_off
+            .contains(&(account.to_string(), user_id.to_string()));
+        let rk = Self::rk(account, room);
+        let r = self.rooms.entry(rk.clone()).or_default();
+        let old = r.watermarks.get(user_id).map_or(Seq::MIN, |w| w.seq);
+        if up_to_seq <= old {
+            return ReadOutcome {
+                advanced: false,
+                watermark: old,
+                ..Default::default()
+            };
+        }
+        let off = |u: &str| {
+            self.receipts_off
+                .contains(&(account.to_string(), u.to_string()))
+        };
+
+        // Counts before the move, for the messages the move covers and the reader receives.
+        let affected: Vec<(Seq, Counts)> = r
+            .messages
+            .range(old.saturating_add(1)..=up_to_seq)
+            .filter(|(seq, m)| r.is_recipient(user_id, **seq, m))
+            .map(|(seq, m)| (*seq, r.counts(*seq, m, off)))
+            .collect();
+
+        let wm = Watermark {
+            seq: up_to_seq,
+            at: read_at,
+        };
+        r.watermarks.insert(user_id.to_string(), wm);
+
+        let mut out = ReadOutcome {
+            advanced: true,
+            watermark: up_to_seq,
+            ..Default::default()
+        };
+        for (seq, before) in affected {
+            let m = r.messages.get_mut(&seq).expect("in range");
+            m.updated_at = read_at;
+            let m = r.messages.get(&seq).expect("in range");
+            let after = r.counts(seq, m, off);
+            if after.delivered > before.delivered {
+                out.delivered
+                    .push(delivered_notice(m, before, after, read_at));
+            }
+            if receipts_on {
+                out.reads.push(ReadNotice {
+                    sender_id: m.sender_id.clone(),
+                    read: MessageRead {
+                        message_id: m.message_id.clone(),
+                        user_id: user_id.to_string(),
+                        read_count: after.read,
+                        total_recipients: after.total,
+                        read_at,
+                    },
+                });
+            }
+        }
+        self.dirty.insert((rk.0, rk.1, user_id.to_string()), wm);
+        out
+    }
+
+    /// [`ReceiptTracker::mark_read`] up to a tracked message (`message:read-ack`,
+    /// `read:update`, `receipt:update`). `None` when the id is not tracked here: resolve its
+    /// seq from the database and call `mark_read`.
+    pub fn mark_read_message(
+        &mut self,
+        account: &str,
+        user_id: &str,
+        message_id: &str,
+        read_at: DateTime<Utc>,
+    ) -> Option<ReadOutcome> {
+        let (room, seq) = self
+            .locate(account, message_id)
+            .map(|(r, s)| (r.to_string(), s))?;
+        Some(self.mark_read(account, &room, user_id, seq, read_at))
+    }
+
+    /// Load a persisted watermark (startup / lazy load). Keeps the higher one; not dirty.
+    pub fn load_watermark(
+        &mut self,
+        account: &str,
+        room: &str,
+        user_id: &str,
+        seq: Seq,
+        read_at: DateTime<Utc>,
+    ) {
+        let r = self.rooms.entry(Self::rk(account, room)).or_default();
+        let w = r
+            .watermarks
+            .entry(user_id.to_string())
+            .or_insert(Watermark { seq, at: read_at });
+        if seq > w.seq {
+            *w = Watermark { seq, at: read_at };
+        }
+    }
+
+    /// The user's read watermark in the room.
+    pub fn watermark(&self, account: &str, room: &str, user_id: &str) -> Option<Seq> {
+        self.rooms
+            .get(&Self::rk(account, room))?
+            .watermarks
+            .get(user_id)
+            .map(|w| w.seq)
+    }
+
+    /// Tracked messages after the user's watermark that others sent to them.
+    pub fn unread_count(&self, account: &str, room: &str, user_id: &str) -> usize {
+        let Some(r) = self.rooms.get(&Self::rk(account, room)) else {
+            return 0;
+        };
+        let from = r
+            .watermarks
+            .get(user_id)
+            .map_or(Seq::MIN, |w| w.seq)
+            .saturating_add(1);
+        r.messages
+            .range(from..)
+            .filter(|(seq, m)| r.is_recipient(user_id, **seq, m))
+            .count()
+    }
+
+    /// Drain the watermarks changed since the last call (one per room and user, the latest),
+    /// sorted, for a batched database write. Put them back with
+    /// [`ReceiptTracker::restore_dirty`] if the write fails.
+    pub fn take_dirty(&mut self) -> Vec<WatermarkWrite> {
+        let mut out: Vec<WatermarkWrite> = self
+            .dirty
+            .drain()
+            .map(|((account, room, user_id), w)| WatermarkWrite {
+                account,
+                room,
+                user_id,
+                seq: w.seq,
+                read_at: w.at,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Re-queue writes that could not be persisted (newer dirty values win).
+    pub fn restore_dirty(&mut self, writes: impl IntoIterator<Item = WatermarkWrite>) {
+        for w in writes {
+            let e = self
+                .dirty
+                .entry((w.account, w.room, w.user_id))
+                .or_insert(Watermark {
+                    seq: w.seq,
+                    at: w.read_at,
+                });
+            if w.seq > e.seq {
+                *e = Watermark {
+                    seq: w.seq,
+                    at: w.read_at,
+                };
+            }
+        }
+    }
+
+    /// Number of watermarks waiting to be written.
+    pub fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    // ----- delivery:sync -----------------------------------------------------------------
+
+    /// Status of a tracked message for `delivery:sync`; `id` is a server id or one of the
+    /// requester's client ids and is echoed as given. `None`: not tracked here (ask the
+    /// database, or answer [`DeliveryStatus::failed`] for an unknown client id).
+    pub fn status(&self, account: &str, requester: &str, id: &str) -> Option<DeliveryStatus> {
+        let message_id = if self
+            .by_id
+            .contains_key(&(account.to_string(), id.to_string()))
+        {
+            id.to_string()
+        } else {
+            self.by_client_id
+                .get(&(account.to_string(), requester.to_string(), id.to_string()))?
+                .clone()
+        };
+        let (room, seq) = self.by_id.get(&(account.to_string(), message_id))?;
+        let r = self.rooms.get(&Self::rk(account, room))?;
+        let m = r.messages.get(seq)?;
+        let c = r.counts(*seq, m, self.receipts_off_fn(account));
+        Some(DeliveryStatus {
+            message_id: id.to_string(),
+            state: c.state(),
+            delivered_count: c.delivered,
+            read_count: c.read,
+            total_recipients: c.total,
+            updated_at: m.updated_at,
+        })
+    }
+
+    /// `delivery:sync` over tracked messages only; `unknown` gets the ids not answered, for
+    /// the glue to look up in the database.
+    pub fn delivery_sync<'a>(
+        &self,
+        account: &str,
+        requester: &str,
+        ids: impl IntoIterator<Item = &'a str>,
+        unknown: &mut Vec<String>,
+    ) -> DeliverySyncResponse {
+        let mut statuses = Vec::new();
+        for id in ids {
+            match self.status(account, requester, id) {
+                Some(s) => statuses.push(s),
+                None => unknown.push(id.to_string()),
+            }
+        }
+        DeliverySyncResponse { statuses }
+    }
+}
+
+fn delivered_notice(
+    m: &Tracked,
+    before: Counts,
+    after: Counts,
+    now: DateTime<Utc>,
+) -> DeliveredNotice {
+    let (old, new) = (before.state(), after.state());
+    DeliveredNotice {
+        sender_id: m.sender_id.clone(),
+        delivered: MessageDelivered {
+            message_id: m.message_id.clone(),
+            delivered_count: after.delivered,
+            total_recipients: after.total,
+            delivered_at: now,
+        },
+        ack: (old != new).then(|| MessageAck {
+            message_id: m.message_id.clone(),
+            status: new,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const A: &str = "primary";
+    const ROOM: &str = "channel:general";
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
+    }
+
+    fn msg(id: &str, seq: Seq, sender: &str) -> NewMessage {
+        NewMessage {
+            message_id: id.into(),
+            seq,
+            sender_id: sender.into(),
+            client_message_id: Some(format!("c-{id}")),
+            created_at: t(seq),
+        }
+    }
+
+    /// A 4-member room (alice sends; bob, carol, dave receive).
+    fn room4() -> ReceiptTracker {
+        let mut r = ReceiptTracker::new(ReceiptConfig::default());
+        r.set_members(
+            A,
+            ROOM,
+            ["alice", "bob", "carol", "dave"].map(|u| (u.to_string(), 0)),
+        );
+        r.register_message(A, ROOM, msg("m1", 1, "alice"));
+        r
+    }
+
+    #[test]
+    fn delivered_counts_grow_to_all_in_a_four_member_room() {
+        let mut r = room4();
+        let n = r.mark_delivered(A, "m1", ["bob"], t(10)).unwrap();
+        assert_eq!(n.sender_id, "alice");
+        assert_eq!(
+            (n.delivered.delivered_count, n.delivered.total_recipients),
+            (1, 3)
+        );
+        assert_eq!(
+            n.ack, None,
+            "group: not delivered until all recipients have it"
+        );
+        assert_eq!(
+            serde_json::to_value(&n.delivered).unwrap(),
+            json!({"messageId": "m1", "deliveredCount": 1, "totalRecipients": 3,
+                   "deliveredAt": "2023-11-14T22:13:20.010Z"})
+        );
+        // The sender, duplicates and strangers do not count.
+        assert!(
+            r.mark_delivered(A, "m1", ["alice", "bob", "mallory"], t(11))
+                .is_none()
+        );
+        let n = r.mark_delivered(A, "m1", ["carol"], t(20)).unwrap();
+        assert_eq!(n.delivered.delivered_count, 2);
+        let n = r.mark_delivered(A, "m1", ["dave"], t(30)).unwrap();
+        assert_eq!(n.delivered.delivered_count, 3);
+        assert_eq!(
+            n.ack,
+            Some(MessageAck {
+                message_id: "m1".into(),
+                status: DeliveryState::Delivered
+            })
+        );
+        assert_eq!(
+            serde_json::to_value(n.ack.unwrap()).unwrap(),
+            json!({"messageId": "m1", "status": "delivered"})
+        );
+        assert!(r.mark_delivered(A, "unknown", ["bob"], t(40)).is_none());
+    }
+
+    #[test]
+    fn read_counts_one_to_three_then_all_read() {
+        let mut r = room4();
+        r.mark_delivered(A, "m1", ["bob", "carol", "dave"], t(5));
+        let mut counts = Vec::new();
+        for (i, reader) in ["bob", "carol", "dave"].iter().enumerate() {
+            let out = r.mark_read(A, ROOM, reader, 1, t(100 + i as i64));
+            assert!(out.advanced);
+            assert_eq!(out.reads.len(), 1);
+            let read = &out.reads[0].read;
+            assert_eq!(out.reads[0].sender_id, "alice");
+            assert_eq!(read.user_id, *reader);
+            counts.push((read.read_count, read.total_recipients));
+            let st = r.status(A, "alice", "m1").unwrap();
+            let expected = if i == 2 {
+                DeliveryState::Read
+            } else {
+                DeliveryState::Delivered
+            };
+            assert_eq!(st.state, expected);
+        }
+        assert_eq!(counts, vec![(1, 3), (2, 3), (3, 3)]);
+        let last = r.mark_read(A, ROOM, "bob", 1, t(200));
+        assert!(!last.advanced, "same watermark again is a no-op");
+        let out = r.mark_read(A, ROOM, "carol", 0, t(300));
+        assert!(!out.advanced);
+        assert!(out.reads.is_empty());
+    }
+
+    #[test]
+    fn message_read_serializes_per_contract() {
+        let mut r = room4();
+        let out = r.mark_read_message(A, "bob", "m1", t(1234)).unwrap();
+        assert_eq!(
+            serde_json::to_value(&out.reads[0].read).unwrap(),
+            json!({"messageId": "m1", "userId": "bob", "readCount": 1, "totalRecipients": 3,
+                   "readAt": "2023-11-14T22:13:21.234Z"})
+        );
+        // The read implied the delivery.
+        assert_eq!(out.delivered.len(), 1);
+        assert_eq!(out.delivered[0].delivered.delivered_count, 1);
+    }
+
+    #[test]
+    fn watermark_never_moves_backwards_and_covers_earlier_messages() {
+        let mut r = room4();
+        r.register_message(A, ROOM, msg("m2", 2, "bob"));
+        r.register_message(A, ROOM, msg("m3", 3, "alice"));
+        let out = r.mark_read(A, ROOM, "carol", 3, t(100));
+        assert_eq!(out.watermark, 3);
+        // All three messages are read by carol; notices go to each message's sender.
+        let senders: Vec<_> = out
+            .reads
+            .iter()
+            .map(|n| (n.read.message_id.as_str(), n.sender_id.as_str()))
+            .collect();
+        assert_eq!(
+            senders,
+            vec![("m1", "alice"), ("m2", "bob"), ("m3", "alice")]
+        );
+        let back = r.mark_read(A, ROOM, "carol", 1, t(200));
+        assert!(!back.advanced);
+        assert_eq!(back.watermark, 3);
+        assert_eq!(r.watermark(A, ROOM, "carol"), Some(3));
+        // Bob reading through 3 gets no notice for his own message m2.
+        let out = r.mark_read(A, ROOM, "bob", 3, t(300));
+        let ids: Vec<_> = out
+            .reads
+            .iter()
+            .map(|n| n.read.message_id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["m1", "m3"]);
+        // Loading an older persisted watermark does not move it back either.
+        r.load_watermark(A, ROOM, "bob", 1, t(0));
+        assert_eq!(r.watermark(A, ROOM, "bob"), Some(3));
+    }
+
+    #[test]
+    fn batch_read_groups_by_sender() {
+        let mut r = room4();
+        r.register_message(A, ROOM, msg("m2", 2, "bob"));
+        r.register_message(A, ROOM, msg("m3", 3, "alice"));
+        let out = r.mark_read(A, ROOM, "dave", 3, t(500));
+        let batches = out.batch_by_sender("general");
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].sender_id, "alice");
+        assert_eq!(
+            serde_json::to_value(&batches[0].payload).unwrap(),
+            json!({"channelId": "general", "userId": "dave", "messageIds": ["m1", "m3"],
+                   "readAt": "2023-11-14T22:13:20.500Z"})
+        );
+        assert_eq!(batches[1].sender_id, "bob");
+        assert_eq!(batches[1].payload.message_ids, vec!["m2"]);
+    }
+
+    #[test]
+    fn read_receipts_off_suppresses_notices_and_counts() {
+        let mut r = room4();
+        r.set_read_receipts(A, "bob", false);
+        let out = r.mark_read(A, ROOM, "bob", 1, t(100));
+        assert!(
+            out.advanced,
+            "the watermark still moves (unread counts, persistence)"
+        );
+        assert!(out.reads.is_empty(), "no message:read to others");
+        assert_eq!(out.delivered.len(), 1, "delivery is still reported");
+        assert_eq!(r.take_dirty().len(), 1);
+        // Carol's later read does not reveal Bob's.
+        let out = r.mark_read(A, ROOM, "carol", 1, t(200));
+        assert_eq!(out.reads[0].read.read_count, 1);
+        r.mark_read(A, ROOM, "dave", 1, t(300));
+        let st = r.status(A, "alice", "m1").unwrap();
+        assert_eq!(
+            (st.read_count, st.delivered_count, st.total_recipients),
+            (2, 3, 3)
+        );
+        assert_eq!(
+            st.state,
+            DeliveryState::Delivered,
+            "never all-read while bob hides his reads"
+        );
+        // Turning receipts back on counts the read again.
+        r.set_read_receipts(A, "bob", true);
+        assert_eq!(
+            r.status(A, "alice", "m1").unwrap().state,
+            DeliveryState::Read
+        );
+    }
+
+    #[test]
+    fn delivery_sync_states_and_ids_as_sent() {
+        let mut r = room4();
+        let mut unknown = Vec::new();
+        let resp = r.delivery_sync(A, "alice", ["m1", "c-m1", "nope"], &mut unknown);
+        assert_eq!(unknown, vec!["nope"]);
+        assert_eq!(resp.statuses.len(), 2);
+        assert_eq!(resp.statuses[1].message_id, "c-m1", "echoed as sent");
+        assert_eq!(resp.statuses[0].state, DeliveryState::Sent);
+        assert_eq!(
+            serde_json::to_value(&resp).unwrap(),
+            json!({"statuses": [
+                {"messageId": "m1", "state": "sent", "deliveredCount": 0, "readCount": 0,
+                 "totalRecipients": 3, "updatedAt": "2023-11-14T22:13:20.001Z"},
+                {"messageId": "c-m1", "state": "sent", "deliveredCount": 0, "readCount": 0,
+                 "totalRecipients": 3, "updatedAt": "2023-11-14T22:13:20.001Z"}
+            ]})
+        );
+        // Client ids are per sender: bob cannot look up alice's.
+        assert!(r.status(A, "bob", "c-m1").is_none());
+        r.mark_delivered(A, "m1", ["bob", "carol"], t(50));
+        let s = r.status(A, "alice", "m1").unwrap();
+        assert_eq!(
+            (s.state, s.delivered_count, s.updated_at),
+            (DeliveryState::Sent, 2, t(50))
+        );
+        r.mark_delivered(A, "m1", ["dave"], t(60));
+        assert_eq!(
+            r.status(A, "alice", "m1").unwrap().state,
+            DeliveryState::Delivered
+        );
+        assert_eq!(
+            DeliveryStatus::failed("x", t(0)).state,
+            DeliveryState::Failed
+        );
+        assert_eq!(
+            serde_json::to_value(DeliveryState::Failed).unwrap(),
+            json!("failed")
+        );
+    }
+
+    #[test]
+    fn direct_message_states() {
+        let mut r = ReceiptTracker::default();
+        r.set_members(A, "dm:a:b", [("a".to_string(), 0), ("b".to_string(), 0)]);
+        r.register_message(A, "dm:a:b", msg("d1", 1, "a"));
+        let n = r.mark_delivered(A, "d1", ["b"], t(10)).unwrap();
+        assert_eq!(n.ack.unwrap().status, DeliveryState::Delivered);
+        let out = r.mark_read(A, "dm:a:b", "b", 1, t(20));
+        assert_eq!(
+            (
+                out.reads[0].read.read_count,
+                out.reads[0].read.total_recipients
+            ),
+            (1, 1)
+        );
+        assert_eq!(r.status(A, "a", "d1").unwrap().state, DeliveryState::Read);
+        assert_eq!(
+            DeliveryState::from_counts(0, 0, 0),
+            DeliveryState::Sent,
+            "alone in the room"
+        );
+    }
+
+    #[test]
+    fn late_joiners_and_removed_members() {
+        let mut r = room4();
+        r.add_member(A, ROOM, "erin");
+        let st = r.status(A, "alice", "m1").unwrap();
+        assert_eq!(st.total_recipients, 3, "erin joined after m1");
+        assert!(r.mark_delivered(A, "m1", ["erin"], t(10)).is_none());
+        r.register_message(A, ROOM, msg("m2", 2, "alice"));
+        assert_eq!(r.status(A, "alice", "m2").unwrap().total_recipients, 4);
+        r.remove_member(A, ROOM, "dave");
+        assert_eq!(r.status(A, "alice", "m2").unwrap().total_recipients, 3);
+        assert_eq!(r.unread_count(A, ROOM, "erin"), 1);
+        assert_eq!(r.unread_count(A, ROOM, "bob"), 2);
+        assert_eq!(
+            r.unread_count(A, ROOM, "alice"),
+            0,
+            "own messages are not unread"
+        );
+    }
+
+    #[test]
+    fn dirty_watermarks_are_coalesced_and_drained() {
+        let mut r = room4();
+        r.register_message(A, ROOM, msg("m2", 2, "alice"));
+        r.register_message(A, ROOM, msg("m3", 3, "alice"));
+        r.mark_read(A, ROOM, "bob", 1, t(10));
+        r.mark_read(A, ROOM, "bob", 2, t(20));
+        r.mark_read(A, ROOM, "bob", 3, t(30));
+        r.mark_read(A, ROOM, "carol", 2, t(40));
+        r.mark_read(A, ROOM, "carol", 1, t(50)); // backwards: not recorded
+        assert_eq!(r.dirty_len(), 2);
+        let writes = r.take_dirty();
+        assert_eq!(
+            writes,
+            vec![
+                WatermarkWrite {
+                    account: A.into(),
+                    room: ROOM.into(),
+                    user_id: "bob".into(),
+                    seq: 3,
+                    read_at: t(30)
+                },
+                WatermarkWrite {
+                    account: A.into(),
+                    room: ROOM.into(),
+                    user_id: "carol".into(),
+                    seq: 2,
+                    read_at: t(40)
+                },
+            ]
+        );
+        assert!(r.take_dirty().is_empty());
+        // A failed write is re-queued; a newer value recorded meanwhile wins.
+        r.mark_read(A, ROOM, "carol", 3, t(60));
+        r.restore_dirty(writes);
+        let again = r.take_dirty();
+        assert_eq!(again.len(), 2);
+        assert_eq!(again[1].seq, 3);
+        // Loaded watermarks are not dirty.
+        r.load_watermark(A, ROOM, "dave", 3, t(0));
+        assert_eq!(r.dirty_len(), 0);
+    }
+
+    #[test]
+    fn eviction_bounds_memory_and_indexes() {
+        let mut r = ReceiptTracker::new(ReceiptConfig {
+            max_messages_per_room: 3,
+        });
+        r.set_members(A, ROOM, [("a".to_string(), 0), ("b".to_string(), 0)]);
+        for i in 1..=5 {
+            r.register_message(A, ROOM, msg(&format!("m{i}"), i, "a"));
+        }
+        assert!(r.locate(A, "m1").is_none());
+        assert!(r.status(A, "a", "c-m2").is_none());
+        assert_eq!(r.locate(A, "m5"), Some((ROOM, 5)));
+        assert_eq!(r.last_seq(A, ROOM), 5);
+        assert_eq!(r.by_id.len(), 3);
+        assert_eq!(r.by_client_id.len(), 3);
+        // Reading past evicted messages only reports the tracked ones.
+        let out = r.mark_read(A, ROOM, "b", 5, t(0));
+        assert_eq!(out.reads.len(), 3);
+        r.forget_room(A, ROOM);
+        assert!(r.by_id.is_empty() && r.by_client_id.is_empty() && !r.has_room(A, ROOM));
+        assert_eq!(r.dirty_len(), 0);
+    }
+
+    #[test]
+    fn fetched_through_sync_counts_as_delivered() {
+        let mut r = room4();
+        r.register_message(A, ROOM, msg("m2", 2, "carol"));
+        let notices = r.mark_fetched(A, "bob", ["m1", "m2", "zzz"], t(10));
+        let ids: Vec<_> = notices
+            .iter()
+            .map(|n| (n.sender_id.as_str(), n.delivered.delivered_count))
+            .collect();
+        assert_eq!(ids, vec![("alice", 1), ("carol", 1)]);
+        // Re-registering an id changes nothing.
+        r.register_message(A, ROOM, msg("m1", 1, "alice"));
+        assert_eq!(r.status(A, "alice", "m1").unwrap().delivered_count, 1);
+    }
+
+    #[test]
+    fn accounts_are_isolated() {
+        let mut r = room4();
+        assert!(r.status("other", "alice", "m1").is_none());
+        assert!(r.mark_delivered("other", "m1", ["bob"], t(0)).is_none());
+        assert!(r.mark_read_message("other", "bob", "m1", t(0)).is_none());
+        r.set_read_receipts("other", "bob", false);
+        assert_eq!(r.mark_read(A, ROOM, "bob", 1, t(0)).reads.len(), 1);
+    }
+}

@@ -1,0 +1,113 @@
+//! The error vocabulary shared by the socket protocol (ack envelope, `error` event) and the HTTP API.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Error codes of CONTRACT §3; the wire spelling is SCREAMING_SNAKE_CASE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    ValidationError,
+    Unauthenticated,
+    Forbidden,
+    RoomNotFound,
+    NotAMember,
+    RateLimited,
+    PayloadTooLarge,
+    UnknownEvent,
+    InternalError,
+    /// Not a socket code: the HTTP API answers it for unknown resources other than rooms.
+    NotFound,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ValidationError => "VALIDATION_ERROR",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::RoomNotFound => "ROOM_NOT_FOUND",
+            ErrorCode::NotAMember => "NOT_A_MEMBER",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::UnknownEvent => "UNKNOWN_EVENT",
+            ErrorCode::InternalError => "INTERNAL_ERROR",
+            ErrorCode::NotFound => "NOT_FOUND",
+        }
+    }
+
+    /// Whether a client may retry the same request later (used by `message:failed.retryable`).
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorCode::RateLimited | ErrorCode::InternalError)
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::ValidationError => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden | ErrorCode::NotAMember => 403,
+            ErrorCode::RoomNotFound | ErrorCode::NotFound | ErrorCode::UnknownEvent => 404,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::InternalError => 500,
+        }
+    }
+}
+
+/// An error a client is told about: `{code, message, details?}`.
+#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct AppError {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+impl AppError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        AppError { code, message: message.into(), details: None }
+    }
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationError, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+    pub fn not_a_member(room: &str) -> Self {
+        Self::new(ErrorCode::NotAMember, format!("you are not a member of {room}"))
+    }
+    pub fn room_not_found(room: &str) -> Self {
+        Self::new(ErrorCode::RoomNotFound, format!("room {room} does not exist"))
+    }
+    pub fn too_large(field: &str, max: usize) -> Self {
+        Self::new(ErrorCode::PayloadTooLarge, format!("{field} is longer than {max} bytes"))
+            .with_details(serde_json::json!({ "field": field, "max": max }))
+    }
+    /// Internal failures are logged with their cause; the client only learns that it was internal.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(ErrorCode::InternalError, "internal error; it was logged on the server")
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        AppError::internal(format!("database: {e}"))
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+/// The ack envelope of CONTRACT §3.
+pub fn ack_ok(data: impl Serialize) -> Value {
+    serde_json::json!({ "success": true, "data": data })
+}
+
+pub fn ack_err(e: &AppError) -> Value {
+    serde_json::json!({ "success": false, "error": e })
+}

@@ -1,0 +1,133 @@
+//! HTTP on the Socket.IO port: health, metrics, broadcast and the admin API.
+
+mod admin;
+mod broadcast;
+pub mod health;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::config::Cors;
+use crate::domain::names::normalize_account;
+use crate::error::{AppError, ErrorCode};
+use crate::hub::App;
+
+/// The routes that exist (plugin.json's `apiEndpoints` is compared with this list by a test).
+pub const ROUTES: &[&str] = &[
+    "GET /health",
+    "GET /metrics",
+    "POST /api/broadcast",
+    "POST /api/broadcast/batch",
+    "GET /api/stats",
+    "GET /api/rooms",
+    "POST /api/rooms",
+    "GET /api/rooms/:name",
+    "DELETE /api/rooms/:name",
+    "GET /api/rooms/:name/members",
+    "POST /api/rooms/:name/members",
+    "DELETE /api/rooms/:name/members/:userId",
+    "GET /api/connections",
+    "DELETE /api/connections/:socketId",
+    "GET /api/events",
+];
+
+pub use health::probe_database;
+
+pub fn router(app: App) -> Router {
+    let cfg = &app.cfg;
+    let cors = match &cfg.cors {
+        Cors::Any => CorsLayer::new().allow_origin(AllowOrigin::mirror_request()).allow_credentials(true),
+        Cors::List(list) => CorsLayer::new()
+            .allow_origin(AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
+            .allow_credentials(true),
+    }
+    .allow_methods(tower_http::cors::AllowMethods::mirror_request())
+    .allow_headers(tower_http::cors::AllowHeaders::mirror_request());
+
+    let api = Router::new()
+        .route("/broadcast", axum::routing::post(broadcast::one))
+        .route("/broadcast/batch", axum::routing::post(broadcast::batch))
+        .merge(admin::routes())
+        .fallback(|| async { ApiError(AppError::new(ErrorCode::NotFound, "no such API route")) });
+
+    Router::new()
+        .route(&cfg.health_path, get(health::health))
+        .route(&cfg.metrics_path, get(metrics))
+        .nest("/api", api)
+        .with_state(app.clone())
+        .layer(cors)
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], app.metrics.render()).into_response()
+}
+
+/// An API error as `{error: {code, message}}` with the matching status.
+pub struct ApiError(pub AppError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(json!({ "error": { "code": self.0.code, "message": self.0.message } }))).into_response()
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError(e.into())
+    }
+}
+
+/// A request that presented the right API key; carries the account it acts for.
+pub struct Admin {
+    pub account: String,
+}
+
+impl FromRequestParts<App> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        let Some(expected) = &app.cfg.api_key else {
+            return Err((
+                StatusCode::FORBIDDEN,
+                axum::Json(json!({ "error": { "code": "FORBIDDEN",
+                    "message": "the admin API is disabled: REALTIME_API_KEY is not set on the server" } })),
+            )
+                .into_response());
+        };
+        let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
+        let presented = header("x-api-key").or_else(|| header("authorization").and_then(|a| a.strip_prefix("Bearer ")));
+        let ok = presented.is_some_and(|p| constant_time_eq(p.trim().as_bytes(), expected.as_bytes()));
+        if !ok {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({ "error": { "code": "UNAUTHENTICATED",
+                    "message": "send the API key as X-API-Key or Authorization: Bearer" } })),
+            )
+                .into_response());
+        }
+        let app_param = parts
+            .uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("app=")))
+            .map(str::to_string);
+        let account = normalize_account(header("x-app-name").map(str::to_string).or(app_param).as_deref());
+        Ok(Admin { account })
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

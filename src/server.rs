@@ -1,0 +1,133 @@
+//! The server process: open storage, repair, serve Socket.IO and HTTP on one port, shut down cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::domain::names::DEFAULT_ACCOUNT;
+use crate::domain::policy::Visibility;
+use crate::hub::{App, Hub};
+use crate::store::Store;
+use crate::store::rooms::NewRoom;
+use crate::systemd;
+
+/// Rooms every installation starts with.
+pub const DEFAULT_ROOMS: &[(&str, &str)] = &[("general", "channel"), ("announcements", "broadcast")];
+
+/// What `init` (and every start) does: schema, default rooms, repair of state a crash left behind.
+pub async fn prepare(store: &Store, node: Option<&str>) -> anyhow::Result<PrepareReport> {
+    let mut report = PrepareReport::default();
+    for (name, kind) in DEFAULT_ROOMS {
+        let room = NewRoom { name, kind, visibility: Visibility::Public, max_members: None, created_by: None };
+        if store.create_room(DEFAULT_ACCOUNT, &room).await? {
+            report.rooms_created.push(name.to_string());
+        }
+    }
+    report.stale_connections = store.close_stale_connections(node, "server restarted").await?;
+    report.stale_presence = store.reset_presence().await?;
+    Ok(report)
+}
+
+#[derive(Debug, Default)]
+pub struct PrepareReport {
+    pub rooms_created: Vec<String>,
+    pub stale_connections: u64,
+    pub stale_presence: u64,
+}
+
+/// Runs the server in the foreground until SIGTERM or SIGINT.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    if let Some(problem) = cfg.auth_problem() {
+        anyhow::bail!(problem);
+    }
+    tracing::info!(database = cfg.database.dialect(), "opening storage");
+    let store = Store::open(&cfg.database).await?;
+    let addr: SocketAddr = format!("{}:{}", cfg.host, cfg.port)
+        .parse()
+        .or_else(|_| format!("[{}]:{}", cfg.host, cfg.port).parse())
+        .map_err(|_| anyhow::anyhow!("REALTIME_HOST={:?} is not an IP address to bind", cfg.host))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({e}); is another server on REALTIME_PORT={}?", cfg.port))?;
+    let addr = listener.local_addr()?;
+
+    let app: App = Arc::new(Hub::new(cfg, store)?);
+    let report = prepare(&app.store, Some(&app.node_id)).await?;
+    if report.stale_connections > 0 || report.stale_presence > 0 {
+        tracing::info!(
+            connections = report.stale_connections,
+            presence = report.stale_presence,
+            "repaired state left by the previous run"
+        );
+    }
+
+    let sio = crate::transport::layer(&app);
+    let mut router = crate::http::router(app.clone()).layer(sio);
+    if app.cfg.enable_compression {
+        router = router.layer(tower_http::compression::CompressionLayer::new());
+    }
+    crate::transport::spawn_token_expiry(app.clone());
+    spawn_retention(app.clone());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown({
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        });
+    let server = tokio::spawn(async move { serve.await });
+
+    tracing::info!(%addr, database = app.store.dialect(), "listening on http://{addr}");
+    systemd::ready(&app);
+    let watchdog = systemd::spawn_watchdog(app.clone());
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    systemd::stopping();
+    watchdog.abort();
+    app.shutting_down.store(true, Ordering::SeqCst);
+
+    // Sockets first (their disconnect handlers record the closes), then HTTP, then pending writes.
+    app.io().close().await;
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(10), server).await.is_err() {
+        tracing::warn!("HTTP connections did not finish within 10 s; closing them");
+    }
+    app.writer.close().await;
+    app.ledger.flush().await;
+    let _ = app.store.close_stale_connections(Some(&app.node_id), "server stopped").await;
+    app.store.pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+/// Deletes messages and audit events past their retention, hourly.
+fn spawn_retention(app: App) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            match app.store.prune(app.cfg.message_retention_days, app.cfg.event_retention_days).await {
+                Ok((0, 0)) => {}
+                Ok((m, e)) => tracing::info!(messages = m, events = e, "retention removed old rows"),
+                Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+            }
+        }
+    });
+}

@@ -1,0 +1,100 @@
+//! Joining and leaving rooms, with the policy of CONTRACT §4.
+
+use serde_json::{Value, json};
+
+use crate::domain::names::{RoomName, room_key, user_room};
+use crate::domain::policy::{self, Visibility};
+use crate::error::{AppError, AppResult};
+use crate::hub::Hub;
+use crate::store::rooms::NewRoom;
+
+/// Rooms at most this big list their members in the join ack.
+pub const SMALL_ROOM: i64 = 50;
+
+pub struct Joined {
+    pub room: RoomName,
+    pub member_count: i64,
+    pub members: Option<Vec<Value>>,
+}
+
+impl Joined {
+    pub fn ack(&self) -> Value {
+        let mut v = json!({ "roomName": self.room.name, "type": self.room.kind, "memberCount": self.member_count });
+        if let Some(m) = &self.members {
+            v["members"] = Value::Array(m.clone());
+        }
+        v
+    }
+}
+
+/// Decides and records a join (room creation, persisted membership). The caller puts the socket in the room.
+pub async fn join(hub: &Hub, account: &str, user: Option<&str>, name: &str) -> AppResult<Joined> {
+    let room = RoomName::parse(name).map_err(AppError::validation)?;
+    if room.personal_owner().is_some() {
+        policy::plan_join(user, &room, None, None, false)?;
+        return Ok(Joined { room, member_count: 1, members: None });
+    }
+    let facts = hub.store.room(account, &room.name).await?;
+    let member = match user {
+        Some(u) => hub.store.member(account, &room.name, u).await?,
+        None => None,
+    };
+    let plan = policy::plan_join(
+        user,
+        &room,
+        facts.as_ref().map(|f| f.facts()).as_ref(),
+        member.as_ref().map(|m| m.facts()).as_ref(),
+        hub.cfg.auto_create_rooms,
+    )?;
+    if let Some(visibility) = plan.create {
+        let kind = room.row_type().to_string();
+        hub.store
+            .create_room(account, &NewRoom { name: &room.name, kind: &kind, visibility, max_members: None, created_by: user })
+            .await?;
+    }
+    if plan.persist
+        && let Some(u) = user
+    {
+        hub.store.add_member(account, &room.name, u, "member").await?;
+        // A dm belongs to both participants from its first message on: the other one is a member too, so the
+        // room reaches all their devices now and on every later connection.
+        if let Some((a, b)) = room.dm_pair() {
+            let other = if u == a { b } else { a };
+            if hub.store.add_member(account, &room.name, other, "member").await? {
+                join_live_sockets(hub, account, other, &room.name);
+            }
+        }
+    }
+    let row = hub.store.room(account, &room.name).await?.ok_or_else(|| AppError::room_not_found(&room.name))?;
+    let members = if row.member_count <= SMALL_ROOM {
+        let rows = hub.store.members(account, &room.name, SMALL_ROOM).await?;
+        Some(rows.iter().map(|m| json!({ "userId": m.user_id, "joinedAt": crate::wire::iso(m.joined_at) })).collect())
+    } else {
+        None
+    };
+    Ok(Joined { room, member_count: row.member_count, members })
+}
+
+/// Puts every live socket of a user on this node into a room (admin add-member, dm creation).
+pub fn join_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) {
+    let key = room_key(account, room);
+    for s in hub.io().to(room_key(account, &user_room(user))).sockets() {
+        s.join(key.clone());
+    }
+}
+
+/// Takes every live socket of a user on this node out of a room (admin remove-member).
+pub fn leave_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) {
+    let key = room_key(account, room);
+    for s in hub.io().to(room_key(account, &user_room(user))).sockets() {
+        s.leave(key.clone());
+    }
+}
+
+pub fn parse_visibility(v: Option<&str>) -> AppResult<Visibility> {
+    match v {
+        None => Ok(Visibility::Public),
+        Some(s) => Visibility::parse(s)
+            .ok_or_else(|| AppError::validation(format!("visibility must be public, private or secret, not {s:?}"))),
+    }
+}

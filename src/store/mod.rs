@@ -1,0 +1,163 @@
+//! Persistence: PostgreSQL or an embedded SQLite file, through one set of portable queries (sqlx `Any`).
+//!
+//! Times are epoch milliseconds, flags 0/1 and JSON text, so every query runs unchanged on both databases;
+//! migrations are kept per dialect under `schema/`. Message writes go through [`writer::MessageWriter`], which
+//! batches them into transactions; everything else is a plain query.
+
+pub mod connections;
+pub mod events;
+pub mod ledger;
+pub mod messages;
+pub mod presence;
+pub mod rooms;
+pub mod writer;
+
+use std::time::{Duration, Instant};
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::{MigrateDatabase, Migrator};
+
+use crate::config::Database;
+
+pub use messages::{MessageRow, NewMessage, SyncPage};
+pub use rooms::{MemberRow, RoomRow};
+
+static PG_MIGRATIONS: Migrator = sqlx::migrate!("schema/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("schema/sqlite");
+
+/// The tables the migrations create (plugin.json's `tables` is compared with this list by a test).
+pub const TABLES: &[&str] = &[
+    "np_realtime_rooms",
+    "np_realtime_room_members",
+    "np_realtime_messages",
+    "np_realtime_connections",
+    "np_realtime_events",
+    "np_realtime_presence",
+    "np_realtime_contacts",
+    "np_realtime_reactions",
+    "np_realtime_deliveries",
+];
+
+#[derive(Clone)]
+pub struct Store {
+    pub pool: AnyPool,
+    dialect: &'static str,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub(crate) fn flag(b: bool) -> i64 {
+    b as i64
+}
+
+impl Store {
+    /// Connects, creating the SQLite file (and its directory) or the PostgreSQL database when missing, and
+    /// runs the migrations.
+    pub async fn open(db: &Database) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let url = db.url();
+        match db {
+            Database::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        anyhow::anyhow!("cannot create the data directory {} ({e}); set REALTIME_DATA_DIR", dir.display())
+                    })?;
+                }
+            }
+            Database::Postgres { .. } => {
+                let exists = sqlx::Postgres::database_exists(&url).await.map_err(|e| {
+                    anyhow::anyhow!("cannot reach PostgreSQL at {} ({e}); check DATABASE_URL or POSTGRES_*", redact(&url))
+                })?;
+                if !exists {
+                    tracing::info!(url = %redact(&url), "creating database");
+                    sqlx::Postgres::create_database(&url).await?;
+                }
+            }
+        }
+        let sqlite = matches!(db, Database::Sqlite { .. });
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 16 })
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL lets readers run beside the writer; busy_timeout absorbs writer contention.
+                        sqlx::raw_sql("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;")
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database {} ({e})", redact(&url)))?;
+        let store = Store { pool, dialect: db.dialect() };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        let migrator = if self.dialect == "postgres" { &PG_MIGRATIONS } else { &SQLITE_MIGRATIONS };
+        migrator.run(&self.pool).await.map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
+        Ok(())
+    }
+
+    pub fn dialect(&self) -> &'static str {
+        self.dialect
+    }
+
+    /// A round trip to the database, for `/health` and the watchdog.
+    pub async fn ping(&self) -> Result<Duration, sqlx::Error> {
+        let t = Instant::now();
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(t.elapsed())
+    }
+
+    /// Drops every table of the plugin (uninstall with purge).
+    pub async fn purge(&self) -> anyhow::Result<()> {
+        for t in TABLES.iter().rev() {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {t}"))).execute(&self.pool).await?;
+        }
+        sqlx::raw_sql("DROP TABLE IF EXISTS _sqlx_migrations").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Deletes what is past its retention. Returns (messages, events) removed.
+    pub async fn prune(&self, message_days: u32, event_days: u32) -> Result<(u64, u64), sqlx::Error> {
+        let day = 86_400_000i64;
+        let mut removed = (0, 0);
+        if message_days > 0 {
+            let cutoff = now_ms() - message_days as i64 * day;
+            removed.0 = sqlx::query("DELETE FROM np_realtime_messages WHERE created_at < $1")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        if event_days > 0 {
+            let cutoff = now_ms() - event_days as i64 * day;
+            removed.1 = sqlx::query("DELETE FROM np_realtime_events WHERE created_at < $1")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(removed)
+    }
+}
+
+/// A database URL with its password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((creds, host)) = rest.split_once('@')
+    {
+        let user = creds.split(':').next().unwrap_or("");
+        return format!("{scheme}://{user}@{host}");
+    }
+    url.to_string()
+}

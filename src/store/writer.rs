@@ -1,0 +1,169 @@
+//! The message writer: one task that owns every message write of this node.
+//!
+//! Sends, edits and deletes queue here and are committed in batches (up to `REALTIME_BATCH_SIZE` per
+//! transaction), so a burst costs one fsync instead of hundreds. A caller's future resolves only after the
+//! commit: an ack always means durable. The writer also publishes the creation time of the batch in flight,
+//! so `sync:messages` never hands out a `serverTime` beyond a message that is about to commit with an older
+//! time (a repeated id is harmless, a gap is not).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::messages::{NewMessage, tx};
+use super::{MessageRow, Store, now_ms};
+use crate::error::{AppError, AppResult};
+
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    Insert(NewMessage),
+    /// Edit (content Some) or delete (content None).
+    Change { account: String, id: String, content: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    Inserted(MessageRow),
+    /// The (account, user, clientMessageId) was already stored: the original message.
+    Duplicate(MessageRow),
+    Changed(MessageRow),
+    /// No such room (insert) or no such live message (change).
+    NotFound,
+}
+
+type Reply = oneshot::Sender<Result<WriteOutcome, String>>;
+
+enum Cmd {
+    Op(WriteOp, Reply),
+    Close(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct MessageWriter {
+    tx: mpsc::UnboundedSender<Cmd>,
+    inflight: Arc<AtomicI64>,
+}
+
+const IDLE: i64 = i64::MAX;
+
+impl MessageWriter {
+    pub fn spawn(store: Store, batch_size: usize) -> MessageWriter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inflight = Arc::new(AtomicI64::new(IDLE));
+        tokio::spawn(run(store, rx, batch_size.max(1), inflight.clone()));
+        MessageWriter { tx, inflight }
+    }
+
+    pub async fn submit(&self, op: WriteOp) -> AppResult<WriteOutcome> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Cmd::Op(op, reply)).map_err(|_| AppError::internal("message writer is closed"))?;
+        match rx.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(e)) => Err(AppError::internal(e)),
+            Err(_) => Err(AppError::internal("message writer stopped")),
+        }
+    }
+
+    /// The `since` a client may safely use next: now, or the creation time of the batch being committed.
+    /// Read the clock BEFORE running the sync query.
+    pub fn safe_server_time(&self) -> i64 {
+        let now = now_ms();
+        now.min(self.inflight.load(Ordering::SeqCst))
+    }
+
+    /// Commits everything queued so far, then stops accepting work.
+    pub async fn close(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Close(done)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Cmd>, batch_size: usize, inflight: Arc<AtomicI64>) {
+    let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(batch_size);
+    while let Some(cmd) = rx.recv().await {
+        let mut close = None;
+        match cmd {
+            Cmd::Op(op, reply) => batch.push((op, reply)),
+            Cmd::Close(done) => close = Some(done),
+        }
+        while close.is_none() && batch.len() < batch_size {
+            match rx.try_recv() {
+                Ok(Cmd::Op(op, reply)) => batch.push((op, reply)),
+                Ok(Cmd::Close(done)) => close = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            // Publish the batch time first, then take it: any sync that misses this batch's commit has
+            // read a serverTime no later than these messages' createdAt.
+            let now = now_ms();
+            inflight.store(now, Ordering::SeqCst);
+            let now = now_ms();
+            commit(&store, &mut batch, now).await;
+            inflight.store(IDLE, Ordering::SeqCst);
+        }
+        if let Some(done) = close {
+            rx.close();
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+async fn commit(store: &Store, batch: &mut Vec<(WriteOp, Reply)>, now: i64) {
+    let ops: Vec<&WriteOp> = batch.iter().map(|(op, _)| op).collect();
+    match apply(store, &ops, now).await {
+        Ok(outcomes) => {
+            for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(e) if batch.len() > 1 => {
+            // One bad op must not fail its neighbours: retry each alone.
+            tracing::warn!(error = %e, size = batch.len(), "batched message write failed; retrying one by one");
+            for (op, reply) in batch.drain(..) {
+                let res = apply(store, &[&op], now).await.map(|mut v| v.remove(0)).map_err(|e| e.to_string());
+                let _ = reply.send(res);
+            }
+        }
+        Err(e) => {
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(format!("database: {e}")));
+            }
+        }
+    }
+}
+
+async fn apply(store: &Store, ops: &[&WriteOp], now: i64) -> Result<Vec<WriteOutcome>, sqlx::Error> {
+    let mut txn = store.pool.begin().await?;
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        let outcome = match op {
+            WriteOp::Insert(m) => {
+                let existing = match &m.client_message_id {
+                    Some(cid) => tx::by_client_id(&mut txn, &m.account, &m.user_id, cid).await?,
+                    None => None,
+                };
+                match existing {
+                    Some(row) => WriteOutcome::Duplicate(row),
+                    None => match tx::insert(&mut txn, m, now).await? {
+                        Some(row) => WriteOutcome::Inserted(row),
+                        None => WriteOutcome::NotFound,
+                    },
+                }
+            }
+            WriteOp::Change { account, id, content } => {
+                match tx::change(&mut txn, account, id, content.as_deref(), now).await? {
+                    Some(row) => WriteOutcome::Changed(row),
+                    None => WriteOutcome::NotFound,
+                }
+            }
+        };
+        out.push(outcome);
+    }
+    txn.commit().await?;
+    Ok(out)
+}

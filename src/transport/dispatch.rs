@@ -1,0 +1,179 @@
+//! Inbound events: one entry point for every event of a socket, registered before the CONNECT packet is sent
+//! (so an event emitted in the client's `connect` handler is never lost), a per-socket FIFO so events of one
+//! socket are handled in the order they were sent, the rate limit, and the ack/`error` envelope.
+//!
+//! socketioxide spawns a task per message, which would let `typing:stop` overtake `typing:start` or two sends
+//! commit out of order. Instead this handler queues the event on its session and one drain task (spawned only
+//! while there is work, so idle sockets cost no task) handles the queue in order.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
+use socketioxide::handler::message::{FromMessage, FromMessageParts, MessageHandler};
+use socketioxide::socket::Socket;
+
+use super::events;
+use super::session::{Job, Session};
+use crate::error::{AppError, AppResult, ErrorCode, ack_err, ack_ok};
+use crate::hub::App;
+
+/// The most events a socket may have waiting; beyond it the client is flooding.
+const MAX_QUEUED: usize = 1024;
+
+/// What a handler answers.
+pub enum Reply {
+    /// `{success: true, data}`
+    Data(Value),
+    /// `{success: true}`
+    Done,
+    /// The ack carries exactly this value (the `ping` exception to the envelope).
+    Raw(Value),
+}
+
+/// Everything a handler needs about the socket that sent the event.
+pub struct Cx<'a> {
+    pub app: &'a App,
+    pub socket: &'a SocketRef,
+    pub session: &'a Arc<Session>,
+    pub has_ack: bool,
+}
+
+impl Cx<'_> {
+    /// The authenticated user, or UNAUTHENTICATED for an anonymous socket.
+    pub fn user(&self) -> AppResult<&str> {
+        self.session
+            .user()
+            .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, "this event needs an authenticated user"))
+    }
+
+    pub fn emit(&self, event: &str, data: &Value) {
+        if let Err(e) = self.socket.emit(event, data) {
+            tracing::debug!(sid = %self.session.sid, event, error = %e, "emit to socket failed");
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    pub app: App,
+}
+
+pub struct ViaDispatcher;
+
+impl MessageHandler<LocalAdapter, ViaDispatcher> for Dispatcher {
+    fn call(&self, s: Arc<Socket<LocalAdapter>>, mut v: socketioxide::handler::Value, ack_id: Option<i64>) {
+        let has_ack = ack_id.is_some();
+        let event = match Event::from_message_parts(&s, &mut v, &ack_id) {
+            Ok(Event(e)) => e,
+            Err(_) => return, // socketioxide already refused packets without an event name
+        };
+        let ack = match AckSender::from_message_parts(&s, &mut v, &ack_id) {
+            Ok(a) => a,
+            Err(never) => match never {},
+        };
+        let data = match TryData::<Value>::from_message(s.clone(), v, ack_id) {
+            Ok(TryData(Ok(d))) => Some(d),
+            Ok(TryData(Err(_))) => None,
+            Err(never) => match never {},
+        };
+        let Some(session) = s.extensions.get::<Arc<Session>>() else { return };
+        let job = Job { event, data, ack, has_ack };
+        let socket = SocketRef::from(s);
+
+        // Rate limit before queueing, so a flood never grows the queue. ping/pong are liveness, not load.
+        let exempt = matches!(job.event.as_str(), "ping" | "pong");
+        if !exempt && !self.app.allow_event(&session.account, &session.rate_subject()) {
+            self.app.metrics.rate_limited.inc();
+            let err = AppError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} events in {} s; slow down",
+                    self.app.cfg.rate_limit_points,
+                    self.app.cfg.rate_limit_duration.as_secs()
+                ),
+            );
+            tracing::debug!(sid = %session.sid, event = %job.event, "rate limited");
+            answer_error(&socket, job, &err);
+            return;
+        }
+
+        let spawn = {
+            let mut q = session.queue.lock();
+            if q.jobs.len() >= MAX_QUEUED {
+                drop(q);
+                answer_error(&socket, job, &AppError::new(ErrorCode::RateLimited, "too many events waiting"));
+                return;
+            }
+            q.jobs.push_back(job);
+            !std::mem::replace(&mut q.running, true)
+        };
+        if spawn {
+            tokio::spawn(drain(self.app.clone(), socket, session));
+        }
+    }
+}
+
+async fn drain(app: App, socket: SocketRef, session: Arc<Session>) {
+    loop {
+        let job = {
+            let mut q = session.queue.lock();
+            match q.jobs.pop_front() {
+                Some(j) => j,
+                None => {
+                    q.running = false;
+                    return;
+                }
+            }
+        };
+        handle(&app, &socket, &session, job).await;
+    }
+}
+
+async fn handle(app: &App, socket: &SocketRef, session: &Arc<Session>, job: Job) {
+    let cx = Cx { app, socket, session, has_ack: job.has_ack };
+    let result = match job.data {
+        None => Err(AppError::validation("payload could not be decoded as JSON")),
+        Some(data) => events::route(&cx, &job.event, data).await,
+    };
+    match result {
+        Ok(Reply::Raw(v)) => {
+            let _ = job.ack.send(&v);
+        }
+        Ok(Reply::Data(v)) => {
+            let _ = job.ack.send(&ack_ok(v));
+        }
+        Ok(Reply::Done) => {
+            let _ = job.ack.send(&serde_json::json!({ "success": true }));
+        }
+        Err(e) => {
+            app.metrics.errors.inc();
+            if e.code == ErrorCode::InternalError {
+                tracing::error!(sid = %session.sid, event = %job.event, error = %e.message, "event failed");
+            } else {
+                tracing::info!(sid = %session.sid, user = ?session.user(), event = %job.event, code = e.code.as_str(), error = %e.message, "event refused");
+            }
+            if app.cfg.log_events && crate::transport::audit_wanted(&app.cfg, "error") {
+                crate::transport::audit(
+                    app,
+                    session,
+                    "error",
+                    None,
+                    Some(serde_json::json!({"event": job.event, "code": e.code, "message": e.message})),
+                );
+            }
+            let job = Job { data: None, ..job };
+            answer_error(socket, job, &e);
+        }
+    }
+}
+
+/// A refusal goes to the ack when the client asked for one, else as an `error` event.
+fn answer_error(socket: &SocketRef, job: Job, e: &AppError) {
+    if job.has_ack {
+        let _ = job.ack.send(&ack_err(e));
+    } else {
+        let _ = socket.emit("error", e);
+    }
+}

@@ -1,0 +1,134 @@
+//! `message:send|edit|delete` and `sync:messages|channels`.
+
+use serde_json::{Value, json};
+
+use crate::domain::names::RoomName;
+use crate::error::{AppError, AppResult};
+use crate::service::messages::{self as svc, Outgoing};
+use crate::transport::dispatch::{Cx, Reply};
+use crate::wire::{Author, Payload, iso, limits};
+
+/// Reads either `message:send` shape: `{roomName, content, threadId?, replyTo?, metadata?}` (rooms service) or
+/// `{channelId, content, type, attachments?, threadId?, mentions?, clientMessageId}` (offline queue).
+fn outgoing(cx: &Cx<'_>, p: &Payload<'_>) -> AppResult<Outgoing> {
+    let room = match (p.opt_str("roomName", limits::ID)?, p.opt_id("channelId")?) {
+        (Some(name), _) => RoomName::parse(name),
+        (None, Some(id)) => RoomName::from_channel_id(&id),
+        (None, None) => return Err(AppError::validation("roomName or channelId is required")),
+    }
+    .map_err(AppError::validation)?;
+    let content = match p.raw("content") {
+        Some(Value::String(s)) if s.len() > cx.app.cfg.max_message_length => {
+            return Err(AppError::too_large("content", cx.app.cfg.max_message_length));
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(AppError::validation("content must be a string")),
+        None => String::new(),
+    };
+    let attachments = p.opt_json("attachments", limits::ATTACHMENTS, true)?;
+    if content.trim().is_empty() && attachments.is_none() {
+        return Err(AppError::validation("content is required (or attachments)"));
+    }
+    if let Some(Value::Array(a)) = p.raw("attachments")
+        && a.len() > limits::ATTACHMENT_COUNT
+    {
+        return Err(AppError::too_large("attachments", limits::ATTACHMENT_COUNT));
+    }
+    Ok(Outgoing {
+        room,
+        kind: p.opt_str("type", limits::SHORT)?.unwrap_or("text").to_string(),
+        content,
+        thread_id: p.opt_id("threadId")?,
+        reply_to: p.opt_id("replyTo")?,
+        metadata: p.opt_json("metadata", limits::METADATA, false)?,
+        mentions: p.opt_json("mentions", limits::METADATA, true)?,
+        attachments,
+        client_message_id: p.opt_str("clientMessageId", limits::ID)?.map(str::to_string),
+    })
+}
+
+pub async fn send(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let client_id = data.get("clientMessageId").and_then(Value::as_str).map(|s| s.chars().take(limits::ID).collect());
+    let result = async {
+        let user = cx.user()?;
+        let p = Payload::object(&data)?;
+        p.opt_ids("mentions")?; // type-check: an array of ids
+        let out = outgoing(cx, &p)?;
+        let (name, avatar) = (cx.session.name(), cx.session.avatar());
+        let author = Author { name: name.as_deref(), avatar: avatar.as_deref() };
+        svc::send(cx.app, &cx.session.account, user, &author, out).await
+    }
+    .await;
+    match result {
+        Ok(sent) => {
+            let m = &sent.message;
+            svc::confirm_to_sender(cx.app, &cx.session.account, cx.session.user().unwrap_or(""), m).await;
+            let mut ack = json!({ "messageId": m.id, "seq": m.seq, "createdAt": iso(m.created_at) });
+            if let Some(c) = &m.client_message_id {
+                ack["clientMessageId"] = c.clone().into();
+            }
+            if sent.duplicate {
+                ack["duplicate"] = true.into();
+            }
+            Ok(Reply::Data(ack))
+        }
+        Err(e) => {
+            if let Some(cid) = client_id {
+                let cid: String = cid;
+                cx.emit(
+                    "message:failed",
+                    &json!({ "clientMessageId": cid, "errorCode": e.code, "errorMessage": e.message,
+                             "retryable": e.code.retryable() }),
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+pub async fn edit(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let p = Payload::object(&data)?;
+    let id = p.opt_id("messageId")?.ok_or_else(|| AppError::validation("messageId is required"))?;
+    let content = p.str("content", cx.app.cfg.max_message_length)?;
+    let m = svc::change(cx.app, &cx.session.account, user, &id, Some(content.to_string())).await?;
+    Ok(Reply::Data(json!({ "messageId": m.id, "editedAt": iso(m.updated_at) })))
+}
+
+pub async fn delete(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let p = Payload::object(&data)?;
+    let id = p.opt_id("messageId")?.ok_or_else(|| AppError::validation("messageId is required"))?;
+    let m = svc::change(cx.app, &cx.session.account, user, &id, None).await?;
+    Ok(Reply::Data(json!({ "messageId": m.id, "deletedAt": iso(m.updated_at) })))
+}
+
+pub async fn sync(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let p = Payload::object(&data)?;
+    let id = match (p.opt_id("channelId")?, p.opt_str("roomName", limits::ID)?) {
+        (Some(id), _) => id,
+        (None, Some(name)) => name.to_string(),
+        (None, None) => return Err(AppError::validation("channelId (or roomName) is required")),
+    };
+    let room = svc::resolve_channel(cx.app, &cx.session.account, user, &id).await?;
+    let page = svc::sync(
+        cx.app,
+        &cx.session.account,
+        user,
+        &room,
+        p.opt_i64("since")?,
+        p.opt_i64("afterSeq")?,
+        p.opt_i64("limit")?,
+    )
+    .await?;
+    Ok(Reply::Data(page))
+}
+
+pub async fn channels(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    if !data.is_null() {
+        Payload::object(&data)?.opt_i64("since")?;
+    }
+    Ok(Reply::Data(svc::channels(cx.app, &cx.session.account, user).await?))
+}

@@ -1,0 +1,38 @@
+//! The inbound event table: event name → handler. Each handler reads its payload with `wire::Payload`.
+
+mod connection;
+mod messages;
+mod rooms;
+
+use serde_json::Value;
+
+use super::dispatch::{Cx, Reply};
+use crate::error::{AppError, AppResult, ErrorCode};
+
+pub async fn route(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
+    match event {
+        "ping" => connection::ping(cx, data),
+        "pong" => connection::pong(cx, data),
+        "auth:refresh" => connection::refresh(cx, data).await,
+
+        "room:join" => rooms::join(cx, data).await,
+        "room:leave" => rooms::leave(cx, data).await,
+        "channel:join" => rooms::channel_join(cx, data).await,
+        "channel:leave" => rooms::channel_leave(cx, data).await,
+
+        "message:send" => messages::send(cx, data).await,
+        "message:edit" => messages::edit(cx, data).await,
+        "message:delete" => messages::delete(cx, data).await,
+        "sync:messages" => messages::sync(cx, data).await,
+        "sync:channels" => messages::channels(cx, data).await,
+
+        _ => Err(AppError::new(ErrorCode::UnknownEvent, format!("unknown event {:?}", truncate(event, 64)))),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

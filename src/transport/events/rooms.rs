@@ -1,0 +1,84 @@
+//! `room:join`, `room:leave` and the `channel:*` aliases.
+
+use serde_json::{Value, json};
+
+use crate::domain::names::RoomName;
+use crate::domain::occupancy::Exit;
+use crate::error::{AppError, AppResult};
+use crate::service::rooms as svc;
+use crate::transport::announce_presence_in_room;
+use crate::transport::dispatch::{Cx, Reply};
+use crate::wire::{Payload, limits};
+
+async fn enter(cx: &Cx<'_>, name: &str) -> AppResult<svc::Joined> {
+    let joined = svc::join(cx.app, &cx.session.account, cx.session.user(), name).await?;
+    let key = cx.session.key(&joined.room.name);
+    let already_in = cx.socket.rooms().iter().any(|r| *r == key);
+    if !already_in {
+        cx.socket.join(key.clone());
+        if let Some(u) = cx.session.user() {
+            let arrived = joined.room.personal_owner().is_none() && cx.app.occupancy.lock().enter(&key, u);
+            if arrived {
+                announce_presence_in_room(cx.app, cx.session, &joined.room.name, "user:joined").await;
+            }
+        }
+    }
+    crate::transport::audit(cx.app, cx.session, "room:join", Some(&joined.room.name), None);
+    Ok(joined)
+}
+
+async fn exit(cx: &Cx<'_>, name: &str, forget: bool) -> AppResult<RoomName> {
+    let room = RoomName::parse(name).map_err(AppError::validation)?;
+    let key = cx.session.key(&room.name);
+    if room.personal_owner().is_some() {
+        return Err(AppError::validation("the personal room cannot be left"));
+    }
+    if cx.socket.rooms().iter().any(|r| *r == key) {
+        cx.socket.leave(key.clone());
+        if let Some(u) = cx.session.user() {
+            let exit = cx.app.occupancy.lock().exit(&key, u, false);
+            if exit == Exit::Left {
+                announce_presence_in_room(cx.app, cx.session, &room.name, "user:left").await;
+            }
+        }
+    }
+    if forget && let Some(u) = cx.session.user() {
+        cx.app.store.remove_member(&cx.session.account, &room.name, u).await?;
+    }
+    crate::transport::audit(cx.app, cx.session, "room:leave", Some(&room.name), None);
+    Ok(room)
+}
+
+pub async fn join(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let p = Payload::object(&data)?;
+    let name = p.str("roomName", limits::ID)?;
+    Ok(Reply::Data(enter(cx, name).await?.ack()))
+}
+
+pub async fn leave(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let p = Payload::object(&data)?;
+    let name = p.str("roomName", limits::ID)?;
+    let forget = p.opt_bool("forget")?.unwrap_or(false);
+    let room = exit(cx, name, forget).await?;
+    Ok(Reply::Data(json!({ "roomName": room.name })))
+}
+
+pub async fn channel_join(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let p = Payload::object(&data)?;
+    let id = p.opt_id("channelId")?.ok_or_else(|| AppError::validation("channelId is required"))?;
+    let room = RoomName::from_channel_id(&id).map_err(AppError::validation)?;
+    let joined = enter(cx, &room.name).await?;
+    let payload = json!({ "channelId": room.channel_id(), "userId": cx.session.user() });
+    cx.emit("channel:joined", &payload);
+    Ok(Reply::Data(joined.ack()))
+}
+
+pub async fn channel_leave(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let p = Payload::object(&data)?;
+    let id = p.opt_id("channelId")?.ok_or_else(|| AppError::validation("channelId is required"))?;
+    let room = RoomName::from_channel_id(&id).map_err(AppError::validation)?;
+    exit(cx, &room.name, false).await?;
+    let payload = json!({ "channelId": room.channel_id(), "userId": cx.session.user() });
+    cx.emit("channel:left", &payload);
+    Ok(Reply::Data(payload))
+}

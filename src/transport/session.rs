@@ -1,0 +1,131 @@
+//! Per-socket state: who the socket is, its account, and its serial event queue.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use socketioxide::extract::AckSender;
+
+use crate::auth::Identity;
+use crate::domain::names::room_key;
+
+/// Device details the client reports in `auth.device`.
+#[derive(Debug, Clone, Default)]
+pub struct Device {
+    pub kind: Option<String>,
+    pub os: Option<String>,
+    pub browser: Option<String>,
+}
+
+/// One inbound event waiting for its turn.
+pub struct Job {
+    pub event: String,
+    /// None when the payload could not be decoded at all.
+    pub data: Option<Value>,
+    pub ack: AckSender,
+    pub has_ack: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Queue {
+    pub jobs: VecDeque<Job>,
+    pub running: bool,
+}
+
+pub struct Session {
+    pub sid: String,
+    pub account: String,
+    /// None for an anonymous socket. The user id never changes; a refreshed token may change the rest.
+    pub user_id: Option<String>,
+    pub profile: RwLock<Identity>,
+    pub session_id: String,
+    pub ip: Option<IpAddr>,
+    pub transport: &'static str,
+    pub device: Device,
+    pub user_agent: Option<String>,
+    pub connected_at: i64,
+    /// Token expiry in epoch seconds; 0 = none.
+    exp: AtomicI64,
+    pub(crate) queue: Mutex<Queue>,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        sid: String,
+        account: String,
+        identity: Option<Identity>,
+        ip: Option<IpAddr>,
+        transport: &'static str,
+        device: Device,
+        user_agent: Option<String>,
+    ) -> Session {
+        let session_id = identity
+            .as_ref()
+            .and_then(|i| i.session_id.clone())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let exp = identity.as_ref().and_then(|i| i.exp).unwrap_or(0);
+        let user_id = identity.as_ref().map(|i| i.user_id.clone());
+        let profile = identity.unwrap_or(Identity {
+            user_id: String::new(),
+            session_id: None,
+            name: None,
+            avatar: None,
+            exp: None,
+        });
+        Session {
+            sid,
+            account,
+            user_id,
+            profile: RwLock::new(profile),
+            session_id,
+            ip,
+            transport,
+            device,
+            user_agent,
+            connected_at: crate::store::now_ms(),
+            exp: AtomicI64::new(exp),
+            queue: Mutex::new(Queue::default()),
+        }
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+
+    /// The key the rate limiter counts this socket under: its user, or the socket itself when anonymous.
+    pub fn rate_subject(&self) -> String {
+        match &self.user_id {
+            Some(u) => u.clone(),
+            None => format!("anon:{}", self.sid),
+        }
+    }
+
+    /// The Socket.IO room for one of this account's rooms.
+    pub fn key(&self, room: &str) -> String {
+        room_key(&self.account, room)
+    }
+
+    pub fn name(&self) -> Option<String> {
+        self.profile.read().name.clone()
+    }
+
+    pub fn avatar(&self) -> Option<String> {
+        self.profile.read().avatar.clone()
+    }
+
+    pub fn exp(&self) -> Option<i64> {
+        match self.exp.load(Ordering::Relaxed) {
+            0 => None,
+            e => Some(e),
+        }
+    }
+
+    /// A refreshed token replaces the profile and the expiry.
+    pub fn refresh(&self, identity: Identity) {
+        self.exp.store(identity.exp.unwrap_or(0), Ordering::Relaxed);
+        *self.profile.write() = identity;
+    }
+}

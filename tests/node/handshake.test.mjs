@@ -1,0 +1,301 @@
+// CONTRACT §1–§3: handshake, identity, token sources and rejection, ping/pong, the early-emit race,
+// auth:refresh / token expiry, dev tokens and anonymous mode.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  startServer, shutdown, connectClient, expectConnectError, makeClient, mintToken, JWT_SECRET,
+  emitAck, waitFor, expectNoEvent, waitDisconnect, assertOk, assertErr, assertIso, show, uid, join, sleep,
+} from './harness.mjs';
+
+const b64url = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+
+describe('handshake (JWT required, REALTIME_TOKEN_GRACE=1000)', () => {
+  let server;
+  before(async () => {
+    server = await startServer({ env: { REALTIME_TOKEN_GRACE: '1000' } });
+  });
+  after(() => shutdown(server));
+
+  it('valid JWT in auth.token: `connected` then `authenticated` with the contract fields', async () => {
+    const user = uid('alice');
+    const before = Date.now();
+    const { socket, connected, authenticated, order } = await connectClient(server, { user });
+    assert.deepEqual(order.slice(0, 2), ['connected', 'authenticated'], `event order ${show(order)}`);
+    assert.ok(connected && typeof connected === 'object', `connected payload: ${show(connected)}`);
+    assert.equal(connected.socketId, socket.id, `connected.socketId must be the socket's id; connected=${show(connected)} socket.id=${socket.id}`);
+    assertIso(connected.serverTime, 'connected.serverTime');
+    assert.ok(Math.abs(Date.parse(connected.serverTime) - before) < 60_000, `serverTime far from now: ${show(connected)}`);
+    assert.ok(connected.protocolVersion !== undefined && connected.protocolVersion !== null && connected.protocolVersion !== '',
+      `connected.protocolVersion missing: ${show(connected)}`);
+    assert.equal(authenticated.userId, user, `authenticated: ${show(authenticated)}`);
+    assert.ok(typeof authenticated.sessionId === 'string' && authenticated.sessionId.length > 0,
+      `authenticated.sessionId must be a server-made id when the token has none: ${show(authenticated)}`);
+    assert.ok(Array.isArray(authenticated.rooms) && authenticated.rooms.every((r) => typeof r === 'string'),
+      `authenticated.rooms must be string[]: ${show(authenticated)}`);
+    socket.disconnect();
+  });
+
+  it('token via ?token= query', async () => {
+    const user = uid('q');
+    const { socket, authenticated } = await connectClient(server, { query: { token: mintToken(user) } });
+    assert.equal(authenticated.userId, user, show(authenticated));
+    socket.disconnect();
+  });
+
+  it('token via Authorization: Bearer header (polling transport)', async () => {
+    const user = uid('hdr');
+    const { socket, authenticated } = await connectClient(server, {
+      transports: ['polling'],
+      extraHeaders: { Authorization: `Bearer ${mintToken(user)}` },
+    });
+    assert.equal(authenticated.userId, user, show(authenticated));
+    socket.disconnect();
+  });
+
+  it('auth.token takes precedence over ?token=', async () => {
+    const a = uid('first');
+    const b = uid('second');
+    const { socket, authenticated } = await connectClient(server, { token: mintToken(a), query: { token: mintToken(b) } });
+    assert.equal(authenticated.userId, a, show(authenticated));
+    socket.disconnect();
+  });
+
+  it('no token → connect_error "Authentication required…"', async () => {
+    const msg = await expectConnectError(server, {});
+    assert.ok(msg.startsWith('Authentication required'), `connect_error message: ${show(msg)}`);
+  });
+
+  it('bad signature → connect_error "Invalid token…"', async () => {
+    const msg = await expectConnectError(server, { token: mintToken(uid('u'), {}, { secret: 'not-the-secret' }) });
+    assert.ok(msg.startsWith('Invalid token'), `connect_error message: ${show(msg)}`);
+  });
+
+  it('unsigned (alg=none) token is never decoded → "Invalid token…"', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const token = `${b64url({ alg: 'none', typ: 'JWT' })}.${b64url({ sub: 'mallory', userId: 'mallory', exp: now + 3600 })}.`;
+    const msg = await expectConnectError(server, { token });
+    assert.ok(msg.startsWith('Invalid token'), `connect_error message: ${show(msg)}`);
+  });
+
+  it('expired token (beyond the grace) → "Invalid token…"', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const msg = await expectConnectError(server, { token: mintToken(uid('u'), { exp: now - 3600 }) });
+    assert.ok(msg.startsWith('Invalid token'), `connect_error message: ${show(msg)}`);
+  });
+
+  it('nbf in the future → "Invalid token…"', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const msg = await expectConnectError(server, { token: mintToken(uid('u'), { nbf: now + 3600 }) });
+    assert.ok(msg.startsWith('Invalid token'), `connect_error message: ${show(msg)}`);
+  });
+
+  it('dev token `user:alice` refused with a message naming REALTIME_ALLOW_DEV_TOKENS', async () => {
+    const msg = await expectConnectError(server, { token: 'user:alice' });
+    assert.ok(msg.startsWith('Invalid token'), `connect_error message: ${show(msg)}`);
+    assert.ok(msg.includes('REALTIME_ALLOW_DEV_TOKENS'), `connect_error message should name REALTIME_ALLOW_DEV_TOKENS: ${show(msg)}`);
+  });
+
+  it('user id: `userId` claim wins over `sub`', async () => {
+    const u = uid('uid');
+    const { socket, authenticated } = await connectClient(server, { token: mintToken(u, { sub: uid('sub') }) });
+    assert.equal(authenticated.userId, u, show(authenticated));
+    socket.disconnect();
+  });
+
+  it('user id from `sub` when there is no userId claim', async () => {
+    const u = uid('sub');
+    const { socket, authenticated } = await connectClient(server, { token: mintToken(u, { userId: undefined }) });
+    assert.equal(authenticated.userId, u, show(authenticated));
+    socket.disconnect();
+  });
+
+  it('user id from Hasura claims x-hasura-user-id (no userId/sub)', async () => {
+    const u = uid('hasura');
+    const token = mintToken(u, {
+      userId: undefined,
+      sub: undefined,
+      'https://hasura.io/jwt/claims': { 'x-hasura-user-id': u, 'x-hasura-default-role': 'user', 'x-hasura-allowed-roles': ['user'] },
+    });
+    const { socket, authenticated } = await connectClient(server, { token });
+    assert.equal(authenticated.userId, u, show(authenticated));
+    socket.disconnect();
+  });
+
+  it('sessionId claim is echoed in `authenticated`', async () => {
+    const sid = uid('sess');
+    const { socket, authenticated } = await connectClient(server, { user: uid('s'), claims: { sessionId: sid } });
+    assert.equal(authenticated.sessionId, sid, show(authenticated));
+    socket.disconnect();
+  });
+
+  it('persisted rooms: rejoined on reconnect and listed in authenticated.rooms', async () => {
+    const user = uid('persist');
+    const other = uid('other');
+    const room = uid('room');
+    const first = await connectClient(server, { user });
+    await join(first.socket, 'general');
+    await join(first.socket, room);
+    first.socket.disconnect();
+    await sleep(100);
+
+    const again = await connectClient(server, { user });
+    assert.ok(again.authenticated.rooms.includes('general'), `authenticated.rooms should include 'general': ${show(again.authenticated)}`);
+    assert.ok(again.authenticated.rooms.includes(room), `authenticated.rooms should include '${room}': ${show(again.authenticated)}`);
+
+    // and the socket really is in the room without joining again: it receives messages sent there
+    const o = await connectClient(server, { user: other });
+    await join(o.socket, room);
+    const content = uid('hello-after-reconnect');
+    const got = waitFor(again.socket, 'message:new', (m) => m && m.content === content);
+    assertOk(await emitAck(o.socket, 'message:send', { roomName: room, content }), 'message:send');
+    await got;
+    again.socket.disconnect();
+    o.socket.disconnect();
+  });
+
+  it('ping with an ack: the ack is the raw {timestamp} echoed (no envelope)', async () => {
+    const { socket } = await connectClient(server, { user: uid('pinger') });
+    const ts = Date.now() - 1234;
+    const ack = await emitAck(socket, 'ping', { timestamp: ts });
+    assert.ok(ack && typeof ack === 'object', `ping ack: ${show(ack)}`);
+    assert.equal(ack.timestamp, ts, `ping ack must echo the client's timestamp: ${show(ack)}`);
+    assert.equal(ack.success, undefined, `ping ack must not be enveloped: ${show(ack)}`);
+    socket.disconnect();
+  });
+
+  it('ping without an ack → `pong {timestamp: server ms}`', async () => {
+    const { socket } = await connectClient(server, { user: uid('pinger') });
+    const p = waitFor(socket, 'pong');
+    socket.emit('ping', { timestamp: 1 });
+    const pong = await p;
+    assert.ok(pong && typeof pong.timestamp === 'number', `pong payload: ${show(pong)}`);
+    assert.ok(Math.abs(pong.timestamp - Date.now()) < 60_000, `pong.timestamp should be server epoch ms: ${show(pong)}`);
+    socket.disconnect();
+  });
+
+  it('inbound `pong {timestamp}` is accepted silently; `pong` without payload → error VALIDATION_ERROR', async () => {
+    const { socket } = await connectClient(server, { user: uid('ponger') });
+    socket.emit('pong', { timestamp: Date.now() });
+    await expectNoEvent(socket, 'error', 600);
+    const errP = waitFor(socket, 'error');
+    socket.emit('pong');
+    const err = await errP;
+    assert.equal(err?.code, 'VALIDATION_ERROR', `error event: ${show(err)}`);
+    assert.equal(typeof err.message, 'string', show(err));
+    // still connected and serving
+    const ack = await emitAck(socket, 'ping', { timestamp: 7 });
+    assert.equal(ack?.timestamp, 7, show(ack));
+    socket.disconnect();
+  });
+
+  it('early-emit race: room:join emitted inside the `connect` handler is acked with success', async () => {
+    const room = uid('early');
+    let ackP;
+    const { socket } = await connectClient(server, {
+      user: uid('early'),
+      onConnect: (s) => {
+        ackP = emitAck(s, 'room:join', { roomName: room });
+      },
+    });
+    const data = assertOk(await ackP, 'room:join emitted in connect handler');
+    assert.equal(data?.roomName, room, show(data));
+    socket.disconnect();
+  });
+
+  it('early-emit race: room:join emitted before the socket is even connected (client buffer) is acked', async () => {
+    const room = uid('early2');
+    const socket = makeClient(server, { token: mintToken(uid('early2')) });
+    const ack = await emitAck(socket, 'room:join', { roomName: room }, 8000);
+    const data = assertOk(ack, 'buffered room:join');
+    assert.equal(data?.roomName, room, show(data));
+    socket.disconnect();
+  });
+
+  it('auth:refresh with a valid token answers `authenticated` again', async () => {
+    const user = uid('refresh');
+    const { socket } = await connectClient(server, { user });
+    const p = waitFor(socket, 'authenticated');
+    socket.emit('auth:refresh', { token: mintToken(user, { sessionId: 'refreshed' }) });
+    const again = await p;
+    assert.equal(again?.userId, user, show(again));
+    socket.disconnect();
+  });
+
+  it('auth:refresh with a bad token answers `auth:error {code, message}`', async () => {
+    const { socket } = await connectClient(server, { user: uid('refresh-bad') });
+    const p = waitFor(socket, 'auth:error');
+    socket.emit('auth:refresh', { token: mintToken('x', {}, { secret: 'wrong' }) });
+    const err = await p;
+    assert.ok(err && typeof err.code === 'string' && typeof err.message === 'string', `auth:error payload: ${show(err)}`);
+    socket.disconnect();
+  });
+
+  it('session whose token expires (grace 1 s, no refresh) gets auth:error TOKEN_EXPIRED and is ended', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const { socket } = await connectClient(server, { token: mintToken(uid('exp'), { exp: now + 2 }) });
+    const err = await waitFor(socket, 'auth:error', () => true, 12_000);
+    assert.equal(err?.code, 'TOKEN_EXPIRED', `auth:error payload: ${show(err)}`);
+    await waitDisconnect(socket, 5000);
+  });
+
+  it('a session refreshed before expiry is not ended', async () => {
+    const user = uid('exp-refresh');
+    const now = Math.floor(Date.now() / 1000);
+    const { socket } = await connectClient(server, { token: mintToken(user, { exp: now + 2 }) });
+    const p = waitFor(socket, 'authenticated');
+    socket.emit('auth:refresh', { token: mintToken(user) });
+    await p;
+    await expectNoEvent(socket, 'auth:error', 4500);
+    assert.ok(socket.connected, 'socket should still be connected after a refresh');
+    socket.disconnect();
+  });
+});
+
+describe('handshake with REALTIME_ALLOW_DEV_TOKENS=true, REALTIME_ALLOW_ANONYMOUS=true, REALTIME_TOKEN_GRACE=120000', () => {
+  let server;
+  before(async () => {
+    server = await startServer({
+      env: { REALTIME_ALLOW_DEV_TOKENS: 'true', REALTIME_ALLOW_ANONYMOUS: 'true', REALTIME_TOKEN_GRACE: '120000' },
+    });
+  });
+  after(() => shutdown(server));
+
+  it('dev token `user:<id>` is accepted', async () => {
+    const id = uid('devalice');
+    const { socket, authenticated } = await connectClient(server, { token: `user:${id}` });
+    assert.equal(authenticated.userId, id, show(authenticated));
+    socket.disconnect();
+  });
+
+  it('a token expired 30 s ago is accepted within the grace at the handshake', async () => {
+    const u = uid('late');
+    const now = Math.floor(Date.now() / 1000);
+    const { socket, authenticated } = await connectClient(server, { token: mintToken(u, { exp: now - 30 }) });
+    assert.equal(authenticated.userId, u, show(authenticated));
+    socket.disconnect();
+  });
+
+  it('a bad token is still refused when anonymous mode is on', async () => {
+    const msg = await expectConnectError(server, { token: mintToken('x', {}, { secret: 'wrong' }) });
+    assert.ok(msg.startsWith('Invalid token'), `connect_error message: ${show(msg)}`);
+  });
+
+  it('anonymous socket: connected, may join a public room and read, may not write', async () => {
+    const room = uid('anonroom');
+    const anon = await connectClient(server, { anonymous: true });
+    assert.equal(anon.connected.socketId, anon.socket.id, show(anon.connected));
+    await join(anon.socket, room);
+
+    const { socket: writer } = await connectClient(server, { user: uid('writer') });
+    await join(writer, room);
+    const content = uid('for-anon');
+    const got = waitFor(anon.socket, 'message:new', (m) => m && m.content === content);
+    assertOk(await emitAck(writer, 'message:send', { roomName: room, content }), 'writer message:send');
+    await got;
+
+    const ack = await emitAck(anon.socket, 'message:send', { roomName: room, content: 'anon write' });
+    assertErr(ack, ['UNAUTHENTICATED', 'FORBIDDEN'], 'anonymous message:send');
+    anon.socket.disconnect();
+    writer.disconnect();
+  });
+});

@@ -1,0 +1,219 @@
+// CONTRACT §4: rooms — join/leave acks, types, policy (user:, dm:, private), user:joined/user:left
+// per user (not per socket), memberCount counting users. Run against SQLite and PostgreSQL.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  backends, noteSkips, startServer, shutdown, connectClient, emitAck, waitFor, expectNoEvent, countEvents,
+  assertOk, assertErr, assertIso, show, uid, join, http, API_KEY, sleep,
+} from './harness.mjs';
+
+noteSkips();
+
+for (const backend of backends()) {
+  describe(`rooms [${backend.name}]`, { skip: backend.skip }, () => {
+    let server;
+    before(async () => {
+      server = await startServer({ backend: backend.name, env: { REALTIME_PRESENCE_OFFLINE_GRACE: '300' } });
+    });
+    after(() => shutdown(server));
+
+    it('room:join acks data {roomName, type, memberCount}; a bare name is a `channel`', async () => {
+      const { socket } = await connectClient(server, { user: uid('a') });
+      const room = uid('lobby');
+      const data = await join(socket, room);
+      assert.equal(data.roomName, room, show(data));
+      assert.equal(data.type, 'channel', show(data));
+      assert.equal(data.memberCount, 1, show(data));
+      const g = await join(socket, 'general');
+      assert.equal(g.roomName, 'general', show(g));
+      assert.equal(g.type, 'channel', show(g));
+      assert.ok(Number.isInteger(g.memberCount) && g.memberCount >= 1, show(g));
+      if (data.members !== undefined) {
+        assert.ok(Array.isArray(data.members), `members must be an array: ${show(data)}`);
+        for (const m of data.members) {
+          assert.equal(typeof m.userId, 'string', show(data));
+          assertIso(m.joinedAt, 'members[].joinedAt');
+        }
+      }
+      socket.disconnect();
+    });
+
+    it('typed names report the text before the FIRST colon as type', async () => {
+      const { socket } = await connectClient(server, { user: uid('t') });
+      const ch = `channel:${uid('c')}`;
+      const th = `thread:${uid('t')}`;
+      const d1 = await join(socket, ch);
+      assert.equal(d1.type, 'channel', show(d1));
+      assert.equal(d1.roomName, ch, show(d1));
+      const d2 = await join(socket, th);
+      assert.equal(d2.type, 'thread', show(d2));
+      socket.disconnect();
+    });
+
+    it('user:<self> is joinable; user:<other> → FORBIDDEN', async () => {
+      const me = uid('me');
+      const { socket } = await connectClient(server, { user: me });
+      const d = await join(socket, `user:${me}`);
+      assert.equal(d.type, 'user', show(d));
+      const ack = await emitAck(socket, 'room:join', { roomName: `user:${uid('someone')}` });
+      assertErr(ack, 'FORBIDDEN', 'room:join user:<other>');
+      socket.disconnect();
+    });
+
+    it('private room (admin API): non-members refused; joinable once added as member', async () => {
+      const room = uid('private');
+      const res = await http(server, 'POST', '/api/rooms', { apiKey: API_KEY, body: { name: room, visibility: 'private' } });
+      assert.equal(res.status, 201, `POST /api/rooms → ${res.status} ${show(res.body)}`);
+
+      const outsider = uid('outsider');
+      const { socket } = await connectClient(server, { user: outsider });
+      const ack = await emitAck(socket, 'room:join', { roomName: room });
+      assertErr(ack, ['NOT_A_MEMBER', 'FORBIDDEN'], 'room:join private room as non-member');
+
+      // a refused join must not put the socket into the room: it must not receive its messages
+      const member = uid('member');
+      const add = await http(server, 'POST', `/api/rooms/${encodeURIComponent(room)}/members`, { apiKey: API_KEY, body: { userId: member } });
+      assert.ok(add.status >= 200 && add.status < 300, `POST members → ${add.status} ${show(add.body)}`);
+      const m = await connectClient(server, { user: member });
+      const d = await join(m.socket, room);
+      assert.equal(d.roomName, room, show(d));
+      const content = uid('private-msg');
+      assertOk(await emitAck(m.socket, 'message:send', { roomName: room, content }), 'member message:send');
+      await expectNoEvent(socket, 'message:new', 600, (x) => x && x.content === content);
+      socket.disconnect();
+      m.socket.disconnect();
+    });
+
+    it('dm:<a>:<b> is joinable by exactly those two users', async () => {
+      const a = uid('a');
+      const b = uid('b');
+      const [x, y] = [a, b].sort();
+      const dm = `dm:${x}:${y}`;
+      const ca = await connectClient(server, { user: a });
+      const cb = await connectClient(server, { user: b });
+      const cc = await connectClient(server, { user: uid('c') });
+      const da = await join(ca.socket, dm);
+      assert.equal(da.type, 'dm', show(da));
+      assert.equal(da.roomName, dm, show(da));
+      await join(cb.socket, dm);
+      assertErr(await emitAck(cc.socket, 'room:join', { roomName: dm }), ['FORBIDDEN', 'NOT_A_MEMBER'], `third user joining ${dm}`);
+      for (const c of [ca, cb, cc]) c.socket.disconnect();
+    });
+
+    it('memberCount counts users, not sockets', async () => {
+      const room = uid('count');
+      const alice = uid('alice');
+      const a1 = await connectClient(server, { user: alice });
+      const a2 = await connectClient(server, { user: alice });
+      const b = await connectClient(server, { user: uid('bob') });
+      assert.equal((await join(a1.socket, room)).memberCount, 1);
+      const d2 = await join(a2.socket, room);
+      assert.equal(d2.memberCount, 1, `second socket of the same user must not count: ${show(d2)}`);
+      const d3 = await join(b.socket, room);
+      assert.equal(d3.memberCount, 2, `two users: ${show(d3)}`);
+      for (const c of [a1, a2, b]) c.socket.disconnect();
+    });
+
+    it('user:joined once per user (not per socket); user:left when the last socket leaves', async () => {
+      const room = uid('presence-room');
+      const alice = uid('alice');
+      const bob = uid('bob');
+      const a = await connectClient(server, { user: alice });
+      await join(a.socket, room);
+
+      const b1 = await connectClient(server, { user: bob, claims: { name: 'Bob Builder' } });
+      const joinedP = waitFor(a.socket, 'user:joined', (e) => e && e.userId === bob && e.roomName === room);
+      await join(b1.socket, room);
+      const joined = await joinedP;
+      assertIso(joined.timestamp, 'user:joined.timestamp');
+      if (joined.userName !== undefined) assert.equal(joined.userName, 'Bob Builder', show(joined));
+
+      // second device of bob: connects (auto-joins the persisted room) and joins explicitly → no second user:joined
+      const mark = a.socket.received.length;
+      const b2 = await connectClient(server, { user: bob });
+      await join(b2.socket, room);
+      await expectNoEvent(a.socket, 'user:joined', 800, (e) => e && e.userId === bob, { from: mark });
+      assert.equal(countEvents(a.socket, 'user:joined', (e) => e && e.userId === bob && e.roomName === room), 1,
+        `alice must see exactly one user:joined for bob: ${show(a.socket.received.filter((r) => r.event === 'user:joined'))}`);
+
+      // one of bob's sockets goes away: bob is still in the room → no user:left
+      b2.socket.disconnect();
+      await expectNoEvent(a.socket, 'user:left', 1200, (e) => e && e.userId === bob);
+
+      // bob's last socket leaves → user:left
+      const leftP = waitFor(a.socket, 'user:left', (e) => e && e.userId === bob && e.roomName === room, 5000);
+      assertOk(await emitAck(b1.socket, 'room:leave', { roomName: room }), 'room:leave');
+      const left = await leftP;
+      assertIso(left.timestamp, 'user:left.timestamp');
+      a.socket.disconnect();
+      b1.socket.disconnect();
+    });
+
+    it('user:left when the last socket disconnects (after the offline grace)', async () => {
+      const room = uid('disc-room');
+      const a = await connectClient(server, { user: uid('alice') });
+      await join(a.socket, room);
+      const carol = uid('carol');
+      const c = await connectClient(server, { user: carol });
+      const jp = waitFor(a.socket, 'user:joined', (e) => e && e.userId === carol);
+      await join(c.socket, room);
+      await jp;
+      const leftP = waitFor(a.socket, 'user:left', (e) => e && e.userId === carol && e.roomName === room, 6000);
+      c.socket.disconnect();
+      await leftP;
+      a.socket.disconnect();
+    });
+
+    it('room:leave acks and stops delivery to that socket; membership persists unless forget:true', async () => {
+      const room = uid('leave');
+      const user = uid('leaver');
+      const other = await connectClient(server, { user: uid('other') });
+      await join(other.socket, room);
+      const c = await connectClient(server, { user });
+      await join(c.socket, room);
+      const ack = await emitAck(c.socket, 'room:leave', { roomName: room });
+      assertOk(ack, 'room:leave');
+
+      const content = uid('after-leave');
+      assertOk(await emitAck(other.socket, 'message:send', { roomName: room, content }), 'message:send');
+      await expectNoEvent(c.socket, 'message:new', 600, (m) => m && m.content === content);
+      c.socket.disconnect();
+
+      // persisted membership stays: the room is rejoined on the next connection
+      const c2 = await connectClient(server, { user });
+      assert.ok(c2.authenticated.rooms.includes(room), `after a plain room:leave the room stays in authenticated.rooms: ${show(c2.authenticated)}`);
+      assertOk(await emitAck(c2.socket, 'room:leave', { roomName: room, forget: true }), 'room:leave forget:true');
+      c2.socket.disconnect();
+      await sleep(100);
+
+      const c3 = await connectClient(server, { user });
+      assert.ok(!c3.authenticated.rooms.includes(room), `after forget:true the room must be gone from authenticated.rooms: ${show(c3.authenticated)}`);
+      c3.socket.disconnect();
+      other.socket.disconnect();
+    });
+
+    it('max_members is enforced (room created with maxMembers: 2)', async () => {
+      const room = uid('small');
+      const res = await http(server, 'POST', '/api/rooms', { apiKey: API_KEY, body: { name: room, maxMembers: 2 } });
+      assert.equal(res.status, 201, `POST /api/rooms → ${res.status} ${show(res.body)}`);
+      const cs = [];
+      for (const u of ['m1', 'm2', 'm3']) cs.push(await connectClient(server, { user: uid(u) }));
+      await join(cs[0].socket, room);
+      await join(cs[1].socket, room);
+      const ack = await emitAck(cs[2].socket, 'room:join', { roomName: room });
+      assert.equal(ack?.success, false, `a third member must be refused: ${show(ack)}`);
+      assert.ok(['FORBIDDEN', 'VALIDATION_ERROR', 'NOT_A_MEMBER'].includes(ack.error?.code), `error code must be one of the contract's: ${show(ack)}`);
+      // an existing member's second device still gets in
+      const again = await connectClient(server, { user: cs[0].authenticated.userId });
+      await join(again.socket, room);
+      for (const c of [...cs, again]) c.socket.disconnect();
+    });
+
+    it('room:join with a missing roomName → VALIDATION_ERROR', async () => {
+      const { socket } = await connectClient(server, { user: uid('v') });
+      assertErr(await emitAck(socket, 'room:join', {}), 'VALIDATION_ERROR', 'room:join {}');
+      assertErr(await emitAck(socket, 'room:join', { roomName: '' }), 'VALIDATION_ERROR', "room:join {roomName:''}");
+      socket.disconnect();
+    });
+  });
+}

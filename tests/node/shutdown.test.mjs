@@ -1,0 +1,59 @@
+// Issue 2 §8 / CONTRACT §5: graceful shutdown on SIGTERM with connected clients; nothing acked is lost.
+// Run against SQLite and PostgreSQL.
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  backends, noteSkips, startServer, connectClient, emitAck, waitFor, waitDisconnect, assertOk, show, uid, join,
+} from './harness.mjs';
+
+noteSkips();
+
+for (const backend of backends()) {
+  describe(`graceful shutdown [${backend.name}]`, { skip: backend.skip }, () => {
+    let server;
+    after(async () => {
+      if (server) await server.cleanup();
+    });
+
+    it('SIGTERM with connected clients → exit 0 within a few seconds; a message acked just before survives', async () => {
+      server = await startServer({ backend: backend.name });
+      const channelId = uid('chan');
+      const alice = uid('alice');
+      const bob = uid('bob');
+      const a = await connectClient(server, { user: alice });
+      const b = await connectClient(server, { user: bob, transports: ['polling'] });
+      await join(a.socket, `channel:${channelId}`);
+      await join(b.socket, `channel:${channelId}`);
+      const acked = [];
+      for (let i = 0; i < 5; i++) {
+        acked.push(assertOk(await emitAck(a.socket, 'message:send', { channelId, content: `pre-${i}`, type: 'text', clientMessageId: uid('c') }), 'send'));
+      }
+      const last = assertOk(await emitAck(a.socket, 'message:send', { channelId, content: 'last-before-sigterm', type: 'text', clientMessageId: uid('c') }), 'send');
+      acked.push(last);
+
+      const ga = waitDisconnect(a.socket, 8000);
+      const gb = waitDisconnect(b.socket, 8000);
+      const t0 = Date.now();
+      const exit = await server.stop({ closeClientsFirst: false, assertExit: false, timeoutMs: 8000 });
+      const took = Date.now() - t0;
+      assert.equal(exit.code, 0, `exit after SIGTERM: ${show(exit)} after ${took} ms\n--- server output ---\n${server.logs(3000)}`);
+      assert.ok(took < 5000, `shutdown took ${took} ms (expected a few seconds at most)`);
+      await ga;
+      await gb;
+
+      await server.start();
+      const b2 = await connectClient(server, { user: bob });
+      const d = assertOk(await emitAck(b2.socket, 'sync:messages', { channelId, since: null, limit: 100 }), 'sync after restart');
+      const ids = d.messages.map((m) => m.id);
+      for (const s of acked) assert.ok(ids.includes(s.messageId), `acked message ${s.messageId} lost across SIGTERM: ${show(d.messages)}`);
+
+      // and the restarted server works normally
+      const a2 = await connectClient(server, { user: alice });
+      const got = waitFor(b2.socket, 'message:new', (m) => m && m.content === 'after-restart');
+      assertOk(await emitAck(a2.socket, 'message:send', { channelId, content: 'after-restart', type: 'text', clientMessageId: uid('c') }), 'send after restart');
+      await got;
+      const exit2 = await server.stop({ assertExit: false });
+      assert.equal(exit2.code, 0, `second SIGTERM: ${show(exit2)}`);
+    });
+  });
+}
