@@ -13,6 +13,9 @@ use crate::config::Config;
 use crate::domain::occupancy::Occupancy;
 use crate::domain::ratelimit::{Rate, TokenBucket};
 use crate::metrics::Metrics;
+use crate::service::presence::PresenceHub;
+use crate::service::receipts::ReceiptsHub;
+use crate::service::typing::TypingHub;
 use crate::store::Store;
 use crate::store::ledger::Ledger;
 use crate::store::writer::MessageWriter;
@@ -38,6 +41,9 @@ pub struct Hub {
     /// Live socket count per (account, user), for users-online counts.
     pub users: DashMap<(String, String), u32>,
     pub occupancy: Mutex<Occupancy>,
+    pub presence: PresenceHub,
+    pub typing: TypingHub,
+    pub receipts: ReceiptsHub,
     event_buckets: DashMap<(String, String), TokenBucket>,
     connect_buckets: DashMap<IpAddr, TokenBucket>,
     pub shutting_down: std::sync::atomic::AtomicBool,
@@ -57,7 +63,6 @@ impl Hub {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
         Ok(Hub {
             node_id: format!("{}:{}", host.trim(), cfg.port),
-            cfg,
             store,
             writer,
             ledger,
@@ -69,9 +74,13 @@ impl Hub {
             sessions: DashMap::new(),
             users: DashMap::new(),
             occupancy: Mutex::new(Occupancy::default()),
+            presence: PresenceHub::new(&cfg),
+            typing: TypingHub::new(&cfg),
+            receipts: ReceiptsHub::default(),
             event_buckets: DashMap::new(),
             connect_buckets: DashMap::new(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            cfg,
         })
     }
 

@@ -71,6 +71,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         router = router.layer(tower_http::compression::CompressionLayer::new());
     }
     crate::transport::spawn_token_expiry(app.clone());
+    crate::service::typing::spawn(app.clone());
+    crate::service::presence::spawn(app.clone());
+    crate::service::receipts::spawn(app.clone());
     spawn_retention(app.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -100,6 +103,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::warn!("HTTP connections did not finish within 10 s; closing them");
     }
     app.writer.close().await;
+    crate::service::receipts::flush(&app).await;
     app.ledger.flush().await;
     let _ = app.store.close_stale_connections(Some(&app.node_id), "server stopped").await;
     app.store.pool.close().await;

@@ -81,6 +81,11 @@ impl Occupancy {
         self.rooms.get(room).map_or(0, |u| u.values().filter(|e| e.sockets > 0).count())
     }
 
+    /// Users with at least one socket in the room.
+    pub fn users_in(&self, room: &str) -> Vec<String> {
+        self.rooms.get(room).map_or_else(Vec::new, |u| u.iter().filter(|(_, e)| e.sockets > 0).map(|(k, _)| k.clone()).collect())
+    }
+
     pub fn is_present(&self, room: &str, user: &str) -> bool {
         self.rooms.get(room).and_then(|u| u.get(user)).is_some_and(|e| e.sockets > 0)
     }

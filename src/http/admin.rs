@@ -13,6 +13,7 @@ use crate::domain::names::RoomName;
 use crate::domain::policy::{ROLES, ROOM_TYPES};
 use crate::error::{AppError, ErrorCode};
 use crate::hub::App;
+use crate::service::presence;
 use crate::service::rooms::{join_live_sockets, leave_live_sockets, parse_visibility};
 use crate::store::rooms::NewRoom;
 
@@ -26,6 +27,10 @@ pub fn routes() -> Router<App> {
         .route("/connections", get(connections))
         .route("/connections/{sid}", delete(disconnect))
         .route("/events", get(events))
+        .route("/users/{user}/presence", get(user_presence))
+        .route("/users/{user}/presence-settings", get(get_settings).put(put_settings))
+        .route("/users/{user}/contacts", get(list_contacts).post(add_contact))
+        .route("/users/{user}/contacts/{contact}", delete(remove_contact))
 }
 
 type ApiResult = Result<Json<Value>, ApiError>;
@@ -190,4 +195,60 @@ async fn events(State(app): State<App>, admin: Admin, Query(q): Query<EventsQuer
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let rows = app.store.events(Some(&admin.account), limit).await?;
     Ok(Json(json!({ "events": rows })))
+}
+
+async fn user_presence(State(app): State<App>, admin: Admin, Path(user): Path<String>) -> ApiResult {
+    Ok(Json(presence::describe(&app, &admin.account, &user).await?))
+}
+
+async fn get_settings(State(app): State<App>, admin: Admin, Path(user): Path<String>) -> ApiResult {
+    let s = presence::settings_of(&app, &admin.account, &user).await?;
+    Ok(Json(json!({ "userId": user, "settings": presence::settings_json(&s) })))
+}
+
+/// nchat keeps privacy settings in its own database; its backend pushes them here.
+async fn put_settings(State(app): State<App>, admin: Admin, Path(user): Path<String>, Json(patch): Json<Value>) -> ApiResult {
+    if !patch.is_object() {
+        return Err(AppError::validation("send a JSON object of settings").into());
+    }
+    let s = presence::change_settings(&app, &admin.account, &user, &patch).await?;
+    Ok(Json(json!({ "userId": user, "settings": presence::settings_json(&s) })))
+}
+
+async fn list_contacts(State(app): State<App>, admin: Admin, Path(user): Path<String>) -> ApiResult {
+    let explicit = app.store.explicit_contacts(&admin.account, &user).await?;
+    let all = app.store.contacts_of(&admin.account, &user).await?;
+    Ok(Json(json!({ "userId": user, "contacts": explicit, "effective": all })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AddContact {
+    contact_user_id: String,
+}
+
+async fn add_contact(
+    State(app): State<App>,
+    admin: Admin,
+    Path(user): Path<String>,
+    Json(req): Json<AddContact>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let contact = req.contact_user_id.trim();
+    if contact.is_empty() || contact.len() > 256 || contact == user {
+        return Err(AppError::validation("contactUserId must be another user's id (1 to 256 characters)").into());
+    }
+    let added = app.store.add_contact(&admin.account, &user, contact).await?;
+    let status = if added { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!({ "userId": user, "contactUserId": contact, "added": added }))))
+}
+
+async fn remove_contact(
+    State(app): State<App>,
+    admin: Admin,
+    Path((user, contact)): Path<(String, String)>,
+) -> ApiResult {
+    if !app.store.remove_contact(&admin.account, &user, &contact).await? {
+        return Err(AppError::new(ErrorCode::NotFound, format!("{contact} is not a contact of {user}")).into());
+    }
+    Ok(Json(json!({ "userId": user, "removed": contact })))
 }

@@ -35,6 +35,12 @@ pub const ROUTES: &[&str] = &[
     "GET /api/connections",
     "DELETE /api/connections/:socketId",
     "GET /api/events",
+    "GET /api/users/:userId/presence",
+    "GET /api/users/:userId/presence-settings",
+    "PUT /api/users/:userId/presence-settings",
+    "GET /api/users/:userId/contacts",
+    "POST /api/users/:userId/contacts",
+    "DELETE /api/users/:userId/contacts/:contactUserId",
 ];
 
 pub use health::probe_database;

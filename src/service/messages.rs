@@ -57,6 +57,7 @@ pub async fn send(hub: &Hub, account: &str, user: &str, author: &Author<'_>, out
             hub.metrics.messages.inc();
             hub.metrics.broadcasts.inc();
             hub.metrics.latency_ms.observe(received.elapsed().as_secs_f64() * 1000.0);
+            crate::service::receipts::message_sent(hub, account, &message).await;
             Ok(Sent { message, duplicate: false })
         }
         WriteOutcome::Duplicate(message) => {
@@ -162,6 +163,7 @@ pub async fn sync(
         .store
         .sync_messages(account, &room.name, since.unwrap_or(0).max(0), after_seq.unwrap_or(0), limit)
         .await?;
+    crate::service::receipts::fetched(hub, account, user, &page.messages).await;
     Ok(json!({
         "messages": page.messages.iter().map(wire::synced_message).collect::<Vec<_>>(),
         "serverTime": server_time,
@@ -173,6 +175,8 @@ pub async fn sync(
 /// accepted but the list is always complete: a client replacing its list from it never loses a room.
 pub async fn channels(hub: &Hub, account: &str, user: &str) -> AppResult<Value> {
     let server_time = crate::store::now_ms();
+    // Unread counts come from the stored watermarks: write the pending ones first.
+    crate::service::receipts::flush(hub).await;
     let rows = hub.store.channels_of_user(account, user).await?;
     let channels: Vec<Value> = rows
         .iter()

@@ -55,12 +55,15 @@ pub async fn join(hub: &Hub, account: &str, user: Option<&str>, name: &str) -> A
     if plan.persist
         && let Some(u) = user
     {
-        hub.store.add_member(account, &room.name, u, "member").await?;
+        if hub.store.add_member(account, &room.name, u, "member").await? {
+            hub.receipts.member_joined(account, &room.name, u);
+        }
         // A dm belongs to both participants from its first message on: the other one is a member too, so the
         // room reaches all their devices now and on every later connection.
         if let Some((a, b)) = room.dm_pair() {
             let other = if u == a { b } else { a };
             if hub.store.add_member(account, &room.name, other, "member").await? {
+                hub.receipts.member_joined(account, &room.name, other);
                 join_live_sockets(hub, account, other, &room.name);
             }
         }

@@ -19,5 +19,6 @@ pub async fn live(hub: &Hub, account: &str) -> AppResult<Value> {
         "memoryBytes": crate::metrics::resident_memory_bytes(),
         "nodeId": hub.node_id,
         "database": hub.store.dialect(),
+        "presence": hub.presence.breakdown(account),
     }))
 }

@@ -9,6 +9,7 @@ pub mod events;
 pub mod ledger;
 pub mod messages;
 pub mod presence;
+pub mod receipts;
 pub mod rooms;
 pub mod writer;
 

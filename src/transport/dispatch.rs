@@ -48,6 +48,13 @@ impl Cx<'_> {
             .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, "this event needs an authenticated user"))
     }
 
+    /// The account's rooms (names, without the account prefix) this socket is in: a membership check that
+    /// costs no query, for the hot events (typing, reads).
+    pub fn room_names(&self) -> Vec<String> {
+        let prefix = format!("{}/", self.session.account);
+        self.socket.rooms().iter().filter_map(|k| k.strip_prefix(&prefix).map(str::to_string)).collect()
+    }
+
     pub fn emit(&self, event: &str, data: &Value) {
         if let Err(e) = self.socket.emit(event, data) {
             tracing::debug!(sid = %self.session.sid, event, error = %e, "emit to socket failed");
@@ -133,6 +140,11 @@ async fn drain(app: App, socket: SocketRef, session: Arc<Session>) {
 
 async fn handle(app: &App, socket: &SocketRef, session: &Arc<Session>, job: Job) {
     let cx = Cx { app, socket, session, has_ack: job.has_ack };
+    if let Some(user) = session.user()
+        && !matches!(job.event.as_str(), "ping" | "pong" | "presence:update")
+    {
+        crate::service::presence::touch(app, &session.account, user, &session.sid);
+    }
     let result = match job.data {
         None => Err(AppError::validation("payload could not be decoded as JSON")),
         Some(data) => events::route(&cx, &job.event, data).await,

@@ -170,6 +170,13 @@ async fn on_connect(s: SocketRef, State(app): State<App>) {
             .collect();
         let _ = s.emit("authenticated", &json!({ "userId": user, "sessionId": session.session_id, "rooms": rooms }));
     }
+    if let Some(user) = session.user() {
+        let rooms: Vec<String> = {
+            let prefix = format!("{}/", session.account);
+            s.rooms().iter().filter_map(|k| k.strip_prefix(&prefix).map(str::to_string)).collect()
+        };
+        crate::service::presence::connected(&app, &session.account, user, &session.sid, &rooms).await;
+    }
     app.ledger.record(Record::Open(crate::store::connections::ConnectionOpen {
         row: crate::store::connections::ConnectionRow {
             socket_id: session.sid.clone(),
@@ -191,6 +198,8 @@ async fn on_connect(s: SocketRef, State(app): State<App>) {
 async fn on_disconnect(s: SocketRef, reason: DisconnectReason, State(app): State<App>) {
     let Some((_, session)) = app.sessions.remove(&s.id.to_string()) else { return };
     if let Some(u) = session.user() {
+        crate::service::presence::disconnected(&app, &session.account, u, &session.sid);
+        crate::service::typing::socket_closed(&app, &session.account, u, &session.sid);
         let key = (session.account.clone(), u.to_string());
         let gone = match app.users.get_mut(&key) {
             Some(mut n) => {

@@ -2,7 +2,10 @@
 
 mod connection;
 mod messages;
+mod presence;
+mod receipts;
 mod rooms;
+mod typing;
 
 use serde_json::Value;
 
@@ -25,6 +28,21 @@ pub async fn route(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
         "message:delete" => messages::delete(cx, data).await,
         "sync:messages" => messages::sync(cx, data).await,
         "sync:channels" => messages::channels(cx, data).await,
+
+        "presence:update" => presence::update(cx, data),
+        "presence:subscribe" => presence::subscribe(cx, data).await,
+        "presence:unsubscribe" => presence::unsubscribe(cx, data),
+        "presence:get" => presence::get(cx, data).await,
+        "presence:settings" => presence::settings(cx, data).await,
+
+        "typing:start" | "typing:stop" | "typing" => typing::typing(cx, event, data),
+
+        "message:read-ack" | "message:batch-read-ack" | "read:update" | "channel:read" | "receipt:update" => {
+            receipts::read(cx, event, data).await
+        }
+        "delivery:sync" => receipts::delivery_sync(cx, data).await,
+        "reaction:add" => receipts::react(cx, data, true).await,
+        "reaction:remove" => receipts::react(cx, data, false).await,
 
         _ => Err(AppError::new(ErrorCode::UnknownEvent, format!("unknown event {:?}", truncate(event, 64)))),
     }

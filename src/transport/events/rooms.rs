@@ -17,6 +17,7 @@ async fn enter(cx: &Cx<'_>, name: &str) -> AppResult<svc::Joined> {
     if !already_in {
         cx.socket.join(key.clone());
         if let Some(u) = cx.session.user() {
+            crate::service::presence::joined_room(cx.app, &cx.session.account, u, &joined.room.name);
             let arrived = joined.room.personal_owner().is_none() && cx.app.occupancy.lock().enter(&key, u);
             if arrived {
                 announce_presence_in_room(cx.app, cx.session, &joined.room.name, "user:joined").await;
