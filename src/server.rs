@@ -66,7 +66,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
 
     let sio = crate::transport::layer(&app);
-    let mut router = crate::http::router(app.clone()).layer(sio);
+    let mut router = crate::http::router(app.clone()).layer(sio).layer(crate::http::cors(&app.cfg));
     if app.cfg.enable_compression {
         router = router.layer(tower_http::compression::CompressionLayer::new());
     }

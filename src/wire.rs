@@ -286,3 +286,16 @@ mod tests {
         assert!(v.get("userAvatar").is_none());
     }
 }
+
+/// Serde helpers: stored epoch-ms fields go on the wire (and the admin API) as ISO-8601 strings.
+pub mod ser {
+    pub fn iso<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::iso(*ms))
+    }
+    pub fn opt_iso<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match ms {
+            Some(ms) => s.serialize_str(&super::iso(*ms)),
+            None => s.serialize_none(),
+        }
+    }
+}

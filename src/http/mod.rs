@@ -45,17 +45,20 @@ pub const ROUTES: &[&str] = &[
 
 pub use health::probe_database;
 
-pub fn router(app: App) -> Router {
-    let cfg = &app.cfg;
-    let cors = match &cfg.cors {
+/// CORS for everything on the port, Socket.IO's polling transport included (so it wraps that layer too).
+pub fn cors(cfg: &crate::config::Config) -> CorsLayer {
+    match &cfg.cors {
         Cors::Any => CorsLayer::new().allow_origin(AllowOrigin::mirror_request()).allow_credentials(true),
         Cors::List(list) => CorsLayer::new()
             .allow_origin(AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
             .allow_credentials(true),
     }
     .allow_methods(tower_http::cors::AllowMethods::mirror_request())
-    .allow_headers(tower_http::cors::AllowHeaders::mirror_request());
+    .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+}
 
+pub fn router(app: App) -> Router {
+    let cfg = &app.cfg;
     let api = Router::new()
         .route("/broadcast", axum::routing::post(broadcast::one))
         .route("/broadcast/batch", axum::routing::post(broadcast::batch))
@@ -67,7 +70,6 @@ pub fn router(app: App) -> Router {
         .route(&cfg.metrics_path, get(metrics))
         .nest("/api", api)
         .with_state(app.clone())
-        .layer(cors)
 }
 
 async fn metrics(State(app): State<App>) -> Response {

@@ -17,6 +17,7 @@ pub struct ConnectionRow {
     pub device_type: Option<String>,
     pub device_os: Option<String>,
     pub device_browser: Option<String>,
+    #[serde(serialize_with = "crate::wire::ser::iso")]
     pub connected_at: i64,
 }
 
@@ -33,7 +34,7 @@ impl Store {
         opened: &[ConnectionOpen],
         closed: &[(String, i64, String)],
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for c in opened {
             let r = &c.row;
             sqlx::query(

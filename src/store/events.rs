@@ -18,12 +18,13 @@ pub struct EventRow {
     /// JSON text.
     pub payload: Option<String>,
     pub ip: Option<String>,
+    #[serde(serialize_with = "crate::wire::ser::iso")]
     pub created_at: i64,
 }
 
 impl Store {
     pub(crate) async fn insert_events(&self, events: &[EventRow]) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for e in events {
             sqlx::query(
                 "INSERT INTO np_realtime_events (source_account_id, event_type, user_id, socket_id, room_name, payload, \

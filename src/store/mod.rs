@@ -108,6 +108,13 @@ impl Store {
         Ok(())
     }
 
+    /// A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE): a deferred
+    /// transaction that reads first and writes later fails with "database is locked" when another writer
+    /// committed in between, instead of waiting its turn.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        if self.dialect == "sqlite" { self.pool.begin_with("BEGIN IMMEDIATE").await } else { self.pool.begin().await }
+    }
+
     pub fn dialect(&self) -> &'static str {
         self.dialect
     }

@@ -7,7 +7,7 @@ use super::{Store, now_ms};
 impl Store {
     /// Writes read watermarks (coalesced by the caller); a watermark never moves backwards.
     pub async fn save_watermarks(&self, writes: &[(String, String, String, i64, i64)]) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for (account, room, user, seq, at) in writes {
             sqlx::query(
                 "UPDATE np_realtime_room_members SET last_read_seq = $4, last_read_at = $5 \
@@ -38,7 +38,7 @@ impl Store {
     }
 
     pub async fn save_deliveries(&self, rows: &[(String, String, String, i64)]) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for (account, message, user, at) in rows {
             sqlx::query(
                 "INSERT INTO np_realtime_deliveries (source_account_id, message_id, user_id, delivered_at) \

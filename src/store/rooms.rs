@@ -18,8 +18,10 @@ pub struct RoomRow {
     pub is_active: bool,
     pub member_count: i64,
     pub last_seq: i64,
+    #[serde(serialize_with = "crate::wire::ser::opt_iso")]
     pub last_message_at: Option<i64>,
     pub created_by: Option<String>,
+    #[serde(serialize_with = "crate::wire::ser::iso")]
     pub created_at: i64,
 }
 
@@ -41,6 +43,7 @@ pub struct MemberRow {
     pub role: String,
     pub muted: bool,
     pub banned: bool,
+    #[serde(serialize_with = "crate::wire::ser::iso")]
     pub joined_at: i64,
     pub last_read_seq: i64,
 }
@@ -131,7 +134,7 @@ impl Store {
 
     /// Deletes a room with its members and messages. False when there was no such room.
     pub async fn delete_room(&self, account: &str, name: &str) -> Result<bool, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for sql in [
             "DELETE FROM np_realtime_room_members WHERE source_account_id = $1 AND room_name = $2",
             "DELETE FROM np_realtime_messages WHERE source_account_id = $1 AND room_name = $2",

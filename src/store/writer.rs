@@ -138,7 +138,7 @@ async fn commit(store: &Store, batch: &mut Vec<(WriteOp, Reply)>, now: i64) {
 }
 
 async fn apply(store: &Store, ops: &[&WriteOp], now: i64) -> Result<Vec<WriteOutcome>, sqlx::Error> {
-    let mut txn = store.pool.begin().await?;
+    let mut txn = store.begin_write().await?;
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {
         let outcome = match op {

@@ -181,8 +181,18 @@ async fn handle(app: &App, socket: &SocketRef, session: &Arc<Session>, job: Job)
     }
 }
 
-/// A refusal goes to the ack when the client asked for one, else as an `error` event.
+/// A refusal goes to the ack when the client asked for one, else as an `error` event. A `message:send`
+/// refused before its handler ran (rate limit) still tells the offline queue with `message:failed`.
 fn answer_error(socket: &SocketRef, job: Job, e: &AppError) {
+    if job.event == "message:send"
+        && let Some(cid) = job.data.as_ref().and_then(|d| d.get("clientMessageId")).and_then(Value::as_str)
+    {
+        let _ = socket.emit(
+            "message:failed",
+            &serde_json::json!({ "clientMessageId": cid, "errorCode": e.code, "errorMessage": e.message,
+                                 "retryable": e.code.retryable() }),
+        );
+    }
     if job.has_ack {
         let _ = job.ack.send(&ack_err(e));
     } else {
