@@ -29,29 +29,43 @@ pub fn stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
 }
 
-/// Pings the watchdog at half its interval, but only while the event loop turns and the database answers:
-/// a wedged server stops pinging and systemd restarts it.
+/// Pings the watchdog at half its interval, but only while the event loop keeps time and the database
+/// answers: a wedged server stops pinging and systemd restarts it. Redis is left out on purpose: without it
+/// the server degrades to local fan-out, and a restart would only drop every socket.
 pub fn spawn_watchdog(app: App) -> JoinHandle<()> {
     let mut usec = 0;
     let enabled = sd_notify::watchdog_enabled(false, &mut usec);
     tokio::spawn(async move {
         let period = if enabled { Duration::from_micros(usec / 2) } else { Duration::from_secs(15) };
-        let mut tick = tokio::time::interval(period.max(Duration::from_millis(50)));
+        let period = period.max(Duration::from_millis(50));
+        let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            let probe = crate::http::probe_database(&app).await;
-            let status = status_line(&app);
-            if probe.ok {
-                if enabled {
-                    notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
-                } else {
-                    notify(&[NotifyState::Status(&status)]);
+            let due = tick.tick().await;
+            match unhealthy(&app, due.elapsed(), period).await {
+                None => {
+                    let status = status_line(&app);
+                    if enabled {
+                        notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
+                    } else {
+                        notify(&[NotifyState::Status(&status)]);
+                    }
                 }
-            } else {
-                tracing::error!(error = ?probe.error, "database unreachable; withholding the watchdog ping");
-                notify(&[NotifyState::Status(&format!("database unreachable: {}", probe.error.unwrap_or_default()))]);
+                Some(why) => {
+                    tracing::error!(problem = %why, "withholding the watchdog ping");
+                    notify(&[NotifyState::Status(&why)]);
+                }
             }
         }
     })
+}
+
+/// Why the server should not vouch for itself right now, if it should not.
+async fn unhealthy(app: &App, late: Duration, period: Duration) -> Option<String> {
+    // A tick that fires a whole period late means the runtime was too busy or blocked to keep time.
+    if late > period {
+        return Some(format!("event loop stalled: watchdog tick {} ms late", late.as_millis()));
+    }
+    let probe = crate::http::probe_database(app).await;
+    (!probe.ok).then(|| format!("database unreachable: {}", probe.error.unwrap_or_default()))
 }

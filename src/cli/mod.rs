@@ -5,6 +5,7 @@ mod connections;
 mod events;
 mod init;
 mod output;
+mod purge;
 mod rooms;
 mod server;
 mod stats;
@@ -49,6 +50,8 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
+    /// Drop every table of the plugin (used by `uninstall.sh --purge`); needs --yes.
+    Purge(purge::Args),
     /// Mint a development JWT for a user with REALTIME_JWT_SECRET.
     Token(token::Args),
     /// Load generator: connect, idle, fanout, storm, typing and presence scenarios.
@@ -88,6 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::RemoveMember(a) => rooms::remove_member(a, &cfg).await,
                 Command::Connections(a) => connections::run(a, &cfg).await,
                 Command::Events(a) => events::run(a, &cfg).await,
+                Command::Purge(a) => purge::run(a, &cfg).await,
                 Command::Token(a) => token::run(a, &cfg),
                 Command::Server(_) | Command::Config(_) | Command::Bench(_) => unreachable!(),
             }
