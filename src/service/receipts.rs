@@ -18,6 +18,9 @@ use crate::service::messages::resolve_channel;
 use crate::store::MessageRow;
 use crate::wire::{Payload, channel_id_of};
 
+/// Rooms with at most this many present users get their deliveries stored.
+const SMALL_ROOM_DELIVERIES: usize = 32;
+
 pub struct ReceiptsHub {
     tracker: Mutex<ReceiptTracker>,
     /// Deliveries not yet written: (account, message, user, at).
@@ -99,7 +102,11 @@ pub async fn message_sent(hub: &Hub, account: &str, m: &MessageRow) {
         );
         t.mark_delivered(account, &m.id, present.iter().map(String::as_str), now)
     };
-    record_deliveries(hub, account, &m.id, present.iter().filter(|u| **u != m.user_id), now);
+    // Per-recipient delivery rows answer delivery:sync after a restart. They matter in dms and small groups;
+    // in a large room they would be hundreds of rows per message, so there the read watermarks answer.
+    if present.len() <= SMALL_ROOM_DELIVERIES {
+        record_deliveries(hub, account, &m.id, present.iter().filter(|u| **u != m.user_id), now);
+    }
     if let Some(n) = notice {
         emit_delivered(hub, account, vec![n]).await;
     }
