@@ -298,10 +298,10 @@ impl Config {
             }
         } else if let Some(host) = r.set("POSTGRES_HOST") {
             let user = r.string("POSTGRES_USER");
-            let password = r.set("POSTGRES_PASSWORD").map(|p| format!(":{}", urlencode(&p))).unwrap_or_default();
+            let password = r.set("POSTGRES_PASSWORD").map(|p| format!(":{}", crate::wire::percent_encode(&p))).unwrap_or_default();
             let port: u16 = r.parse("POSTGRES_PORT", "a port number");
             let db = r.string("POSTGRES_DB");
-            Database::Postgres { url: format!("postgres://{}{password}@{host}:{port}/{db}", urlencode(&user)) }
+            Database::Postgres { url: format!("postgres://{}{password}@{host}:{port}/{db}", crate::wire::percent_encode(&user)) }
         } else {
             Database::Sqlite { path: data_dir.join("realtime.db") }
         };
@@ -442,14 +442,6 @@ fn mask(name: &str, value: &str) -> String {
     format!("**** ({} chars)", value.chars().count())
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 #[cfg(test)]
 mod tests {

@@ -147,6 +147,16 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// Percent-encodes everything but RFC 3986 unreserved characters (URL paths and credentials).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// ISO-8601 UTC with milliseconds, the contract's timestamp form.
 pub fn iso(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)

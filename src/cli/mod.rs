@@ -5,6 +5,7 @@ mod connections;
 mod events;
 mod init;
 mod output;
+mod presence;
 mod purge;
 mod rooms;
 mod server;
@@ -47,6 +48,8 @@ pub enum Command {
     Connections(connections::Args),
     /// Show recent audit events.
     Events(events::Args),
+    /// A user's effective presence and privacy settings, or the counts per status.
+    Presence(presence::Args),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
@@ -91,6 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::RemoveMember(a) => rooms::remove_member(a, &cfg).await,
                 Command::Connections(a) => connections::run(a, &cfg).await,
                 Command::Events(a) => events::run(a, &cfg).await,
+                Command::Presence(a) => presence::run(a, &cfg).await,
                 Command::Purge(a) => purge::run(a, &cfg).await,
                 Command::Token(a) => token::run(a, &cfg),
                 Command::Server(_) | Command::Config(_) | Command::Bench(_) => unreachable!(),

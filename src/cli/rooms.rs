@@ -128,7 +128,7 @@ pub async fn create(args: CreateArgs, cfg: &Config) -> anyhow::Result<()> {
 
 pub async fn delete(args: DeleteArgs, cfg: &Config) -> anyhow::Result<()> {
     let account = output::account(&args.account);
-    let path = format!("/api/rooms/{}", urlencode(&args.name));
+    let path = format!("/api/rooms/{}", crate::wire::percent_encode(&args.name));
     let deleted = match output::to_server(cfg, &account, Method::DELETE, &path, None).await {
         Some(res) => res.is_ok(),
         None => output::store(cfg).await?.delete_room(&account, &args.name).await?,
@@ -141,7 +141,7 @@ pub async fn delete(args: DeleteArgs, cfg: &Config) -> anyhow::Result<()> {
 pub async fn add_member(args: MemberArgs, cfg: &Config) -> anyhow::Result<()> {
     let account = output::account(&args.account);
     anyhow::ensure!(crate::domain::policy::ROLES.contains(&args.role.as_str()), "--role must be admin, moderator, member or guest");
-    let path = format!("/api/rooms/{}/members", urlencode(&args.room));
+    let path = format!("/api/rooms/{}/members", crate::wire::percent_encode(&args.room));
     let body = json!({ "userId": args.user_id, "role": args.role });
     match output::to_server(cfg, &account, Method::POST, &path, Some(body)).await {
         Some(res) => {
@@ -164,7 +164,7 @@ pub async fn add_member(args: MemberArgs, cfg: &Config) -> anyhow::Result<()> {
 
 pub async fn remove_member(args: RemoveMemberArgs, cfg: &Config) -> anyhow::Result<()> {
     let account = output::account(&args.account);
-    let path = format!("/api/rooms/{}/members/{}", urlencode(&args.room), urlencode(&args.user_id));
+    let path = format!("/api/rooms/{}/members/{}", crate::wire::percent_encode(&args.room), crate::wire::percent_encode(&args.user_id));
     let removed = match output::to_server(cfg, &account, Method::DELETE, &path, None).await {
         Some(res) => res.is_ok(),
         None => output::store(cfg).await?.remove_member(&account, &args.room, &args.user_id).await?,
@@ -172,13 +172,4 @@ pub async fn remove_member(args: RemoveMemberArgs, cfg: &Config) -> anyhow::Resu
     anyhow::ensure!(removed, "{} is not a member of {}", args.user_id, args.room);
     done(args.json, json!({ "roomName": args.room, "removed": args.user_id }), format!("removed {} from {}", args.user_id, args.room));
     Ok(())
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
