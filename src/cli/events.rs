@@ -42,5 +42,6 @@ pub async fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         })
         .collect();
     output::table(&["Time", "Event", "User", "Room", "Socket"], &rows);
+    println!("{} event(s)", rows.len());
     Ok(())
 }

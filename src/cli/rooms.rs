@@ -95,6 +95,7 @@ pub async fn list(args: ListArgs, cfg: &Config) -> anyhow::Result<()> {
         })
         .collect();
     output::table(&["Name", "Type", "Visibility", "Members", "Max", "Active", "Created"], &rows);
+    println!("{} room(s)", rows.len());
     Ok(())
 }
 
@@ -157,7 +158,7 @@ pub async fn add_member(args: MemberArgs, cfg: &Config) -> anyhow::Result<()> {
     done(
         args.json,
         json!({ "roomName": args.room, "userId": args.user_id, "role": args.role }),
-        format!("{} is a {} of {}", args.user_id, args.role, args.room),
+        format!("added {} to {} as {}", args.user_id, args.room, args.role),
     );
     Ok(())
 }

@@ -11,6 +11,9 @@ pub struct Args {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 86_400)]
     ttl: i64,
+    /// Print `{token, userId, expiresAt}` as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
@@ -19,6 +22,12 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("REALTIME_JWT_SECRET is not set; set it to mint tokens"))?;
     eprintln!("warning: this token is for development; production tokens come from your auth service");
-    println!("{}", crate::auth::mint_hs256(secret, &args.user_id, args.name.as_deref(), args.ttl)?);
+    let token = crate::auth::mint_hs256(secret, &args.user_id, args.name.as_deref(), args.ttl)?;
+    if args.json {
+        let expires = crate::wire::iso(crate::store::now_ms() + args.ttl * 1000);
+        super::output::json(&serde_json::json!({ "token": token, "userId": args.user_id, "expiresAt": expires }));
+    } else {
+        println!("{token}");
+    }
     Ok(())
 }
