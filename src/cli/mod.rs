@@ -63,6 +63,12 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Server(server::ServerCommand::Run) | Command::Bench(_)) {
+        // Reports are piped (`| head`, `| grep`): end quietly when the reader goes away, as Unix tools do,
+        // instead of panicking on a broken pipe. The server and the load generator keep ignoring SIGPIPE.
+        // SAFETY: sets a signal disposition before any other thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
