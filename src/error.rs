@@ -81,6 +81,12 @@ impl AppError {
     pub fn not_a_member(room: &str) -> Self {
         Self::new(ErrorCode::NotAMember, format!("you are not a member of {room}"))
     }
+    /// A message id that names no live message. The contract has no socket code for it; the request is
+    /// invalid, so VALIDATION_ERROR (the HTTP API uses NOT_FOUND).
+    pub fn unknown_message(id: &str) -> Self {
+        Self::new(ErrorCode::ValidationError, format!("message {id} does not exist"))
+            .with_details(serde_json::json!({ "field": "messageId" }))
+    }
     pub fn room_not_found(room: &str) -> Self {
         Self::new(ErrorCode::RoomNotFound, format!("room {room} does not exist"))
     }

@@ -81,6 +81,11 @@ impl Occupancy {
         self.rooms.get(room).map_or(0, |u| u.values().filter(|e| e.sockets > 0).count())
     }
 
+    /// Forgets a room entirely (it was deleted).
+    pub fn forget(&mut self, room: &str) {
+        self.rooms.remove(room);
+    }
+
     /// Users with at least one socket in the room.
     pub fn users_in(&self, room: &str) -> Vec<String> {
         self.rooms.get(room).map_or_else(Vec::new, |u| u.iter().filter(|(_, e)| e.sockets > 0).map(|(k, _)| k.clone()).collect())

@@ -8,7 +8,7 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Admin, ApiError};
+use super::{Admin, ApiError, ApiJson};
 use crate::domain::names::RoomName;
 use crate::domain::policy::{ROLES, ROOM_TYPES};
 use crate::error::{AppError, ErrorCode};
@@ -57,7 +57,7 @@ struct CreateRoom {
 async fn create_room(
     State(app): State<App>,
     admin: Admin,
-    Json(req): Json<CreateRoom>,
+    ApiJson(req): ApiJson<CreateRoom>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let room = RoomName::parse(&req.name).map_err(AppError::validation)?;
     if room.personal_owner().is_some() {
@@ -93,7 +93,9 @@ async fn delete_room(State(app): State<App>, admin: Admin, Path(name): Path<Stri
         return Err(AppError::room_not_found(&name).into());
     }
     let key = crate::domain::names::room_key(&admin.account, &name);
-    app.io().to(key.clone()).leave(key).await.map_err(AppError::internal)?;
+    app.io().to(key.clone()).leave(key.clone()).await.map_err(AppError::internal)?;
+    app.occupancy.lock().forget(&key);
+    app.receipts.forget_room(&admin.account, &name);
     Ok(Json(json!({ "deleted": name })))
 }
 
@@ -116,7 +118,7 @@ async fn add_member(
     State(app): State<App>,
     admin: Admin,
     Path(name): Path<String>,
-    Json(req): Json<AddMember>,
+    ApiJson(req): ApiJson<AddMember>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     app.store.room(&admin.account, &name).await?.ok_or_else(|| AppError::room_not_found(&name))?;
     let user = req.user_id.trim();
@@ -207,7 +209,7 @@ async fn get_settings(State(app): State<App>, admin: Admin, Path(user): Path<Str
 }
 
 /// nchat keeps privacy settings in its own database; its backend pushes them here.
-async fn put_settings(State(app): State<App>, admin: Admin, Path(user): Path<String>, Json(patch): Json<Value>) -> ApiResult {
+async fn put_settings(State(app): State<App>, admin: Admin, Path(user): Path<String>, ApiJson(patch): ApiJson<Value>) -> ApiResult {
     if !patch.is_object() {
         return Err(AppError::validation("send a JSON object of settings").into());
     }
@@ -231,7 +233,7 @@ async fn add_contact(
     State(app): State<App>,
     admin: Admin,
     Path(user): Path<String>,
-    Json(req): Json<AddContact>,
+    ApiJson(req): ApiJson<AddContact>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let contact = req.contact_user_id.trim();
     if contact.is_empty() || contact.len() > 256 || contact == user {

@@ -5,7 +5,7 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Admin, ApiError};
+use super::{Admin, ApiError, ApiJson};
 use crate::domain::names::{RoomName, room_key};
 use crate::error::AppError;
 use crate::hub::{App, Hub};
@@ -60,12 +60,12 @@ async fn emit(hub: &Hub, account: &str, event: &str, rooms: &[String], payload: 
     Ok(reached)
 }
 
-pub async fn one(State(app): State<App>, admin: Admin, Json(req): Json<BroadcastReq>) -> Result<Json<Value>, ApiError> {
+pub async fn one(State(app): State<App>, admin: Admin, ApiJson(req): ApiJson<BroadcastReq>) -> Result<Json<Value>, ApiError> {
     let n = emit(&app, &admin.account, &req.event_type, &req.rooms, &req.payload).await?;
     Ok(Json(json!({ "recipientCount": n })))
 }
 
-pub async fn batch(State(app): State<App>, admin: Admin, Json(req): Json<BatchReq>) -> Result<Json<Value>, ApiError> {
+pub async fn batch(State(app): State<App>, admin: Admin, ApiJson(req): ApiJson<BatchReq>) -> Result<Json<Value>, ApiError> {
     if req.events.len() > MAX_EVENTS {
         return Err(AppError::validation(format!("at most {MAX_EVENTS} events per batch")).into());
     }

@@ -98,6 +98,21 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// A JSON body whose rejection (missing content type, bad JSON, missing or mistyped field) answers in the
+/// API's error shape, `{error: {code: "VALIDATION_ERROR", message}}` with status 400, not axum's plain text.
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(ApiError(AppError::validation(rejection.body_text()))),
+        }
+    }
+}
+
 /// A request that presented the right API key; carries the account it acts for.
 pub struct Admin {
     pub account: String,

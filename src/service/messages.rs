@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::domain::names::{RoomName, room_key, user_room};
 use crate::domain::policy;
-use crate::error::{AppError, AppResult, ErrorCode};
+use crate::error::{AppError, AppResult};
 use crate::hub::Hub;
 use crate::store::writer::{WriteOp, WriteOutcome};
 use crate::store::{MessageRow, NewMessage};
@@ -89,7 +89,7 @@ pub async fn change(hub: &Hub, account: &str, user: &str, id: &str, content: Opt
         .message(account, id)
         .await?
         .filter(|m| m.deleted_at.is_none())
-        .ok_or_else(|| AppError::new(ErrorCode::NotFound, format!("message {id} does not exist")))?;
+        .ok_or_else(|| AppError::unknown_message(id))?;
     if original.user_id != user {
         let member = hub.store.member(account, &original.room, user).await?;
         if !policy::can_moderate(member.as_ref().map(|m| m.facts()).as_ref()) {
@@ -100,7 +100,7 @@ pub async fn change(hub: &Hub, account: &str, user: &str, id: &str, content: Opt
     let op = WriteOp::Change { account: account.to_string(), id: id.to_string(), content };
     let changed = match hub.writer.submit(op).await? {
         WriteOutcome::Changed(m) => m,
-        _ => return Err(AppError::new(ErrorCode::NotFound, format!("message {id} does not exist"))),
+        _ => return Err(AppError::unknown_message(id)),
     };
     let channel_id = wire::channel_id_of(&changed.room);
     let (event, payload) = if deleting {
@@ -151,8 +151,10 @@ pub async fn sync(
     after_seq: Option<i64>,
     limit: Option<i64>,
 ) -> AppResult<Value> {
-    if hub.store.member(account, &room.name, user).await?.is_none() {
-        return Err(AppError::not_a_member(&room.name));
+    match hub.store.member(account, &room.name, user).await? {
+        None => return Err(AppError::not_a_member(&room.name)),
+        Some(m) if m.banned => return Err(AppError::forbidden(format!("you are banned from {}", room.name))),
+        Some(_) => {}
     }
     let limit = limit.unwrap_or(SYNC_DEFAULT_LIMIT);
     if !(1..=SYNC_MAX_LIMIT).contains(&limit) {

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::domain::names::room_key;
-use crate::error::{AppError, AppResult, ErrorCode};
+use crate::error::{AppError, AppResult};
 use crate::hub::Hub;
 use crate::wire::{Payload, channel_id_of, limits};
 
@@ -16,7 +16,7 @@ pub async fn react(hub: &Hub, account: &str, user: &str, data: &Value, add: bool
         .message(account, &id)
         .await?
         .filter(|m| m.deleted_at.is_none())
-        .ok_or_else(|| AppError::new(ErrorCode::NotFound, format!("message {id} does not exist")))?;
+        .ok_or_else(|| AppError::unknown_message(&id))?;
     let member = hub.store.member(account, &m.room, user).await?;
     if member.as_ref().is_none_or(|m| m.banned) {
         return Err(AppError::not_a_member(&m.room));

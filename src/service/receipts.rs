@@ -48,6 +48,10 @@ impl ReceiptsHub {
     pub fn member_removed(&self, account: &str, room: &str, user: &str) {
         self.tracker.lock().remove_member(account, room, user);
     }
+
+    pub fn forget_room(&self, account: &str, room: &str) {
+        self.tracker.lock().forget_room(account, room);
+    }
 }
 
 /// Loads a room's members and watermarks the first time a receipt needs them.
@@ -145,7 +149,7 @@ async fn locate(hub: &Hub, account: &str, id: &str) -> AppResult<(String, i64)> 
         .store
         .message(account, id)
         .await?
-        .ok_or_else(|| AppError::new(ErrorCode::NotFound, format!("message {id} does not exist")))?;
+        .ok_or_else(|| AppError::unknown_message(&id))?;
     Ok((m.room, m.seq))
 }
 
@@ -249,7 +253,17 @@ pub async fn delivery_sync(hub: &Hub, account: &str, user: &str, data: &Value) -
                     DeliveryStatus::failed(&id, now)
                 } else {
                     let recipients: Vec<&(String, i64)> = marks.iter().filter(|(u, _)| *u != m.user_id).collect();
-                    let read = recipients.iter().filter(|(_, s)| *s >= m.seq).count();
+                    // Readers who turned read receipts off count as delivered, never as read.
+                    let ids: Vec<String> = recipients.iter().map(|(u, _)| u.clone()).collect();
+                    let private: std::collections::HashSet<String> = hub
+                        .store
+                        .presence_rows(account, &ids)
+                        .await?
+                        .into_iter()
+                        .filter(|(_, r)| !r.allow_read_receipts)
+                        .map(|(u, _)| u)
+                        .collect();
+                    let read = recipients.iter().filter(|(u, s)| *s >= m.seq && !private.contains(u)).count();
                     let delivered_to = hub.store.delivered_users(account, &m.id).await?;
                     let delivered = recipients
                         .iter()

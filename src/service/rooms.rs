@@ -78,19 +78,30 @@ pub async fn join(hub: &Hub, account: &str, user: Option<&str>, name: &str) -> A
     Ok(Joined { room, member_count: row.member_count, members })
 }
 
-/// Puts every live socket of a user on this node into a room (admin add-member, dm creation).
+/// Puts every live socket of a user on this node into a room (admin add-member, dm creation), counted as
+/// present like a `room:join` (so receipts and presence audiences see them).
 pub fn join_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) {
     let key = room_key(account, room);
+    hub.receipts.member_joined(account, room, user);
     for s in hub.io().to(room_key(account, &user_room(user))).sockets() {
-        s.join(key.clone());
+        if !s.rooms().iter().any(|r| *r == key) {
+            s.join(key.clone());
+            hub.occupancy.lock().enter(&key, user);
+        }
     }
+    crate::service::presence::joined_room(hub, account, user, room);
 }
 
-/// Takes every live socket of a user on this node out of a room (admin remove-member).
+/// Takes every live socket of a user on this node out of a room (admin remove-member, ban, forget) and stops
+/// counting them there.
 pub fn leave_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) {
     let key = room_key(account, room);
+    hub.receipts.member_removed(account, room, user);
     for s in hub.io().to(room_key(account, &user_room(user))).sockets() {
-        s.leave(key.clone());
+        if s.rooms().iter().any(|r| *r == key) {
+            s.leave(key.clone());
+            hub.occupancy.lock().exit(&key, user, false);
+        }
     }
 }
 

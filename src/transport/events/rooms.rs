@@ -45,6 +45,7 @@ async fn exit(cx: &Cx<'_>, name: &str, forget: bool) -> AppResult<RoomName> {
     }
     if forget && let Some(u) = cx.session.user() {
         cx.app.store.remove_member(&cx.session.account, &room.name, u).await?;
+        crate::service::rooms::leave_live_sockets(cx.app, &cx.session.account, u, &room.name);
     }
     crate::transport::audit(cx.app, cx.session, "room:leave", Some(&room.name), None);
     Ok(room)
