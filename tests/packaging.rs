@@ -100,6 +100,17 @@ fn install_is_idempotent_and_prepares_everything() {
 }
 
 #[test]
+fn install_uses_a_binary_already_built() {
+    let p = Plugin::new();
+    // As after `cargo build --release` in a plugin directory on a host without cargo on PATH.
+    let built = p.dir.join("target/release/nself-realtime");
+    std::fs::create_dir_all(built.parent().unwrap()).unwrap();
+    std::fs::copy(BIN, &built).unwrap();
+    p.ok("install.sh", &[], false);
+    assert!(same_file(&p.installed_bin(), &built));
+}
+
+#[test]
 fn install_without_a_binary_says_how_to_get_one() {
     let p = Plugin::new();
     // No Cargo.toml in the copied plugin, no binary given, none installed: nothing to install.
