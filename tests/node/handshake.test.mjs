@@ -2,9 +2,10 @@
 // auth:refresh / token expiry, dev tokens and anonymous mode.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import {
   startServer, shutdown, connectClient, expectConnectError, makeClient, mintToken, JWT_SECRET,
-  emitAck, waitFor, expectNoEvent, waitDisconnect, assertOk, assertErr, assertIso, show, uid, join, sleep,
+  emitAck, waitFor, expectNoEvent, waitDisconnect, countEvents, assertOk, assertErr, assertIso, show, uid, join, sleep,
 } from './harness.mjs';
 
 const b64url = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
@@ -93,6 +94,15 @@ describe('handshake (JWT required, REALTIME_TOKEN_GRACE=1000)', () => {
     const msg = await expectConnectError(server, { token: 'user:alice' });
     assert.ok(msg.startsWith('Invalid token'), `connect_error message: ${show(msg)}`);
     assert.ok(msg.includes('REALTIME_ALLOW_DEV_TOKENS'), `connect_error message should name REALTIME_ALLOW_DEV_TOKENS: ${show(msg)}`);
+  });
+
+  it('HS384 and HS512 tokens are accepted too', async () => {
+    for (const algorithm of ['HS384', 'HS512']) {
+      const u = uid(algorithm);
+      const { socket, authenticated } = await connectClient(server, { token: mintToken(u, {}, { secret: JWT_SECRET, algorithm }) });
+      assert.equal(authenticated.userId, u, `${algorithm}: ${show(authenticated)}`);
+      socket.disconnect();
+    }
   });
 
   it('user id: `userId` claim wins over `sub`', async () => {
@@ -282,12 +292,13 @@ describe('handshake with REALTIME_ALLOW_DEV_TOKENS=true, REALTIME_ALLOW_ANONYMOU
 
   it('anonymous socket: connected, may join a public room and read, may not write', async () => {
     const room = uid('anonroom');
-    const anon = await connectClient(server, { anonymous: true });
-    assert.equal(anon.connected.socketId, anon.socket.id, show(anon.connected));
-    await join(anon.socket, room);
-
+    // a user creates the public room (anonymous sockets need not be able to create rooms)
     const { socket: writer } = await connectClient(server, { user: uid('writer') });
     await join(writer, room);
+    const anon = await connectClient(server, { anonymous: true });
+    assert.equal(anon.connected.socketId, anon.socket.id, show(anon.connected));
+    assert.equal(countEvents(anon.socket, 'authenticated'), 0, 'an anonymous socket gets no `authenticated`');
+    await join(anon.socket, room);
     const content = uid('for-anon');
     const got = waitFor(anon.socket, 'message:new', (m) => m && m.content === content);
     assertOk(await emitAck(writer, 'message:send', { roomName: room, content }), 'writer message:send');
@@ -299,3 +310,32 @@ describe('handshake with REALTIME_ALLOW_DEV_TOKENS=true, REALTIME_ALLOW_ANONYMOU
     writer.disconnect();
   });
 });
+
+for (const [alg, genArgs] of [
+  ['RS256', ['rsa', { modulusLength: 2048 }]],
+  ['ES256', ['ec', { namedCurve: 'P-256' }]],
+]) {
+  describe(`handshake with REALTIME_JWT_PUBLIC_KEY (${alg} PEM)`, () => {
+    let server;
+    const { publicKey, privateKey } = generateKeyPairSync(...genArgs);
+    const pub = publicKey.export({ type: 'spki', format: 'pem' });
+    const priv = privateKey.export({ type: 'pkcs8', format: 'pem' });
+    const other = generateKeyPairSync(...genArgs).privateKey.export({ type: 'pkcs8', format: 'pem' });
+    before(async () => {
+      server = await startServer({ env: { REALTIME_JWT_PUBLIC_KEY: pub } });
+    });
+    after(() => shutdown(server));
+
+    it(`${alg} token signed with the matching private key is accepted`, async () => {
+      const u = uid(alg.toLowerCase());
+      const { socket, authenticated } = await connectClient(server, { token: mintToken(u, {}, { secret: priv, algorithm: alg }) });
+      assert.equal(authenticated.userId, u, show(authenticated));
+      socket.disconnect();
+    });
+
+    it(`${alg} token signed with another key → "Invalid token…"`, async () => {
+      const msg = await expectConnectError(server, { token: mintToken(uid('x'), {}, { secret: other, algorithm: alg }) });
+      assert.ok(msg.startsWith('Invalid token'), `connect_error message: ${show(msg)}`);
+    });
+  });
+}

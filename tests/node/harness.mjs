@@ -96,16 +96,31 @@ process.on('exit', () => {
   }
 });
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
+function tryBind(port) {
+  return new Promise((resolve) => {
     const srv = net.createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
+    srv.on('error', () => resolve(null));
+    srv.listen(port, '127.0.0.1', () => {
+      const got = srv.address().port;
+      srv.close(() => resolve(got));
     });
   });
+}
+
+/**
+ * A free TCP port on 127.0.0.1. Tried first below Linux's ephemeral range (32768+), so that the
+ * outgoing connections of concurrently running test files cannot grab it between our check and the
+ * server's bind; the caller retries on "Address already in use" anyway.
+ */
+export async function freePort() {
+  for (let i = 0; i < 50; i++) {
+    const port = await tryBind(20000 + Math.floor(Math.random() * 12000));
+    if (port) return port;
+  }
+  const port = await tryBind(0);
+  if (!port) throw new Error('no free port');
+  return port;
 }
 
 function pgUrlFor(dbName) {
@@ -181,9 +196,22 @@ export async function startServer(opts = {}) {
 }
 
 async function launch(server) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launchOnce(server);
+    } catch (e) {
+      // another process took the port between our check and the server's bind: try another port
+      if (attempt < 4 && /address already in use|os error 98|EADDRINUSE/i.test(server.output)) continue;
+      throw e;
+    }
+  }
+}
+
+async function launchOnce(server) {
   const port = await freePort();
   const env = {
     ...baseEnv(),
+    NO_COLOR: '1',
     REALTIME_PORT: String(port),
     REALTIME_HOST: '127.0.0.1',
     REALTIME_DATA_DIR: server.dataDir,

@@ -3,7 +3,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startServer, shutdown, connectClient, emitAck, waitFor, expectNoEvent, waitDisconnect, assertOk, assertErr, show, uid, join,
-  http, listOf, API_KEY, sleep,
+  http, listOf, API_KEY, sleep, ISO_MS,
 } from './harness.mjs';
 
 /** Sum the samples of a metric family (all label sets) in Prometheus text. */
@@ -19,6 +19,16 @@ function metricValue(text, name) {
     }
   }
   return found ? sum : null;
+}
+
+/** CONTRACT §1: timestamps on the wire are ISO-8601 UTC strings with milliseconds. */
+function assertIsoTimestamps(entries, what) {
+  for (const e of entries) {
+    for (const [k, v] of Object.entries(e)) {
+      if (!/At$/.test(k) || v === null || v === undefined) continue;
+      assert.ok(typeof v === 'string' && ISO_MS.test(v), `${what}: field ${k} must be an ISO-8601 string with ms, got ${show(v)} in ${show(e)}`);
+    }
+  }
 }
 
 describe('HTTP API', () => {
@@ -129,6 +139,14 @@ describe('HTTP API', () => {
       assert.equal(typeof r1.body?.error?.message, 'string', show(r1.body));
       const r2 = await http(server, method, p, { body, apiKey: 'wrong-key' });
       assert.equal(r2.status, 401, `${method} ${p} with a wrong key → ${r2.status} ${show(r2.body)}`);
+    }
+  });
+
+  it('POST /api/broadcast with a bad body → 400/422 JSON {error:{code:VALIDATION_ERROR}}', async () => {
+    for (const body of [{}, { eventType: 'x' }, { eventType: 42, rooms: ['general'], payload: {} }, 'not json']) {
+      const r = await http(server, 'POST', '/api/broadcast', { apiKey: API_KEY, body });
+      assert.ok(r.status === 400 || r.status === 422, `POST /api/broadcast ${show(body)} → ${r.status} ${show(r.body)}`);
+      assert.equal(r.body?.error?.code, 'VALIDATION_ERROR', `body: ${show(r.body)}`);
     }
   });
 
@@ -247,6 +265,34 @@ describe('HTTP API', () => {
     const events = listOf(res.body, 'events');
     assert.ok(events, `a list of events: ${show(res.body)}`);
     assert.ok(events.length >= 1 && events.length <= 2, `1..2 events with limit=2 after connects/disconnects: ${show(res.body)}`);
+  });
+
+  it('admin API timestamps (…At fields) are ISO-8601 strings, as everywhere on the wire', async () => {
+    const name = uid('ts-room');
+    assert.equal((await http(server, 'POST', '/api/rooms', { apiKey: API_KEY, body: { name } })).status, 201);
+    const { socket } = await connectClient(server, { user: uid('ts') });
+    await join(socket, name);
+    assertOk(await emitAck(socket, 'message:send', { roomName: name, content: 'x' }), 'send');
+    const rooms = listOf((await http(server, 'GET', '/api/rooms', { apiKey: API_KEY })).body, 'rooms') || [];
+    const one = (await http(server, 'GET', `/api/rooms/${encodeURIComponent(name)}`, { apiKey: API_KEY })).body;
+    const members = listOf((await http(server, 'GET', `/api/rooms/${encodeURIComponent(name)}/members`, { apiKey: API_KEY })).body, 'members') || [];
+    const conns = listOf((await http(server, 'GET', '/api/connections', { apiKey: API_KEY })).body, 'connections') || [];
+    const events = listOf((await http(server, 'GET', '/api/events?limit=20', { apiKey: API_KEY })).body, 'events') || [];
+    const problems = [];
+    const check = (entries, what) => {
+      try {
+        assertIsoTimestamps(entries, what);
+      } catch (e) {
+        problems.push(e.message.split('\n')[0].slice(0, 400));
+      }
+    };
+    check(rooms, 'GET /api/rooms');
+    check([one.room ?? one], 'GET /api/rooms/:name');
+    check(members, 'GET /api/rooms/:name/members');
+    check(conns, 'GET /api/connections');
+    check(events, 'GET /api/events');
+    assert.deepEqual(problems, []);
+    socket.disconnect();
   });
 
   it('GET /api/stats → counts', async () => {

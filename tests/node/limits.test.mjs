@@ -81,3 +81,22 @@ describe('REALTIME_AUTO_CREATE_ROOMS=false', () => {
     socket.disconnect();
   });
 });
+
+describe('REALTIME_CORS_ORIGIN=http://good.test', () => {
+  let server;
+  before(async () => {
+    server = await startServer({ env: { REALTIME_CORS_ORIGIN: 'http://good.test' } });
+  });
+  after(() => shutdown(server));
+
+  it('the configured origin is allowed, another is not', async () => {
+    const path = '/socket.io/?EIO=4&transport=polling';
+    const good = await fetch(`${server.url}${path}`, { headers: { Origin: 'http://good.test' } });
+    await good.text();
+    assert.equal(good.headers.get('access-control-allow-origin'), 'http://good.test');
+    const evil = await fetch(`${server.url}${path}`, { headers: { Origin: 'http://evil.test' } });
+    await evil.text();
+    const acao = evil.headers.get('access-control-allow-origin');
+    assert.ok(acao !== '*' && acao !== 'http://evil.test', `evil origin must not be allowed, got Access-Control-Allow-Origin: ${acao}`);
+  });
+});

@@ -4,7 +4,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   backends, noteSkips, startServer, shutdown, connectClient, emitAck, waitFor, expectNoEvent, countEvents,
-  assertOk, assertErr, assertIso, show, uid, join, sleep,
+  assertOk, assertErr, assertIso, show, uid, join, sleep, http, API_KEY,
 } from './harness.mjs';
 
 noteSkips();
@@ -36,6 +36,8 @@ function checkMessageNew(m, ackData, exp) {
   if (exp.clientMessageId !== undefined) assert.equal(m.clientMessageId, exp.clientMessageId, `clientMessageId: ${ctx}`);
 }
 
+// the two backends' suites run side by side (each has its own server)
+describe('messages', { concurrency: 2 }, () => {
 for (const backend of backends()) {
   describe(`messages [${backend.name}]`, { skip: backend.skip }, () => {
     let server;
@@ -140,6 +142,50 @@ for (const backend of backends()) {
       assert.deepEqual(m2.metadata, { k: 'v', n: 1 }, `metadata: ${show(m2)}`);
       a.socket.disconnect();
       b.socket.disconnect();
+    });
+
+    it('userName / userAvatar come from the claims displayName / picture (and name / avatarUrl)', async () => {
+      const room = uid('names');
+      const a = await connectClient(server, { user: uid('alice'), claims: { name: undefined, displayName: 'Alice Display', picture: 'https://img.test/a.png' } });
+      const b = await connectClient(server, { user: uid('bob'), claims: { name: 'Bob Name', avatarUrl: 'https://img.test/b.png' } });
+      await join(a.socket, room);
+      await join(b.socket, room);
+      const c1 = uid('from-a');
+      const g1 = waitFor(b.socket, 'message:new', (m) => m && m.content === c1);
+      assertOk(await emitAck(a.socket, 'message:send', { roomName: room, content: c1 }), 'send a');
+      const m1 = await g1;
+      assert.equal(m1.userName, 'Alice Display', show(m1));
+      assert.equal(m1.userAvatar, 'https://img.test/a.png', show(m1));
+      const c2 = uid('from-b');
+      const g2 = waitFor(a.socket, 'message:new', (m) => m && m.content === c2);
+      assertOk(await emitAck(b.socket, 'message:send', { roomName: room, content: c2 }), 'send b');
+      const m2 = await g2;
+      assert.equal(m2.userName, 'Bob Name', show(m2));
+      assert.equal(m2.userAvatar, 'https://img.test/b.png', show(m2));
+      a.socket.disconnect();
+      b.socket.disconnect();
+    });
+
+    it('a room moderator may edit and delete another user\'s message', async () => {
+      const room = uid('modroom');
+      const author = uid('author');
+      const mod = uid('mod');
+      assert.equal((await http(server, 'POST', '/api/rooms', { apiKey: API_KEY, body: { name: room } })).status, 201);
+      const add = await http(server, 'POST', `/api/rooms/${encodeURIComponent(room)}/members`, { apiKey: API_KEY, body: { userId: mod, role: 'moderator' } });
+      assert.ok(add.status < 300, show(add.body));
+      const a = await connectClient(server, { user: author });
+      const m = await connectClient(server, { user: mod });
+      await join(a.socket, room);
+      await join(m.socket, room);
+      const d = assertOk(await emitAck(a.socket, 'message:send', { roomName: room, content: 'spam' }), 'send');
+      const upd = waitFor(a.socket, 'message:update', (u) => u && u.messageId === d.messageId);
+      assertOk(await emitAck(m.socket, 'message:edit', { messageId: d.messageId, content: '[moderated]' }), 'moderator edit');
+      assert.equal((await upd).editedBy, mod);
+      const del = waitFor(a.socket, 'message:delete', (x) => x && x.messageId === d.messageId);
+      assertOk(await emitAck(m.socket, 'message:delete', { messageId: d.messageId }), 'moderator delete');
+      assert.equal((await del).deletedBy, mod);
+      a.socket.disconnect();
+      m.socket.disconnect();
     });
 
     it('seq is per-room monotonic', async () => {
@@ -290,3 +336,4 @@ for (const backend of backends()) {
     });
   });
 }
+});

@@ -3,17 +3,19 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  backends, noteSkips, startServer, shutdown, connectClient, emitAck, waitFor, expectNoEvent, countEvents,
+  backends, noteSkips, startServer, shutdown, connectClient, emitAck, waitFor, expectNoEvent, countEvents, eventsOf,
   assertOk, assertErr, assertIso, show, uid, join, http, API_KEY, sleep,
 } from './harness.mjs';
 
 noteSkips();
 
+// the two backends' suites run side by side (each has its own server)
+describe('rooms', { concurrency: 2 }, () => {
 for (const backend of backends()) {
   describe(`rooms [${backend.name}]`, { skip: backend.skip }, () => {
     let server;
     before(async () => {
-      server = await startServer({ backend: backend.name, env: { REALTIME_PRESENCE_OFFLINE_GRACE: '300' } });
+      server = await startServer({ backend: backend.name, env: { REALTIME_PRESENCE_OFFLINE_GRACE: '1000' } });
     });
     after(() => shutdown(server));
 
@@ -100,6 +102,22 @@ for (const backend of backends()) {
       for (const c of [ca, cb, cc]) c.socket.disconnect();
     });
 
+    it('group-dm rooms: members only, type reported as given (`group-dm`)', async () => {
+      const room = `group-dm:${uid('g')}`;
+      const res = await http(server, 'POST', '/api/rooms', { apiKey: API_KEY, body: { name: room, type: 'group', visibility: 'private' } });
+      assert.equal(res.status, 201, show(res.body));
+      const member = uid('gm');
+      const add = await http(server, 'POST', `/api/rooms/${encodeURIComponent(room)}/members`, { apiKey: API_KEY, body: { userId: member } });
+      assert.ok(add.status < 300, show(add.body));
+      const m = await connectClient(server, { user: member });
+      const d = await join(m.socket, room);
+      assert.equal(d.type, 'group-dm', show(d));
+      const o = await connectClient(server, { user: uid('outsider') });
+      assertErr(await emitAck(o.socket, 'room:join', { roomName: room }), ['NOT_A_MEMBER', 'FORBIDDEN'], 'outsider joins group-dm');
+      m.socket.disconnect();
+      o.socket.disconnect();
+    });
+
     it('memberCount counts users, not sockets', async () => {
       const room = uid('count');
       const alice = uid('alice');
@@ -138,7 +156,7 @@ for (const backend of backends()) {
 
       // one of bob's sockets goes away: bob is still in the room → no user:left
       b2.socket.disconnect();
-      await expectNoEvent(a.socket, 'user:left', 1200, (e) => e && e.userId === bob);
+      await expectNoEvent(a.socket, 'user:left', 1800, (e) => e && e.userId === bob);
 
       // bob's last socket leaves → user:left
       const leftP = waitFor(a.socket, 'user:left', (e) => e && e.userId === bob && e.roomName === room, 5000);
@@ -162,6 +180,70 @@ for (const backend of backends()) {
       c.socket.disconnect();
       await leftP;
       a.socket.disconnect();
+    });
+
+    it('many users disconnecting at once: every one of them gets a user:left (after the grace)', async () => {
+      const room = uid('crowd');
+      const a = await connectClient(server, { user: uid('watcher') });
+      await join(a.socket, room);
+      const users = Array.from({ length: 12 }, () => uid('u'));
+      const cs = await Promise.all(users.map(async (u) => {
+        const c = await connectClient(server, { user: u });
+        await join(c.socket, room);
+        return c;
+      }));
+      await sleep(200);
+      cs.forEach((c) => c.socket.disconnect());
+      const deadline = Date.now() + 6000;
+      const left = () => new Set(eventsOf(a.socket, 'user:left', (e) => e && e.roomName === room).map((e) => e.userId));
+      while (left().size < users.length && Date.now() < deadline) await sleep(100);
+      const missing = users.filter((u) => !left().has(u));
+      assert.deepEqual(missing, [], `user:left missing for ${missing.length} of ${users.length} users who disconnected together`);
+      a.socket.disconnect();
+    });
+
+    it('second devices disconnecting at once, then each user leaving: user:left for every user', async () => {
+      const room = uid('crowd2');
+      const a = await connectClient(server, { user: uid('watcher') });
+      await join(a.socket, room);
+      const users = Array.from({ length: 12 }, () => uid('u'));
+      const firsts = await Promise.all(users.map(async (u) => {
+        const c = await connectClient(server, { user: u });
+        await join(c.socket, room);
+        return c;
+      }));
+      const seconds = await Promise.all(users.map((u) => connectClient(server, { user: u }))); // auto-join the room
+      seconds.forEach((c) => c.socket.disconnect());
+      await sleep(1500); // > REALTIME_PRESENCE_OFFLINE_GRACE
+      const early = eventsOf(a.socket, 'user:left', (e) => e && e.roomName === room);
+      assert.deepEqual(early, [], 'users with a socket still in the room must not be announced as left');
+      await Promise.all(firsts.map((c) => emitAck(c.socket, 'room:leave', { roomName: room })));
+      const deadline = Date.now() + 5000;
+      const left = () => new Set(eventsOf(a.socket, 'user:left', (e) => e && e.roomName === room).map((e) => e.userId));
+      while (left().size < users.length && Date.now() < deadline) await sleep(100);
+      const missing = users.filter((u) => !left().has(u));
+      assert.deepEqual(missing, [], `user:left missing for ${missing.length} of ${users.length} users after their last socket left`);
+      a.socket.disconnect();
+      firsts.forEach((c) => c.socket.disconnect());
+    });
+
+    it('a quick reconnect (within the offline grace) produces no user:left / user:joined', async () => {
+      const room = uid('flaky-net');
+      const a = await connectClient(server, { user: uid('alice') });
+      await join(a.socket, room);
+      const dave = uid('dave');
+      const d1 = await connectClient(server, { user: dave });
+      const jp = waitFor(a.socket, 'user:joined', (e) => e && e.userId === dave);
+      await join(d1.socket, room);
+      await jp;
+      const mark = a.socket.received.length;
+      d1.socket.disconnect();
+      const d2 = await connectClient(server, { user: dave }); // rejoins the persisted room on connect
+      assert.ok(d2.authenticated.rooms.includes(room), show(d2.authenticated));
+      await expectNoEvent(a.socket, 'user:left', 1800, (e) => e && e.userId === dave, { from: mark });
+      await expectNoEvent(a.socket, 'user:joined', 0, (e) => e && e.userId === dave, { from: mark });
+      a.socket.disconnect();
+      d2.socket.disconnect();
     });
 
     it('room:leave acks and stops delivery to that socket; membership persists unless forget:true', async () => {
@@ -217,3 +299,4 @@ for (const backend of backends()) {
     });
   });
 }
+});

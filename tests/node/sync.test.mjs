@@ -35,6 +35,8 @@ async function sync(socket, payload) {
   return data;
 }
 
+// the two backends' suites run side by side (each has its own server)
+describe('sync', { concurrency: 2 }, () => {
 for (const backend of backends()) {
   describe(`sync [${backend.name}]`, { skip: backend.skip }, () => {
     let server;
@@ -94,6 +96,38 @@ for (const backend of backends()) {
         assert.ok(!ids.includes(untouched.messageId), `unchanged message ${untouched.messageId} from before since must not be returned: ${show(d.messages)}`);
       }
       checkAscending(d.messages);
+      a.socket.disconnect();
+      b.socket.disconnect();
+    });
+
+    it('no gaps: repeated since=serverTime syncs during a burst of sends miss nothing', async () => {
+      const channelId = uid('burst');
+      const a = await connectClient(server, { user: uid('alice') });
+      const b = await connectClient(server, { user: uid('bob') });
+      await join(a.socket, `channel:${channelId}`);
+      await join(b.socket, `channel:${channelId}`);
+      const seen = new Set();
+      let since = null;
+      let sending = true;
+      const poller = (async () => {
+        while (sending) {
+          const d = await sync(b.socket, { channelId, since, limit: 1000 });
+          assert.equal(d.hasMore, false, 'limit 1000 covers the burst');
+          d.messages.forEach((m) => seen.add(m.id));
+          since = d.serverTime;
+          await sleep(5);
+        }
+      })();
+      const acks = await Promise.all(
+        Array.from({ length: 60 }, (_, i) => emitAck(a.socket, 'message:send', { channelId, content: `b${i}`, type: 'text', clientMessageId: uid('c') }, 10_000)),
+      );
+      sending = false;
+      await poller;
+      const last = await sync(b.socket, { channelId, since, limit: 1000 });
+      last.messages.forEach((m) => seen.add(m.id));
+      const ids = acks.map((x) => assertOk(x, 'burst send').messageId);
+      const missing = ids.filter((id) => !seen.has(id));
+      assert.deepEqual(missing, [], `messages skipped by since-based sync: ${missing.length} of ${ids.length}`);
       a.socket.disconnect();
       b.socket.disconnect();
     });
@@ -186,3 +220,4 @@ for (const backend of backends()) {
     });
   });
 }
+});

@@ -51,7 +51,8 @@ describe('validation and crash inputs', () => {
     assertErr(await emitAck(socket, 'room:join', { roomName: 42 }), 'VALIDATION_ERROR', 'room:join {roomName:42}');
     assertErr(await emitAck(socket, 'message:send', { roomName: room, content: 12345 }), 'VALIDATION_ERROR', 'message:send {content:12345}');
     assertErr(await emitAck(socket, 'message:send', { roomName: 7, content: 'x' }), 'VALIDATION_ERROR', 'message:send {roomName:7}');
-    assertErr(await emitAck(socket, 'sync:messages', { channelId: 5, since: null, limit: 10 }), 'VALIDATION_ERROR', 'sync:messages {channelId:5}');
+    // (ids such as channelId/messageId may legitimately be numbers: clients with numeric ids)
+    assertErr(await emitAck(socket, 'sync:messages', { channelId: { id: 5 }, since: null, limit: 10 }), 'VALIDATION_ERROR', 'sync:messages {channelId:{id:5}}');
     assertErr(await emitAck(socket, 'sync:messages', { channelId: room, since: 'yesterday', limit: 10 }), 'VALIDATION_ERROR', "sync:messages {since:'yesterday'}");
     socket.disconnect();
     await stillServing('wrong types');
@@ -76,6 +77,17 @@ describe('validation and crash inputs', () => {
     assert.equal(ping?.timestamp, 99, `the same socket still works: ${show(ping)}`);
     socket.disconnect();
     await stillServing('oversized fields');
+  });
+
+  it('over long-polling too: a 1 MB threadId → PAYLOAD_TOO_LARGE, the connection stays', async () => {
+    const { socket } = await connectClient(server, { user: uid('pollbig'), transports: ['polling'] });
+    await join(socket, room);
+    const thread = await emitAck(socket, 'message:send', { roomName: room, content: 'hi', threadId: 't'.repeat(1024 * 1024) }, 10_000);
+    assertErr(thread, 'PAYLOAD_TOO_LARGE', 'message:send with a 1 MB threadId over polling');
+    const ping = await emitAck(socket, 'ping', { timestamp: 5 });
+    assert.equal(ping?.timestamp, 5, show(ping));
+    socket.disconnect();
+    await stillServing('1 MB over polling');
   });
 
   it('a frame above REALTIME_MAX_PAYLOAD (3 MB) closes only the offending connection', async () => {
