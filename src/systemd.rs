@@ -35,6 +35,10 @@ pub fn stopping() {
 pub fn spawn_watchdog(app: App) -> JoinHandle<()> {
     let mut usec = 0;
     let enabled = sd_notify::watchdog_enabled(false, &mut usec);
+    // Outside systemd there is nobody to tell: no loop, and no database probe every few seconds.
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return tokio::spawn(async {});
+    }
     tokio::spawn(async move {
         let period = if enabled { Duration::from_micros(usec / 2) } else { Duration::from_secs(15) };
         let period = period.max(Duration::from_millis(50));

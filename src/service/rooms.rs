@@ -7,6 +7,7 @@ use crate::domain::policy::{self, Visibility};
 use crate::error::{AppError, AppResult};
 use crate::hub::Hub;
 use crate::store::rooms::NewRoom;
+use crate::transport::session::Session;
 
 /// Rooms at most this big list their members in the join ack.
 pub const SMALL_ROOM: i64 = 50;
@@ -84,7 +85,8 @@ pub fn join_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) {
     let key = room_key(account, room);
     hub.receipts.member_joined(account, room, user);
     for s in hub.io().to(room_key(account, &user_room(user))).sockets() {
-        if !s.rooms().iter().any(|r| *r == key) {
+        let Some(session) = s.extensions.get::<std::sync::Arc<Session>>() else { continue };
+        if session.entered(room) {
             s.join(key.clone());
             hub.occupancy.lock().enter(&key, user);
         }
@@ -98,7 +100,8 @@ pub fn leave_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) {
     let key = room_key(account, room);
     hub.receipts.member_removed(account, room, user);
     for s in hub.io().to(room_key(account, &user_room(user))).sockets() {
-        if s.rooms().iter().any(|r| *r == key) {
+        let Some(session) = s.extensions.get::<std::sync::Arc<Session>>() else { continue };
+        if session.left(room) {
             s.leave(key.clone());
             hub.occupancy.lock().exit(&key, user, false);
         }

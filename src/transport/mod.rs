@@ -138,6 +138,7 @@ async fn handshake(s: SocketRef, TryData(auth): TryData<Value>, State(app): Stat
         s.join(session.key(&user_room(u)));
         for room in &rooms {
             s.join(session.key(room));
+            session.entered(room);
         }
         *app.users.entry((session.account.clone(), u.to_string())).or_insert(0) += 1;
         let arrived: Vec<&String> = {
@@ -211,16 +212,11 @@ async fn on_disconnect(s: SocketRef, reason: DisconnectReason, State(app): State
         if gone {
             app.users.remove_if(&key, |_, n| *n == 0);
         }
-        let prefix = format!("{}/", session.account);
-        let own = session.key(&user_room(u));
-        for key in s.rooms() {
-            if *key == own {
-                continue;
-            }
-            let Some(room) = key.strip_prefix(&prefix) else { continue };
+        for room in session.rooms() {
+            let key = session.key(&room);
             let exit = app.occupancy.lock().exit(&key, u, true);
             if let Exit::Pending(token) = exit {
-                let (app, session, room, key) = (app.clone(), session.clone(), room.to_string(), key.to_string());
+                let (app, session) = (app.clone(), session.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(app.cfg.presence_offline_grace).await;
                     let confirmed = app.occupancy.lock().confirm_leave(&key, session.user().unwrap_or(""), token);

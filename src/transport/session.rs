@@ -48,6 +48,9 @@ pub struct Session {
     pub connected_at: i64,
     /// Token expiry in epoch seconds; 0 = none.
     exp: AtomicI64,
+    /// The account's rooms (names) this socket is in, besides its personal room. Kept here rather than read
+    /// from the socket at disconnect: by then socketioxide may already have emptied the socket's rooms.
+    rooms: Mutex<Vec<String>>,
     pub(crate) queue: Mutex<Queue>,
 }
 
@@ -87,6 +90,7 @@ impl Session {
             user_agent,
             connected_at: crate::store::now_ms(),
             exp: AtomicI64::new(exp),
+            rooms: Mutex::new(Vec::new()),
             queue: Mutex::new(Queue::default()),
         }
     }
@@ -121,6 +125,28 @@ impl Session {
             0 => None,
             e => Some(e),
         }
+    }
+
+    /// Records that the socket entered a room; false when it was already in.
+    pub fn entered(&self, room: &str) -> bool {
+        let mut rooms = self.rooms.lock();
+        if rooms.iter().any(|r| r == room) {
+            return false;
+        }
+        rooms.push(room.to_string());
+        true
+    }
+
+    /// Records that the socket left a room; false when it was not in.
+    pub fn left(&self, room: &str) -> bool {
+        let mut rooms = self.rooms.lock();
+        let before = rooms.len();
+        rooms.retain(|r| r != room);
+        rooms.len() != before
+    }
+
+    pub fn rooms(&self) -> Vec<String> {
+        self.rooms.lock().clone()
     }
 
     /// A refreshed token replaces the profile and the expiry.

@@ -13,12 +13,14 @@ use crate::wire::{Payload, limits};
 async fn enter(cx: &Cx<'_>, name: &str) -> AppResult<svc::Joined> {
     let joined = svc::join(cx.app, &cx.session.account, cx.session.user(), name).await?;
     let key = cx.session.key(&joined.room.name);
-    let already_in = cx.socket.rooms().iter().any(|r| *r == key);
-    if !already_in {
+    let personal = joined.room.personal_owner().is_some();
+    if personal {
+        cx.socket.join(key);
+    } else if cx.session.entered(&joined.room.name) {
         cx.socket.join(key.clone());
         if let Some(u) = cx.session.user() {
             crate::service::presence::joined_room(cx.app, &cx.session.account, u, &joined.room.name);
-            let arrived = joined.room.personal_owner().is_none() && cx.app.occupancy.lock().enter(&key, u);
+            let arrived = cx.app.occupancy.lock().enter(&key, u);
             if arrived {
                 announce_presence_in_room(cx.app, cx.session, &joined.room.name, "user:joined").await;
             }
@@ -34,7 +36,7 @@ async fn exit(cx: &Cx<'_>, name: &str, forget: bool) -> AppResult<RoomName> {
     if room.personal_owner().is_some() {
         return Err(AppError::validation("the personal room cannot be left"));
     }
-    if cx.socket.rooms().iter().any(|r| *r == key) {
+    if cx.session.left(&room.name) {
         cx.socket.leave(key.clone());
         if let Some(u) = cx.session.user() {
             let exit = cx.app.occupancy.lock().exit(&key, u, false);
