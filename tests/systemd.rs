@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{BIN, TestDb};
 
-/// What the server sent to NOTIFY_SOCKET, with when it arrived and whether the port accepted at that moment.
+/// What the server sent to NOTIFY_SOCKET, and whether the port accepted connections when READY=1 arrived.
 struct Notice {
-    at: Instant,
     text: String,
     port_accepted: bool,
 }
@@ -37,7 +36,7 @@ impl NotifySocket {
             while let Ok(n) = socket.recv(&mut buf) {
                 let text = String::from_utf8_lossy(&buf[..n]).into_owned();
                 let port_accepted = text.lines().any(|l| l == "READY=1") && common::accepts(port);
-                if tx.send(Notice { at: Instant::now(), text, port_accepted }).is_err() {
+                if tx.send(Notice { text, port_accepted }).is_err() {
                     break;
                 }
             }
