@@ -73,6 +73,18 @@ impl Plugin {
     }
 }
 
+/// A test that fails half-way must not leave its background server running.
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        let mut c = common::command(BIN, self.home.path(), self.home.path());
+        c.args(["server", "stop", "--timeout", "5"])
+            .env("REALTIME_PORT", self.port.to_string())
+            .env("REALTIME_DATA_DIR", self.data_dir())
+            .env("REALTIME_LOG_DIR", self.nself().join("logs/plugins/realtime"));
+        let _ = common::run(&mut c);
+    }
+}
+
 fn all_tables() -> Vec<String> {
     let mut t: Vec<String> = nself_realtime::store::TABLES.iter().map(|s| s.to_string()).collect();
     t.sort();

@@ -81,9 +81,41 @@ impl NotifySocket {
     }
 }
 
+/// The server process; killed if a test ends (or fails) without stopping it.
+struct Server(Option<Child>);
+
+impl Server {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+
+    fn sigterm(&mut self) {
+        // SAFETY: kill(2) on the child we spawned and have not reaped.
+        assert_eq!(unsafe { libc::kill(self.child().id() as i32, libc::SIGTERM) }, 0);
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.child();
+        common::wait_for("the server to exit", timeout, || child.try_wait().unwrap())
+    }
+
+    fn output(mut self) -> std::process::Output {
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// `server run` as systemd would start it: NOTIFY_SOCKET, and WATCHDOG_USEC with WATCHDOG_PID naming the
 /// server's own pid (the shell execs the binary, so `$$` is that pid).
-fn spawn_server(dir: &std::path::Path, port: u16, notify: &NotifySocket, watchdog_usec: Option<u64>, extra: &[(&str, &str)]) -> Child {
+fn spawn_server(dir: &std::path::Path, port: u16, notify: &NotifySocket, watchdog_usec: Option<u64>, extra: &[(&str, &str)]) -> Server {
     let mut c: Command = common::command("sh", dir, dir);
     let script = match watchdog_usec {
         Some(usec) => format!("WATCHDOG_USEC={usec} WATCHDOG_PID=$$ exec \"$0\" server run"),
@@ -96,16 +128,7 @@ fn spawn_server(dir: &std::path::Path, port: u16, notify: &NotifySocket, watchdo
         .envs(extra.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    c.spawn().unwrap()
-}
-
-fn sigterm(child: &Child) {
-    // SAFETY: kill(2) on the child we spawned.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    common::wait_for("the server to exit", timeout, || child.try_wait().unwrap())
+    Server(Some(c.spawn().unwrap()))
 }
 
 #[test]
@@ -142,16 +165,16 @@ fn notify_ready_watchdog_and_stopping_follow_the_database() {
         "WATCHDOG=1 was sent while the database was unreachable: {window:?}"
     );
     assert!(window.iter().any(|t| t.contains("STATUS=database unreachable")), "the status should say why: {window:?}");
-    assert!(server.try_wait().unwrap().is_none(), "the server should keep running and let systemd decide");
+    assert!(server.child().try_wait().unwrap().is_none(), "the server should keep running and let systemd decide");
 
     // Back again: the pings resume.
     db.admin(&format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", db.name));
     let window = notify.collect(Duration::from_secs(6));
     assert!(window.iter().any(|t| t.lines().any(|l| l == "WATCHDOG=1")), "pings should resume with the database: {window:?}");
 
-    sigterm(&server);
+    server.sigterm();
     notify.expect("STOPPING=1", Duration::from_secs(15));
-    let status = wait_exit(&mut server, Duration::from_secs(30));
+    let status = server.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "server run exits 0 after SIGTERM, got {status}");
 }
 
@@ -167,10 +190,10 @@ fn without_a_watchdog_ready_and_stopping_still_come_and_logs_stay_on_stdout() {
     assert!(notify.seen[ready].port_accepted);
     let window = notify.collect(Duration::from_millis(1200));
     assert!(window.iter().all(|t| !t.contains("WATCHDOG=1")), "no WATCHDOG_USEC, no pings: {window:?}");
-    sigterm(&server);
+    server.sigterm();
     notify.expect("STOPPING=1", Duration::from_secs(15));
-    assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
-    let out = server.wait_with_output().unwrap();
+    assert!(server.wait_exit(Duration::from_secs(30)).success());
+    let out = server.output();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let first = stdout.lines().next().unwrap_or_default();
     assert!(serde_json::from_str::<serde_json::Value>(first).is_ok(), "LOG_FORMAT=json logs JSON lines to stdout: {stdout}");
