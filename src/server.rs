@@ -77,14 +77,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     spawn_retention(app.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown({
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        });
-    let server = tokio::spawn(async move { serve.await });
+    let server = tokio::spawn(crate::http::serve::serve(listener, router, stop_rx, Duration::from_secs(10)));
 
     tracing::info!(%addr, database = app.store.dialect(), "listening on http://{addr}");
     systemd::ready(&app);
@@ -99,9 +92,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Sockets first (their disconnect handlers record the closes), then HTTP, then pending writes.
     app.io().close().await;
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(Duration::from_secs(10), server).await.is_err() {
-        tracing::warn!("HTTP connections did not finish within 10 s; closing them");
-    }
+    let _ = server.await;
     app.writer.close().await;
     crate::service::receipts::flush(&app).await;
     app.ledger.flush().await;

@@ -3,6 +3,7 @@
 mod admin;
 mod broadcast;
 pub mod health;
+pub mod serve;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
