@@ -244,7 +244,7 @@ impl Coordinator {
             }
         }
         let elapsed = start.elapsed();
-        if elapsed >= Duration::from_millis(500) || !matches!(action, Action::Close) {
+        if elapsed >= Duration::from_millis(500) || !matches!(action, Action::Close | Action::Settle { .. }) {
             self.show_progress(name, action, elapsed, true);
         }
         let mut snap = Snapshot::default();
@@ -294,6 +294,7 @@ impl Coordinator {
                 fmt_num(p.deliveries as f64, 0),
                 fmt_num(p.events_in as f64, 0)
             ),
+            Action::Settle { .. } => format!("events in {}", fmt_num(p.events_in as f64, 0)),
             Action::Drop => format!(
                 "{} live · reconnected {} · failed {}",
                 fmt_num(p.live as f64, 0),

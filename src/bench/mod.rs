@@ -61,6 +61,7 @@ pub struct BenchArgs {
 
 /// Flags shared by every scenario (accepted before or after the scenario name).
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Common options")]
 pub struct CommonArgs {
     /// Server base URL (http:// only; the WebSocket URL is derived from it).
     #[arg(long, global = true, default_value = "http://127.0.0.1:3101")]
@@ -116,7 +117,7 @@ pub struct CommonArgs {
     pub max_conns_per_worker: u64,
 
     /// Spread connections over loopback source addresses 127.0.0.1..127.0.0.N (0 = one per
-    /// 10,000 connections). Only used when the target is an IPv4 loopback address.
+    /// 5,000 connections). Only used when the target is an IPv4 loopback address.
     #[arg(long, global = true, default_value_t = 0)]
     pub source_addrs: u8,
 

@@ -249,8 +249,9 @@ impl Sender {
         Sender {
             kind: if is_sender { p.send } else { None },
             period: Duration::from_secs_f64((senders / p.rate.max(1e-9)).clamp(1e-4, 3600.0)),
-            room_json: serde_json::to_string(&sh.room_name(g).unwrap_or_default()).unwrap_or_default(),
-            bare_json: serde_json::to_string(&sh.room_id(g).unwrap_or_default()).unwrap_or_default(),
+            // Only senders keep the encoded room names (most clients never send).
+            room_json: if is_sender { json_str(&sh.room_name(g).unwrap_or_default()) } else { String::new() },
+            bare_json: if is_sender { json_str(&sh.room_id(g).unwrap_or_default()) } else { String::new() },
             n: 0,
             ticker: None,
             pending: VecDeque::new(),
@@ -346,6 +347,10 @@ impl Sender {
             }
         }
     }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// Reads the send time that follows `marker` in a message:new frame.

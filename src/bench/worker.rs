@@ -37,6 +37,9 @@ pub enum Action {
     Hold { ms: u64 },
     /// Senders send for `ms`, then stop; done when acks and deliveries stop coming (≤ `drain_ms`).
     Send { ms: u64, drain_ms: u64 },
+    /// Wait until no event arrived for `quiet_ms` (at most `max_ms`): lets late broadcasts of the
+    /// ramp (presence announcements, joins) pass before a measured window.
+    Settle { quiet_ms: u64, max_ms: u64 },
     /// Every live client drops its connection and reconnects; done when all are back or failed.
     Drop,
     /// Close every connection.
@@ -145,6 +148,20 @@ impl Worker {
                         && still_since.elapsed() >= Duration::from_millis(300)
                     {
                         break;
+                    }
+                }
+            }
+            Action::Settle { quiet_ms, max_ms } => {
+                let end = Instant::now() + Duration::from_millis(max_ms);
+                let quiet = Duration::from_millis(quiet_ms);
+                let mut last = st.c.events_in.load(Relaxed);
+                let mut still_since = Instant::now();
+                while Instant::now() < end && still_since.elapsed() < quiet {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let now = st.c.events_in.load(Relaxed);
+                    if now != last {
+                        last = now;
+                        still_since = Instant::now();
                     }
                 }
             }

@@ -39,6 +39,8 @@ pub fn layer(app: &App) -> SocketIoLayer {
         .max_payload(cfg.max_payload)
         .ws_max_message_size(cfg.max_payload as usize)
         .ws_max_frame_size(cfg.max_payload as usize)
+        // Frames are small chat events; the buffer grows for a big one. 1 KiB instead of 4 KiB per socket.
+        .ws_read_buffer_size(1024)
         // Room fan-out bursts must not overflow a socket's queue (a full queue drops packets).
         .max_buffer_size(4096)
         .with_state(app.clone())

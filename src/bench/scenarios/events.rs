@@ -37,6 +37,11 @@ pub struct EventStormArgs {
     /// pushes come up to 5 s later on nself-realtime; they are counted when they arrive in time).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub drain: Duration,
+
+    /// After the ramp, wait until no event arrived for this long (at most 5 s or 5× this) so
+    /// late broadcasts of the ramp (presence announcements, user:joined) stay out of the window.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub settle: Duration,
 }
 
 impl EventStormArgs {
@@ -72,6 +77,12 @@ pub async fn drive(a: &EventStormArgs, co: &mut Coordinator, kind: SendKind) -> 
     r.param("duration_s", "send window", secs, format!("{secs:.1} s"));
 
     let ramp = co.step("ramp", Action::Ramp).await?;
+    let settle_ms = a.settle.as_millis() as u64;
+    let ramp = if settle_ms > 0 {
+        co.step("settle", Action::Settle { quiet_ms: settle_ms, max_ms: (settle_ms * 5).max(5000) }).await?
+    } else {
+        ramp
+    };
     let s1 = co.probe.sample().await;
     let send = co
         .step(

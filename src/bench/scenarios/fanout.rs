@@ -48,6 +48,11 @@ pub struct FanoutArgs {
     /// An ack that takes longer than this counts as timed out.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub ack_timeout: Duration,
+
+    /// After the ramp, wait until no event arrived for this long (at most 5 s or 5× this) so
+    /// late broadcasts of the ramp (presence announcements, user:joined) stay out of the window.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub settle: Duration,
 }
 
 impl FanoutArgs {
@@ -83,6 +88,12 @@ pub async fn drive(a: &FanoutArgs, co: &mut Coordinator) -> anyhow::Result<Repor
     r.param("duration_s", "send window", secs, format!("{secs:.1} s"));
 
     let ramp = co.step("ramp", Action::Ramp).await?;
+    let settle_ms = a.settle.as_millis() as u64;
+    let ramp = if settle_ms > 0 {
+        co.step("settle", Action::Settle { quiet_ms: settle_ms, max_ms: (settle_ms * 5).max(5000) }).await?
+    } else {
+        ramp
+    };
     let s1 = co.probe.sample().await;
     let send = co
         .step(
