@@ -1,0 +1,428 @@
+// CONTRACT §8: typing — routing by roomType (channel / thread / dm), the typer's own sockets excluded,
+// the full deduplicated list, refresh and expiry pushes, nchat's dm stop without recipientId, refusals,
+// the alternative payload shapes, and (on PostgreSQL) zero database writes for a typing storm.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import {
+  startServer, shutdown, connectClient, emitAck, waitFor,
+  assertOk, assertErr, assertIso, show, uid, join, sleep, PG_BASE, SERVICES_SKIPPED, noteSkips,
+} from './harness.mjs';
+
+noteSkips();
+
+const TIMEOUT = 1500; // REALTIME_TYPING_TIMEOUT
+const COALESCE = 250; // REALTIME_TYPING_COALESCE (the default)
+
+// ---------------------------------------------------------------------------------------------
+// local helpers
+
+const ids = (ev) => (ev && Array.isArray(ev.users) ? ev.users.map((u) => u.userId) : []);
+
+/** typing:event payloads this socket received since `from` (optionally for one roomName). */
+function typingEvents(socket, from = 0, roomName) {
+  return socket.received
+    .slice(from)
+    .filter((r) => r.event === 'typing:event' && (roomName === undefined || r.args[0]?.roomName === roomName))
+    .map((r) => r.args[0]);
+}
+
+function waitTyping(socket, roomName, pred, timeoutMs = 3000) {
+  return waitFor(socket, 'typing:event', (e) => e && e.roomName === roomName && pred(e), timeoutMs);
+}
+
+const sameSet = (a, b) => a.length === b.length && [...a].sort().join('\n') === [...b].sort().join('\n');
+
+function checkEvent(e, exp) {
+  const ctx = show(e);
+  assert.equal(e.roomName, exp.roomName, `roomName: ${ctx}`);
+  assert.equal(e.roomType, exp.roomType, `roomType: ${ctx}`);
+  if (exp.threadId !== undefined) assert.equal(e.threadId, exp.threadId, `threadId: ${ctx}`);
+  assert.ok(Array.isArray(e.users), `users must be an array: ${ctx}`);
+  const uids = ids(e);
+  assert.equal(new Set(uids).size, uids.length, `users must be deduplicated: ${ctx}`);
+  for (const u of e.users) {
+    assert.equal(typeof u.userId, 'string', ctx);
+    assertIso(u.startedAt, 'typing:event users[].startedAt');
+  }
+}
+
+async function cast(server) {
+  const channelId = uid('chan');
+  const room = `channel:${channelId}`;
+  const alice = uid('alice');
+  const a1 = await connectClient(server, { user: alice, claims: { name: 'Alice A', picture: 'https://x.test/a.png' } });
+  const a2 = await connectClient(server, { user: alice }); // alice's other device
+  const bob = uid('bob');
+  const b = await connectClient(server, { user: bob });
+  const carol = uid('carol');
+  const c = await connectClient(server, { user: carol });
+  const d = await connectClient(server, { user: uid('dave') }); // outside the channel
+  for (const s of [a1, a2, b, c]) await join(s.socket, room);
+  await join(d.socket, uid('other'));
+  return { channelId, room, alice, bob, carol, a1, a2, b, c, d };
+}
+
+function disconnectAll(...cs) {
+  for (const c of cs) c.socket.disconnect();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('typing', () => {
+  let server;
+  before(async () => {
+    server = await startServer({ env: { REALTIME_TYPING_TIMEOUT: String(TIMEOUT), REALTIME_TYPING_COALESCE: String(COALESCE) } });
+  });
+  after(() => shutdown(server));
+
+  it('channel: the room (channel:<id>) gets typing:event with the bare roomName; not the typer\'s devices, not outsiders; stop → users: []', async () => {
+    const { channelId, alice, a1, a2, b, c, d } = await cast(server);
+    const startB = waitTyping(b.socket, channelId, (e) => ids(e).includes(alice));
+    const startC = waitTyping(c.socket, channelId, (e) => ids(e).includes(alice));
+    a1.socket.emit('typing:start', { roomName: channelId, roomType: 'channel' });
+    const eb = await startB;
+    await startC;
+    checkEvent(eb, { roomName: channelId, roomType: 'channel' });
+    assert.deepEqual(ids(eb), [alice], show(eb));
+    assert.equal(eb.users[0].userName, 'Alice A', `userName from the name claim: ${show(eb)}`);
+    assert.equal(eb.users[0].userAvatar, 'https://x.test/a.png', `userAvatar from the picture claim: ${show(eb)}`);
+    assert.ok(Math.abs(Date.parse(eb.users[0].startedAt) - Date.now()) < 2000, `startedAt is server now: ${show(eb)}`);
+
+    const stopB = waitTyping(b.socket, channelId, (e) => e.users.length === 0);
+    const stopC = waitTyping(c.socket, channelId, (e) => e.users.length === 0);
+    a1.socket.emit('typing:stop', { roomName: channelId, roomType: 'channel' });
+    checkEvent(await stopB, { roomName: channelId, roomType: 'channel' });
+    await stopC;
+    await sleep(COALESCE + 200);
+    for (const [who, s] of [['alice\'s other device', a2.socket], ['alice\'s typing device', a1.socket]]) {
+      const own = typingEvents(s).filter((e) => ids(e).includes(alice));
+      assert.equal(own.length, 0, `${who} must never see alice typing: ${show(own)}`);
+    }
+    assert.equal(typingEvents(d.socket).length, 0, `a socket outside the channel must see nothing: ${show(typingEvents(d.socket))}`);
+    disconnectAll(a1, a2, b, c, d);
+  });
+
+  it('typing:event.users is the full deduplicated list (two devices of one user count once)', async () => {
+    const { channelId, alice, bob, carol, a1, a2, b, c } = await cast(server);
+    a1.socket.emit('typing:start', { roomName: channelId, roomType: 'channel' });
+    a2.socket.emit('typing:start', { roomName: channelId, roomType: 'channel' });
+    await sleep(50);
+    b.socket.emit('typing:start', { roomName: channelId, roomType: 'channel' });
+    const both = await waitTyping(c.socket, channelId, (e) => ids(e).includes(alice) && ids(e).includes(bob));
+    checkEvent(both, { roomName: channelId, roomType: 'channel' });
+    assert.ok(sameSet(ids(both), [alice, bob]), `carol must see exactly alice and bob: ${show(both)}`);
+    await sleep(COALESCE + 200);
+    for (const e of typingEvents(c.socket, 0, channelId)) checkEvent(e, { roomName: channelId, roomType: 'channel' });
+    // bob sees alice typing (and never himself)
+    const bobSees = typingEvents(b.socket, 0, channelId);
+    assert.ok(bobSees.some((e) => ids(e).includes(alice)), `bob must see alice typing: ${show(bobSees)}`);
+    assert.ok(bobSees.every((e) => !ids(e).includes(bob)), `bob must not see himself: ${show(bobSees)}`);
+    // alice's devices see bob (two people typing at once still see each other) but never alice
+    await sleep(100);
+    for (const s of [a1.socket, a2.socket]) {
+      const evs = typingEvents(s, 0, channelId);
+      assert.ok(evs.some((e) => ids(e).includes(bob)), `alice (typing herself) must see bob typing: ${show(evs)}`);
+      assert.ok(evs.every((e) => !ids(e).includes(alice)), `alice must not see herself: ${show(evs)}`);
+    }
+    // bob stops: the list shrinks to alice; alice stops on both devices: empty
+    const mc = c.socket.received.length;
+    b.socket.emit('typing:stop', { roomName: channelId, roomType: 'channel' });
+    const afterBob = await waitTyping(c.socket, channelId, (e) => !ids(e).includes(bob));
+    assert.deepEqual(ids(afterBob), [alice], `after bob stops, the list is alice only: ${show(afterBob)}`);
+    a1.socket.emit('typing:stop', { roomName: channelId, roomType: 'channel' });
+    a2.socket.emit('typing:stop', { roomName: channelId, roomType: 'channel' });
+    await waitTyping(c.socket, channelId, (e) => e.users.length === 0);
+    assert.ok(typingEvents(c.socket, mc, channelId).length >= 2);
+    disconnectAll(a1, a2, b, c);
+  });
+
+  it('expiry: without a stop the entry expires after REALTIME_TYPING_TIMEOUT and users: [] is pushed; a start refreshes it', async () => {
+    const { channelId, alice, a1, b } = await cast(server);
+    const first = waitTyping(b.socket, channelId, (e) => ids(e).includes(alice));
+    a1.socket.emit('typing:start', { roomName: channelId, roomType: 'channel' });
+    const e1 = await first;
+    await sleep(800);
+    // refresh: re-broadcast with a later startedAt, expiry counted from now
+    const refresh = waitTyping(b.socket, channelId, (e) => ids(e).includes(alice) && Date.parse(e.users[0].startedAt) > Date.parse(e1.users[0].startedAt));
+    const tRefresh = Date.now();
+    a1.socket.emit('typing:start', { roomName: channelId, roomType: 'channel' });
+    await refresh;
+    const gone = await waitTyping(b.socket, channelId, (e) => e.users.length === 0, TIMEOUT + 3000);
+    const elapsed = Date.now() - tRefresh;
+    assert.ok(elapsed >= TIMEOUT - 150, `expired ${elapsed} ms after the last start, before REALTIME_TYPING_TIMEOUT=${TIMEOUT}: ${show(gone)}`);
+    assert.ok(elapsed <= TIMEOUT + 1500, `expiry pushed too late: ${elapsed} ms after the last start`);
+    checkEvent(gone, { roomName: channelId, roomType: 'channel' });
+    disconnectAll(a1, b);
+  });
+
+  it('coalescing: a burst of starts/stops gives at most one event per REALTIME_TYPING_COALESCE, ending with the true state', async () => {
+    const { channelId, alice, a1, b } = await cast(server);
+    const mark = b.socket.received.length;
+    const t0 = Date.now();
+    for (let i = 0; i < 20; i++) {
+      a1.socket.emit(i % 2 ? 'typing:stop' : 'typing:start', { roomName: channelId, roomType: 'channel' });
+      await sleep(25);
+    }
+    a1.socket.emit('typing:start', { roomName: channelId, roomType: 'channel' });
+    const span = Date.now() - t0;
+    await sleep(COALESCE + 300);
+    const evs = b.socket.received.slice(mark).filter((r) => r.event === 'typing:event' && r.args[0]?.roomName === channelId);
+    const max = Math.ceil((span + COALESCE + 300) / COALESCE) + 1;
+    assert.ok(evs.length >= 1 && evs.length <= max, `expected 1..${max} coalesced events over ${span} ms, got ${evs.length}: ${show(evs.map((r) => ids(r.args[0])))}`);
+    for (let i = 1; i < evs.length; i++) {
+      assert.ok(evs[i].at - evs[i - 1].at >= COALESCE - 60, `two events ${evs[i].at - evs[i - 1].at} ms apart (coalesce ${COALESCE}): ${show(evs.map((r) => r.at - t0))}`);
+    }
+    assert.deepEqual(ids(evs[evs.length - 1].args[0]), [alice], 'the last event carries the current state (alice typing)');
+    disconnectAll(a1, b);
+  });
+
+  it('thread: channel:<id> and thread:<threadId> both get it (once per socket), with threadId', async () => {
+    const { channelId, alice, a1, a2, b, d } = await cast(server);
+    const threadId = uid('th');
+    const erin = await connectClient(server, { user: uid('erin') }); // follows the thread only
+    await join(erin.socket, `thread:${threadId}`);
+    const both = await connectClient(server, { user: uid('frank') }); // in the channel and the thread
+    await join(both.socket, `channel:${channelId}`);
+    await join(both.socket, `thread:${threadId}`);
+    const markBoth = both.socket.received.length;
+
+    const pE = waitTyping(erin.socket, channelId, (e) => ids(e).includes(alice));
+    const pB = waitTyping(b.socket, channelId, (e) => ids(e).includes(alice));
+    a1.socket.emit('typing:start', { roomName: channelId, roomType: 'thread', threadId });
+    const ee = await pE;
+    checkEvent(ee, { roomName: channelId, roomType: 'thread', threadId });
+    checkEvent(await pB, { roomName: channelId, roomType: 'thread', threadId });
+    await sleep(COALESCE + 300);
+    const fr = typingEvents(both.socket, markBoth, channelId);
+    assert.equal(fr.length, 1, `a socket in both rooms gets one event per change: ${show(fr)}`);
+    // a thread's list is separate from its channel's list
+    const chanMark = b.socket.received.length;
+    const pStop = waitTyping(erin.socket, channelId, (e) => e.users.length === 0 && e.threadId === threadId);
+    a1.socket.emit('typing:stop', { roomName: channelId, roomType: 'thread', threadId });
+    await pStop;
+    await sleep(COALESCE + 100);
+    for (const e of typingEvents(b.socket, chanMark, channelId)) assert.equal(e.threadId, threadId, `thread events carry threadId: ${show(e)}`);
+    assert.equal(typingEvents(d.socket).length, 0, `outsider: ${show(typingEvents(d.socket))}`);
+    assert.ok(typingEvents(a2.socket).every((e) => !ids(e).includes(alice)), 'typer\'s other device');
+    disconnectAll(a1, a2, b, d, erin, both);
+  });
+
+  it('dm: dm:<a>:<b> plus user:<recipient>; stop without recipientId and the expiry push still reach the recipient; nobody else', async () => {
+    const alice = uid('alice');
+    const bob = uid('bob');
+    const bare = [alice, bob].sort().join(':');
+    const dmRoom = `dm:${bare}`;
+    const a1 = await connectClient(server, { user: alice });
+    const a2 = await connectClient(server, { user: alice });
+    const b1 = await connectClient(server, { user: bob }); // bob has NOT joined the dm room: reached via user:<bob>
+    const b2 = await connectClient(server, { user: bob });
+    const c = await connectClient(server, { user: uid('carol') });
+    await join(a1.socket, dmRoom);
+    await join(c.socket, uid('elsewhere'));
+
+    const start1 = waitTyping(b1.socket, bare, (e) => ids(e).includes(alice));
+    const start2 = waitTyping(b2.socket, bare, (e) => ids(e).includes(alice));
+    a1.socket.emit('typing:start', { roomName: bare, roomType: 'dm', recipientId: bob });
+    checkEvent(await start1, { roomName: bare, roomType: 'dm' });
+    await start2;
+    // nchat's stop carries no recipientId
+    const stop1 = waitTyping(b1.socket, bare, (e) => e.users.length === 0);
+    a1.socket.emit('typing:stop', { roomName: bare, roomType: 'dm' });
+    await stop1;
+
+    // expiry push also reaches the remembered recipient
+    const again = waitTyping(b1.socket, bare, (e) => ids(e).includes(alice));
+    a1.socket.emit('typing:start', { roomName: bare, roomType: 'dm', recipientId: bob });
+    await again;
+    await waitTyping(b1.socket, bare, (e) => e.users.length === 0, TIMEOUT + 3000);
+
+    // a recipient who does not share the dm is refused
+    assertErr(await emitAck(a1.socket, 'typing:start', { roomName: bare, roomType: 'dm', recipientId: uid('mallory') }),
+      ['FORBIDDEN', 'NOT_A_MEMBER', 'VALIDATION_ERROR'], 'typing:start with a foreign recipientId');
+    await sleep(COALESCE + 200);
+    assert.equal(typingEvents(c.socket).length, 0, `carol must see nothing: ${show(typingEvents(c.socket))}`);
+    for (const s of [a1.socket, a2.socket]) {
+      assert.ok(typingEvents(s).every((e) => !ids(e).includes(alice)), `alice's devices must not see herself: ${show(typingEvents(s))}`);
+    }
+    disconnectAll(a1, a2, b1, b2, c);
+  });
+
+  it('typing into a room the socket is not in → error (ack or `error` event), and nobody sees it', async () => {
+    const { channelId, a1, b, d } = await cast(server);
+    const dave = d.authenticated.userId;
+    const ack = await emitAck(d.socket, 'typing:start', { roomName: channelId, roomType: 'channel' });
+    assertErr(ack, ['NOT_A_MEMBER', 'FORBIDDEN'], 'typing:start into a room the socket is not in (with ack)');
+    const errP = waitFor(d.socket, 'error', (e) => e && ['NOT_A_MEMBER', 'FORBIDDEN'].includes(e.code));
+    d.socket.emit('typing:start', { roomName: channelId, roomType: 'channel' });
+    const err = await errP;
+    assert.equal(typeof err.message, 'string', show(err));
+    // a dm of two other users
+    const bare = [uid('x'), uid('y')].sort().join(':');
+    assertErr(await emitAck(d.socket, 'typing:start', { roomName: bare, roomType: 'dm' }), ['NOT_A_MEMBER', 'FORBIDDEN'], 'typing into a foreign dm');
+    await sleep(COALESCE + 300);
+    assert.ok(typingEvents(b.socket).every((e) => !ids(e).includes(dave)), `nobody may see dave typing: ${show(typingEvents(b.socket))}`);
+    // bad input
+    assertErr(await emitAck(a1.socket, 'typing:start', { roomName: channelId, roomType: 'galaxy' }), 'VALIDATION_ERROR', 'bad roomType');
+    assertErr(await emitAck(a1.socket, 'typing:start', { roomName: channelId, roomType: 'thread' }), 'VALIDATION_ERROR', 'thread without threadId');
+    assertErr(await emitAck(a1.socket, 'typing:start', {}), 'VALIDATION_ERROR', 'no room');
+    disconnectAll(a1, b, d);
+  });
+
+  it('a bare-named channel (`general`-style room) is typed into by its bare name', async () => {
+    const room = uid('lobby');
+    const alice = uid('alice');
+    const a = await connectClient(server, { user: alice });
+    const b = await connectClient(server, { user: uid('bob') });
+    const o = await connectClient(server, { user: uid('outsider') });
+    await join(a.socket, room);
+    await join(b.socket, room);
+    const p = waitTyping(b.socket, room, (e) => ids(e).includes(alice));
+    const ack = await emitAck(a.socket, 'typing:start', { roomName: room, roomType: 'channel' });
+    assertOk(ack, 'typing:start into a bare-named room the socket is in');
+    checkEvent(await p, { roomName: room, roomType: 'channel' });
+    assertErr(await emitAck(o.socket, 'typing:start', { roomName: room, roomType: 'channel' }), ['NOT_A_MEMBER', 'FORBIDDEN'], 'outsider');
+    await sleep(COALESCE + 100);
+    assert.equal(typingEvents(o.socket).length, 0, show(typingEvents(o.socket)));
+    disconnectAll(a, b, o);
+  });
+
+  it('alternative shapes: {channelId} and `typing {channelId, isTyping}`', async () => {
+    const { channelId, alice, a1, b } = await cast(server);
+    const s1 = waitTyping(b.socket, channelId, (e) => ids(e).includes(alice));
+    a1.socket.emit('typing:start', { channelId });
+    checkEvent(await s1, { roomName: channelId, roomType: 'channel' });
+    const s2 = waitTyping(b.socket, channelId, (e) => e.users.length === 0);
+    a1.socket.emit('typing', { channelId, isTyping: false });
+    await s2;
+    const s3 = waitTyping(b.socket, channelId, (e) => ids(e).includes(alice));
+    a1.socket.emit('typing', { channelId, isTyping: true });
+    await s3;
+    // a disconnect removes the entry at once
+    const s4 = waitTyping(b.socket, channelId, (e) => e.users.length === 0, 1000);
+    a1.socket.disconnect();
+    await s4;
+    disconnectAll(b);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// zero database writes (PostgreSQL): CONTRACT §8 "State is ephemeral ... zero database writes"
+//
+// Measured with pg_stat_database.xact_commit + xact_rollback of the server's own database, read
+// through psql connected to `postgres` (so the readings do not count). Two things move that counter
+// without any client activity, and the test steps around them instead of tolerating a delta:
+// - PostgreSQL backends publish their statistics at most once a second, and what could not be
+//   published then only after up to 10 s idle: before measuring, the counter must stand still > 10 s;
+// - the server's watchdog probes the database with `SELECT 1` every 15 s (also without systemd):
+//   the measurement window is placed right after a probe and must end before the next one.
+
+function adminPgUrl() {
+  const u = new URL(PG_BASE);
+  u.pathname = '/postgres';
+  return u.toString();
+}
+
+function psql(sql) {
+  const r = spawnSync('psql', [adminPgUrl(), '-X', '-A', '-t', '-q', '-c', sql], { encoding: 'utf8', timeout: 10_000 });
+  if (r.error) throw new Error(`psql failed to run (${r.error.message}); is psql installed?`);
+  if (r.status !== 0) {
+    throw new Error(`psql against REALTIME_TEST_DATABASE_URL=${PG_BASE} failed (exit ${r.status}): ${r.stderr.trim()} ` +
+      '(set REALTIME_TEST_DATABASE_URL to a reachable PostgreSQL server, or REALTIME_TEST_SERVICES=skip)');
+  }
+  return r.stdout.trim();
+}
+
+const WATCHDOG_PERIOD = 15_000; // the server's database probe when not under a systemd watchdog
+
+describe('typing writes nothing to the database [postgres]', { skip: SERVICES_SKIPPED ? 'REALTIME_TEST_SERVICES=skip' : false }, () => {
+  let server;
+  before(async () => {
+    psql('SELECT 1'); // fails naming REALTIME_TEST_DATABASE_URL when PostgreSQL is unreachable
+    server = await startServer({ backend: 'postgres', env: { REALTIME_TYPING_TIMEOUT: String(TIMEOUT) } });
+  });
+  after(() => shutdown(server));
+
+  it('1,000 typing:start/stop events move pg_stat_database xact_commit + xact_rollback by nothing', async () => {
+    const db = server.dbName;
+    assert.ok(/^[a-z0-9_]+$/.test(db), db);
+    const counter = async () => {
+      await sleep(1500); // statistics reach pg_stat_database at most once a second per backend
+      const v = psql(`SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '${db}'`);
+      assert.ok(/^\d+$/.test(v), `pg_stat_database has no row for ${db}: ${show(v)}`);
+      return Number(v);
+    };
+    const lastProbe = () =>
+      Number(psql(`SELECT coalesce(max(extract(epoch FROM query_start) * 1000), 0)::bigint FROM pg_stat_activity ` +
+        `WHERE datname = '${db}' AND query = 'SELECT 1'`));
+    const nextProbe = async () => {
+      const seen = lastProbe();
+      const deadline = Date.now() + WATCHDOG_PERIOD + 5000;
+      while (Date.now() < deadline) {
+        await sleep(200);
+        if (lastProbe() > seen) return Date.now();
+      }
+      return null; // no probe: nothing to step around
+    };
+
+    // five typists and a watcher in one channel (connections and joins write: before we measure)
+    const channelId = uid('storm');
+    const typists = [];
+    for (let i = 0; i < 5; i++) {
+      const t = await connectClient(server, { user: uid(`typist${i}`) });
+      await join(t.socket, `channel:${channelId}`);
+      typists.push(t);
+    }
+    const watcher = await connectClient(server, { user: uid('watcher') });
+    await join(watcher.socket, `channel:${channelId}`);
+
+    // quiesce: no statistics may still be pending
+    let prev = await counter();
+    let stableSince = Date.now();
+    const quiesceDeadline = Date.now() + 60_000;
+    while (Date.now() - stableSince < 11_000) {
+      assert.ok(Date.now() < quiesceDeadline, `the database of an idle server kept changing for 60 s (last reading ${prev})`);
+      const v = await counter();
+      if (v !== prev) {
+        prev = v;
+        stableSince = Date.now();
+      }
+    }
+
+    const tries = [];
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const probeAt = await nextProbe();
+      // baseline: the same waiting and reading with no activity
+      const b0 = await counter();
+      const b1 = await counter();
+      // the storm: 5 users × 100 × (start + stop) = 1,000 events, each user within the rate limit
+      const mark = watcher.socket.received.length;
+      await Promise.all(
+        typists.map(async (t) => {
+          for (let i = 0; i < 100; i++) {
+            t.socket.emit('typing:start', { roomName: channelId, roomType: 'channel' });
+            t.socket.emit('typing:stop', { roomName: channelId, roomType: 'channel' });
+            if (i % 10 === 9) await sleep(20);
+          }
+        }),
+      );
+      const after = await counter();
+      const window = probeAt === null ? 0 : Date.now() - probeAt;
+      const seen = watcher.socket.received.slice(mark).filter((r) => r.event === 'typing:event').length;
+      assert.ok(seen >= 1, 'the watcher must have seen the typing (the events were handled)');
+      const errors = typists.flatMap((t) => t.socket.received.filter((r) => r.event === 'error').map((r) => r.args[0]));
+      assert.equal(errors.length, 0, `the typing events must all be accepted: ${show(errors.slice(0, 3))}`);
+      tries.push({ b0, b1, after, windowMs: window });
+      if (window < WATCHDOG_PERIOD - 1500) {
+        const baseline = b1 - b0;
+        assert.equal(after - b1, baseline,
+          `typing must not touch the database: xact_commit+xact_rollback of ${db} moved by ${after - b1} during 1,000 typing events ` +
+          `(idle baseline over the same wait: ${baseline}; readings ${show(tries)})`);
+        disconnectAll(...typists, watcher);
+        return;
+      }
+      // the window reached the next watchdog probe: measure again
+    }
+    assert.fail(`could not fit a measurement between two watchdog probes: ${show(tries)}`);
+  });
+});
