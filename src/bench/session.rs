@@ -409,8 +409,10 @@ async fn live(
                         if name == "message:new"
                             && let Some(t) = sent_at_us(raw, &sh.marker)
                         {
+                            let now = now_us();
                             st.c.deliveries.fetch_add(1, Relaxed);
-                            st.deliver_lat.record_us(now_us().saturating_sub(t));
+                            st.deliver_lat.record_us(now.saturating_sub(t));
+                            st.last_delivery_us.fetch_max(now, Relaxed);
                         }
                     }
                     Inbound::Ack { id, raw } => sender.on_ack(st, id, raw),

@@ -244,6 +244,8 @@ pub struct Stats {
     pub live: AtomicI64,
     /// Pending acks of message:send requests across this worker's senders.
     pub inflight: AtomicI64,
+    /// Wall-clock µs of the latest bench message delivery.
+    pub last_delivery_us: AtomicU64,
     known: [AtomicU64; KNOWN_EVENTS.len()],
     other: Mutex<HashMap<String, u64>>,
     fail_reasons: Mutex<BTreeMap<String, u64>>,
@@ -263,6 +265,7 @@ impl Default for Stats {
             c: Counters::default(),
             live: AtomicI64::new(0),
             inflight: AtomicI64::new(0),
+            last_delivery_us: AtomicU64::new(0),
             known: Default::default(),
             other: Mutex::new(HashMap::new()),
             fail_reasons: Mutex::new(BTreeMap::new()),
@@ -327,6 +330,7 @@ impl Stats {
         Snapshot {
             c: self.c.snapshot(),
             live: self.live.load(Relaxed).max(0) as u64,
+            last_delivery_us: self.last_delivery_us.load(Relaxed),
             events,
             fail_reasons: cl(&self.fail_reasons),
             refail_reasons: cl(&self.refail_reasons),
@@ -346,6 +350,9 @@ impl Stats {
 pub struct Snapshot {
     pub c: CounterSnap,
     pub live: u64,
+    /// Wall-clock µs of the latest bench message delivery (0: none).
+    #[serde(default)]
+    pub last_delivery_us: u64,
     pub events: BTreeMap<String, u64>,
     pub fail_reasons: BTreeMap<String, u64>,
     pub refail_reasons: BTreeMap<String, u64>,
@@ -368,6 +375,7 @@ impl Snapshot {
     pub fn merge(&mut self, o: &Snapshot) {
         self.c.merge(&o.c);
         self.live += o.live;
+        self.last_delivery_us = self.last_delivery_us.max(o.last_delivery_us);
         merge_map(&mut self.events, &o.events);
         merge_map(&mut self.fail_reasons, &o.fail_reasons);
         merge_map(&mut self.refail_reasons, &o.refail_reasons);

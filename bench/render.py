@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Turns `nself-realtime bench --json` results (one JSON object per line) into markdown tables:
+one table per scenario variant, one column per server, plus realtime ÷ baseline ratios.
+
+Usage: render.py RESULTS.jsonl [--check]
+  --check  exit 1 when a run did not connect every client or moved no traffic (no timing asserted).
+"""
+import json
+import sys
+
+# (result key, label, unit kind) per scenario; dotted keys reach into latency objects.
+METRICS = {
+    "connect": [
+        ("connected", "connected", "int"),
+        ("failed", "failed", "int"),
+        ("connect_rate", "connect rate (conn/s)", "num"),
+        ("handshake_ms.p50", "handshake p50 (ms)", "ms"),
+        ("handshake_ms.p99", "handshake p99 (ms)", "ms"),
+        ("handshake_ms.max", "handshake max (ms)", "ms"),
+        ("server_cpu_percent_ramp", "server CPU during ramp (% core)", "num"),
+        ("server_rss_after_bytes", "server RSS, all connected (MiB)", "mib"),
+    ],
+    "idle": [
+        ("held", "connections held", "int"),
+        ("lost_during_hold", "dropped during the window", "int"),
+        ("server_rss_per_conn_bytes", "server RSS per connection (KiB)", "kib"),
+        ("server_rss_end_bytes", "server RSS at the end (MiB)", "mib"),
+        ("server_idle_cpu_percent", "server idle CPU (% core)", "num2"),
+        ("bench_rss_per_conn_bytes", "bench RSS per connection (KiB)", "kib"),
+    ],
+    "fanout": [
+        ("deliveries_per_s", "deliveries/s", "num"),
+        ("delivery_ratio", "delivery ratio", "num4"),
+        ("delivery_window_s", "delivery window (s)", "num2"),
+        ("deliver_ms.p50", "publish→deliver p50 (ms)", "ms"),
+        ("deliver_ms.p95", "publish→deliver p95 (ms)", "ms"),
+        ("deliver_ms.p99", "publish→deliver p99 (ms)", "ms"),
+        ("deliver_ms.max", "publish→deliver max (ms)", "ms"),
+        ("ack_ms.p50", "ack p50 (ms)", "ms"),
+        ("ack_ms.p99", "ack p99 (ms)", "ms"),
+        ("ack_errors", "ack errors", "int"),
+        ("unacked", "never acked", "int"),
+        ("server_cpu_percent", "server CPU while sending (% core)", "num"),
+        ("bench_cpu_percent", "bench CPU while sending (% core)", "num"),
+    ],
+    "storm": [
+        ("connected", "connected before the storm", "int"),
+        ("all_back_seconds", "time until all back (s)", "num2"),
+        ("reconnected", "reconnected", "int"),
+        ("reconnect_failed", "gave up", "int"),
+        ("reconnect_ms.p50", "drop→authenticated p50 (ms)", "ms"),
+        ("reconnect_ms.p99", "drop→authenticated p99 (ms)", "ms"),
+        ("reconnect_ms.max", "drop→authenticated max (ms)", "ms"),
+    ],
+    "typing": [
+        ("sent", "typing:start sent", "int"),
+        ("broadcasts", "typing:event received", "int"),
+        ("amplification", "amplification (received per sent)", "num3"),
+        ("naive_amplification", "naive broadcast (M − 1)", "int"),
+        ("server_cpu_percent", "server CPU while sending (% core)", "num"),
+    ],
+    "presence": [
+        ("sent", "presence:update sent", "int"),
+        ("broadcasts", "presence:changed received", "int"),
+        ("amplification", "amplification (received per sent)", "num3"),
+        ("naive_amplification", "naive broadcast (M − 1)", "int"),
+        ("server_cpu_percent", "server CPU while sending (% core)", "num"),
+    ],
+}
+
+SERVER_ORDER = ["realtime", "socketioxide", "node"]
+
+
+def get(d, dotted):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def fmt(v, kind):
+    if v is None:
+        return "n/a"
+    if kind == "int":
+        return f"{int(v):,}"
+    if kind == "mib":
+        return f"{v / 1048576:,.1f}"
+    if kind == "kib":
+        return f"{v / 1024:,.1f}"
+    if kind == "num4":
+        return f"{v:.4f}"
+    if kind == "num3":
+        return f"{v:.3f}"
+    if kind in ("num2",):
+        return f"{v:,.2f}"
+    if kind == "ms":
+        return f"{v:,.2f}" if v < 100 else f"{v:,.0f}"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}"
+
+
+def variant_title(r):
+    p = r.get("params", {})
+    s = r["scenario"]
+    if s in ("connect", "storm"):
+        return f"{s} — {p.get('connections', '?'):,} clients"
+    if s == "idle":
+        return f"idle — {p.get('connections', '?'):,} connections held {p.get('duration_s', '?')} s"
+    if s == "fanout":
+        return (f"fanout — {p.get('rooms')} rooms × {p.get('members')} members, {p.get('senders')} senders, "
+                f"{p.get('rate'):g} msg/s, {p.get('payload_bytes')} B, {p.get('duration_s')} s")
+    return (f"{s} — {p.get('rooms')} rooms × {p.get('members')} members, {p.get('senders')} senders, "
+            f"{p.get('rate'):g} events/s, {p.get('duration_s')} s")
+
+
+def check(r):
+    """Functional smoke checks (no timing)."""
+    res, p, s = r.get("results", {}), r.get("params", {}), r["scenario"]
+    problems = []
+    want = p.get("connections")
+    got = res.get("connected")
+    if want is not None and got != want:
+        problems.append(f"connected {got} of {want}")
+    if s == "fanout" and not (res.get("acked") or 0) > 0:
+        problems.append("no message acked")
+    if s == "fanout" and not (res.get("deliveries") or 0) > 0:
+        problems.append("no message delivered")
+    if s in ("typing", "presence") and not (res.get("sent") or 0) > 0:
+        problems.append("nothing sent")
+    if s == "storm" and (res.get("reconnected") or 0) < (want or 0):
+        problems.append(f"only {res.get('reconnected')} of {want} reconnected")
+    return problems
+
+
+def main(argv):
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    path, do_check = argv[0], "--check" in argv[1:]
+    runs = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                runs.append(json.loads(line))
+    groups = {}
+    for r in runs:
+        groups.setdefault(variant_title(r), []).append(r)
+    failures = []
+    for title, rs in groups.items():
+        by_server = {}
+        for r in rs:
+            by_server[r.get("label") or r.get("url")] = r
+        servers = [s for s in SERVER_ORDER if s in by_server] + [s for s in by_server if s not in SERVER_ORDER]
+        baselines = [s for s in servers if s != "realtime"] if "realtime" in servers else []
+        header = ["metric"] + servers + [f"realtime ÷ {b}" for b in baselines]
+        print(f"## {title}\n")
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for key, label, kind in METRICS.get(rs[0]["scenario"], []):
+            vals = {s: get(by_server[s].get("results", {}), key) for s in servers}
+            row = [label] + [fmt(vals[s], kind) for s in servers]
+            for b in baselines:
+                a, c = vals.get("realtime"), vals.get(b)
+                row.append(f"{a / c:.2f}×" if isinstance(a, (int, float)) and isinstance(c, (int, float)) and c else "–")
+            print("| " + " | ".join(row) + " |")
+        reasons = []
+        for s in servers:
+            res = by_server[s].get("results", {})
+            for k in ("failures", "connect_failures", "reconnect_failures", "lost_reasons", "ack_error_codes"):
+                for reason, n in (res.get(k) or {}).items():
+                    reasons.append(f"{s}: {k.replace('_', ' ')}: {n} × {reason}")
+        if reasons:
+            print("\n" + "\n".join(f"- {x}" for x in reasons))
+        print()
+        for s in servers:
+            for p in check(by_server[s]):
+                failures.append(f"{title} / {s}: {p}")
+    if do_check and failures:
+        print("### check failed\n")
+        print("\n".join(f"- {x}" for x in failures))
+        print()
+        return 1
+    if not runs:
+        print("(no results)")
+        return 1 if do_check else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# Runs every `nself-realtime bench` scenario against three servers, in the same run, so the
+# results read as ratios:
+#   realtime      nself-realtime itself (target/release/nself-realtime server run)
+#   socketioxide  bench/baseline-socketioxide: plain socketioxide, default settings, same events
+#   node          bench/baseline-node: minimal Node.js socket.io server, same events
+# Each scenario gets a freshly started server (a fresh data dir for nself-realtime), so one
+# scenario's leftovers never skew the next (RSS especially). Writes markdown tables to stdout
+# and to --out, and the raw JSON results next to it.
+#
+# Usage: [CARGO_TARGET_DIR=...] bench/run.sh [--small] [--out FILE] [--servers "realtime socketioxide node"]
+#                     [--scenarios "connect idle fanout storm typing presence"]
+#                     [--conns N] [--duration SECONDS] [--no-build] [--check]
+#   --small      CI size: a few hundred clients, windows of 1-2 s (whole run well under a minute
+#                per server once built). Never a timed assertion.
+#   --check      exit non-zero when a scenario did not connect every client or moved no traffic
+#                (functional smoke check; no timing is asserted).
+# Loopback only; every scenario stops by itself (bounded counts and durations).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SMALL=0
+BUILD=1
+CHECK=0
+OUT=""
+SERVERS="realtime socketioxide node"
+SCENARIOS="connect idle fanout storm typing presence"
+CONNS=""
+DURATION=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --small) SMALL=1 ;;
+    --no-build) BUILD=0 ;;
+    --check) CHECK=1 ;;
+    --out) OUT="$2"; shift ;;
+    --servers) SERVERS="$2"; shift ;;
+    --scenarios) SCENARIOS="$2"; shift ;;
+    --conns) CONNS="$2"; shift ;;
+    --duration) DURATION="$2"; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+OUTDIR="$TARGET_DIR/bench"
+mkdir -p "$OUTDIR"
+[ -n "$OUT" ] || OUT="$OUTDIR/results.md"
+JSONL="${OUT%.md}.jsonl"
+: > "$JSONL"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/nself-bench.XXXXXX")
+SECRET="bench-secret-$$-$RANDOM"
+PORT_BASE="${BENCH_PORT_BASE:-3201}"
+SERVER_BIN="$TARGET_DIR/release/nself-realtime"
+BENCH="${BENCH_BIN:-$SERVER_BIN}"  # BENCH_BIN: use another bench binary
+SIO_TARGET="$TARGET_DIR/bench-baseline-socketioxide"
+SIO_BIN="$SIO_TARGET/release/baseline-socketioxide"
+
+# Many sockets per process: raise the soft limit to the hard one.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# ---- sizes ---------------------------------------------------------------------------------
+if [ "$SMALL" = 1 ]; then
+  N=${CONNS:-200}; T=${DURATION:-2}
+  FAN_ROOMS=4; FAN_MEMBERS=$(( (N + 3) / 4 )); FAN_RATE=40
+  EV_ROOMS=4; EV_MEMBERS=$(( (N + 3) / 4 )); EV_RATE=100
+  IDLE_SETTLE=0.5; DRAIN=2
+else
+  N=${CONNS:-10000}; T=${DURATION:-10}
+  FAN_ROOMS=10; FAN_MEMBERS=$(( N / 10 )); FAN_RATE=50
+  EV_ROOMS=50; EV_MEMBERS=$(( N / 50 )); EV_RATE=200
+  IDLE_SETTLE=2; DRAIN=10
+fi
+IDLE_T=$([ "$SMALL" = 1 ] && echo "$T" || echo $(( T * 3 )))
+
+# ---- build ---------------------------------------------------------------------------------
+have() { command -v "$1" >/dev/null 2>&1; }
+if [ "$BUILD" = 1 ]; then
+  echo "== building nself-realtime (release)" >&2
+  (cd "$ROOT" && cargo build --release --quiet)
+  case " $SERVERS " in *" socketioxide "*)
+    echo "== building the socketioxide baseline (release)" >&2
+    cargo build --release --quiet --manifest-path "$ROOT/bench/baseline-socketioxide/Cargo.toml" \
+      --target-dir "$SIO_TARGET" ;;
+  esac
+  case " $SERVERS " in *" node "*)
+    if have npm; then
+      echo "== installing the node baseline (npm ci)" >&2
+      (cd "$ROOT/bench/baseline-node" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    fi ;;
+  esac
+fi
+[ -x "$BENCH" ] || { echo "run.sh: $BENCH is missing (drop --no-build)" >&2; exit 1; }
+
+# ---- servers -------------------------------------------------------------------------------
+SERVER_PID=""
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+port_of() {
+  case "$1" in realtime) echo "$PORT_BASE" ;; socketioxide) echo $((PORT_BASE + 1)) ;; node) echo $((PORT_BASE + 2)) ;; esac
+}
+
+wait_port() { # port pid
+  local i
+  for i in $(seq 1 200); do
+    if ! kill -0 "$2" 2>/dev/null; then return 1; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  return 1
+}
+
+start_server() { # name -> sets SERVER_PID; returns non-zero when it cannot run
+  local name=$1 port data log
+  port=$(port_of "$name")
+  log="$WORK/$name.log"
+  case "$name" in
+    realtime)
+      data=$(mktemp -d "$WORK/data.XXXXXX")
+      REALTIME_PORT=$port REALTIME_HOST=127.0.0.1 REALTIME_JWT_SECRET=$SECRET REALTIME_DATA_DIR=$data \
+        REALTIME_RATE_LIMIT=0 REALTIME_RATE_LIMIT_POINTS=1000000000 REALTIME_MAX_CONNECTIONS=1000000 \
+        LOG_LEVEL=warn "$SERVER_BIN" server run >"$log" 2>&1 &
+      ;;
+    socketioxide)
+      [ -x "$SIO_BIN" ] || { echo "run.sh: $SIO_BIN missing, skipping socketioxide" >&2; return 1; }
+      # NODELAY=1: TCP_NODELAY on, as node's http server has by default; socketioxide's own
+      # settings stay default. BASELINE_NODELAY=0 runs it exactly like the socketioxide examples.
+      NODELAY=${BASELINE_NODELAY:-1} PORT=$port REALTIME_JWT_SECRET=$SECRET "$SIO_BIN" >"$log" 2>&1 &
+      ;;
+    node)
+      have node || { echo "run.sh: node not installed, skipping the node baseline" >&2; return 1; }
+      [ -d "$ROOT/bench/baseline-node/node_modules/socket.io" ] || {
+        echo "run.sh: bench/baseline-node has no node_modules (npm ci), skipping" >&2; return 1; }
+      PORT=$port REALTIME_JWT_SECRET=$SECRET node "$ROOT/bench/baseline-node/server.js" >"$log" 2>&1 &
+      ;;
+  esac
+  SERVER_PID=$!
+  if ! wait_port "$port" "$SERVER_PID"; then
+    echo "run.sh: $name did not start; its log:" >&2
+    tail -n 20 "$log" >&2 || true
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+    return 1
+  fi
+}
+
+stop_server() {
+  [ -n "$SERVER_PID" ] || return 0
+  kill "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.05; done
+  kill -9 "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+}
+
+scenario_args() { # scenario -> the bench arguments (one per line, may be several variants)
+  case "$1" in
+    connect) echo "connect -n $N" ;;
+    idle) echo "idle -n $N --duration $IDLE_T --settle $IDLE_SETTLE" ;;
+    fanout)
+      echo "fanout --rooms $FAN_ROOMS --members $FAN_MEMBERS --rate $FAN_RATE --payload 100 --duration $T --drain $DRAIN"
+      echo "fanout --rooms $FAN_ROOMS --members $FAN_MEMBERS --rate $FAN_RATE --payload 1k --duration $T --drain $DRAIN" ;;
+    storm) echo "storm -n $N --settle 1" ;;
+    typing) echo "typing --rooms $EV_ROOMS --members $EV_MEMBERS --rate $EV_RATE --duration $T --drain $DRAIN" ;;
+    presence) echo "presence --rooms $EV_ROOMS --members $EV_MEMBERS --rate $EV_RATE --duration $T --drain $DRAIN" ;;
+    *) echo "run.sh: unknown scenario $1" >&2; return 1 ;;
+  esac
+}
+
+FAILED=0
+for scenario in $SCENARIOS; do
+  while IFS= read -r args; do
+    [ -n "$args" ] || continue
+    for server in $SERVERS; do
+      echo "== $server: bench $args" >&2
+      if ! start_server "$server"; then FAILED=1; continue; fi
+      port=$(port_of "$server")
+      # shellcheck disable=SC2086
+      if REALTIME_JWT_SECRET=$SECRET "$BENCH" bench --url "http://127.0.0.1:$port" \
+          --server-pid "$SERVER_PID" --label "$server" --json --max-runtime 10m $args \
+          >"$WORK/out.json"; then
+        cat "$WORK/out.json" >>"$JSONL"
+      else
+        echo "run.sh: bench $args against $server failed" >&2
+        FAILED=1
+      fi
+      stop_server
+    done
+  done < <(scenario_args "$scenario")
+done
+
+RENDER_ARGS=()
+[ "$CHECK" = 1 ] && RENDER_ARGS+=(--check)
+{
+  echo "# nself-realtime bench ($(date -u +%Y-%m-%dT%H:%MZ), $([ "$SMALL" = 1 ] && echo small || echo full) size, $(nproc) cores)"
+  echo
+  echo "Servers started fresh for every scenario on loopback; nself-realtime with LOG_LEVEL=warn,"
+  echo "rate limits off and an SQLite data dir; baselines with default settings (socketioxide"
+  echo "behind axum::serve with TCP_NODELAY=${BASELINE_NODELAY:-1}). Ratios are"
+  echo "realtime ÷ baseline. The load generator shares the machine with the server."
+  echo
+  python3 "$ROOT/bench/render.py" "$JSONL" "${RENDER_ARGS[@]}"
+} >"$OUT.tmp" || { cat "$OUT.tmp"; mv "$OUT.tmp" "$OUT"; echo "run.sh: check failed (see above)" >&2; exit 1; }
+mv "$OUT.tmp" "$OUT"
+cat "$OUT"
+echo "run.sh: tables in $OUT, raw results in $JSONL" >&2
+exit "$FAILED"
