@@ -33,6 +33,8 @@ pub struct PresenceHub {
     by_socket: DashMap<String, HashSet<String>>,
     /// Rooms each user was last seen in, so an offline announcement reaches room-mates without a query.
     rooms: DashMap<UserKey, Vec<String>>,
+    /// Last seen of sessions that ended on this node, known before the database write lands.
+    last_seen: DashMap<UserKey, DateTime<Utc>>,
 }
 
 impl PresenceHub {
@@ -48,6 +50,7 @@ impl PresenceHub {
             subscribers: DashMap::new(),
             by_socket: DashMap::new(),
             rooms: DashMap::new(),
+            last_seen: DashMap::new(),
         }
     }
 
@@ -116,10 +119,10 @@ async fn load(hub: &Hub, account: &str, users: &[String]) -> AppResult<HashMap<S
         if let Some(r) = row {
             tracker.restore(account, u, ms(r.last_seen_at), custom_from(r), now);
         }
-        let presence = tracker
-            .get(account, u)
-            .cloned()
-            .unwrap_or_else(|| Presence::offline(u, row.and_then(|r| ms(r.last_seen_at))));
+        let presence = tracker.get(account, u).cloned().unwrap_or_else(|| {
+            let remembered = hub.presence.last_seen.get(&key(account, u)).map(|t| *t);
+            Presence::offline(u, remembered.or_else(|| row.and_then(|r| ms(r.last_seen_at))))
+        });
         out.insert(u.clone(), (settings, presence));
     }
     Ok(out)
@@ -135,7 +138,9 @@ pub async fn connected(hub: &Hub, account: &str, user: &str, socket_id: &str, ro
     if let Err(e) = load(hub, account, &[user.to_string()]).await {
         tracing::warn!(error = %e.message, "cannot load stored presence");
     }
-    hub.presence.rooms.insert(key(account, user), rooms.to_vec());
+    for room in rooms {
+        joined_room(hub, account, user, room);
+    }
     hub.presence.tracker.lock().connect(account, user, socket_id, Utc::now());
     hub.presence.wake.notify_one();
 }
@@ -155,6 +160,13 @@ pub fn joined_room(hub: &Hub, account: &str, user: &str, room: &str) {
     let mut rooms = hub.presence.rooms.entry(key(account, user)).or_default();
     if !rooms.iter().any(|r| r == room) {
         rooms.push(room.to_string());
+    }
+}
+
+/// The user's last socket left a room: room-mates there no longer hear about them.
+pub fn left_room(hub: &Hub, account: &str, user: &str, room: &str) {
+    if let Some(mut rooms) = hub.presence.rooms.get_mut(&key(account, user)) {
+        rooms.retain(|r| r != room);
     }
 }
 
@@ -236,6 +248,11 @@ pub fn spawn(app: App) {
         let app: Arc<Hub> = app;
         loop {
             let events = app.presence.tracker.lock().tick(Utc::now());
+            for ev in &events {
+                if let PresenceEvent::SessionEnded { account, user_id, last_seen: Some(t) } = ev {
+                    app.presence.last_seen.insert(key(account, user_id), *t);
+                }
+            }
             for ev in events {
                 match ev {
                     PresenceEvent::Changed { account, previous, current } => {
@@ -361,7 +378,10 @@ pub async fn change_settings(hub: &Hub, account: &str, user: &str, patch: &Value
              allowReadReceipts?, invisibleMode?: boolean}} ({e})"
         ))
     })?;
-    let before = settings_of(hub, account, user).await?;
+    let (before, presence) = load(hub, account, &[user.to_string()])
+        .await?
+        .remove(user)
+        .unwrap_or_else(|| (PrivacySettings::default(), Presence::offline(user, None)));
     let after = before.merged(&patch);
     let visibility = match after.visibility {
         Visibility::Everyone => "everyone",
@@ -384,13 +404,6 @@ pub async fn change_settings(hub: &Hub, account: &str, user: &str, patch: &Value
     hub.presence.settings.insert(key(account, user), after);
     hub.receipts.set_read_receipts(account, user, after.allow_read_receipts);
     if before != after {
-        let presence = hub
-            .presence
-            .tracker
-            .lock()
-            .get(account, user)
-            .cloned()
-            .unwrap_or_else(|| Presence::offline(user, None));
         let mut viewers = audience(hub, account, user, &after).await;
         if before.visibility == Visibility::Contacts && after.visibility != Visibility::Contacts {
             let c = contacts(hub, account, user).await?;

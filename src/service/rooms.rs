@@ -106,6 +106,7 @@ pub fn leave_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) {
             hub.occupancy.lock().exit(&key, user, false);
         }
     }
+    crate::service::presence::left_room(hub, account, user, room);
 }
 
 pub fn parse_visibility(v: Option<&str>) -> AppResult<Visibility> {

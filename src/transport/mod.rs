@@ -150,6 +150,9 @@ async fn handshake(s: SocketRef, TryData(auth): TryData<Value>, State(app): Stat
         for room in arrived {
             announce_presence_in_room(&app, &session, room, "user:joined").await;
         }
+        // Registered here, not after CONNECT: a client that disconnects at once must find its socket known,
+        // or the user would stay online with no connection.
+        crate::service::presence::connected(&app, &session.account, u, &session.sid, &rooms).await;
     }
     app.sessions.insert(session.sid.clone(), session);
     Ok(())
@@ -172,13 +175,6 @@ async fn on_connect(s: SocketRef, State(app): State<App>) {
             .filter_map(|k| k.strip_prefix(&format!("{}/", session.account)).map(str::to_string))
             .collect();
         let _ = s.emit("authenticated", &json!({ "userId": user, "sessionId": session.session_id, "rooms": rooms }));
-    }
-    if let Some(user) = session.user() {
-        let rooms: Vec<String> = {
-            let prefix = format!("{}/", session.account);
-            s.rooms().iter().filter_map(|k| k.strip_prefix(&prefix).map(str::to_string)).collect()
-        };
-        crate::service::presence::connected(&app, &session.account, user, &session.sid, &rooms).await;
     }
     app.ledger.record(Record::Open(crate::store::connections::ConnectionOpen {
         row: crate::store::connections::ConnectionRow {

@@ -647,8 +647,10 @@ describe('presence', () => {
 
   it('a settings change while the user is offline is pushed too: lastSeen appears (visibility nobody → everyone)', async () => {
     const { target, t, t2, s } = await privacyCast(server);
+    // The push to viewers can overtake the ack to the user: listen first.
+    const hidden = waitChange(s.socket, target, (p) => p.status === 'offline');
     await settings(t.socket, { visibility: 'nobody' });
-    await waitChange(s.socket, target, (p) => p.status === 'offline');
+    await hidden;
     t.socket.disconnect();
     t2.socket.disconnect();
     await sleep(GRACE + 1500); // the session has ended; lastSeen is recorded

@@ -41,6 +41,7 @@ async fn exit(cx: &Cx<'_>, name: &str, forget: bool) -> AppResult<RoomName> {
         if let Some(u) = cx.session.user() {
             let exit = cx.app.occupancy.lock().exit(&key, u, false);
             if exit == Exit::Left {
+                crate::service::presence::left_room(cx.app, &cx.session.account, u, &room.name);
                 announce_presence_in_room(cx.app, cx.session, &room.name, "user:left").await;
             }
         }
