@@ -50,8 +50,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .parse()
         .or_else(|_| format!("[{}]:{}", cfg.host, cfg.port).parse())
         .map_err(|_| anyhow::anyhow!("REALTIME_HOST={:?} is not an IP address to bind", cfg.host))?;
-    let listener = TcpListener::bind(addr)
-        .await
+    let listener = listen(addr)
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({e}); is another server on REALTIME_PORT={}?", cfg.port))?;
     let addr = listener.local_addr()?;
 
@@ -100,6 +99,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     app.store.pool.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds with a deep accept queue: after a restart every client reconnects at once, and the default of 128
+/// would make the kernel drop SYNs that then wait seconds for their retry.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 async fn wait_for_signal() {

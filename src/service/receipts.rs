@@ -83,8 +83,15 @@ async fn emit_delivered(hub: &Hub, account: &str, notices: Vec<DeliveredNotice>)
     }
 }
 
+/// Rooms with more members than this get no delivery receipts: per-recipient tracking would cost memory and
+/// time proportional to the room for every message (read watermarks and unread counts still work).
+const RECEIPT_ROOM_LIMIT: usize = 256;
+
 /// A message was broadcast: everyone with a socket in the room now has it.
 pub async fn message_sent(hub: &Hub, account: &str, m: &MessageRow) {
+    if hub.occupancy.lock().present(&room_key(account, &m.room)) > RECEIPT_ROOM_LIMIT {
+        return;
+    }
     if let Err(e) = ensure_room(hub, account, &m.room).await {
         tracing::warn!(error = %e.message, "cannot load receipts for room");
         return;

@@ -1,0 +1,88 @@
+//! Every `bench` scenario, run small against a real server process: the load generator works, and the server
+//! answers its Rust Engine.IO/Socket.IO client (connect, join, send, fan-out, typing, presence, reconnect
+//! storm). No timing is asserted here; performance lives in BENCHMARKS.md.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = common::tempdir();
+        let port = common::free_port();
+        let child = common::command(common::BIN, dir.path(), dir.path())
+            .args(["server", "run"])
+            .env("REALTIME_PORT", port.to_string())
+            .env("REALTIME_HOST", "127.0.0.1")
+            .env("REALTIME_DATA_DIR", dir.path().join("data"))
+            .env("REALTIME_RATE_LIMIT", "0")
+            .env("REALTIME_RATE_LIMIT_POINTS", "100000")
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server starts");
+        common::wait_for("the server to accept connections", Duration::from_secs(20), || common::accepts(port).then_some(()));
+        Server { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
+    }
+
+    /// Runs one scenario with `--json` and returns its `results`.
+    fn bench(&self, scenario: &[&str]) -> Value {
+        let dir = common::tempdir();
+        let (code, out, err) = common::run(
+            common::command(common::BIN, dir.path(), dir.path())
+                .args(["bench", "-q", "--json", "--url", &self.url, "--max-runtime", "60s"])
+                .args(scenario),
+        );
+        assert_eq!(code, 0, "bench {scenario:?} failed:\n{err}");
+        let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("bench {scenario:?} printed no JSON ({e}):\n{out}"));
+        report["results"].clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn n(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or_else(|| panic!("no number {key} in {v}"))
+}
+
+#[test]
+fn every_bench_scenario_runs_against_the_server() {
+    let server = Server::start();
+
+    let r = server.bench(&["connect", "-n", "40"]);
+    assert_eq!((n(&r, "connected"), n(&r, "failed")), (40.0, 0.0), "connect: {r}");
+
+    let r = server.bench(&["idle", "-n", "30", "--duration", "1s"]);
+    assert_eq!((n(&r, "held"), n(&r, "lost_during_hold")), (30.0, 0.0), "idle: {r}");
+
+    let r = server.bench(&["fanout", "--rooms", "2", "--members", "6", "--rate", "20", "--duration", "2s", "--drain", "3s"]);
+    assert_eq!(n(&r, "ack_errors"), 0.0, "fanout: {r}");
+    assert!(n(&r, "acked") > 0.0, "fanout: messages are acked: {r}");
+    assert_eq!(n(&r, "deliveries"), n(&r, "deliveries_expected"), "fanout: every member of the room gets every message: {r}");
+
+    // Typing is coalesced per room: fewer broadcasts than a naive one-per-member relay.
+    let r = server.bench(&["typing", "--rooms", "2", "--members", "4", "--rate", "40", "--duration", "2s"]);
+    assert!(n(&r, "broadcasts") > 0.0, "typing reaches the room: {r}");
+    assert!(n(&r, "amplification") < n(&r, "naive_amplification"), "typing is coalesced: {r}");
+
+    let r = server.bench(&["presence", "--rooms", "2", "--members", "4", "--rate", "20", "--duration", "2s"]);
+    assert!(n(&r, "broadcasts") > 0.0, "presence changes reach room-mates: {r}");
+
+    let r = server.bench(&["storm", "-n", "30"]);
+    assert_eq!((n(&r, "reconnected"), n(&r, "reconnect_failed")), (30.0, 0.0), "storm: {r}");
+}
