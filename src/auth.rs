@@ -75,9 +75,7 @@ impl Verifier {
         }
         if let Some(user) = token.strip_prefix("user:") {
             if !self.allow_dev_tokens {
-                return Err(AuthError::Invalid(
-                    "dev tokens are disabled (set REALTIME_ALLOW_DEV_TOKENS=true)".into(),
-                ));
+                return Err(AuthError::Invalid("dev tokens are disabled (set REALTIME_ALLOW_DEV_TOKENS=true)".into()));
             }
             let user = valid_id(user).map_err(AuthError::Invalid)?;
             return Ok(Identity { user_id: user, session_id: None, name: None, avatar: None, exp: None });
@@ -102,8 +100,8 @@ impl Verifier {
         validation.validate_aud = false;
         validation.leeway = 5;
         validation.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<Value>(token, key, &validation)
-            .map_err(|e| AuthError::Invalid(format!("{e}")))?;
+        let data =
+            jsonwebtoken::decode::<Value>(token, key, &validation).map_err(|e| AuthError::Invalid(format!("{e}")))?;
         let claims = data.claims;
         let exp = claims.get("exp").and_then(Value::as_i64);
         if let Some(exp) = exp

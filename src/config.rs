@@ -298,10 +298,13 @@ impl Config {
             }
         } else if let Some(host) = r.set("POSTGRES_HOST") {
             let user = r.string("POSTGRES_USER");
-            let password = r.set("POSTGRES_PASSWORD").map(|p| format!(":{}", crate::wire::percent_encode(&p))).unwrap_or_default();
+            let password =
+                r.set("POSTGRES_PASSWORD").map(|p| format!(":{}", crate::wire::percent_encode(&p))).unwrap_or_default();
             let port: u16 = r.parse("POSTGRES_PORT", "a port number");
             let db = r.string("POSTGRES_DB");
-            Database::Postgres { url: format!("postgres://{}{password}@{host}:{port}/{db}", crate::wire::percent_encode(&user)) }
+            Database::Postgres {
+                url: format!("postgres://{}{password}@{host}:{port}/{db}", crate::wire::percent_encode(&user)),
+            }
         } else {
             Database::Sqlite { path: data_dir.join("realtime.db") }
         };
@@ -442,7 +445,6 @@ fn mask(name: &str, value: &str) -> String {
     format!("**** ({} chars)", value.chars().count())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,9 +479,10 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_variable() {
-        let err = cfg(&[("REALTIME_PORT", "abc"), ("REALTIME_ALLOW_ANONYMOUS", "maybe"), ("REALTIME_TYPING_TIMEOUT", "-1")])
-            .unwrap_err()
-            .to_string();
+        let err =
+            cfg(&[("REALTIME_PORT", "abc"), ("REALTIME_ALLOW_ANONYMOUS", "maybe"), ("REALTIME_TYPING_TIMEOUT", "-1")])
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("REALTIME_PORT"), "{err}");
         assert!(err.contains("REALTIME_ALLOW_ANONYMOUS"), "{err}");
         assert!(err.contains("REALTIME_TYPING_TIMEOUT"), "{err}");

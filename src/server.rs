@@ -50,8 +50,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .parse()
         .or_else(|_| format!("[{}]:{}", cfg.host, cfg.port).parse())
         .map_err(|_| anyhow::anyhow!("REALTIME_HOST={:?} is not an IP address to bind", cfg.host))?;
-    let listener = listen(addr)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({e}); is another server on REALTIME_PORT={}?", cfg.port))?;
+    let listener = listen(addr).map_err(|e| {
+        anyhow::anyhow!("cannot listen on {addr} ({e}); is another server on REALTIME_PORT={}?", cfg.port)
+    })?;
     let addr = listener.local_addr()?;
 
     let app: App = Arc::new(Hub::new(cfg, store)?);

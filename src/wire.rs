@@ -159,9 +159,7 @@ pub fn percent_encode(s: &str) -> String {
 
 /// ISO-8601 UTC with milliseconds, the contract's timestamp form.
 pub fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn parse_json_text(text: &Option<String>) -> Option<Value> {

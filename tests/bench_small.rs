@@ -31,7 +31,9 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("server starts");
-        common::wait_for("the server to accept connections", Duration::from_secs(20), || common::accepts(port).then_some(()));
+        common::wait_for("the server to accept connections", Duration::from_secs(20), || {
+            common::accepts(port).then_some(())
+        });
         Server { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
     }
 
@@ -44,7 +46,8 @@ impl Server {
                 .args(scenario),
         );
         assert_eq!(code, 0, "bench {scenario:?} failed:\n{err}");
-        let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("bench {scenario:?} printed no JSON ({e}):\n{out}"));
+        let report: Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("bench {scenario:?} printed no JSON ({e}):\n{out}"));
         report["results"].clone()
     }
 }
@@ -70,10 +73,26 @@ fn every_bench_scenario_runs_against_the_server() {
     let r = server.bench(&["idle", "-n", "30", "--duration", "1s"]);
     assert_eq!((n(&r, "held"), n(&r, "lost_during_hold")), (30.0, 0.0), "idle: {r}");
 
-    let r = server.bench(&["fanout", "--rooms", "2", "--members", "6", "--rate", "20", "--duration", "2s", "--drain", "3s"]);
+    let r = server.bench(&[
+        "fanout",
+        "--rooms",
+        "2",
+        "--members",
+        "6",
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+        "--drain",
+        "3s",
+    ]);
     assert_eq!(n(&r, "ack_errors"), 0.0, "fanout: {r}");
     assert!(n(&r, "acked") > 0.0, "fanout: messages are acked: {r}");
-    assert_eq!(n(&r, "deliveries"), n(&r, "deliveries_expected"), "fanout: every member of the room gets every message: {r}");
+    assert_eq!(
+        n(&r, "deliveries"),
+        n(&r, "deliveries_expected"),
+        "fanout: every member of the room gets every message: {r}"
+    );
 
     // Typing is coalesced per room: fewer broadcasts than a naive one-per-member relay.
     let r = server.bench(&["typing", "--rooms", "2", "--members", "4", "--rate", "40", "--duration", "2s"]);

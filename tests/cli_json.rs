@@ -17,7 +17,9 @@ fn every_reporting_command_has_a_json_flag() {
             let path = format!("{prefix}{}", sub.get_name()).trim().to_string();
             if sub.has_subcommands() {
                 walk(sub, &format!("{path} "), missing);
-            } else if !NO_JSON.iter().any(|n| path == *n || path.starts_with(&format!("{n} "))) && !sub.get_arguments().any(|a| a.get_long() == Some("json")) {
+            } else if !NO_JSON.iter().any(|n| path == *n || path.starts_with(&format!("{n} ")))
+                && !sub.get_arguments().any(|a| a.get_long() == Some("json"))
+            {
                 missing.push(path);
             }
         }
@@ -32,7 +34,9 @@ fn json_output_parses_for_each_command() {
     let dir = common::tempdir();
     let run_code = |args: &[&str], expect: i32| -> serde_json::Value {
         let mut c = common::command(common::BIN, dir.path(), dir.path());
-        c.args(args).env("REALTIME_DATA_DIR", dir.path().join("data")).env("REALTIME_PORT", common::free_port().to_string());
+        c.args(args)
+            .env("REALTIME_DATA_DIR", dir.path().join("data"))
+            .env("REALTIME_PORT", common::free_port().to_string());
         let (code, out, err) = common::run(&mut c);
         assert_eq!(code, expect, "{args:?}: {out}{err}");
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
@@ -52,5 +56,8 @@ fn json_output_parses_for_each_command() {
     assert_eq!(run(&["config", "check", "--json"])["valid"], true);
     assert_eq!(run_code(&["server", "status", "--json"], 3)["running"], false);
     assert_eq!(run(&["server", "stop", "--json"])["status"], "not running");
-    assert_eq!(run(&["purge", "--yes", "--json"])["dropped"].as_array().unwrap().len(), nself_realtime::store::TABLES.len());
+    assert_eq!(
+        run(&["purge", "--yes", "--json"])["dropped"].as_array().unwrap().len(),
+        nself_realtime::store::TABLES.len()
+    );
 }

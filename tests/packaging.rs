@@ -20,7 +20,18 @@ impl Plugin {
     fn new() -> Plugin {
         let home = common::tempdir();
         let dir = home.path().join(".nself/plugins/realtime");
-        for rel in ["plugin.json", "install.sh", "uninstall.sh", "lib/plugin-env.sh", "actions/init.sh", "actions/server.sh", "actions/status.sh", "actions/rooms.sh", "templates/realtime.service", ".env.example"] {
+        for rel in [
+            "plugin.json",
+            "install.sh",
+            "uninstall.sh",
+            "lib/plugin-env.sh",
+            "actions/init.sh",
+            "actions/server.sh",
+            "actions/status.sh",
+            "actions/rooms.sh",
+            "templates/realtime.service",
+            ".env.example",
+        ] {
             let to = dir.join(rel);
             std::fs::create_dir_all(to.parent().unwrap()).unwrap();
             std::fs::copy(common::path(rel), &to).unwrap_or_else(|e| panic!("copy {rel}: {e}"));
@@ -65,10 +76,12 @@ impl Plugin {
         common::block_on(async move {
             use sqlx::Connection;
             let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'np_realtime_%' ORDER BY 1")
-                .fetch_all(&mut conn)
-                .await
-                .unwrap()
+            sqlx::query_scalar(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'np_realtime_%' ORDER BY 1",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
         })
     }
 }
@@ -103,7 +116,10 @@ fn install_is_idempotent_and_prepares_everything() {
     assert!(p.data_dir().is_dir() && p.nself().join("logs/plugins/realtime").is_dir());
     assert_eq!(p.sqlite_tables(), all_tables(), "install.sh did not run init");
     assert!(first.contains("general, announcements"), "init should create the default rooms:\n{first}");
-    assert!(first.contains("Next steps") && first.contains("server start"), "install.sh should print next steps:\n{first}");
+    assert!(
+        first.contains("Next steps") && first.contains("server start"),
+        "install.sh should print next steps:\n{first}"
+    );
 
     let second = p.ok("install.sh", &[], true);
     assert!(second.contains("binary up to date"), "second install should leave the binary alone:\n{second}");

@@ -26,7 +26,8 @@ fn identity_version_and_port() {
     assert_eq!(m["version"], env!("CARGO_PKG_VERSION"), "plugin.json version must match Cargo.toml");
     assert!(m["description"].as_str().is_some_and(|d| !d.is_empty()));
     assert!(m["category"].is_string() && m["tags"].is_array());
-    let default_port: u16 = nself_realtime::config::VARS.iter().find(|v| v.name == "REALTIME_PORT").unwrap().default.parse().unwrap();
+    let default_port: u16 =
+        nself_realtime::config::VARS.iter().find(|v| v.name == "REALTIME_PORT").unwrap().default.parse().unwrap();
     assert_eq!(default_port, 3101);
     assert_eq!(m["port"], default_port);
     let imp = &m["implementation"];
@@ -47,9 +48,16 @@ fn tables_are_the_tables_the_migrations_create() {
     assert_eq!(listed.len(), sorted(&listed).len(), "plugin.json lists a table twice");
     for dialect in ["postgres", "sqlite"] {
         let created = created_tables(dialect);
-        assert_eq!(created.keys().cloned().collect::<BTreeSet<_>>(), sorted(&code), "schema/{dialect} creates other tables than store::TABLES");
+        assert_eq!(
+            created.keys().cloned().collect::<BTreeSet<_>>(),
+            sorted(&code),
+            "schema/{dialect} creates other tables than store::TABLES"
+        );
         for (table, body) in &created {
-            assert!(body.contains("source_account_id"), "schema/{dialect}: {table} lacks the isolation column source_account_id");
+            assert!(
+                body.contains("source_account_id"),
+                "schema/{dialect}: {table} lacks the isolation column source_account_id"
+            );
         }
     }
 }
@@ -98,10 +106,18 @@ fn env_vars_are_the_variables_the_code_reads() {
         .collect();
     let names = |list: &[Value]| list.iter().map(|v| v["name"].as_str().unwrap_or("?").to_string()).collect::<Vec<_>>();
     let hint = expected.iter().map(|v| format!("    {v}")).collect::<Vec<_>>().join(",\n");
-    assert_eq!(names(&listed), names(&expected), "plugin.json envVars names differ from config::VARS; expected:\n{hint}");
+    assert_eq!(
+        names(&listed),
+        names(&expected),
+        "plugin.json envVars names differ from config::VARS; expected:\n{hint}"
+    );
     for (got, want) in listed.iter().zip(&expected) {
         for key in ["default", "secret", "description"] {
-            assert_eq!(got[key], want[key], "plugin.json envVars {}.{key} differs from config::VARS; expected:\n{hint}", want["name"]);
+            assert_eq!(
+                got[key], want[key],
+                "plugin.json envVars {}.{key} differs from config::VARS; expected:\n{hint}",
+                want["name"]
+            );
         }
     }
 }
@@ -124,7 +140,11 @@ fn cli_commands_are_the_real_subcommands() {
     let expected = tree(&Cli::command());
     let listed = manifest()["cliCommands"].clone();
     let hint = expected.iter().map(|v| format!("    {v}")).collect::<Vec<_>>().join(",\n");
-    assert_eq!(listed, Value::Array(expected), "plugin.json cliCommands differ from the binary's commands; expected:\n{hint}");
+    assert_eq!(
+        listed,
+        Value::Array(expected),
+        "plugin.json cliCommands differ from the binary's commands; expected:\n{hint}"
+    );
 }
 
 #[test]
@@ -141,7 +161,10 @@ fn api_endpoints_are_the_routes_that_exist() {
     let routes: Vec<String> = nself_realtime::http::ROUTES.iter().map(|s| s.to_string()).collect();
     let missing: Vec<_> = routes.iter().filter(|r| !listed.contains(r)).collect();
     let extra: Vec<_> = listed.iter().filter(|r| !routes.contains(r)).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "plugin.json apiEndpoints: missing {missing:?}, not served {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "plugin.json apiEndpoints: missing {missing:?}, not served {extra:?}"
+    );
     assert_eq!(listed.len(), routes.len(), "plugin.json lists an endpoint twice");
 }
 

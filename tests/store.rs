@@ -104,7 +104,10 @@ fn a_retried_client_message_id_is_stored_once() {
         assert_eq!(inserted, 1, "exactly one insert");
         assert_eq!(ids.len(), 1, "every retry answers the same messageId");
         // The same client id from another user is another message.
-        assert!(matches!(writer.submit(message("a", "u2", "hi", Some("c-1"))).await.unwrap(), WriteOutcome::Inserted(_)));
+        assert!(matches!(
+            writer.submit(message("a", "u2", "hi", Some("c-1"))).await.unwrap(),
+            WriteOutcome::Inserted(_)
+        ));
         assert_eq!(store.count_messages("acct").await.unwrap(), 2);
     });
 }
@@ -151,7 +154,8 @@ fn pages_are_oldest_first_and_edits_come_back() {
         let writer = MessageWriter::spawn(store.clone(), 8);
         let mut first = None;
         for i in 0..5 {
-            if let WriteOutcome::Inserted(m) = writer.submit(message("a", "u1", &format!("m{i}"), None)).await.unwrap() {
+            if let WriteOutcome::Inserted(m) = writer.submit(message("a", "u1", &format!("m{i}"), None)).await.unwrap()
+            {
                 first.get_or_insert(m);
             }
         }

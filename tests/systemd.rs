@@ -115,7 +115,13 @@ impl Drop for Server {
 
 /// `server run` as systemd would start it: NOTIFY_SOCKET, and WATCHDOG_USEC with WATCHDOG_PID naming the
 /// server's own pid (the shell execs the binary, so `$$` is that pid).
-fn spawn_server(dir: &std::path::Path, port: u16, notify: &NotifySocket, watchdog_usec: Option<u64>, extra: &[(&str, &str)]) -> Server {
+fn spawn_server(
+    dir: &std::path::Path,
+    port: u16,
+    notify: &NotifySocket,
+    watchdog_usec: Option<u64>,
+    extra: &[(&str, &str)],
+) -> Server {
     let mut c: Command = common::command("sh", dir, dir);
     let script = match watchdog_usec {
         Some(usec) => format!("WATCHDOG_USEC={usec} WATCHDOG_PID=$$ exec \"$0\" server run"),
@@ -142,7 +148,11 @@ fn notify_ready_watchdog_and_stopping_follow_the_database() {
 
     let ready = notify.expect("READY=1", Duration::from_secs(60));
     assert!(notify.seen[ready].port_accepted, "READY=1 arrived before the port accepted connections");
-    assert!(notify.seen[ready].text.contains("STATUS="), "READY comes with a STATUS line: {:?}", notify.seen[ready].text);
+    assert!(
+        notify.seen[ready].text.contains("STATUS="),
+        "READY comes with a STATUS line: {:?}",
+        notify.seen[ready].text
+    );
 
     // Healthy: pings keep coming, about every 500 ms, each with a status carrying the connection count.
     let window = notify.collect(Duration::from_millis(2600));
@@ -170,7 +180,10 @@ fn notify_ready_watchdog_and_stopping_follow_the_database() {
     // Back again: the pings resume.
     db.admin(&format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", db.name));
     let window = notify.collect(Duration::from_secs(6));
-    assert!(window.iter().any(|t| t.lines().any(|l| l == "WATCHDOG=1")), "pings should resume with the database: {window:?}");
+    assert!(
+        window.iter().any(|t| t.lines().any(|l| l == "WATCHDOG=1")),
+        "pings should resume with the database: {window:?}"
+    );
 
     server.sigterm();
     notify.expect("STOPPING=1", Duration::from_secs(15));
@@ -196,7 +209,10 @@ fn without_a_watchdog_ready_and_stopping_still_come_and_logs_stay_on_stdout() {
     let out = server.output();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let first = stdout.lines().next().unwrap_or_default();
-    assert!(serde_json::from_str::<serde_json::Value>(first).is_ok(), "LOG_FORMAT=json logs JSON lines to stdout: {stdout}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(first).is_ok(),
+        "LOG_FORMAT=json logs JSON lines to stdout: {stdout}"
+    );
     assert!(stdout.contains("listening on"), "{stdout}");
 }
 
@@ -204,9 +220,7 @@ fn without_a_watchdog_ready_and_stopping_still_come_and_logs_stay_on_stdout() {
 fn unit_template_is_valid_and_complete() {
     let text = std::fs::read_to_string(common::path("templates/realtime.service")).unwrap();
     let value = |key: &str| -> Vec<String> {
-        text.lines()
-            .filter_map(|l| l.trim().strip_prefix(&format!("{key}=")).map(str::to_string))
-            .collect()
+        text.lines().filter_map(|l| l.trim().strip_prefix(&format!("{key}=")).map(str::to_string)).collect()
     };
     let one = |key: &str| -> String {
         let v = value(key);

@@ -63,11 +63,7 @@ impl Target {
             None => host.clone(),
         };
         let base_url = format!("{}://{}", u.scheme(), host_port);
-        Ok(Target {
-            addr,
-            ws_url: format!("{scheme}://{host_port}{p}?EIO=4&transport=websocket"),
-            base_url,
-        })
+        Ok(Target { addr, ws_url: format!("{scheme}://{host_port}{p}?EIO=4&transport=websocket"), base_url })
     }
 
     pub fn is_loopback_v4(&self) -> bool {
@@ -153,8 +149,7 @@ pub async fn dial(d: Dial<'_>) -> Result<Conn, String> {
     }
     .map_err(|e| format!("tcp: {}", io_reason(&e)))?;
     if let Some(src) = d.src {
-        sock.bind(SocketAddr::new(IpAddr::V4(src), 0))
-            .map_err(|e| format!("tcp bind: {}", io_reason(&e)))?;
+        sock.bind(SocketAddr::new(IpAddr::V4(src), 0)).map_err(|e| format!("tcp bind: {}", io_reason(&e)))?;
     }
     let stream = timeout_at(deadline, sock.connect(d.target.addr))
         .await
@@ -181,9 +176,7 @@ pub async fn dial(d: Dial<'_>) -> Result<Conn, String> {
     }
 
     // Socket.IO CONNECT
-    ws.send(Message::text(protocol::connect_packet(d.auth)))
-        .await
-        .map_err(|e| ws_reason(&e))?;
+    ws.send(Message::text(protocol::connect_packet(d.auth))).await.map_err(|e| ws_reason(&e))?;
     let mut conn = Conn { ws, next_ack: 0 };
     let mut connected = false;
     loop {
@@ -239,9 +232,7 @@ impl Conn {
         timeout: Duration,
     ) -> Result<AckOutcome, String> {
         let id = self.next_ack_id();
-        self.send(protocol::event_packet(name, Some(id), data))
-            .await
-            .map_err(|e| ws_reason(&e))?;
+        self.send(protocol::event_packet(name, Some(id), data)).await.map_err(|e| ws_reason(&e))?;
         let deadline = Instant::now() + timeout;
         loop {
             let t = timeout_at(deadline, next_text(&mut self.ws))
@@ -263,9 +254,7 @@ impl Conn {
     pub async fn close(mut self) {
         let _ = self.send(protocol::DISCONNECT).await;
         let _ = self.ws.close(None).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(Ok(_)) = self.ws.next().await {}
-        })
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async { while let Some(Ok(_)) = self.ws.next().await {} })
+            .await;
     }
 }

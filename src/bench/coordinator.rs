@@ -71,11 +71,8 @@ impl Coordinator {
         let target = Target::resolve(&c.url, &c.path, c.allow_remote).await?;
         super::token::TokenSource::from_args(c)?;
 
-        let workers = if c.workers > 0 {
-            c.workers
-        } else {
-            plan.total.div_ceil(c.max_conns_per_worker.max(1)).max(1) as u32
-        };
+        let workers =
+            if c.workers > 0 { c.workers } else { plan.total.div_ceil(c.max_conns_per_worker.max(1)).max(1) as u32 };
         let per_worker = plan.total.div_ceil(workers as u64);
         if let Some(limit) = probe::open_files_limit()
             && per_worker + 64 > limit
@@ -121,11 +118,9 @@ impl Coordinator {
             let base: Vec<OsString> = std::env::args_os().skip(1).collect();
             for i in 0..workers {
                 let mut argv = base.clone();
-                for (k, v) in [
-                    ("--worker-id", i.to_string()),
-                    ("--worker-of", workers.to_string()),
-                    ("--run-id", run_id.clone()),
-                ] {
+                for (k, v) in
+                    [("--worker-id", i.to_string()), ("--worker-of", workers.to_string()), ("--run-id", run_id.clone())]
+                {
                     argv.push(k.into());
                     argv.push(v.into());
                 }
@@ -208,16 +203,13 @@ impl Coordinator {
         let msg = ToWorker::Go { phase, action };
         for (i, l) in self.links.iter_mut().enumerate() {
             match l {
-                Link::Local { tx, .. } => tx
-                    .send(ToWorker::Go { phase, action })
-                    .map_err(|_| anyhow::anyhow!("bench: worker {i} is gone"))?,
+                Link::Local { tx, .. } => {
+                    tx.send(ToWorker::Go { phase, action }).map_err(|_| anyhow::anyhow!("bench: worker {i} is gone"))?
+                }
                 Link::Process { stdin, .. } => {
                     let mut line = serde_json::to_string(&msg)?;
                     line.push('\n');
-                    stdin
-                        .write_all(line.as_bytes())
-                        .await
-                        .with_context(|| format!("bench: worker {i} is gone"))?;
+                    stdin.write_all(line.as_bytes()).await.with_context(|| format!("bench: worker {i} is gone"))?;
                     stdin.flush().await.ok();
                 }
             }
@@ -282,12 +274,9 @@ impl Coordinator {
                 fmt_num(p.failed as f64, 0),
                 fmt_num(p.connected as f64 / secs.max(1e-3), 0),
             ),
-            Action::Hold { ms } => format!(
-                "{:.0}/{:.0} s · {} live",
-                secs,
-                ms as f64 / 1000.0,
-                fmt_num(p.live as f64, 0)
-            ),
+            Action::Hold { ms } => {
+                format!("{:.0}/{:.0} s · {} live", secs, ms as f64 / 1000.0, fmt_num(p.live as f64, 0))
+            }
             Action::Send { .. } => format!(
                 "sent {} · delivered {} · events in {}",
                 fmt_num(p.sent as f64, 0),

@@ -239,10 +239,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     } else {
         (s, 1.0)
     };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid duration `{s}` (examples: 10, 2.5s, 500ms, 2m)"))?;
+    let n: f64 = num.trim().parse().map_err(|_| format!("invalid duration `{s}` (examples: 10, 2.5s, 500ms, 2m)"))?;
     if !n.is_finite() || n < 0.0 {
         return Err(format!("invalid duration `{s}`"));
     }
@@ -260,10 +257,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     } else {
         (l, 1.0)
     };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid size `{s}` (examples: 100, 1k)"))?;
+    let n: f64 = num.trim().parse().map_err(|_| format!("invalid size `{s}` (examples: 100, 1k)"))?;
     if !n.is_finite() || n < 0.0 {
         return Err(format!("invalid size `{s}`"));
     }
@@ -300,8 +294,22 @@ mod tests {
             Bench(BenchArgs),
         }
         let cli = Cli::try_parse_from([
-            "x", "bench", "--url", "http://127.0.0.1:9", "fanout", "--rooms", "3", "--payload",
-            "1k", "--worker-id", "1", "--worker-of", "2", "--run-id", "abc", "--json",
+            "x",
+            "bench",
+            "--url",
+            "http://127.0.0.1:9",
+            "fanout",
+            "--rooms",
+            "3",
+            "--payload",
+            "1k",
+            "--worker-id",
+            "1",
+            "--worker-of",
+            "2",
+            "--run-id",
+            "abc",
+            "--json",
         ])
         .unwrap();
         let Cmd::Bench(b) = cli.cmd;

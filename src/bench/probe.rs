@@ -43,10 +43,7 @@ impl Probe {
             Source::Pid { pid, clk_tck: clock_ticks() }
         } else {
             let url = metrics_url.unwrap_or_else(|| format!("{}/metrics", base_url.trim_end_matches('/')));
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default();
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
             Source::Metrics { client, url }
         };
         Probe { source }
@@ -103,13 +100,7 @@ fn clock_ticks() -> f64 {
 
 /// A `kB` field of /proc/<pid>/status.
 pub fn status_kb(status: &str, field: &str) -> Option<u64> {
-    status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// utime + stime (clock ticks) from /proc/<pid>/stat.

@@ -70,20 +70,12 @@ fn parse_socketio(p: &str) -> Inbound<'_> {
     }
     // Ack id: leading digits.
     let digits = rest.bytes().take_while(|c| c.is_ascii_digit()).count();
-    let id = if digits > 0 {
-        rest[..digits].parse::<u64>().ok()
-    } else {
-        None
-    };
+    let id = if digits > 0 { rest[..digits].parse::<u64>().ok() } else { None };
     let json = &rest[digits..];
     match kind {
         b'0' => Inbound::Connect(json),
         b'1' => Inbound::Disconnect,
-        b'2' => Inbound::Event {
-            ack: id,
-            name: event_name(json).unwrap_or(""),
-            raw: json,
-        },
+        b'2' => Inbound::Event { ack: id, name: event_name(json).unwrap_or(""), raw: json },
         b'3' => match id {
             Some(id) => Inbound::Ack { id, raw: json },
             None => Inbound::Unknown,
@@ -107,11 +99,7 @@ fn event_name(json: &str) -> Option<&str> {
 
 /// `40` + auth JSON: Socket.IO CONNECT to namespace `/`.
 pub fn connect_packet(auth: &serde_json::Value) -> String {
-    if auth.is_null() {
-        "40".to_string()
-    } else {
-        format!("40{auth}")
-    }
+    if auth.is_null() { "40".to_string() } else { format!("40{auth}") }
 }
 
 /// `42[<name>,<data>]` or `42<id>[<name>,<data>]`.
@@ -132,11 +120,7 @@ pub const PONG: &str = "3";
 /// Extracts `message` from a CONNECT_ERROR payload (`{"message": "..."}`), or the raw text.
 pub fn connect_error_message(json: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(json) {
-        Ok(v) => v
-            .get("message")
-            .and_then(|m| m.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string()),
+        Ok(v) => v.get("message").and_then(|m| m.as_str()).map(str::to_string).unwrap_or_else(|| v.to_string()),
         Err(_) => json.chars().take(200).collect(),
     }
 }
@@ -183,29 +167,17 @@ mod tests {
         assert_eq!(parse("2"), Inbound::Ping);
         assert_eq!(parse("3"), Inbound::Ignore);
         assert_eq!(parse("1"), Inbound::Close);
-        assert_eq!(
-            parse(r#"0{"sid":"x","pingInterval":25000}"#),
-            Inbound::Open(r#"{"sid":"x","pingInterval":25000}"#)
-        );
+        assert_eq!(parse(r#"0{"sid":"x","pingInterval":25000}"#), Inbound::Open(r#"{"sid":"x","pingInterval":25000}"#));
         assert_eq!(parse(r#"40{"sid":"abc"}"#), Inbound::Connect(r#"{"sid":"abc"}"#));
         assert_eq!(parse(r#"40/admin,{"sid":"abc"}"#), Inbound::Connect(r#"{"sid":"abc"}"#));
-        assert_eq!(
-            parse(r#"44{"message":"Invalid token"}"#),
-            Inbound::ConnectError(r#"{"message":"Invalid token"}"#)
-        );
+        assert_eq!(parse(r#"44{"message":"Invalid token"}"#), Inbound::ConnectError(r#"{"message":"Invalid token"}"#));
         assert_eq!(parse("41"), Inbound::Disconnect);
         assert_eq!(
             parse(r#"42["message:new",{"id":"1"}]"#),
             Inbound::Event { ack: None, name: "message:new", raw: r#"["message:new",{"id":"1"}]"# }
         );
-        assert_eq!(
-            parse(r#"4217["ping",{}]"#),
-            Inbound::Event { ack: Some(17), name: "ping", raw: r#"["ping",{}]"# }
-        );
-        assert_eq!(
-            parse(r#"433[{"success":true}]"#),
-            Inbound::Ack { id: 3, raw: r#"[{"success":true}]"# }
-        );
+        assert_eq!(parse(r#"4217["ping",{}]"#), Inbound::Event { ack: Some(17), name: "ping", raw: r#"["ping",{}]"# });
+        assert_eq!(parse(r#"433[{"success":true}]"#), Inbound::Ack { id: 3, raw: r#"[{"success":true}]"# });
         assert_eq!(parse(r#"451-["x",{"_placeholder":true,"num":0}]"#), Inbound::Binary);
         assert_eq!(parse(""), Inbound::Unknown);
     }

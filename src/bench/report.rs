@@ -87,13 +87,9 @@ impl Report {
 
     pub fn num(&mut self, key: &str, label: &str, v: f64, unit: &str, decimals: usize) {
         let v = if v.is_finite() { v } else { f64::NAN };
-        self.results.insert(
-            key.into(),
-            if v.is_finite() { json!(round(v, 3)) } else { Value::Null },
-        );
+        self.results.insert(key.into(), if v.is_finite() { json!(round(v, 3)) } else { Value::Null });
         let shown = fmt_num(v, decimals);
-        self.rows
-            .push((label.into(), if unit.is_empty() { shown } else { format!("{shown} {unit}") }));
+        self.rows.push((label.into(), if unit.is_empty() { shown } else { format!("{shown} {unit}") }));
     }
 
     pub fn opt_num(&mut self, key: &str, label: &str, v: Option<f64>, unit: &str, decimals: usize) {
@@ -175,10 +171,12 @@ impl Report {
 
     pub fn to_table(&self) -> String {
         let mut out = String::new();
-        let ctx = |k: &str| self.context.get(k).map(|v| match v {
-            Value::String(s) => s.clone(),
-            v => v.to_string(),
-        });
+        let ctx = |k: &str| {
+            self.context.get(k).map(|v| match v {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            })
+        };
         out.push_str(&format!("nself-realtime bench · {}", self.scenario));
         if let Some(l) = ctx("label") {
             out.push_str(&format!(" · {l}"));
@@ -192,10 +190,13 @@ impl Report {
             .iter()
             .filter(|(k, _)| *k != "label" && *k != "url")
             .map(|(k, v)| {
-                format!("{k} {}", match v {
-                    Value::String(s) => s.clone(),
-                    v => v.to_string(),
-                })
+                format!(
+                    "{k} {}",
+                    match v {
+                        Value::String(s) => s.clone(),
+                        v => v.to_string(),
+                    }
+                )
             })
             .collect();
         if !extra.is_empty() {

@@ -111,10 +111,7 @@ impl Shared {
         .await?;
         if let Some(room) = self.room_name(g) {
             let t = Instant::now();
-            match conn
-                .request(&self.stats, "room:join", &json!({ "roomName": room }), self.handshake_timeout)
-                .await
-            {
+            match conn.request(&self.stats, "room:join", &json!({ "roomName": room }), self.handshake_timeout).await {
                 Ok(AckOutcome::Ok) => {
                     self.stats.join_lat.record(t.elapsed());
                     self.stats.c.joins_ok.fetch_add(1, Relaxed);
@@ -314,15 +311,11 @@ impl Sender {
                 content.extend(std::iter::repeat_n('x', pad));
                 self.pending.push_back((id, Instant::now()));
                 st.inflight.fetch_add(1, Relaxed);
-                Some(format!(
-                    "42{id}[\"message:send\",{{\"roomName\":{},\"content\":\"{content}\"}}]",
-                    self.room_json
-                ))
+                Some(format!("42{id}[\"message:send\",{{\"roomName\":{},\"content\":\"{content}\"}}]", self.room_json))
             }
-            SendKind::Typing => Some(format!(
-                "42[\"typing:start\",{{\"roomName\":{},\"roomType\":\"channel\"}}]",
-                self.bare_json
-            )),
+            SendKind::Typing => {
+                Some(format!("42[\"typing:start\",{{\"roomName\":{},\"roomType\":\"channel\"}}]", self.bare_json))
+            }
             SendKind::Presence => {
                 let status = if self.n.is_multiple_of(2) { "online" } else { "away" };
                 Some(format!("42[\"presence:update\",{{\"status\":\"{status}\"}}]"))
@@ -361,12 +354,7 @@ pub fn sent_at_us(raw: &str, marker: &str) -> Option<u64> {
 }
 
 /// The connected life of a client, until the phase says close/drop or the connection is lost.
-async fn live(
-    sh: &Shared,
-    conn: &mut Conn,
-    phase: &mut watch::Receiver<Signal>,
-    sender: &mut Sender,
-) -> Exit {
+async fn live(sh: &Shared, conn: &mut Conn, phase: &mut watch::Receiver<Signal>, sender: &mut Sender) -> Exit {
     let st = &sh.stats;
     // Apply the current phase (a client that finished connecting late, or reconnected).
     match *phase.borrow_and_update() {

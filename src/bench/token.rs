@@ -35,10 +35,9 @@ impl TokenSource {
             return Ok(TokenSource::Template(t.clone()));
         }
         match c.secret.as_deref() {
-            Some(s) if !s.is_empty() => Ok(TokenSource::Mint {
-                key: EncodingKey::from_secret(s.as_bytes()),
-                ttl_secs: c.token_ttl.max(1),
-            }),
+            Some(s) if !s.is_empty() => {
+                Ok(TokenSource::Mint { key: EncodingKey::from_secret(s.as_bytes()), ttl_secs: c.token_ttl.max(1) })
+            }
             _ => bail!(
                 "bench: no way to authenticate: give --secret (or REALTIME_JWT_SECRET) to mint JWTs, \
                  --token-template (e.g. 'user:{{user}}' for dev tokens), or --no-auth"
@@ -50,15 +49,11 @@ impl TokenSource {
     pub fn token(&self, user: &str, i: u64) -> anyhow::Result<Option<String>> {
         match self {
             TokenSource::None => Ok(None),
-            TokenSource::Template(t) => {
-                Ok(Some(t.replace("{user}", user).replace("{i}", &i.to_string())))
-            }
+            TokenSource::Template(t) => Ok(Some(t.replace("{user}", user).replace("{i}", &i.to_string()))),
             TokenSource::Mint { key, ttl_secs } => {
                 let now = jsonwebtoken::get_current_timestamp();
                 let claims = Claims { sub: user, user_id: user, iat: now, exp: now + ttl_secs };
-                encode(&Header::default(), &claims, key)
-                    .map(Some)
-                    .context("minting a JWT")
+                encode(&Header::default(), &claims, key).map(Some).context("minting a JWT")
             }
         }
     }
@@ -73,12 +68,7 @@ mod tests {
     fn minted_tokens_carry_sub_and_user_id() {
         let src = TokenSource::Mint { key: EncodingKey::from_secret(b"s3cret"), ttl_secs: 60 };
         let t = src.token("bench-u1", 1).unwrap().unwrap();
-        let d = decode::<serde_json::Value>(
-            &t,
-            &DecodingKey::from_secret(b"s3cret"),
-            &Validation::default(),
-        )
-        .unwrap();
+        let d = decode::<serde_json::Value>(&t, &DecodingKey::from_secret(b"s3cret"), &Validation::default()).unwrap();
         assert_eq!(d.claims["sub"], "bench-u1");
         assert_eq!(d.claims["userId"], "bench-u1");
         assert!(d.claims["exp"].as_u64().unwrap() > d.claims["iat"].as_u64().unwrap());

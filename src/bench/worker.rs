@@ -144,9 +144,7 @@ impl Worker {
                     if now != last {
                         last = now;
                         still_since = Instant::now();
-                    } else if st.inflight.load(Relaxed) <= 0
-                        && still_since.elapsed() >= Duration::from_millis(300)
-                    {
+                    } else if st.inflight.load(Relaxed) <= 0 && still_since.elapsed() >= Duration::from_millis(300) {
                         break;
                     }
                 }
@@ -171,8 +169,7 @@ impl Worker {
                 sh.phase.send_replace(Signal::Drop { t0: Instant::now() });
                 let p = &sh.plan;
                 let stall = sh.handshake_timeout * (p.retries + 2) + p.jitter + Duration::from_secs(5);
-                self.wait_until(stall, |w| w.sh.stats.c.resettled.load(Relaxed) >= before + target)
-                    .await;
+                self.wait_until(stall, |w| w.sh.stats.c.resettled.load(Relaxed) >= before + target).await;
             }
             Action::Close => {
                 sh.phase.send_replace(Signal::Close);

@@ -35,7 +35,8 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
             "variables": vars,
         }));
     } else {
-        let table: Vec<Vec<String>> = rows.iter().map(|(k, v, o)| vec![k.to_string(), v.clone(), o.to_string()]).collect();
+        let table: Vec<Vec<String>> =
+            rows.iter().map(|(k, v, o)| vec![k.to_string(), v.clone(), o.to_string()]).collect();
         output::table(&["Variable", "Value", "Source"], &table);
         if let Ok(cfg) = &result {
             println!("\nstorage: {}", cfg.database.dialect());

@@ -23,7 +23,14 @@ pub async fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         }));
     } else {
         println!("database:            {}", cfg.database.dialect());
-        println!("default rooms made:  {}", if report.rooms_created.is_empty() { "none (already there)".into() } else { report.rooms_created.join(", ") });
+        println!(
+            "default rooms made:  {}",
+            if report.rooms_created.is_empty() {
+                "none (already there)".into()
+            } else {
+                report.rooms_created.join(", ")
+            }
+        );
         println!("stale connections:   {} closed", report.stale_connections);
         println!("stale presence:      {} reset", report.stale_presence);
         println!("ready: run `nself-realtime server run` (foreground) or `nself-realtime server start`");

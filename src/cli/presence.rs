@@ -18,7 +18,13 @@ pub struct Args {
 pub async fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     let account = output::account(&args.account);
     let v = match &args.user_id {
-        Some(user) => match output::from_server(cfg, &account, &format!("/api/users/{}/presence", crate::wire::percent_encode(user))).await {
+        Some(user) => match output::from_server(
+            cfg,
+            &account,
+            &format!("/api/users/{}/presence", crate::wire::percent_encode(user)),
+        )
+        .await
+        {
             Some(v) => v,
             None => from_database(cfg, &account, user).await?,
         },

@@ -109,12 +109,14 @@ pub async fn create(args: CreateArgs, cfg: &Config) -> anyhow::Result<()> {
     let kind = args.kind.clone().unwrap_or_else(|| room.row_type().to_string());
     anyhow::ensure!(ROOM_TYPES.contains(&kind.as_str()), "--type must be one of {}", ROOM_TYPES.join(", "));
     let visibility = parse_visibility(Some(&args.visibility)).map_err(|e| anyhow::anyhow!(e.message))?;
-    let body = json!({ "name": room.name, "type": kind, "visibility": visibility.as_str(), "maxMembers": args.max_members });
+    let body =
+        json!({ "name": room.name, "type": kind, "visibility": visibility.as_str(), "maxMembers": args.max_members });
     let created = match output::to_server(cfg, &account, Method::POST, "/api/rooms", Some(body)).await {
         Some(res) => res?["created"].as_bool().unwrap_or(false),
         None => {
             let store = output::store(cfg).await?;
-            let new = NewRoom { name: &room.name, kind: &kind, visibility, max_members: args.max_members, created_by: None };
+            let new =
+                NewRoom { name: &room.name, kind: &kind, visibility, max_members: args.max_members, created_by: None };
             store.create_room(&account, &new).await?
         }
     };
@@ -141,7 +143,10 @@ pub async fn delete(args: DeleteArgs, cfg: &Config) -> anyhow::Result<()> {
 
 pub async fn add_member(args: MemberArgs, cfg: &Config) -> anyhow::Result<()> {
     let account = output::account(&args.account);
-    anyhow::ensure!(crate::domain::policy::ROLES.contains(&args.role.as_str()), "--role must be admin, moderator, member or guest");
+    anyhow::ensure!(
+        crate::domain::policy::ROLES.contains(&args.role.as_str()),
+        "--role must be admin, moderator, member or guest"
+    );
     let path = format!("/api/rooms/{}/members", crate::wire::percent_encode(&args.room));
     let body = json!({ "userId": args.user_id, "role": args.role });
     match output::to_server(cfg, &account, Method::POST, &path, Some(body)).await {
@@ -165,12 +170,20 @@ pub async fn add_member(args: MemberArgs, cfg: &Config) -> anyhow::Result<()> {
 
 pub async fn remove_member(args: RemoveMemberArgs, cfg: &Config) -> anyhow::Result<()> {
     let account = output::account(&args.account);
-    let path = format!("/api/rooms/{}/members/{}", crate::wire::percent_encode(&args.room), crate::wire::percent_encode(&args.user_id));
+    let path = format!(
+        "/api/rooms/{}/members/{}",
+        crate::wire::percent_encode(&args.room),
+        crate::wire::percent_encode(&args.user_id)
+    );
     let removed = match output::to_server(cfg, &account, Method::DELETE, &path, None).await {
         Some(res) => res.is_ok(),
         None => output::store(cfg).await?.remove_member(&account, &args.room, &args.user_id).await?,
     };
     anyhow::ensure!(removed, "{} is not a member of {}", args.user_id, args.room);
-    done(args.json, json!({ "roomName": args.room, "removed": args.user_id }), format!("removed {} from {}", args.user_id, args.room));
+    done(
+        args.json,
+        json!({ "roomName": args.room, "removed": args.user_id }),
+        format!("removed {} from {}", args.user_id, args.room),
+    );
     Ok(())
 }

@@ -42,7 +42,17 @@ pub async fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         output::json(&stats);
     } else {
         let mut rows = Vec::new();
-        for key in ["account", "connections", "usersOnline", "rooms", "messages", "uptime", "memoryBytes", "database", "source"] {
+        for key in [
+            "account",
+            "connections",
+            "usersOnline",
+            "rooms",
+            "messages",
+            "uptime",
+            "memoryBytes",
+            "database",
+            "source",
+        ] {
             if let Some(v) = stats.get(key) {
                 rows.push(vec![key.to_string(), output::opt(v)]);
             }

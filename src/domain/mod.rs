@@ -4,7 +4,7 @@
 pub mod names;
 pub mod occupancy;
 pub mod policy;
-pub mod ratelimit;
 pub mod presence;
+pub mod ratelimit;
 pub mod receipts;
 pub mod typing;

@@ -88,7 +88,9 @@ impl Occupancy {
 
     /// Users with at least one socket in the room.
     pub fn users_in(&self, room: &str) -> Vec<String> {
-        self.rooms.get(room).map_or_else(Vec::new, |u| u.iter().filter(|(_, e)| e.sockets > 0).map(|(k, _)| k.clone()).collect())
+        self.rooms
+            .get(room)
+            .map_or_else(Vec::new, |u| u.iter().filter(|(_, e)| e.sockets > 0).map(|(k, _)| k.clone()).collect())
     }
 
     pub fn is_present(&self, room: &str, user: &str) -> bool {

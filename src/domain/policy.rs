@@ -91,7 +91,8 @@ pub fn plan_join(
         if !can_create {
             return Err(AppError::room_not_found(&room.name));
         }
-        let visibility = if matches!(room.kind.as_str(), "dm" | "group-dm") { Visibility::Private } else { Visibility::Public };
+        let visibility =
+            if matches!(room.kind.as_str(), "dm" | "group-dm") { Visibility::Private } else { Visibility::Public };
         return Ok(JoinPlan { create: Some(visibility), persist: true });
     };
     if !facts.is_active {
@@ -178,7 +179,10 @@ mod tests {
         let e = plan_join(Some("a"), &room("general"), Some(&facts(Visibility::Public)), Some(&banned), true);
         assert_eq!(e.unwrap_err().code, ErrorCode::Forbidden);
         let full = RoomFacts { max_members: Some(1), ..facts(Visibility::Public) };
-        assert_eq!(plan_join(Some("b"), &room("general"), Some(&full), None, true).unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(
+            plan_join(Some("b"), &room("general"), Some(&full), None, true).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
         assert!(plan_join(Some("a"), &room("general"), Some(&full), Some(&member()), true).is_ok());
     }
 

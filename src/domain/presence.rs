@@ -183,30 +183,20 @@ fn text_field(v: Option<&Value>, field: &str) -> Result<Option<String>, Presence
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
             let s = s.trim();
-            if s.is_empty() {
-                Ok(None)
-            } else {
-                Ok(Some(s.to_string()))
-            }
+            if s.is_empty() { Ok(None) } else { Ok(Some(s.to_string())) }
         }
-        Some(_) => Err(PresenceError::Validation(format!(
-            "{field} must be a string"
-        ))),
+        Some(_) => Err(PresenceError::Validation(format!("{field} must be a string"))),
     }
 }
 
 fn time_field(v: Option<&Value>) -> Result<Option<DateTime<Utc>>, PresenceError> {
-    let bad = || {
-        PresenceError::Validation(
-            "customStatus.expiresAt must be an ISO-8601 time or epoch ms".into(),
-        )
-    };
+    let bad = || PresenceError::Validation("customStatus.expiresAt must be an ISO-8601 time or epoch ms".into());
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
-            .map(|d| Some(d.with_timezone(&Utc)))
-            .map_err(|_| bad()),
+        Some(Value::String(s)) => {
+            DateTime::parse_from_rfc3339(s).map(|d| Some(d.with_timezone(&Utc))).map_err(|_| bad())
+        }
         Some(Value::Number(n)) => n
             .as_i64()
             .or_else(|| n.as_f64().map(|f| f as i64))
@@ -222,23 +212,15 @@ impl PresenceUpdate {
     /// `{text?, emoji?, expiresAt?}` or as a plain string with a sibling `customEmoji`.
     /// Empty text and emoji mean "no custom status".
     pub fn from_json(payload: &Value) -> Result<Self, PresenceError> {
-        let obj = payload
-            .as_object()
-            .ok_or_else(|| PresenceError::Validation("payload must be an object".into()))?;
+        let obj = payload.as_object().ok_or_else(|| PresenceError::Validation("payload must be an object".into()))?;
         let status = match obj.get("status") {
             Some(Value::String(s)) => Status::parse(s).ok_or_else(|| {
-                PresenceError::Validation(
-                    "status must be online, away, busy, dnd, offline or invisible".into(),
-                )
+                PresenceError::Validation("status must be online, away, busy, dnd, offline or invisible".into())
             })?,
             _ => return Err(PresenceError::Validation("status is required".into())),
         };
         let (text, emoji, expires_at) = match obj.get("customStatus") {
-            None | Some(Value::Null) => (
-                None,
-                text_field(obj.get("customEmoji"), "customEmoji")?,
-                None,
-            ),
+            None | Some(Value::Null) => (None, text_field(obj.get("customEmoji"), "customEmoji")?, None),
             Some(Value::String(_)) => (
                 text_field(obj.get("customStatus"), "customStatus")?,
                 text_field(obj.get("customEmoji"), "customEmoji")?,
@@ -250,32 +232,17 @@ impl PresenceUpdate {
                 time_field(cs.get("expiresAt"))?,
             ),
             Some(_) => {
-                return Err(PresenceError::Validation(
-                    "customStatus must be an object or a string".into(),
-                ));
+                return Err(PresenceError::Validation("customStatus must be an object or a string".into()));
             }
         };
-        if text
-            .as_ref()
-            .is_some_and(|t| t.chars().count() > MAX_STATUS_TEXT_CHARS)
-        {
+        if text.as_ref().is_some_and(|t| t.chars().count() > MAX_STATUS_TEXT_CHARS) {
             return Err(PresenceError::TooLarge("customStatus.text".into()));
         }
-        if emoji
-            .as_ref()
-            .is_some_and(|e| e.len() > MAX_STATUS_EMOJI_BYTES)
-        {
+        if emoji.as_ref().is_some_and(|e| e.len() > MAX_STATUS_EMOJI_BYTES) {
             return Err(PresenceError::TooLarge("customStatus.emoji".into()));
         }
-        let custom = CustomStatus {
-            text,
-            emoji,
-            expires_at,
-        };
-        Ok(PresenceUpdate {
-            status,
-            custom_status: (!custom.is_empty()).then_some(custom),
-        })
+        let custom = CustomStatus { text, emoji, expires_at };
+        Ok(PresenceUpdate { status, custom_status: (!custom.is_empty()).then_some(custom) })
     }
 }
 
@@ -406,10 +373,7 @@ pub struct ViewedPresence {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub custom_status: Option<CustomStatusView>,
     /// ISO-8601 UTC with milliseconds; only with status `offline`.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "ser_opt_iso"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_iso")]
     pub last_seen: Option<DateTime<Utc>>,
 }
 
@@ -425,46 +389,26 @@ pub enum Viewer {
 }
 
 /// CONTRACT §9 privacy table for another viewer.
-pub fn view_for(
-    viewer_is_contact: bool,
-    presence: &Presence,
-    settings: &PrivacySettings,
-) -> ViewedPresence {
-    view_as(
-        if viewer_is_contact {
-            Viewer::Contact
-        } else {
-            Viewer::Other
-        },
-        presence,
-        settings,
-    )
+pub fn view_for(viewer_is_contact: bool, presence: &Presence, settings: &PrivacySettings) -> ViewedPresence {
+    view_as(if viewer_is_contact { Viewer::Contact } else { Viewer::Other }, presence, settings)
 }
 
 /// The privacy filter, including the owner's own view.
 pub fn view_as(viewer: Viewer, presence: &Presence, settings: &PrivacySettings) -> ViewedPresence {
-    let custom = || {
-        presence.custom_status.as_ref().map(|c| CustomStatusView {
-            text: c.text.clone(),
-            emoji: c.emoji.clone(),
-        })
-    };
-    let offline = |last_seen: Option<DateTime<Utc>>, custom_status: Option<CustomStatusView>| {
-        ViewedPresence {
-            user_id: presence.user_id.clone(),
-            status: PublicStatus::Offline,
-            custom_status,
-            last_seen,
-        }
+    let custom =
+        || presence.custom_status.as_ref().map(|c| CustomStatusView { text: c.text.clone(), emoji: c.emoji.clone() });
+    let offline = |last_seen: Option<DateTime<Utc>>, custom_status: Option<CustomStatusView>| ViewedPresence {
+        user_id: presence.user_id.clone(),
+        status: PublicStatus::Offline,
+        custom_status,
+        last_seen,
     };
     if viewer == Viewer::Owner {
         return ViewedPresence {
             user_id: presence.user_id.clone(),
             status: presence.status,
             custom_status: custom(),
-            last_seen: presence
-                .last_seen
-                .filter(|_| presence.status == PublicStatus::Offline),
+            last_seen: presence.last_seen.filter(|_| presence.status == PublicStatus::Offline),
         };
     }
     let hidden = settings.invisible_mode
@@ -513,10 +457,7 @@ pub fn group_viewers<V>(
                 let i = match groups.iter().position(|g| g.view == view) {
                     Some(i) => i,
                     None => {
-                        groups.push(ViewGroup {
-                            view,
-                            viewers: Vec::new(),
-                        });
+                        groups.push(ViewGroup { view, viewers: Vec::new() });
                         groups.len() - 1
                     }
                 };
@@ -549,9 +490,7 @@ pub fn changed_views<V>(
     let mut changed: [Option<bool>; 3] = [None; 3];
     let filtered = viewers.into_iter().filter(|(_, rel)| {
         let slot = relation_slot(*rel);
-        *changed[slot].get_or_insert_with(|| {
-            view_as(*rel, before.0, before.1) != view_as(*rel, after.0, after.1)
-        })
+        *changed[slot].get_or_insert_with(|| view_as(*rel, before.0, before.1) != view_as(*rel, after.0, after.1))
     });
     group_viewers(after.0, after.1, filtered)
 }
@@ -588,11 +527,7 @@ fn from_std(d: std::time::Duration) -> i64 {
 impl PresenceConfig {
     /// Build from millisecond settings (clamped to 0..=1 year; the idle timeout is at least
     /// 1 ms). The coalescing cap is `DEFAULT_COALESCE_MAX_DELAY_MS`, or the window if longer.
-    pub fn from_millis(
-        offline_grace_ms: i64,
-        idle_timeout_ms: i64,
-        coalesce_window_ms: i64,
-    ) -> Self {
+    pub fn from_millis(offline_grace_ms: i64, idle_timeout_ms: i64, coalesce_window_ms: i64) -> Self {
         let window = clamp_ms(coalesce_window_ms);
         PresenceConfig {
             offline_grace: clamp_ms(offline_grace_ms),
@@ -609,21 +544,13 @@ impl PresenceConfig {
         idle_timeout: std::time::Duration,
         coalesce_window: std::time::Duration,
     ) -> Self {
-        Self::from_millis(
-            from_std(offline_grace),
-            from_std(idle_timeout),
-            from_std(coalesce_window),
-        )
+        Self::from_millis(from_std(offline_grace), from_std(idle_timeout), from_std(coalesce_window))
     }
 }
 
 impl Default for PresenceConfig {
     fn default() -> Self {
-        Self::from_millis(
-            DEFAULT_OFFLINE_GRACE_MS,
-            DEFAULT_IDLE_TIMEOUT_MS,
-            DEFAULT_COALESCE_WINDOW_MS,
-        )
+        Self::from_millis(DEFAULT_OFFLINE_GRACE_MS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_COALESCE_WINDOW_MS)
     }
 }
 
@@ -632,18 +559,10 @@ impl Default for PresenceConfig {
 pub enum PresenceEvent {
     /// The user's published presence changed: broadcast `presence:changed` to the audience
     /// through [`changed_views`] (same settings on both sides), and persist `current`.
-    Changed {
-        account: String,
-        previous: Presence,
-        current: Presence,
-    },
+    Changed { account: String, previous: Presence, current: Presence },
     /// The offline grace ended with no socket back: the session is over. Emit `user:left`
     /// to the user's rooms and persist `last_seen`.
-    SessionEnded {
-        account: String,
-        user_id: String,
-        last_seen: Option<DateTime<Utc>>,
-    },
+    SessionEnded { account: String, user_id: String, last_seen: Option<DateTime<Utc>> },
 }
 
 /// Result of [`PresenceTracker::connect`].
@@ -678,11 +597,7 @@ struct SocketState {
 
 impl SocketState {
     fn effective(&self) -> Status {
-        if self.idle && self.requested == Status::Online {
-            Status::Away
-        } else {
-            self.requested
-        }
+        if self.idle && self.requested == Status::Online { Status::Away } else { self.requested }
     }
 }
 
@@ -730,21 +645,17 @@ impl UserState {
     }
 
     fn current(&self) -> Presence {
-        let (status, appear_offline) = if let Some(best) = self
-            .sockets
-            .values()
-            .map(SocketState::effective)
-            .max_by_key(|s| s.rank())
-        {
-            match best.public() {
-                Some(p) => (p, false),
-                None => (PublicStatus::Offline, true),
-            }
-        } else if let Some(g) = &self.grace {
-            (g.status, g.appear_offline)
-        } else {
-            (PublicStatus::Offline, false)
-        };
+        let (status, appear_offline) =
+            if let Some(best) = self.sockets.values().map(SocketState::effective).max_by_key(|s| s.rank()) {
+                match best.public() {
+                    Some(p) => (p, false),
+                    None => (PublicStatus::Offline, true),
+                }
+            } else if let Some(g) = &self.grace {
+                (g.status, g.appear_offline)
+            } else {
+                (PublicStatus::Offline, false)
+            };
         Presence {
             user_id: self.user_id.clone(),
             status,
@@ -756,30 +667,18 @@ impl UserState {
 
     /// The status a new socket starts with.
     fn inherited_status(&self) -> Status {
-        if let Some(s) = self
-            .sockets
-            .values()
-            .map(|s| s.requested)
-            .max_by_key(|s| s.rank())
-        {
+        if let Some(s) = self.sockets.values().map(|s| s.requested).max_by_key(|s| s.rank()) {
             return s;
         }
-        self.grace
-            .as_ref()
-            .map(|g| g.requested)
-            .unwrap_or(Status::Online)
+        self.grace.as_ref().map(|g| g.requested).unwrap_or(Status::Online)
     }
 
     fn note_change(&mut self, now: DateTime<Utc>, cfg: &PresenceConfig) {
         self.pending = Some(match self.pending {
-            None => Pending {
-                first: now,
-                due: now + cfg.coalesce_window,
-            },
-            Some(p) => Pending {
-                first: p.first,
-                due: (now + cfg.coalesce_window).min(p.first + cfg.coalesce_max_delay),
-            },
+            None => Pending { first: now, due: now + cfg.coalesce_window },
+            Some(p) => {
+                Pending { first: p.first, due: (now + cfg.coalesce_window).min(p.first + cfg.coalesce_max_delay) }
+            }
         });
     }
 
@@ -798,11 +697,7 @@ impl UserState {
             .filter(|s| !s.idle && s.requested == Status::Online)
             .map(|s| s.last_active + cfg.idle_timeout)
             .min();
-        let grace = self
-            .grace
-            .as_ref()
-            .filter(|_| self.sockets.is_empty())
-            .map(|g| g.until);
+        let grace = self.grace.as_ref().filter(|_| self.sockets.is_empty()).map(|g| g.until);
         let custom = self.custom_status.as_ref().and_then(|c| c.expires_at);
         let pending = self.pending.map(|p| p.due);
         [idle, grace, custom, pending].into_iter().flatten().min()
@@ -810,10 +705,7 @@ impl UserState {
 
     /// Nothing left worth remembering: offline, published, no custom status.
     fn removable(&self) -> bool {
-        self.sockets.is_empty()
-            && self.grace.is_none()
-            && self.pending.is_none()
-            && self.custom_status.is_none()
+        self.sockets.is_empty() && self.grace.is_none() && self.pending.is_none() && self.custom_status.is_none()
     }
 }
 
@@ -830,10 +722,7 @@ pub struct PresenceTracker {
 
 impl PresenceTracker {
     pub fn new(cfg: PresenceConfig) -> Self {
-        PresenceTracker {
-            cfg,
-            ..Default::default()
-        }
+        PresenceTracker { cfg, ..Default::default() }
     }
 
     pub fn config(&self) -> PresenceConfig {
@@ -872,10 +761,7 @@ impl PresenceTracker {
     ) -> (R, bool) {
         let key = Self::key(account, user_id);
         let cfg = self.cfg;
-        let u = self
-            .users
-            .entry(key.clone())
-            .or_insert_with(|| UserState::new(user_id));
+        let u = self.users.entry(key.clone()).or_insert_with(|| UserState::new(user_id));
         let before = u.current();
         let r = f(u, &cfg);
         u.track_visibility(&before, now);
@@ -889,25 +775,12 @@ impl PresenceTracker {
 
     /// A socket of the user connected. It counts as `online` (or inherits the user's chosen
     /// status) until the client says otherwise.
-    pub fn connect(
-        &mut self,
-        account: &str,
-        user_id: &str,
-        socket_id: &str,
-        now: DateTime<Utc>,
-    ) -> ConnectOutcome {
+    pub fn connect(&mut self, account: &str, user_id: &str, socket_id: &str, now: DateTime<Utc>) -> ConnectOutcome {
         let (new_session, _) = self.mutate(account, user_id, now, |u, _| {
             let new_session = u.sockets.is_empty() && u.grace.is_none();
             let requested = u.inherited_status();
             u.grace = None;
-            u.sockets.insert(
-                socket_id.to_string(),
-                SocketState {
-                    requested,
-                    last_active: now,
-                    idle: false,
-                },
-            );
+            u.sockets.insert(socket_id.to_string(), SocketState { requested, last_active: now, idle: false });
             new_session
         });
         ConnectOutcome { new_session }
@@ -957,34 +830,16 @@ impl PresenceTracker {
     ) -> UpdateOutcome {
         let (_, changed) = self.mutate(account, user_id, now, |u, _| {
             u.grace = None;
-            u.sockets.insert(
-                socket_id.to_string(),
-                SocketState {
-                    requested: update.status,
-                    last_active: now,
-                    idle: false,
-                },
-            );
-            u.custom_status = update
-                .custom_status
-                .filter(|c| !c.is_empty() && !c.expired(now));
+            u.sockets
+                .insert(socket_id.to_string(), SocketState { requested: update.status, last_active: now, idle: false });
+            u.custom_status = update.custom_status.filter(|c| !c.is_empty() && !c.expired(now));
         });
-        if changed {
-            UpdateOutcome::Changed
-        } else {
-            UpdateOutcome::Unchanged
-        }
+        if changed { UpdateOutcome::Changed } else { UpdateOutcome::Unchanged }
     }
 
     /// Any other activity of a socket (a message, a typing event): refreshes liveness, so an
     /// idle (`away`) device becomes `online` again.
-    pub fn touch(
-        &mut self,
-        account: &str,
-        user_id: &str,
-        socket_id: &str,
-        now: DateTime<Utc>,
-    ) -> UpdateOutcome {
+    pub fn touch(&mut self, account: &str, user_id: &str, socket_id: &str, now: DateTime<Utc>) -> UpdateOutcome {
         if !self.users.contains_key(&Self::key(account, user_id)) {
             return UpdateOutcome::Unchanged;
         }
@@ -994,11 +849,7 @@ impl PresenceTracker {
                 s.idle = false;
             }
         });
-        if changed {
-            UpdateOutcome::Changed
-        } else {
-            UpdateOutcome::Unchanged
-        }
+        if changed { UpdateOutcome::Changed } else { UpdateOutcome::Unchanged }
     }
 
     /// Fill in what the database knows about a user this process has not seen yet
@@ -1085,11 +936,7 @@ impl PresenceTracker {
                 let visible_change = !current.same_publication(&u.published);
                 let previous = std::mem::replace(&mut u.published, current.clone());
                 if visible_change {
-                    events.push(PresenceEvent::Changed {
-                        account: key.0.clone(),
-                        previous,
-                        current,
-                    });
+                    events.push(PresenceEvent::Changed { account: key.0.clone(), previous, current });
                 }
             }
             if u.removable() {
@@ -1110,23 +957,17 @@ impl PresenceTracker {
     /// `presence:subscribe`. `None`: this process knows nothing, use the database row
     /// (`Presence::offline(user, lastSeen)`).
     pub fn get(&self, account: &str, user_id: &str) -> Option<&Presence> {
-        self.users
-            .get(&Self::key(account, user_id))
-            .map(|u| &u.published)
+        self.users.get(&Self::key(account, user_id)).map(|u| &u.published)
     }
 
     /// The live effective presence, including changes still inside the coalescing window.
     pub fn current(&self, account: &str, user_id: &str) -> Option<Presence> {
-        self.users
-            .get(&Self::key(account, user_id))
-            .map(UserState::current)
+        self.users.get(&Self::key(account, user_id)).map(UserState::current)
     }
 
     /// Whether the user has a live socket or is inside the offline grace.
     pub fn is_connected(&self, account: &str, user_id: &str) -> bool {
-        self.users
-            .get(&Self::key(account, user_id))
-            .is_some_and(|u| !u.sockets.is_empty() || u.grace.is_some())
+        self.users.get(&Self::key(account, user_id)).is_some_and(|u| !u.sockets.is_empty() || u.grace.is_some())
     }
 
     /// Connected users of an account by published status, for `/api/stats`.
@@ -1168,10 +1009,7 @@ mod tests {
     }
 
     fn upd(status: Status) -> PresenceUpdate {
-        PresenceUpdate {
-            status,
-            custom_status: None,
-        }
+        PresenceUpdate { status, custom_status: None }
     }
 
     fn tracker() -> PresenceTracker {
@@ -1182,9 +1020,7 @@ mod tests {
         events
             .iter()
             .filter_map(|e| match e {
-                PresenceEvent::Changed {
-                    previous, current, ..
-                } => Some((previous.status, current.status)),
+                PresenceEvent::Changed { previous, current, .. } => Some((previous.status, current.status)),
                 _ => None,
             })
             .collect()
@@ -1217,10 +1053,7 @@ mod tests {
     }
 
     fn offline_presence() -> Presence {
-        Presence {
-            status: PublicStatus::Offline,
-            ..online_presence()
-        }
+        Presence { status: PublicStatus::Offline, ..online_presence() }
     }
 
     // ----- privacy table ---------------------------------------------------------------------
@@ -1237,10 +1070,7 @@ mod tests {
         for contact in [true, false] {
             let v = view_for(contact, &online_presence(), &s);
             assert_eq!(v.status, PublicStatus::Online);
-            assert_eq!(
-                v.custom_status.as_ref().unwrap().text.as_deref(),
-                Some("Lunch")
-            );
+            assert_eq!(v.custom_status.as_ref().unwrap().text.as_deref(), Some("Lunch"));
             assert_eq!(v.last_seen, None, "no lastSeen while online");
             let v = view_for(contact, &offline_presence(), &s);
             assert_eq!(v.status, PublicStatus::Offline);
@@ -1250,10 +1080,7 @@ mod tests {
 
     #[test]
     fn privacy_invisible_mode_row() {
-        let s = PrivacySettings {
-            invisible_mode: true,
-            ..Default::default()
-        };
+        let s = PrivacySettings { invisible_mode: true, ..Default::default() };
         for contact in [true, false] {
             assert_hidden(&view_for(contact, &online_presence(), &s));
             assert_hidden(&view_for(contact, &offline_presence(), &s));
@@ -1262,10 +1089,7 @@ mod tests {
 
     #[test]
     fn privacy_visibility_nobody_row() {
-        let s = PrivacySettings {
-            visibility: Visibility::Nobody,
-            ..Default::default()
-        };
+        let s = PrivacySettings { visibility: Visibility::Nobody, ..Default::default() };
         for contact in [true, false] {
             assert_hidden(&view_for(contact, &online_presence(), &s));
             assert_hidden(&view_for(contact, &offline_presence(), &s));
@@ -1274,10 +1098,7 @@ mod tests {
 
     #[test]
     fn privacy_visibility_contacts_row() {
-        let s = PrivacySettings {
-            visibility: Visibility::Contacts,
-            ..Default::default()
-        };
+        let s = PrivacySettings { visibility: Visibility::Contacts, ..Default::default() };
         let v = view_for(true, &online_presence(), &s);
         assert_eq!(v.status, PublicStatus::Online);
         assert!(v.custom_status.is_some());
@@ -1289,25 +1110,14 @@ mod tests {
 
     #[test]
     fn privacy_show_online_status_false_row() {
-        let s = PrivacySettings {
-            show_online_status: false,
-            ..Default::default()
-        };
+        let s = PrivacySettings { show_online_status: false, ..Default::default() };
         for contact in [true, false] {
             let v = view_for(contact, &online_presence(), &s);
             assert_eq!(v.status, PublicStatus::Offline);
             assert_eq!(v.custom_status, None);
-            assert_eq!(
-                v.last_seen,
-                Some(t(-60_000)),
-                "lastSeen still governed by showLastSeen"
-            );
+            assert_eq!(v.last_seen, Some(t(-60_000)), "lastSeen still governed by showLastSeen");
         }
-        let s = PrivacySettings {
-            show_online_status: false,
-            show_last_seen: false,
-            ..Default::default()
-        };
+        let s = PrivacySettings { show_online_status: false, show_last_seen: false, ..Default::default() };
         for contact in [true, false] {
             assert_hidden(&view_for(contact, &online_presence(), &s));
         }
@@ -1315,10 +1125,7 @@ mod tests {
 
     #[test]
     fn privacy_show_last_seen_false_row() {
-        let s = PrivacySettings {
-            show_last_seen: false,
-            ..Default::default()
-        };
+        let s = PrivacySettings { show_last_seen: false, ..Default::default() };
         for contact in [true, false] {
             let v = view_for(contact, &offline_presence(), &s);
             assert_eq!(v.status, PublicStatus::Offline);
@@ -1330,10 +1137,7 @@ mod tests {
 
     #[test]
     fn privacy_allow_read_receipts_does_not_affect_presence() {
-        let s = PrivacySettings {
-            allow_read_receipts: false,
-            ..Default::default()
-        };
+        let s = PrivacySettings { allow_read_receipts: false, ..Default::default() };
         for contact in [true, false] {
             assert_eq!(
                 view_for(contact, &online_presence(), &s),
@@ -1344,22 +1148,11 @@ mod tests {
 
     #[test]
     fn appear_offline_hides_custom_status_and_owner_sees_everything() {
-        let p = Presence {
-            status: PublicStatus::Offline,
-            appear_offline: true,
-            ..online_presence()
-        };
+        let p = Presence { status: PublicStatus::Offline, appear_offline: true, ..online_presence() };
         let s = PrivacySettings::default();
         let v = view_for(true, &p, &s);
-        assert_eq!(
-            (v.status, v.custom_status.clone()),
-            (PublicStatus::Offline, None)
-        );
-        let s = PrivacySettings {
-            invisible_mode: true,
-            visibility: Visibility::Nobody,
-            ..Default::default()
-        };
+        assert_eq!((v.status, v.custom_status.clone()), (PublicStatus::Offline, None));
+        let s = PrivacySettings { invisible_mode: true, visibility: Visibility::Nobody, ..Default::default() };
         let own = view_as(Viewer::Owner, &online_presence(), &s);
         assert_eq!(own.status, PublicStatus::Online);
         assert!(own.custom_status.is_some());
@@ -1373,37 +1166,17 @@ mod tests {
             json!({"userId": "u", "status": "online", "customStatus": {"text": "Lunch", "emoji": "🍕"}})
         );
         let mut p = offline_presence();
-        p.custom_status = Some(CustomStatus {
-            text: Some("Away".into()),
-            emoji: None,
-            expires_at: None,
-        });
+        p.custom_status = Some(CustomStatus { text: Some("Away".into()), emoji: None, expires_at: None });
         let v = view_for(false, &p, &PrivacySettings::default());
         assert_eq!(
             serde_json::to_value(&v).unwrap(),
             json!({"userId": "u", "status": "offline", "customStatus": {"text": "Away", "emoji": null},
                    "lastSeen": "2023-11-14T22:12:20.000Z"})
         );
-        let v = view_for(
-            false,
-            &online_presence(),
-            &PrivacySettings {
-                invisible_mode: true,
-                ..Default::default()
-            },
-        );
-        assert_eq!(
-            serde_json::to_value(&v).unwrap(),
-            json!({"userId": "u", "status": "offline"})
-        );
-        let busy = Presence {
-            status: PublicStatus::Busy,
-            ..online_presence()
-        };
-        assert_eq!(
-            serde_json::to_value(view_for(true, &busy, &PrivacySettings::default())).unwrap()["status"],
-            "busy"
-        );
+        let v = view_for(false, &online_presence(), &PrivacySettings { invisible_mode: true, ..Default::default() });
+        assert_eq!(serde_json::to_value(&v).unwrap(), json!({"userId": "u", "status": "offline"}));
+        let busy = Presence { status: PublicStatus::Busy, ..online_presence() };
+        assert_eq!(serde_json::to_value(view_for(true, &busy, &PrivacySettings::default())).unwrap()["status"], "busy");
     }
 
     #[test]
@@ -1416,18 +1189,11 @@ mod tests {
             ("o2", Viewer::Other),
         ];
         // Everyone sees the same: owner, contacts and others share one group.
-        let g = group_viewers(
-            &online_presence(),
-            &PrivacySettings::default(),
-            viewers.clone(),
-        );
+        let g = group_viewers(&online_presence(), &PrivacySettings::default(), viewers.clone());
         assert_eq!(g.len(), 1);
         assert_eq!(g[0].viewers, vec!["c1", "o1", "c2", "me", "o2"]);
         // Contacts-only: contacts + owner see the truth, others see offline.
-        let s = PrivacySettings {
-            visibility: Visibility::Contacts,
-            ..Default::default()
-        };
+        let s = PrivacySettings { visibility: Visibility::Contacts, ..Default::default() };
         let g = group_viewers(&online_presence(), &s, viewers.clone());
         assert_eq!(g.len(), 2);
         assert_eq!(g[0].viewers, vec!["c1", "c2", "me"]);
@@ -1435,10 +1201,7 @@ mod tests {
         assert_eq!(g[1].viewers, vec!["o1", "o2"]);
         assert_eq!(g[1].view.status, PublicStatus::Offline);
         // Invisible: owner alone sees the truth.
-        let s = PrivacySettings {
-            invisible_mode: true,
-            ..Default::default()
-        };
+        let s = PrivacySettings { invisible_mode: true, ..Default::default() };
         let g = group_viewers(&online_presence(), &s, viewers);
         assert_eq!(g.len(), 2);
         assert_eq!(g[1].viewers, vec!["me"]);
@@ -1449,15 +1212,8 @@ mod tests {
     fn privacy_change_reaches_only_viewers_whose_view_changed() {
         let p = online_presence();
         let before = PrivacySettings::default();
-        let after = PrivacySettings {
-            visibility: Visibility::Contacts,
-            ..Default::default()
-        };
-        let viewers = vec![
-            ("c", Viewer::Contact),
-            ("o", Viewer::Other),
-            ("me", Viewer::Owner),
-        ];
+        let after = PrivacySettings { visibility: Visibility::Contacts, ..Default::default() };
+        let viewers = vec![("c", Viewer::Contact), ("o", Viewer::Other), ("me", Viewer::Owner)];
         let g = changed_views((&p, &before), (&p, &after), viewers.clone());
         assert_eq!(g.len(), 1);
         assert_eq!(g[0].viewers, vec!["o"]);
@@ -1467,10 +1223,7 @@ mod tests {
         assert_eq!(g[0].viewers, vec!["o"]);
         assert_eq!(g[0].view.status, PublicStatus::Online);
         // A presence change hidden from strangers does not reach them.
-        let away = Presence {
-            status: PublicStatus::Away,
-            ..p.clone()
-        };
+        let away = Presence { status: PublicStatus::Away, ..p.clone() };
         let g = changed_views((&p, &after), (&away, &after), viewers);
         assert_eq!(g.len(), 1);
         assert_eq!(g[0].viewers, vec!["c", "me"]);
@@ -1479,8 +1232,7 @@ mod tests {
     #[test]
     fn settings_patch_merges() {
         let patch: PrivacySettingsPatch =
-            serde_json::from_value(json!({"visibility": "contacts", "showLastSeen": false}))
-                .unwrap();
+            serde_json::from_value(json!({"visibility": "contacts", "showLastSeen": false})).unwrap();
         let s = PrivacySettings::default().merged(&patch);
         assert_eq!(s.visibility, Visibility::Contacts);
         assert!(!s.show_last_seen);
@@ -1490,9 +1242,7 @@ mod tests {
             json!({"visibility": "contacts", "showOnlineStatus": true, "showLastSeen": false,
                    "allowReadReceipts": true, "invisibleMode": false})
         );
-        assert!(
-            serde_json::from_value::<PrivacySettingsPatch>(json!({"visibility": "all"})).is_err()
-        );
+        assert!(serde_json::from_value::<PrivacySettingsPatch>(json!({"visibility": "all"})).is_err());
     }
 
     // ----- parsing ---------------------------------------------------------------------------
@@ -1509,44 +1259,29 @@ mod tests {
         let cs = u.custom_status.unwrap();
         assert_eq!(cs.text.as_deref(), Some("In a meeting"));
         assert_eq!(cs.expires_at, Some(t(3_600_000)));
-        let u = PresenceUpdate::from_json(
-            &json!({"status": "away", "customStatus": "brb", "customEmoji": "☕"}),
-        )
-        .unwrap();
+        let u =
+            PresenceUpdate::from_json(&json!({"status": "away", "customStatus": "brb", "customEmoji": "☕"})).unwrap();
         assert_eq!(u.custom_status.unwrap().emoji.as_deref(), Some("☕"));
         let u = PresenceUpdate::from_json(
             &json!({"status": "online", "customStatus": {"expiresAt": 1_700_000_000_000i64}}),
         )
         .unwrap();
-        assert_eq!(
-            u.custom_status, None,
-            "empty custom status is no custom status"
-        );
-        let u = PresenceUpdate::from_json(&json!({"status": "online", "customStatus": {"text": "x", "expiresAt": 1_700_000_000_000i64}}))
-            .unwrap();
+        assert_eq!(u.custom_status, None, "empty custom status is no custom status");
+        let u = PresenceUpdate::from_json(
+            &json!({"status": "online", "customStatus": {"text": "x", "expiresAt": 1_700_000_000_000i64}}),
+        )
+        .unwrap();
         assert_eq!(u.custom_status.unwrap().expires_at, Some(t(0)));
+        assert_eq!(PresenceUpdate::from_json(&json!({"status": "sleeping"})).unwrap_err().code(), "VALIDATION_ERROR");
+        assert!(PresenceUpdate::from_json(&json!({})).is_err());
+        assert!(PresenceUpdate::from_json(&json!({"status": "online", "customStatus": 5})).is_err());
+        assert!(
+            PresenceUpdate::from_json(&json!({"status": "online", "customStatus": {"expiresAt": "soon"}})).is_err()
+        );
         assert_eq!(
-            PresenceUpdate::from_json(&json!({"status": "sleeping"}))
+            PresenceUpdate::from_json(&json!({"status": "online", "customStatus": "x".repeat(300)}))
                 .unwrap_err()
                 .code(),
-            "VALIDATION_ERROR"
-        );
-        assert!(PresenceUpdate::from_json(&json!({})).is_err());
-        assert!(
-            PresenceUpdate::from_json(&json!({"status": "online", "customStatus": 5})).is_err()
-        );
-        assert!(
-            PresenceUpdate::from_json(
-                &json!({"status": "online", "customStatus": {"expiresAt": "soon"}})
-            )
-            .is_err()
-        );
-        assert_eq!(
-            PresenceUpdate::from_json(
-                &json!({"status": "online", "customStatus": "x".repeat(300)})
-            )
-            .unwrap_err()
-            .code(),
             "PAYLOAD_TOO_LARGE"
         );
     }
@@ -1557,27 +1292,14 @@ mod tests {
     fn connect_is_announced_after_the_coalescing_window() {
         let mut p = tracker();
         assert!(p.connect(A, "u", "s1", t(0)).new_session);
-        assert_eq!(
-            p.get(A, "u").unwrap().status,
-            PublicStatus::Offline,
-            "not yet published"
-        );
+        assert_eq!(p.get(A, "u").unwrap().status, PublicStatus::Offline, "not yet published");
         assert_eq!(p.current(A, "u").unwrap().status, PublicStatus::Online);
         assert_eq!(p.next_deadline(), Some(t(400)));
         assert!(p.tick(t(399)).is_empty());
         let ev = p.tick(t(400));
-        assert_eq!(
-            changes(&ev),
-            vec![(PublicStatus::Offline, PublicStatus::Online)]
-        );
+        assert_eq!(changes(&ev), vec![(PublicStatus::Offline, PublicStatus::Online)]);
         assert_eq!(p.get(A, "u").unwrap().status, PublicStatus::Online);
-        assert_eq!(
-            p.breakdown(A),
-            StatusBreakdown {
-                online: 1,
-                ..Default::default()
-            }
-        );
+        assert_eq!(p.breakdown(A), StatusBreakdown { online: 1, ..Default::default() });
         assert_eq!(p.breakdown("other"), StatusBreakdown::default());
     }
 
@@ -1589,10 +1311,7 @@ mod tests {
         p.update(A, "u", "s1", upd(Status::Offline), t(50));
         p.update(A, "u", "s1", upd(Status::Online), t(300));
         let ev = run_until(&mut p, t(10_000));
-        assert_eq!(
-            changes(&ev),
-            vec![(PublicStatus::Offline, PublicStatus::Online)]
-        );
+        assert_eq!(changes(&ev), vec![(PublicStatus::Offline, PublicStatus::Online)]);
     }
 
     #[test]
@@ -1600,14 +1319,8 @@ mod tests {
         let mut p = tracker();
         p.connect(A, "u", "s1", t(0));
         run_until(&mut p, t(1000));
-        assert_eq!(
-            p.update(A, "u", "s1", upd(Status::Offline), t(5000)),
-            UpdateOutcome::Changed
-        );
-        assert_eq!(
-            p.update(A, "u", "s1", upd(Status::Online), t(5200)),
-            UpdateOutcome::Changed
-        );
+        assert_eq!(p.update(A, "u", "s1", upd(Status::Offline), t(5000)), UpdateOutcome::Changed);
+        assert_eq!(p.update(A, "u", "s1", upd(Status::Online), t(5200)), UpdateOutcome::Changed);
         let ev = run_until(&mut p, t(20_000));
         assert!(changes(&ev).is_empty(), "{ev:?}");
         // Same for a quick reconnect (socket closes and a new one opens within the grace).
@@ -1649,37 +1362,19 @@ mod tests {
     #[test]
     fn heartbeat_produces_no_change() {
         let mut p = tracker();
-        let cs = CustomStatus {
-            text: Some("Focus".into()),
-            emoji: None,
-            expires_at: None,
-        };
+        let cs = CustomStatus { text: Some("Focus".into()), emoji: None, expires_at: None };
         p.connect(A, "u", "s1", t(0));
-        let first = PresenceUpdate {
-            status: Status::Busy,
-            custom_status: Some(cs.clone()),
-        };
-        assert_eq!(
-            p.update(A, "u", "s1", first.clone(), t(10)),
-            UpdateOutcome::Changed
-        );
+        let first = PresenceUpdate { status: Status::Busy, custom_status: Some(cs.clone()) };
+        assert_eq!(p.update(A, "u", "s1", first.clone(), t(10)), UpdateOutcome::Changed);
         run_until(&mut p, t(1000));
         for i in 1..=10 {
             let now = t(i * 30_000);
-            assert_eq!(
-                p.update(A, "u", "s1", first.clone(), now),
-                UpdateOutcome::Unchanged
-            );
+            assert_eq!(p.update(A, "u", "s1", first.clone(), now), UpdateOutcome::Unchanged);
             assert!(run_until(&mut p, now).is_empty());
         }
         // dnd is busy: still a heartbeat.
-        let dnd =
-            PresenceUpdate::from_json(&json!({"status": "dnd", "customStatus": {"text": "Focus"}}))
-                .unwrap();
-        assert_eq!(
-            p.update(A, "u", "s1", dnd, t(330_000)),
-            UpdateOutcome::Unchanged
-        );
+        let dnd = PresenceUpdate::from_json(&json!({"status": "dnd", "customStatus": {"text": "Focus"}})).unwrap();
+        assert_eq!(p.update(A, "u", "s1", dnd, t(330_000)), UpdateOutcome::Unchanged);
     }
 
     #[test]
@@ -1694,19 +1389,10 @@ mod tests {
         // Last heartbeat at 150 s: away at 240 s.
         assert!(run_until(&mut p, t(239_999)).is_empty());
         let ev = run_until(&mut p, t(241_000));
-        assert_eq!(
-            changes(&ev),
-            vec![(PublicStatus::Online, PublicStatus::Away)]
-        );
+        assert_eq!(changes(&ev), vec![(PublicStatus::Online, PublicStatus::Away)]);
         // A heartbeat brings it back.
-        assert_eq!(
-            p.update(A, "u", "s1", upd(Status::Online), t(250_000)),
-            UpdateOutcome::Changed
-        );
-        assert_eq!(
-            changes(&run_until(&mut p, t(251_000))),
-            vec![(PublicStatus::Away, PublicStatus::Online)]
-        );
+        assert_eq!(p.update(A, "u", "s1", upd(Status::Online), t(250_000)), UpdateOutcome::Changed);
+        assert_eq!(changes(&run_until(&mut p, t(251_000))), vec![(PublicStatus::Away, PublicStatus::Online)]);
         // Other activity does too.
         run_until(&mut p, t(400_000));
         assert_eq!(p.current(A, "u").unwrap().status, PublicStatus::Away);
@@ -1730,19 +1416,13 @@ mod tests {
         // When all live devices appear offline, the user appears offline.
         p.update(A, "u", "desk", upd(Status::Offline), t(40));
         let cur = p.current(A, "u").unwrap();
-        assert_eq!(
-            (cur.status, cur.appear_offline),
-            (PublicStatus::Offline, true)
-        );
+        assert_eq!((cur.status, cur.appear_offline), (PublicStatus::Offline, true));
         // Closing one device keeps the user connected (no grace, no session end).
         assert!(!p.disconnect(A, "u", "phone", t(50)).last_socket);
         assert!(p.disconnect(A, "u", "desk", t(60)).last_socket);
         assert!(p.is_connected(A, "u"), "inside the grace");
         let ev = run_until(&mut p, t(100_000));
-        assert!(
-            ev.iter()
-                .any(|e| matches!(e, PresenceEvent::SessionEnded { .. }))
-        );
+        assert!(ev.iter().any(|e| matches!(e, PresenceEvent::SessionEnded { .. })));
         assert!(!p.is_connected(A, "u"));
     }
 
@@ -1756,15 +1436,9 @@ mod tests {
             p.update(A, "u", "phone", upd(Status::Online), t(i * 30_000));
         }
         let ev = run_until(&mut p, t(150_000));
-        assert!(
-            changes(&ev).is_empty(),
-            "phone keeps the user online: {ev:?}"
-        );
+        assert!(changes(&ev).is_empty(), "phone keeps the user online: {ev:?}");
         let ev = run_until(&mut p, t(200_000));
-        assert_eq!(
-            changes(&ev),
-            vec![(PublicStatus::Online, PublicStatus::Away)]
-        );
+        assert_eq!(changes(&ev), vec![(PublicStatus::Online, PublicStatus::Away)]);
     }
 
     #[test]
@@ -1774,35 +1448,17 @@ mod tests {
         run_until(&mut p, t(1000));
         let d = p.disconnect(A, "u", "s1", t(5000));
         assert!(d.last_socket);
-        assert_eq!(
-            p.current(A, "u").unwrap().status,
-            PublicStatus::Online,
-            "still online during grace"
-        );
+        assert_eq!(p.current(A, "u").unwrap().status, PublicStatus::Online, "still online during grace");
         assert!(run_until(&mut p, t(14_999)).is_empty());
         let ev = p.tick(t(15_000));
         assert_eq!(
             ev[0],
-            PresenceEvent::SessionEnded {
-                account: A.into(),
-                user_id: "u".into(),
-                last_seen: Some(t(5000))
-            }
+            PresenceEvent::SessionEnded { account: A.into(), user_id: "u".into(), last_seen: Some(t(5000)) }
         );
-        assert_eq!(
-            changes(&ev),
-            vec![(PublicStatus::Online, PublicStatus::Offline)]
-        );
+        assert_eq!(changes(&ev), vec![(PublicStatus::Online, PublicStatus::Offline)]);
         if let PresenceEvent::Changed { current, .. } = &ev[1] {
-            assert_eq!(
-                current.last_seen,
-                Some(t(5000)),
-                "lastSeen = when the last socket closed"
-            );
-            assert_eq!(
-                view_for(false, current, &PrivacySettings::default()).last_seen,
-                Some(t(5000))
-            );
+            assert_eq!(current.last_seen, Some(t(5000)), "lastSeen = when the last socket closed");
+            assert_eq!(view_for(false, current, &PrivacySettings::default()).last_seen, Some(t(5000)));
         }
         // Nothing left in memory: the database has it.
         assert!(p.get(A, "u").is_none());
@@ -1820,11 +1476,7 @@ mod tests {
         p.disconnect(A, "u", "s1", t(2000));
         let c = p.connect(A, "u", "s2", t(4000));
         assert!(!c.new_session);
-        assert_eq!(
-            p.current(A, "u").unwrap().status,
-            PublicStatus::Busy,
-            "new socket inherits busy"
-        );
+        assert_eq!(p.current(A, "u").unwrap().status, PublicStatus::Busy, "new socket inherits busy");
         let ev = run_until(&mut p, t(60_000));
         assert!(ev.is_empty(), "{ev:?}");
     }
@@ -1837,10 +1489,7 @@ mod tests {
         p.disconnect(A, "u", "s1", t(2000));
         assert_eq!(p.next_deadline(), Some(t(2000)));
         let ev = p.tick(t(2000));
-        assert_eq!(
-            changes(&ev),
-            vec![(PublicStatus::Online, PublicStatus::Offline)]
-        );
+        assert_eq!(changes(&ev), vec![(PublicStatus::Online, PublicStatus::Offline)]);
     }
 
     #[test]
@@ -1850,39 +1499,21 @@ mod tests {
         run_until(&mut p, t(1000));
         p.update(A, "u", "s1", upd(Status::Invisible), t(2000));
         let ev = run_until(&mut p, t(3000));
-        assert_eq!(
-            changes(&ev),
-            vec![(PublicStatus::Online, PublicStatus::Offline)]
-        );
-        let PresenceEvent::Changed { current, .. } = &ev[0] else {
-            panic!()
-        };
+        assert_eq!(changes(&ev), vec![(PublicStatus::Online, PublicStatus::Offline)]);
+        let PresenceEvent::Changed { current, .. } = &ev[0] else { panic!() };
         assert!(current.appear_offline);
         assert_eq!(current.last_seen, Some(t(2000)));
         p.disconnect(A, "u", "s1", t(50_000));
         let ev = run_until(&mut p, t(100_000));
         assert_eq!(
             ev[0],
-            PresenceEvent::SessionEnded {
-                account: A.into(),
-                user_id: "u".into(),
-                last_seen: Some(t(2000))
-            }
+            PresenceEvent::SessionEnded { account: A.into(), user_id: "u".into(), last_seen: Some(t(2000)) }
         );
         // Others already saw offline: whatever is republished looks the same to every viewer.
         for e in &ev[1..] {
-            let PresenceEvent::Changed {
-                previous, current, ..
-            } = e
-            else {
-                panic!()
-            };
+            let PresenceEvent::Changed { previous, current, .. } = e else { panic!() };
             let s = PrivacySettings::default();
-            let viewers = [
-                ("c", Viewer::Contact),
-                ("o", Viewer::Other),
-                ("me", Viewer::Owner),
-            ];
+            let viewers = [("c", Viewer::Contact), ("o", Viewer::Other), ("me", Viewer::Owner)];
             assert!(changed_views((previous, &s), (current, &s), viewers).is_empty());
         }
     }
@@ -1891,80 +1522,31 @@ mod tests {
     fn custom_status_expiry_and_clearing() {
         let mut p = tracker();
         p.connect(A, "u", "s1", t(0));
-        let cs = CustomStatus {
-            text: Some("Lunch".into()),
-            emoji: Some("🍕".into()),
-            expires_at: Some(t(60_000)),
-        };
-        p.update(
-            A,
-            "u",
-            "s1",
-            PresenceUpdate {
-                status: Status::Online,
-                custom_status: Some(cs.clone()),
-            },
-            t(10),
-        );
+        let cs = CustomStatus { text: Some("Lunch".into()), emoji: Some("🍕".into()), expires_at: Some(t(60_000)) };
+        p.update(A, "u", "s1", PresenceUpdate { status: Status::Online, custom_status: Some(cs.clone()) }, t(10));
         let ev = run_until(&mut p, t(1000));
-        let PresenceEvent::Changed { current, .. } = &ev[0] else {
-            panic!("{ev:?}")
-        };
+        let PresenceEvent::Changed { current, .. } = &ev[0] else { panic!("{ev:?}") };
         assert_eq!(current.custom_status, Some(cs.clone()));
         assert_eq!(p.next_deadline(), Some(t(60_000)));
         let ev = run_until(&mut p, t(61_000));
         assert_eq!(ev.len(), 1);
-        let PresenceEvent::Changed {
-            previous, current, ..
-        } = &ev[0]
-        else {
-            panic!()
-        };
+        let PresenceEvent::Changed { previous, current, .. } = &ev[0] else { panic!() };
         assert!(previous.custom_status.is_some());
         assert_eq!(current.custom_status, None);
         assert_eq!(current.status, PublicStatus::Online);
         // An update without customStatus clears it.
-        let no_expiry = CustomStatus {
-            expires_at: None,
-            ..cs.clone()
-        };
-        p.update(
-            A,
-            "u",
-            "s1",
-            PresenceUpdate {
-                status: Status::Online,
-                custom_status: Some(no_expiry),
-            },
-            t(70_000),
-        );
+        let no_expiry = CustomStatus { expires_at: None, ..cs.clone() };
+        p.update(A, "u", "s1", PresenceUpdate { status: Status::Online, custom_status: Some(no_expiry) }, t(70_000));
         run_until(&mut p, t(71_000));
         assert!(p.get(A, "u").unwrap().custom_status.is_some());
-        assert_eq!(
-            p.update(A, "u", "s1", upd(Status::Online), t(80_000)),
-            UpdateOutcome::Changed
-        );
+        assert_eq!(p.update(A, "u", "s1", upd(Status::Online), t(80_000)), UpdateOutcome::Changed);
         let ev = run_until(&mut p, t(81_000));
-        let PresenceEvent::Changed { current, .. } = &ev[0] else {
-            panic!()
-        };
+        let PresenceEvent::Changed { current, .. } = &ev[0] else { panic!() };
         assert_eq!(current.custom_status, None);
         // An already expired custom status is ignored.
-        let old = CustomStatus {
-            expires_at: Some(t(1)),
-            ..cs
-        };
+        let old = CustomStatus { expires_at: Some(t(1)), ..cs };
         assert_eq!(
-            p.update(
-                A,
-                "u",
-                "s1",
-                PresenceUpdate {
-                    status: Status::Online,
-                    custom_status: Some(old)
-                },
-                t(90_000)
-            ),
+            p.update(A, "u", "s1", PresenceUpdate { status: Status::Online, custom_status: Some(old) }, t(90_000)),
             UpdateOutcome::Unchanged
         );
     }
@@ -1973,21 +1555,8 @@ mod tests {
     fn custom_status_survives_offline_until_it_expires() {
         let mut p = tracker();
         p.connect(A, "u", "s1", t(0));
-        let cs = CustomStatus {
-            text: Some("Vacation".into()),
-            emoji: None,
-            expires_at: Some(t(100_000)),
-        };
-        p.update(
-            A,
-            "u",
-            "s1",
-            PresenceUpdate {
-                status: Status::Online,
-                custom_status: Some(cs),
-            },
-            t(10),
-        );
+        let cs = CustomStatus { text: Some("Vacation".into()), emoji: None, expires_at: Some(t(100_000)) };
+        p.update(A, "u", "s1", PresenceUpdate { status: Status::Online, custom_status: Some(cs) }, t(10));
         p.disconnect(A, "u", "s1", t(1000));
         run_until(&mut p, t(20_000));
         let pub_ = p.get(A, "u").unwrap();
@@ -2015,20 +1584,13 @@ mod tests {
         let mut p = tracker();
         p.restore(A, "u", Some(t(-1000)), None, t(0));
         assert!(p.get(A, "u").is_none(), "nothing worth keeping");
-        let cs = CustomStatus {
-            text: Some("x".into()),
-            emoji: None,
-            expires_at: None,
-        };
+        let cs = CustomStatus { text: Some("x".into()), emoji: None, expires_at: None };
         p.restore(A, "u", Some(t(-1000)), Some(cs), t(0));
         assert_eq!(p.get(A, "u").unwrap().last_seen, Some(t(-1000)));
         assert!(p.tick(t(10_000)).is_empty());
         p.connect(A, "u", "s1", t(20_000));
         let ev = run_until(&mut p, t(21_000));
-        assert_eq!(
-            changes(&ev),
-            vec![(PublicStatus::Offline, PublicStatus::Online)]
-        );
+        assert_eq!(changes(&ev), vec![(PublicStatus::Offline, PublicStatus::Online)]);
     }
 
     #[test]

@@ -308,11 +308,7 @@ impl RoomState {
     }
 
     fn counts(&self, seq: Seq, m: &Tracked, receipts_off: impl Fn(&str) -> bool) -> Counts {
-        let mut c = Counts {
-            delivered: 0,
-            read: 0,
-            total: 0,
-        };
+        let mut c = Counts { delivered: 0, read: 0, total: 0 };
         for (user, since) in &self.members {
             if *user == m.sender_id || *since >= seq {
                 continue;
@@ -339,9 +335,7 @@ pub struct ReceiptConfig {
 
 impl Default for ReceiptConfig {
     fn default() -> Self {
-        ReceiptConfig {
-            max_messages_per_room: DEFAULT_MAX_MESSAGES_PER_ROOM,
-        }
+        ReceiptConfig { max_messages_per_room: DEFAULT_MAX_MESSAGES_PER_ROOM }
     }
 }
 
@@ -363,10 +357,7 @@ pub struct ReceiptTracker {
 
 impl ReceiptTracker {
     pub fn new(cfg: ReceiptConfig) -> Self {
-        ReceiptTracker {
-            cfg,
-            ..Default::default()
-        }
+        ReceiptTracker { cfg, ..Default::default() }
     }
 
     fn rk(account: &str, room: &str) -> RoomKey {
@@ -374,10 +365,7 @@ impl ReceiptTracker {
     }
 
     fn receipts_off_fn<'a>(&'a self, account: &'a str) -> impl Fn(&str) -> bool + 'a {
-        move |user: &str| {
-            self.receipts_off
-                .contains(&(account.to_string(), user.to_string()))
-        }
+        move |user: &str| self.receipts_off.contains(&(account.to_string(), user.to_string()))
     }
 
     // ----- membership and settings --------------------------------------------------------
@@ -389,12 +377,7 @@ impl ReceiptTracker {
 
     /// Replace the room's member list: `(user, since_seq)`, where `since_seq` is the room's
     /// last seq when they joined (0 for "before anything tracked").
-    pub fn set_members(
-        &mut self,
-        account: &str,
-        room: &str,
-        members: impl IntoIterator<Item = (String, Seq)>,
-    ) {
+    pub fn set_members(&mut self, account: &str, room: &str, members: impl IntoIterator<Item = (String, Seq)>) {
         let r = self.rooms.entry(Self::rk(account, room)).or_default();
         r.members = members.into_iter().collect();
     }
@@ -431,16 +414,13 @@ impl ReceiptTracker {
                 self.unindex(account, &m);
             }
         }
-        self.dirty
-            .retain(|(a, rm, _), _| !(a == account && rm == room));
+        self.dirty.retain(|(a, rm, _), _| !(a == account && rm == room));
     }
 
     fn unindex(&mut self, account: &str, m: &Tracked) {
-        self.by_id
-            .remove(&(account.to_string(), m.message_id.clone()));
+        self.by_id.remove(&(account.to_string(), m.message_id.clone()));
         if let Some(c) = &m.client_message_id {
-            self.by_client_id
-                .remove(&(account.to_string(), m.sender_id.clone(), c.clone()));
+            self.by_client_id.remove(&(account.to_string(), m.sender_id.clone(), c.clone()));
         }
     }
 
@@ -448,10 +428,7 @@ impl ReceiptTracker {
 
     /// Track a persisted message (call once, after the insert; re-registering an id is a no-op).
     pub fn register_message(&mut self, account: &str, room: &str, msg: NewMessage) {
-        if self
-            .by_id
-            .contains_key(&(account.to_string(), msg.message_id.clone()))
-        {
+        if self.by_id.contains_key(&(account.to_string(), msg.message_id.clone())) {
             return;
         }
         let max = self.cfg.max_messages_per_room.max(1);
@@ -476,28 +453,20 @@ impl ReceiptTracker {
         for m in evicted {
             self.unindex(account, &m);
         }
-        self.by_id.insert(
-            (account.to_string(), msg.message_id.clone()),
-            (room.to_string(), msg.seq),
-        );
+        self.by_id.insert((account.to_string(), msg.message_id.clone()), (room.to_string(), msg.seq));
         if let Some(c) = msg.client_message_id {
-            self.by_client_id
-                .insert((account.to_string(), msg.sender_id, c), msg.message_id);
+            self.by_client_id.insert((account.to_string(), msg.sender_id, c), msg.message_id);
         }
     }
 
     /// Room and seq of a tracked message id.
     pub fn locate(&self, account: &str, message_id: &str) -> Option<(&str, Seq)> {
-        self.by_id
-            .get(&(account.to_string(), message_id.to_string()))
-            .map(|(room, seq)| (room.as_str(), *seq))
+        self.by_id.get(&(account.to_string(), message_id.to_string())).map(|(room, seq)| (room.as_str(), *seq))
     }
 
     /// Latest seq seen in the room (0 if none tracked).
     pub fn last_seq(&self, account: &str, room: &str) -> Seq {
-        self.rooms
-            .get(&Self::rk(account, room))
-            .map_or(0, |r| r.last_seq)
+        self.rooms.get(&Self::rk(account, room)).map_or(0, |r| r.last_seq)
     }
 
     // ----- delivery ----------------------------------------------------------------------
@@ -512,14 +481,8 @@ impl ReceiptTracker {
         users: impl IntoIterator<Item = &'a str>,
         now: DateTime<Utc>,
     ) -> Option<DeliveredNotice> {
-        let (room, seq) = self
-            .by_id
-            .get(&(account.to_string(), message_id.to_string()))?
-            .clone();
-        let off = |u: &str| {
-            self.receipts_off
-                .contains(&(account.to_string(), u.to_string()))
-        };
+        let (room, seq) = self.by_id.get(&(account.to_string(), message_id.to_string()))?.clone();
+        let off = |u: &str| self.receipts_off.contains(&(account.to_string(), u.to_string()));
         let r = self.rooms.get_mut(&Self::rk(account, &room))?;
         let before = {
             let m = r.messages.get(&seq)?;
@@ -529,11 +492,7 @@ impl ReceiptTracker {
             let m = r.messages.get(&seq)?;
             users
                 .into_iter()
-                .filter(|u| {
-                    r.is_recipient(u, seq, m)
-                        && !m.delivered.contains(*u)
-                        && !r.read_through(u, seq)
-                })
+                .filter(|u| r.is_recipient(u, seq, m) && !m.delivered.contains(*u) && !r.read_through(u, seq))
                 .map(str::to_string)
                 .collect()
         };
@@ -556,10 +515,7 @@ impl ReceiptTracker {
         message_ids: impl IntoIterator<Item = &'a str>,
         now: DateTime<Utc>,
     ) -> Vec<DeliveredNotice> {
-        message_ids
-            .into_iter()
-            .filter_map(|id| self.mark_delivered(account, id, [user_id], now))
-            .collect()
+        message_ids.into_iter().filter_map(|id| self.mark_delivered(account, id, [user_id], now)).collect()
     }
 
     // ----- reads -------------------------------------------------------------------------
@@ -575,23 +531,14 @@ impl ReceiptTracker {
         up_to_seq: Seq,
         read_at: DateTime<Utc>,
     ) -> ReadOutcome {
-        let receipts_on = !self
-            .receipts_off
-            .contains(&(account.to_string(), user_id.to_string()));
+        let receipts_on = !self.receipts_off.contains(&(account.to_string(), user_id.to_string()));
         let rk = Self::rk(account, room);
         let r = self.rooms.entry(rk.clone()).or_default();
         let old = r.watermarks.get(user_id).map_or(Seq::MIN, |w| w.seq);
         if up_to_seq <= old {
-            return ReadOutcome {
-                advanced: false,
-                watermark: old,
-                ..Default::default()
-            };
+            return ReadOutcome { advanced: false, watermark: old, ..Default::default() };
         }
-        let off = |u: &str| {
-            self.receipts_off
-                .contains(&(account.to_string(), u.to_string()))
-        };
+        let off = |u: &str| self.receipts_off.contains(&(account.to_string(), u.to_string()));
 
         // Counts before the move, for the messages the move covers and the reader receives.
         let affected: Vec<(Seq, Counts)> = r
@@ -601,25 +548,17 @@ impl ReceiptTracker {
             .map(|(seq, m)| (*seq, r.counts(*seq, m, off)))
             .collect();
 
-        let wm = Watermark {
-            seq: up_to_seq,
-            at: read_at,
-        };
+        let wm = Watermark { seq: up_to_seq, at: read_at };
         r.watermarks.insert(user_id.to_string(), wm);
 
-        let mut out = ReadOutcome {
-            advanced: true,
-            watermark: up_to_seq,
-            ..Default::default()
-        };
+        let mut out = ReadOutcome { advanced: true, watermark: up_to_seq, ..Default::default() };
         for (seq, before) in affected {
             let m = r.messages.get_mut(&seq).expect("in range");
             m.updated_at = read_at;
             let m = r.messages.get(&seq).expect("in range");
             let after = r.counts(seq, m, off);
             if after.delivered > before.delivered {
-                out.delivered
-                    .push(delivered_notice(m, before, after, read_at));
+                out.delivered.push(delivered_notice(m, before, after, read_at));
             }
             if receipts_on {
                 out.reads.push(ReadNotice {
@@ -648,26 +587,14 @@ impl ReceiptTracker {
         message_id: &str,
         read_at: DateTime<Utc>,
     ) -> Option<ReadOutcome> {
-        let (room, seq) = self
-            .locate(account, message_id)
-            .map(|(r, s)| (r.to_string(), s))?;
+        let (room, seq) = self.locate(account, message_id).map(|(r, s)| (r.to_string(), s))?;
         Some(self.mark_read(account, &room, user_id, seq, read_at))
     }
 
     /// Load a persisted watermark (startup / lazy load). Keeps the higher one; not dirty.
-    pub fn load_watermark(
-        &mut self,
-        account: &str,
-        room: &str,
-        user_id: &str,
-        seq: Seq,
-        read_at: DateTime<Utc>,
-    ) {
+    pub fn load_watermark(&mut self, account: &str, room: &str, user_id: &str, seq: Seq, read_at: DateTime<Utc>) {
         let r = self.rooms.entry(Self::rk(account, room)).or_default();
-        let w = r
-            .watermarks
-            .entry(user_id.to_string())
-            .or_insert(Watermark { seq, at: read_at });
+        let w = r.watermarks.entry(user_id.to_string()).or_insert(Watermark { seq, at: read_at });
         if seq > w.seq {
             *w = Watermark { seq, at: read_at };
         }
@@ -675,11 +602,7 @@ impl ReceiptTracker {
 
     /// The user's read watermark in the room.
     pub fn watermark(&self, account: &str, room: &str, user_id: &str) -> Option<Seq> {
-        self.rooms
-            .get(&Self::rk(account, room))?
-            .watermarks
-            .get(user_id)
-            .map(|w| w.seq)
+        self.rooms.get(&Self::rk(account, room))?.watermarks.get(user_id).map(|w| w.seq)
     }
 
     /// Tracked messages after the user's watermark that others sent to them.
@@ -687,15 +610,8 @@ impl ReceiptTracker {
         let Some(r) = self.rooms.get(&Self::rk(account, room)) else {
             return 0;
         };
-        let from = r
-            .watermarks
-            .get(user_id)
-            .map_or(Seq::MIN, |w| w.seq)
-            .saturating_add(1);
-        r.messages
-            .range(from..)
-            .filter(|(seq, m)| r.is_recipient(user_id, **seq, m))
-            .count()
+        let from = r.watermarks.get(user_id).map_or(Seq::MIN, |w| w.seq).saturating_add(1);
+        r.messages.range(from..).filter(|(seq, m)| r.is_recipient(user_id, **seq, m)).count()
     }
 
     /// Drain the watermarks changed since the last call (one per room and user, the latest),
@@ -705,13 +621,7 @@ impl ReceiptTracker {
         let mut out: Vec<WatermarkWrite> = self
             .dirty
             .drain()
-            .map(|((account, room, user_id), w)| WatermarkWrite {
-                account,
-                room,
-                user_id,
-                seq: w.seq,
-                read_at: w.at,
-            })
+            .map(|((account, room, user_id), w)| WatermarkWrite { account, room, user_id, seq: w.seq, read_at: w.at })
             .collect();
         out.sort();
         out
@@ -720,18 +630,9 @@ impl ReceiptTracker {
     /// Re-queue writes that could not be persisted (newer dirty values win).
     pub fn restore_dirty(&mut self, writes: impl IntoIterator<Item = WatermarkWrite>) {
         for w in writes {
-            let e = self
-                .dirty
-                .entry((w.account, w.room, w.user_id))
-                .or_insert(Watermark {
-                    seq: w.seq,
-                    at: w.read_at,
-                });
+            let e = self.dirty.entry((w.account, w.room, w.user_id)).or_insert(Watermark { seq: w.seq, at: w.read_at });
             if w.seq > e.seq {
-                *e = Watermark {
-                    seq: w.seq,
-                    at: w.read_at,
-                };
+                *e = Watermark { seq: w.seq, at: w.read_at };
             }
         }
     }
@@ -747,15 +648,10 @@ impl ReceiptTracker {
     /// requester's client ids and is echoed as given. `None`: not tracked here (ask the
     /// database, or answer [`DeliveryStatus::failed`] for an unknown client id).
     pub fn status(&self, account: &str, requester: &str, id: &str) -> Option<DeliveryStatus> {
-        let message_id = if self
-            .by_id
-            .contains_key(&(account.to_string(), id.to_string()))
-        {
+        let message_id = if self.by_id.contains_key(&(account.to_string(), id.to_string())) {
             id.to_string()
         } else {
-            self.by_client_id
-                .get(&(account.to_string(), requester.to_string(), id.to_string()))?
-                .clone()
+            self.by_client_id.get(&(account.to_string(), requester.to_string(), id.to_string()))?.clone()
         };
         let (room, seq) = self.by_id.get(&(account.to_string(), message_id))?;
         let r = self.rooms.get(&Self::rk(account, room))?;
@@ -791,12 +687,7 @@ impl ReceiptTracker {
     }
 }
 
-fn delivered_notice(
-    m: &Tracked,
-    before: Counts,
-    after: Counts,
-    now: DateTime<Utc>,
-) -> DeliveredNotice {
+fn delivered_notice(m: &Tracked, before: Counts, after: Counts, now: DateTime<Utc>) -> DeliveredNotice {
     let (old, new) = (before.state(), after.state());
     DeliveredNotice {
         sender_id: m.sender_id.clone(),
@@ -806,10 +697,7 @@ fn delivered_notice(
             total_recipients: after.total,
             delivered_at: now,
         },
-        ack: (old != new).then(|| MessageAck {
-            message_id: m.message_id.clone(),
-            status: new,
-        }),
+        ack: (old != new).then(|| MessageAck { message_id: m.message_id.clone(), status: new }),
     }
 }
 
@@ -838,11 +726,7 @@ mod tests {
     /// A 4-member room (alice sends; bob, carol, dave receive).
     fn room4() -> ReceiptTracker {
         let mut r = ReceiptTracker::new(ReceiptConfig::default());
-        r.set_members(
-            A,
-            ROOM,
-            ["alice", "bob", "carol", "dave"].map(|u| (u.to_string(), 0)),
-        );
+        r.set_members(A, ROOM, ["alice", "bob", "carol", "dave"].map(|u| (u.to_string(), 0)));
         r.register_message(A, ROOM, msg("m1", 1, "alice"));
         r
     }
@@ -852,39 +736,21 @@ mod tests {
         let mut r = room4();
         let n = r.mark_delivered(A, "m1", ["bob"], t(10)).unwrap();
         assert_eq!(n.sender_id, "alice");
-        assert_eq!(
-            (n.delivered.delivered_count, n.delivered.total_recipients),
-            (1, 3)
-        );
-        assert_eq!(
-            n.ack, None,
-            "group: not delivered until all recipients have it"
-        );
+        assert_eq!((n.delivered.delivered_count, n.delivered.total_recipients), (1, 3));
+        assert_eq!(n.ack, None, "group: not delivered until all recipients have it");
         assert_eq!(
             serde_json::to_value(&n.delivered).unwrap(),
             json!({"messageId": "m1", "deliveredCount": 1, "totalRecipients": 3,
                    "deliveredAt": "2023-11-14T22:13:20.010Z"})
         );
         // The sender, duplicates and strangers do not count.
-        assert!(
-            r.mark_delivered(A, "m1", ["alice", "bob", "mallory"], t(11))
-                .is_none()
-        );
+        assert!(r.mark_delivered(A, "m1", ["alice", "bob", "mallory"], t(11)).is_none());
         let n = r.mark_delivered(A, "m1", ["carol"], t(20)).unwrap();
         assert_eq!(n.delivered.delivered_count, 2);
         let n = r.mark_delivered(A, "m1", ["dave"], t(30)).unwrap();
         assert_eq!(n.delivered.delivered_count, 3);
-        assert_eq!(
-            n.ack,
-            Some(MessageAck {
-                message_id: "m1".into(),
-                status: DeliveryState::Delivered
-            })
-        );
-        assert_eq!(
-            serde_json::to_value(n.ack.unwrap()).unwrap(),
-            json!({"messageId": "m1", "status": "delivered"})
-        );
+        assert_eq!(n.ack, Some(MessageAck { message_id: "m1".into(), status: DeliveryState::Delivered }));
+        assert_eq!(serde_json::to_value(n.ack.unwrap()).unwrap(), json!({"messageId": "m1", "status": "delivered"}));
         assert!(r.mark_delivered(A, "unknown", ["bob"], t(40)).is_none());
     }
 
@@ -902,11 +768,7 @@ mod tests {
             assert_eq!(read.user_id, *reader);
             counts.push((read.read_count, read.total_recipients));
             let st = r.status(A, "alice", "m1").unwrap();
-            let expected = if i == 2 {
-                DeliveryState::Read
-            } else {
-                DeliveryState::Delivered
-            };
+            let expected = if i == 2 { DeliveryState::Read } else { DeliveryState::Delivered };
             assert_eq!(st.state, expected);
         }
         assert_eq!(counts, vec![(1, 3), (2, 3), (3, 3)]);
@@ -939,26 +801,15 @@ mod tests {
         let out = r.mark_read(A, ROOM, "carol", 3, t(100));
         assert_eq!(out.watermark, 3);
         // All three messages are read by carol; notices go to each message's sender.
-        let senders: Vec<_> = out
-            .reads
-            .iter()
-            .map(|n| (n.read.message_id.as_str(), n.sender_id.as_str()))
-            .collect();
-        assert_eq!(
-            senders,
-            vec![("m1", "alice"), ("m2", "bob"), ("m3", "alice")]
-        );
+        let senders: Vec<_> = out.reads.iter().map(|n| (n.read.message_id.as_str(), n.sender_id.as_str())).collect();
+        assert_eq!(senders, vec![("m1", "alice"), ("m2", "bob"), ("m3", "alice")]);
         let back = r.mark_read(A, ROOM, "carol", 1, t(200));
         assert!(!back.advanced);
         assert_eq!(back.watermark, 3);
         assert_eq!(r.watermark(A, ROOM, "carol"), Some(3));
         // Bob reading through 3 gets no notice for his own message m2.
         let out = r.mark_read(A, ROOM, "bob", 3, t(300));
-        let ids: Vec<_> = out
-            .reads
-            .iter()
-            .map(|n| n.read.message_id.as_str())
-            .collect();
+        let ids: Vec<_> = out.reads.iter().map(|n| n.read.message_id.as_str()).collect();
         assert_eq!(ids, vec!["m1", "m3"]);
         // Loading an older persisted watermark does not move it back either.
         r.load_watermark(A, ROOM, "bob", 1, t(0));
@@ -988,10 +839,7 @@ mod tests {
         let mut r = room4();
         r.set_read_receipts(A, "bob", false);
         let out = r.mark_read(A, ROOM, "bob", 1, t(100));
-        assert!(
-            out.advanced,
-            "the watermark still moves (unread counts, persistence)"
-        );
+        assert!(out.advanced, "the watermark still moves (unread counts, persistence)");
         assert!(out.reads.is_empty(), "no message:read to others");
         assert_eq!(out.delivered.len(), 1, "delivery is still reported");
         assert_eq!(r.take_dirty().len(), 1);
@@ -1000,21 +848,11 @@ mod tests {
         assert_eq!(out.reads[0].read.read_count, 1);
         r.mark_read(A, ROOM, "dave", 1, t(300));
         let st = r.status(A, "alice", "m1").unwrap();
-        assert_eq!(
-            (st.read_count, st.delivered_count, st.total_recipients),
-            (2, 3, 3)
-        );
-        assert_eq!(
-            st.state,
-            DeliveryState::Delivered,
-            "never all-read while bob hides his reads"
-        );
+        assert_eq!((st.read_count, st.delivered_count, st.total_recipients), (2, 3, 3));
+        assert_eq!(st.state, DeliveryState::Delivered, "never all-read while bob hides his reads");
         // Turning receipts back on counts the read again.
         r.set_read_receipts(A, "bob", true);
-        assert_eq!(
-            r.status(A, "alice", "m1").unwrap().state,
-            DeliveryState::Read
-        );
+        assert_eq!(r.status(A, "alice", "m1").unwrap().state, DeliveryState::Read);
     }
 
     #[test]
@@ -1039,23 +877,11 @@ mod tests {
         assert!(r.status(A, "bob", "c-m1").is_none());
         r.mark_delivered(A, "m1", ["bob", "carol"], t(50));
         let s = r.status(A, "alice", "m1").unwrap();
-        assert_eq!(
-            (s.state, s.delivered_count, s.updated_at),
-            (DeliveryState::Sent, 2, t(50))
-        );
+        assert_eq!((s.state, s.delivered_count, s.updated_at), (DeliveryState::Sent, 2, t(50)));
         r.mark_delivered(A, "m1", ["dave"], t(60));
-        assert_eq!(
-            r.status(A, "alice", "m1").unwrap().state,
-            DeliveryState::Delivered
-        );
-        assert_eq!(
-            DeliveryStatus::failed("x", t(0)).state,
-            DeliveryState::Failed
-        );
-        assert_eq!(
-            serde_json::to_value(DeliveryState::Failed).unwrap(),
-            json!("failed")
-        );
+        assert_eq!(r.status(A, "alice", "m1").unwrap().state, DeliveryState::Delivered);
+        assert_eq!(DeliveryStatus::failed("x", t(0)).state, DeliveryState::Failed);
+        assert_eq!(serde_json::to_value(DeliveryState::Failed).unwrap(), json!("failed"));
     }
 
     #[test]
@@ -1066,19 +892,9 @@ mod tests {
         let n = r.mark_delivered(A, "d1", ["b"], t(10)).unwrap();
         assert_eq!(n.ack.unwrap().status, DeliveryState::Delivered);
         let out = r.mark_read(A, "dm:a:b", "b", 1, t(20));
-        assert_eq!(
-            (
-                out.reads[0].read.read_count,
-                out.reads[0].read.total_recipients
-            ),
-            (1, 1)
-        );
+        assert_eq!((out.reads[0].read.read_count, out.reads[0].read.total_recipients), (1, 1));
         assert_eq!(r.status(A, "a", "d1").unwrap().state, DeliveryState::Read);
-        assert_eq!(
-            DeliveryState::from_counts(0, 0, 0),
-            DeliveryState::Sent,
-            "alone in the room"
-        );
+        assert_eq!(DeliveryState::from_counts(0, 0, 0), DeliveryState::Sent, "alone in the room");
     }
 
     #[test]
@@ -1094,11 +910,7 @@ mod tests {
         assert_eq!(r.status(A, "alice", "m2").unwrap().total_recipients, 3);
         assert_eq!(r.unread_count(A, ROOM, "erin"), 1);
         assert_eq!(r.unread_count(A, ROOM, "bob"), 2);
-        assert_eq!(
-            r.unread_count(A, ROOM, "alice"),
-            0,
-            "own messages are not unread"
-        );
+        assert_eq!(r.unread_count(A, ROOM, "alice"), 0, "own messages are not unread");
     }
 
     #[test]
@@ -1116,13 +928,7 @@ mod tests {
         assert_eq!(
             writes,
             vec![
-                WatermarkWrite {
-                    account: A.into(),
-                    room: ROOM.into(),
-                    user_id: "bob".into(),
-                    seq: 3,
-                    read_at: t(30)
-                },
+                WatermarkWrite { account: A.into(), room: ROOM.into(), user_id: "bob".into(), seq: 3, read_at: t(30) },
                 WatermarkWrite {
                     account: A.into(),
                     room: ROOM.into(),
@@ -1146,9 +952,7 @@ mod tests {
 
     #[test]
     fn eviction_bounds_memory_and_indexes() {
-        let mut r = ReceiptTracker::new(ReceiptConfig {
-            max_messages_per_room: 3,
-        });
+        let mut r = ReceiptTracker::new(ReceiptConfig { max_messages_per_room: 3 });
         r.set_members(A, ROOM, [("a".to_string(), 0), ("b".to_string(), 0)]);
         for i in 1..=5 {
             r.register_message(A, ROOM, msg(&format!("m{i}"), i, "a"));
@@ -1172,10 +976,7 @@ mod tests {
         let mut r = room4();
         r.register_message(A, ROOM, msg("m2", 2, "carol"));
         let notices = r.mark_fetched(A, "bob", ["m1", "m2", "zzz"], t(10));
-        let ids: Vec<_> = notices
-            .iter()
-            .map(|n| (n.sender_id.as_str(), n.delivered.delivered_count))
-            .collect();
+        let ids: Vec<_> = notices.iter().map(|n| (n.sender_id.as_str(), n.delivered.delivered_count)).collect();
         assert_eq!(ids, vec![("alice", 1), ("carol", 1)]);
         // Re-registering an id changes nothing.
         r.register_message(A, ROOM, msg("m1", 1, "alice"));

@@ -100,18 +100,12 @@ fn from_std(d: std::time::Duration) -> Duration {
 impl TypingConfig {
     /// Build from the millisecond settings (clamped to 0..=1 year).
     pub fn from_millis(timeout_ms: i64, coalesce_ms: i64) -> Self {
-        TypingConfig {
-            timeout: clamp_ms(timeout_ms),
-            coalesce: clamp_ms(coalesce_ms),
-        }
+        TypingConfig { timeout: clamp_ms(timeout_ms), coalesce: clamp_ms(coalesce_ms) }
     }
 
     /// Build from `std::time::Duration` settings (`REALTIME_TYPING_TIMEOUT`, `REALTIME_TYPING_COALESCE`).
     pub fn from_std(timeout: std::time::Duration, coalesce: std::time::Duration) -> Self {
-        TypingConfig {
-            timeout: from_std(timeout),
-            coalesce: from_std(coalesce),
-        }
+        TypingConfig { timeout: from_std(timeout), coalesce: from_std(coalesce) }
     }
 }
 
@@ -171,9 +165,7 @@ pub struct TypingRoom {
 
 fn check_id(field: &str, v: &str) -> Result<(), TypingError> {
     if v.trim().is_empty() {
-        return Err(TypingError::Validation(format!(
-            "{field} must be a non-empty string"
-        )));
+        return Err(TypingError::Validation(format!("{field} must be a non-empty string")));
     }
     if v.len() > MAX_ID_LEN {
         return Err(TypingError::TooLarge(field.to_string()));
@@ -199,20 +191,14 @@ impl TypingRoom {
         check_id("roomName", bare)?;
         let thread_id = match room_type {
             RoomType::Thread => {
-                let t = thread_id.ok_or_else(|| {
-                    TypingError::Validation("threadId is required for roomType thread".into())
-                })?;
+                let t = thread_id
+                    .ok_or_else(|| TypingError::Validation("threadId is required for roomType thread".into()))?;
                 check_id("threadId", t)?;
                 Some(t.strip_prefix("thread:").unwrap_or(t).to_string())
             }
             _ => None,
         };
-        Ok(TypingRoom {
-            account: account.to_string(),
-            room_type,
-            room_name: bare.to_string(),
-            thread_id,
-        })
+        Ok(TypingRoom { account: account.to_string(), room_type, room_name: bare.to_string(), thread_id })
     }
 
     /// Stable textual key of the list within its account (useful for logs and Redis keys):
@@ -300,44 +286,29 @@ impl TypingRequest {
                 _ => return Err(TypingError::Validation("isTyping must be a boolean".into())),
             },
             other => {
-                return Err(TypingError::Validation(format!(
-                    "not a typing event: {other}"
-                )));
+                return Err(TypingError::Validation(format!("not a typing event: {other}")));
             }
         };
         let room_name = match opt_str(payload, "roomName")? {
             Some(r) => r,
-            None => opt_str(payload, "channelId")?.ok_or_else(|| {
-                TypingError::Validation("roomName or channelId is required".into())
-            })?,
+            None => opt_str(payload, "channelId")?
+                .ok_or_else(|| TypingError::Validation("roomName or channelId is required".into()))?,
         };
         let thread_id = opt_str(payload, "threadId")?;
         let recipient_id = opt_str(payload, "recipientId")?;
         let room_type = match opt_str(payload, "roomType")? {
-            Some(rt) => RoomType::parse(&rt).ok_or_else(|| {
-                TypingError::Validation("roomType must be channel, thread or dm".into())
-            })?,
+            Some(rt) => RoomType::parse(&rt)
+                .ok_or_else(|| TypingError::Validation("roomType must be channel, thread or dm".into()))?,
             None if room_name.starts_with("dm:") => RoomType::Dm,
             None if thread_id.is_some() => RoomType::Thread,
             None => RoomType::Channel,
         };
-        Ok(TypingRequest {
-            room_type,
-            room_name,
-            thread_id,
-            recipient_id,
-            is_typing,
-        })
+        Ok(TypingRequest { room_type, room_name, thread_id, recipient_id, is_typing })
     }
 
     /// The list this request addresses.
     pub fn room(&self, account: &str) -> Result<TypingRoom, TypingError> {
-        TypingRoom::new(
-            account,
-            self.room_type,
-            &self.room_name,
-            self.thread_id.as_deref(),
-        )
+        TypingRoom::new(account, self.room_type, &self.room_name, self.thread_id.as_deref())
     }
 }
 
@@ -416,13 +387,7 @@ pub struct TypingEvent {
 pub trait TypingStore: Send + Sync {
     /// `typing:start`: add or refresh the user's entry (`startedAt = now`). `recipient_id`
     /// (dm only) is remembered for the stop and the expiry.
-    fn start(
-        &self,
-        room: &TypingRoom,
-        typist: &Typist,
-        recipient_id: Option<&str>,
-        now: DateTime<Utc>,
-    );
+    fn start(&self, room: &TypingRoom, typist: &Typist, recipient_id: Option<&str>, now: DateTime<Utc>);
 
     /// `typing:stop` from `socket_id`. Returns whether the list changed. A stop from a socket
     /// that never started (e.g. the client reconnected with a new socket id) stops the user.
@@ -508,34 +473,19 @@ impl RoomState {
     }
 
     fn next_deadline(&self, cfg: &TypingConfig) -> Option<DateTime<Utc>> {
-        let expiry = self
-            .entries
-            .iter()
-            .map(|e| e.started_at + cfg.timeout)
-            .min();
+        let expiry = self.entries.iter().map(|e| e.started_at + cfg.timeout).min();
         let emit = if self.dirty { self.due } else { None };
-        let cleanup = if self.entries.is_empty() && !self.dirty {
-            self.last_emit.map(|t| t + cfg.coalesce)
-        } else {
-            None
-        };
+        let cleanup =
+            if self.entries.is_empty() && !self.dirty { self.last_emit.map(|t| t + cfg.coalesce) } else { None };
         [expiry, emit, cleanup].into_iter().flatten().min()
     }
 
     fn removable(&self, now: DateTime<Utc>, cfg: &TypingConfig) -> bool {
-        self.entries.is_empty()
-            && !self.dirty
-            && self.last_emit.is_none_or(|t| now >= t + cfg.coalesce)
+        self.entries.is_empty() && !self.dirty && self.last_emit.is_none_or(|t| now >= t + cfg.coalesce)
     }
 
     /// Remove entry `idx`, remembering its dm recipient for the routing of the next event.
-    fn remove_entry(
-        &mut self,
-        idx: usize,
-        now: DateTime<Utc>,
-        cfg: &TypingConfig,
-        recipient: Option<&str>,
-    ) {
+    fn remove_entry(&mut self, idx: usize, now: DateTime<Utc>, cfg: &TypingConfig, recipient: Option<&str>) {
         let e = self.entries.remove(idx);
         if let Some(r) = recipient.map(str::to_string).or(e.recipient_id)
             && !self.removed_recipients.contains(&r)
@@ -559,10 +509,7 @@ pub struct TypingState {
 
 impl TypingState {
     pub fn new(cfg: TypingConfig) -> Self {
-        TypingState {
-            cfg,
-            ..Default::default()
-        }
+        TypingState { cfg, ..Default::default() }
     }
 
     pub fn config(&self) -> TypingConfig {
@@ -570,10 +517,7 @@ impl TypingState {
     }
 
     fn index_add(&mut self, room: &TypingRoom, user_id: &str) {
-        self.by_user
-            .entry((room.account.clone(), user_id.to_string()))
-            .or_default()
-            .insert(room.clone());
+        self.by_user.entry((room.account.clone(), user_id.to_string())).or_default().insert(room.clone());
     }
 
     fn index_remove(&mut self, room: &TypingRoom, user_id: &str) {
@@ -604,20 +548,10 @@ impl TypingState {
         }
     }
 
-    pub fn start(
-        &mut self,
-        room: &TypingRoom,
-        typist: &Typist,
-        recipient_id: Option<&str>,
-        now: DateTime<Utc>,
-    ) {
+    pub fn start(&mut self, room: &TypingRoom, typist: &Typist, recipient_id: Option<&str>, now: DateTime<Utc>) {
         let cfg = self.cfg;
         let state = self.rooms.entry(room.clone()).or_default();
-        match state
-            .entries
-            .iter_mut()
-            .find(|e| e.user_id == typist.user_id)
-        {
+        match state.entries.iter_mut().find(|e| e.user_id == typist.user_id) {
             Some(e) => {
                 e.started_at = now;
                 e.sockets.insert(typist.socket_id.clone(), now);
@@ -696,13 +630,7 @@ impl TypingState {
         true
     }
 
-    pub fn remove_socket(
-        &mut self,
-        account: &str,
-        user_id: &str,
-        socket_id: &str,
-        now: DateTime<Utc>,
-    ) {
+    pub fn remove_socket(&mut self, account: &str, user_id: &str, socket_id: &str, now: DateTime<Utc>) {
         let key = (account.to_string(), user_id.to_string());
         let Some(rooms) = self.by_user.get(&key) else {
             return;
@@ -732,10 +660,7 @@ impl TypingState {
             if let Some(ev) = self.process_room(&room, now) {
                 events.push(ev);
             }
-            let removable = self
-                .rooms
-                .get(&room)
-                .is_some_and(|s| s.removable(now, &self.cfg));
+            let removable = self.rooms.get(&room).is_some_and(|s| s.removable(now, &self.cfg));
             if removable {
                 self.rooms.remove(&room);
             } else {
@@ -761,11 +686,8 @@ impl TypingState {
             }
         }
 
-        let event = if state.dirty && state.due.is_some_and(|d| d <= now) {
-            Self::emit(room, state, now)
-        } else {
-            None
-        };
+        let event =
+            if state.dirty && state.due.is_some_and(|d| d <= now) { Self::emit(room, state, now) } else { None };
         for user in expired {
             self.index_remove(room, &user);
         }
@@ -777,11 +699,8 @@ impl TypingState {
         state.due = None;
         let changed = std::mem::take(&mut state.changed);
         let removed_recipients = std::mem::take(&mut state.removed_recipients);
-        let snapshot: Vec<(String, DateTime<Utc>)> = state
-            .entries
-            .iter()
-            .map(|e| (e.user_id.clone(), e.started_at))
-            .collect();
+        let snapshot: Vec<(String, DateTime<Utc>)> =
+            state.entries.iter().map(|e| (e.user_id.clone(), e.started_at)).collect();
         if snapshot == state.last_emitted {
             // Start and stop within one window, or a no-op: nothing to tell anyone.
             return None;
@@ -812,13 +731,7 @@ impl TypingState {
             .filter(|u| changed.iter().any(|c| *c != u.user_id))
             .map(|u| PersonalTypingEvent {
                 user_id: u.user_id.clone(),
-                payload: payload_with(
-                    users
-                        .iter()
-                        .filter(|o| o.user_id != u.user_id)
-                        .cloned()
-                        .collect(),
-                ),
+                payload: payload_with(users.iter().filter(|o| o.user_id != u.user_id).cloned().collect()),
             })
             .collect();
         Some(TypingEvent {
@@ -833,13 +746,7 @@ impl TypingState {
     pub fn typing_users(&self, room: &TypingRoom, now: DateTime<Utc>) -> Vec<TypingUser> {
         self.rooms
             .get(room)
-            .map(|s| {
-                s.entries
-                    .iter()
-                    .filter(|e| e.started_at + self.cfg.timeout > now)
-                    .map(Entry::view)
-                    .collect()
-            })
+            .map(|s| s.entries.iter().filter(|e| e.started_at + self.cfg.timeout > now).map(Entry::view).collect())
             .unwrap_or_default()
     }
 }
@@ -852,20 +759,12 @@ pub struct InMemoryTypingStore {
 
 impl InMemoryTypingStore {
     pub fn new(cfg: TypingConfig) -> Self {
-        InMemoryTypingStore {
-            state: Mutex::new(TypingState::new(cfg)),
-        }
+        InMemoryTypingStore { state: Mutex::new(TypingState::new(cfg)) }
     }
 }
 
 impl TypingStore for InMemoryTypingStore {
-    fn start(
-        &self,
-        room: &TypingRoom,
-        typist: &Typist,
-        recipient_id: Option<&str>,
-        now: DateTime<Utc>,
-    ) {
+    fn start(&self, room: &TypingRoom, typist: &Typist, recipient_id: Option<&str>, now: DateTime<Utc>) {
         self.state.lock().start(room, typist, recipient_id, now)
     }
 
@@ -877,15 +776,11 @@ impl TypingStore for InMemoryTypingStore {
         recipient_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> bool {
-        self.state
-            .lock()
-            .stop(room, user_id, socket_id, recipient_id, now)
+        self.state.lock().stop(room, user_id, socket_id, recipient_id, now)
     }
 
     fn remove_socket(&self, account: &str, user_id: &str, socket_id: &str, now: DateTime<Utc>) {
-        self.state
-            .lock()
-            .remove_socket(account, user_id, socket_id, now)
+        self.state.lock().remove_socket(account, user_id, socket_id, now)
     }
 
     fn flush(&self, now: DateTime<Utc>) -> Vec<TypingEvent> {
@@ -1018,10 +913,7 @@ mod tests {
         assert_eq!(evs.len(), 1);
         assert!(evs[0].payload.users.is_empty());
         assert_eq!(evs[0].except_users, Vec::<String>::new());
-        assert_eq!(
-            serde_json::to_value(&evs[0].payload).unwrap()["users"],
-            json!([])
-        );
+        assert_eq!(serde_json::to_value(&evs[0].payload).unwrap()["users"], json!([]));
     }
 
     #[test]
@@ -1032,10 +924,7 @@ mod tests {
         s.start(&room, &typist("alice", "old"), None, t(0));
         assert!(s.stop(&room, "alice", "new", None, t(50)));
         assert!(s.typing_users(&room, t(50)).is_empty());
-        assert!(
-            !s.stop(&room, "alice", "new", None, t(60)),
-            "second stop is a no-op"
-        );
+        assert!(!s.stop(&room, "alice", "new", None, t(60)), "second stop is a no-op");
         assert!(!s.stop(&channel("other"), "alice", "new", None, t(60)));
     }
 
@@ -1206,11 +1095,7 @@ mod tests {
         s.flush(t(0));
         s.remove_socket("primary", "alice", "s1", t(1000));
         assert!(s.typing_users(&a, t(1000)).is_empty());
-        assert_eq!(
-            ids(&s.typing_users(&b, t(1000))),
-            vec!["alice"],
-            "s2 still typing in b"
-        );
+        assert_eq!(ids(&s.typing_users(&b, t(1000))), vec!["alice"], "s2 still typing in b");
         let evs = s.flush(t(1000));
         assert_eq!(evs.len(), 1);
         assert_eq!(evs[0].room, a);
@@ -1222,28 +1107,15 @@ mod tests {
     #[test]
     fn room_normalisation_and_validation() {
         let a = TypingRoom::new("p", RoomType::Channel, "channel:abc", None).unwrap();
-        assert_eq!(
-            a,
-            TypingRoom::new("p", RoomType::Channel, "abc", Some("ignored")).unwrap()
-        );
+        assert_eq!(a, TypingRoom::new("p", RoomType::Channel, "abc", Some("ignored")).unwrap());
         assert_eq!(a.route_key(), "channel:abc");
         let d = TypingRoom::new("p", RoomType::Dm, "dm:alice:bob", None).unwrap();
         assert_eq!(d.room_name, "alice:bob");
         assert_eq!(d.socket_room(), "dm:alice:bob");
         let th = TypingRoom::new("p", RoomType::Thread, "abc", Some("t1")).unwrap();
         assert_eq!(th.route_key(), "channel:abc/thread:t1");
-        assert_eq!(
-            TypingRoom::new("p", RoomType::Thread, "abc", None)
-                .unwrap_err()
-                .code(),
-            "VALIDATION_ERROR"
-        );
-        assert_eq!(
-            TypingRoom::new("p", RoomType::Channel, "", None)
-                .unwrap_err()
-                .code(),
-            "VALIDATION_ERROR"
-        );
+        assert_eq!(TypingRoom::new("p", RoomType::Thread, "abc", None).unwrap_err().code(), "VALIDATION_ERROR");
+        assert_eq!(TypingRoom::new("p", RoomType::Channel, "", None).unwrap_err().code(), "VALIDATION_ERROR");
         let huge = "x".repeat(MAX_ID_LEN + 1);
         assert_eq!(
             TypingRoom::new("p", RoomType::Thread, "abc", Some(&huge)).unwrap_err(),
@@ -1261,27 +1133,19 @@ mod tests {
         assert_eq!(r.room_type, RoomType::Dm);
         assert_eq!(r.recipient_id.as_deref(), Some("bob"));
         assert!(r.is_typing);
-        let r =
-            TypingRequest::from_json("typing:stop", &json!({"channelId": "c1", "threadId": "t1"}))
-                .unwrap();
+        let r = TypingRequest::from_json("typing:stop", &json!({"channelId": "c1", "threadId": "t1"})).unwrap();
         assert_eq!((r.room_type, r.is_typing), (RoomType::Thread, false));
         assert_eq!(r.room("primary").unwrap().thread_id.as_deref(), Some("t1"));
-        let r = TypingRequest::from_json("typing", &json!({"channelId": "c1", "isTyping": true}))
-            .unwrap();
+        let r = TypingRequest::from_json("typing", &json!({"channelId": "c1", "isTyping": true})).unwrap();
         assert_eq!((r.room_type, r.is_typing), (RoomType::Channel, true));
         let r = TypingRequest::from_json("typing:start", &json!({"roomName": "dm:x:y"})).unwrap();
         assert_eq!(r.room("p").unwrap().room_name, "x:y");
         assert!(TypingRequest::from_json("typing", &json!({"channelId": "c1"})).is_err());
         assert!(TypingRequest::from_json("typing:start", &json!({})).is_err());
         assert!(TypingRequest::from_json("typing:start", &json!("c1")).is_err());
-        assert!(
-            TypingRequest::from_json("typing:start", &json!({"roomName": "c", "roomType": "x"}))
-                .is_err()
-        );
+        assert!(TypingRequest::from_json("typing:start", &json!({"roomName": "c", "roomType": "x"})).is_err());
         assert_eq!(
-            TypingRequest::from_json("typing:start", &json!({"roomName": "x".repeat(300)}))
-                .unwrap_err()
-                .code(),
+            TypingRequest::from_json("typing:start", &json!({"roomName": "x".repeat(300)})).unwrap_err().code(),
             "PAYLOAD_TOO_LARGE"
         );
     }
@@ -1299,10 +1163,7 @@ mod tests {
 
     #[test]
     fn config_conversions_clamp() {
-        let c = TypingConfig::from_std(
-            std::time::Duration::from_secs(5),
-            std::time::Duration::from_millis(250),
-        );
+        let c = TypingConfig::from_std(std::time::Duration::from_secs(5), std::time::Duration::from_millis(250));
         assert_eq!(c, TypingConfig::default());
         let c = TypingConfig::from_millis(-5, i64::MAX);
         assert_eq!(c.timeout, Duration::zero());
@@ -1320,10 +1181,7 @@ mod tests {
         s.start(&room, &ty, None, t(0));
         let ev = s.flush(t(0)).remove(0);
         assert_eq!(ev.payload.users[0].user_name.as_deref(), Some("alice name"));
-        assert_eq!(
-            ev.payload.users[0].user_avatar.as_deref(),
-            Some("https://x/a.png")
-        );
+        assert_eq!(ev.payload.users[0].user_avatar.as_deref(), Some("https://x/a.png"));
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The admin API (CONTRACT §10) used by the CLI, operators and app backends.
 
 use axum::Json;
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
-use axum::Router;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -130,9 +130,7 @@ async fn add_member(
         return Err(AppError::validation(format!("role must be one of {}", ROLES.join(", "))).into());
     }
     let added = app.store.add_member(&admin.account, &name, user, role).await?;
-    app.store
-        .set_member_flags(&admin.account, &name, user, req.role.as_deref(), req.muted, req.banned)
-        .await?;
+    app.store.set_member_flags(&admin.account, &name, user, req.role.as_deref(), req.muted, req.banned).await?;
     if req.banned == Some(true) {
         leave_live_sockets(&app, &admin.account, user, &name);
     } else {
@@ -143,11 +141,7 @@ async fn add_member(
     Ok((status, Json(json!({ "member": member, "added": added }))))
 }
 
-async fn remove_member(
-    State(app): State<App>,
-    admin: Admin,
-    Path((name, user)): Path<(String, String)>,
-) -> ApiResult {
+async fn remove_member(State(app): State<App>, admin: Admin, Path((name, user)): Path<(String, String)>) -> ApiResult {
     if !app.store.remove_member(&admin.account, &name, &user).await? {
         return Err(AppError::new(ErrorCode::NotAMember, format!("{user} is not a member of {name}")).into());
     }
@@ -209,7 +203,12 @@ async fn get_settings(State(app): State<App>, admin: Admin, Path(user): Path<Str
 }
 
 /// nchat keeps privacy settings in its own database; its backend pushes them here.
-async fn put_settings(State(app): State<App>, admin: Admin, Path(user): Path<String>, ApiJson(patch): ApiJson<Value>) -> ApiResult {
+async fn put_settings(
+    State(app): State<App>,
+    admin: Admin,
+    Path(user): Path<String>,
+    ApiJson(patch): ApiJson<Value>,
+) -> ApiResult {
     if !patch.is_object() {
         return Err(AppError::validation("send a JSON object of settings").into());
     }

@@ -60,12 +60,20 @@ async fn emit(hub: &Hub, account: &str, event: &str, rooms: &[String], payload: 
     Ok(reached)
 }
 
-pub async fn one(State(app): State<App>, admin: Admin, ApiJson(req): ApiJson<BroadcastReq>) -> Result<Json<Value>, ApiError> {
+pub async fn one(
+    State(app): State<App>,
+    admin: Admin,
+    ApiJson(req): ApiJson<BroadcastReq>,
+) -> Result<Json<Value>, ApiError> {
     let n = emit(&app, &admin.account, &req.event_type, &req.rooms, &req.payload).await?;
     Ok(Json(json!({ "recipientCount": n })))
 }
 
-pub async fn batch(State(app): State<App>, admin: Admin, ApiJson(req): ApiJson<BatchReq>) -> Result<Json<Value>, ApiError> {
+pub async fn batch(
+    State(app): State<App>,
+    admin: Admin,
+    ApiJson(req): ApiJson<BatchReq>,
+) -> Result<Json<Value>, ApiError> {
     if req.events.len() > MAX_EVENTS {
         return Err(AppError::validation(format!("at most {MAX_EVENTS} events per batch")).into());
     }

@@ -142,11 +142,8 @@ impl FromRequestParts<App> for Admin {
             )
                 .into_response());
         }
-        let app_param = parts
-            .uri
-            .query()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("app=")))
-            .map(str::to_string);
+        let app_param =
+            parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("app="))).map(str::to_string);
         let account = normalize_account(header("x-app-name").map(str::to_string).or(app_param).as_deref());
         Ok(Admin { account })
     }

@@ -161,10 +161,8 @@ pub async fn sync(
         return Err(AppError::validation(format!("limit must be between 1 and {SYNC_MAX_LIMIT}")));
     }
     let server_time = hub.writer.safe_server_time();
-    let page = hub
-        .store
-        .sync_messages(account, &room.name, since.unwrap_or(0).max(0), after_seq.unwrap_or(0), limit)
-        .await?;
+    let page =
+        hub.store.sync_messages(account, &room.name, since.unwrap_or(0).max(0), after_seq.unwrap_or(0), limit).await?;
     crate::service::receipts::fetched(hub, account, user, &page.messages).await;
     Ok(json!({
         "messages": page.messages.iter().map(wire::synced_message).collect::<Vec<_>>(),

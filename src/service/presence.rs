@@ -111,11 +111,7 @@ async fn load(hub: &Hub, account: &str, users: &[String]) -> AppResult<HashMap<S
     for u in users {
         let k = key(account, u);
         let row = rows.get(u);
-        let settings = *hub
-            .presence
-            .settings
-            .entry(k)
-            .or_insert_with(|| row.map(settings_from).unwrap_or_default());
+        let settings = *hub.presence.settings.entry(k).or_insert_with(|| row.map(settings_from).unwrap_or_default());
         if let Some(r) = row {
             tracker.restore(account, u, ms(r.last_seen_at), custom_from(r), now);
         }
@@ -184,7 +180,8 @@ pub fn update(hub: &Hub, account: &str, user: &str, socket_id: &str, data: &Valu
         return Err(AppError::forbidden("presence is disabled (REALTIME_ENABLE_PRESENCE=false)"));
     }
     let update = PresenceUpdate::from_json(data).map_err(|e| {
-        let code = if e.code() == "PAYLOAD_TOO_LARGE" { ErrorCode::PayloadTooLarge } else { ErrorCode::ValidationError };
+        let code =
+            if e.code() == "PAYLOAD_TOO_LARGE" { ErrorCode::PayloadTooLarge } else { ErrorCode::ValidationError };
         AppError::new(code, e.to_string())
     })?;
     hub.metrics.presence_updates.inc();
@@ -263,7 +260,8 @@ pub fn spawn(app: App) {
                     }
                     PresenceEvent::SessionEnded { account, user_id, last_seen } => {
                         let p = Presence::offline(&user_id, last_seen);
-                        let custom = app.presence.tracker.lock().get(&account, &user_id).and_then(|p| p.custom_status.clone());
+                        let custom =
+                            app.presence.tracker.lock().get(&account, &user_id).and_then(|p| p.custom_status.clone());
                         let p = Presence { custom_status: custom, ..p };
                         persist(&app, &account, &p, last_seen.map(|t| t.timestamp_millis())).await;
                     }
@@ -305,7 +303,12 @@ async fn persist(hub: &Hub, account: &str, p: &Presence, last_seen: Option<i64>)
 }
 
 /// What `viewer` may see of each of `targets`.
-pub async fn views_for(hub: &Hub, account: &str, viewer: Option<&str>, targets: &[String]) -> AppResult<Vec<ViewedPresence>> {
+pub async fn views_for(
+    hub: &Hub,
+    account: &str,
+    viewer: Option<&str>,
+    targets: &[String],
+) -> AppResult<Vec<ViewedPresence>> {
     let loaded = load(hub, account, targets).await?;
     let mut out = Vec::with_capacity(targets.len());
     for t in targets {

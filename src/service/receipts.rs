@@ -29,7 +29,10 @@ pub struct ReceiptsHub {
 
 impl Default for ReceiptsHub {
     fn default() -> Self {
-        ReceiptsHub { tracker: Mutex::new(ReceiptTracker::new(ReceiptConfig::default())), deliveries: Mutex::new(Vec::new()) }
+        ReceiptsHub {
+            tracker: Mutex::new(ReceiptTracker::new(ReceiptConfig::default())),
+            deliveries: Mutex::new(Vec::new()),
+        }
     }
 }
 
@@ -123,7 +126,13 @@ pub async fn message_sent(hub: &Hub, account: &str, m: &MessageRow) {
     }
 }
 
-fn record_deliveries<'a>(hub: &Hub, account: &str, message: &str, users: impl Iterator<Item = &'a String>, now: DateTime<Utc>) {
+fn record_deliveries<'a>(
+    hub: &Hub,
+    account: &str,
+    message: &str,
+    users: impl Iterator<Item = &'a String>,
+    now: DateTime<Utc>,
+) {
     let mut d = hub.receipts.deliveries.lock();
     for u in users {
         d.push((account.to_string(), message.to_string(), u.clone(), now.timestamp_millis()));
@@ -152,11 +161,7 @@ async fn locate(hub: &Hub, account: &str, id: &str) -> AppResult<(String, i64)> 
     if let Some((room, seq)) = hub.receipts.tracker.lock().locate(account, id).map(|(r, s)| (r.to_string(), s)) {
         return Ok((room, seq));
     }
-    let m = hub
-        .store
-        .message(account, id)
-        .await?
-        .ok_or_else(|| AppError::unknown_message(&id))?;
+    let m = hub.store.message(account, id).await?.ok_or_else(|| AppError::unknown_message(&id))?;
     Ok((m.room, m.seq))
 }
 
@@ -233,7 +238,8 @@ pub async fn read(hub: &Hub, reader: &Reader<'_>, event: &str, data: &Value) -> 
     if batch {
         let notices: Vec<BatchReadNotice> = outcome.batch_by_sender(channel_id_of(&room));
         for n in notices {
-            let _ = io.to(room_key(reader.account, &user_room(&n.sender_id))).emit("message:batch-read", &n.payload).await;
+            let _ =
+                io.to(room_key(reader.account, &user_room(&n.sender_id))).emit("message:batch-read", &n.payload).await;
         }
     } else {
         for n in &outcome.reads {
@@ -272,10 +278,7 @@ pub async fn delivery_sync(hub: &Hub, account: &str, user: &str, data: &Value) -
                         .collect();
                     let read = recipients.iter().filter(|(u, s)| *s >= m.seq && !private.contains(u)).count();
                     let delivered_to = hub.store.delivered_users(account, &m.id).await?;
-                    let delivered = recipients
-                        .iter()
-                        .filter(|(u, s)| *s >= m.seq || delivered_to.contains(u))
-                        .count();
+                    let delivered = recipients.iter().filter(|(u, s)| *s >= m.seq || delivered_to.contains(u)).count();
                     let updated = DateTime::from_timestamp_millis(m.updated_at).unwrap_or(now);
                     DeliveryStatus::from_counts(&id, delivered, read, recipients.len(), updated)
                 }

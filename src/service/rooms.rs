@@ -50,7 +50,10 @@ pub async fn join(hub: &Hub, account: &str, user: Option<&str>, name: &str) -> A
     if let Some(visibility) = plan.create {
         let kind = room.row_type().to_string();
         hub.store
-            .create_room(account, &NewRoom { name: &room.name, kind: &kind, visibility, max_members: None, created_by: user })
+            .create_room(
+                account,
+                &NewRoom { name: &room.name, kind: &kind, visibility, max_members: None, created_by: user },
+            )
             .await?;
     }
     if plan.persist

@@ -67,7 +67,10 @@ pub fn handle(hub: &Hub, typer: &Typer<'_>, event: &str, data: &Value) -> AppRes
     }
     if room.room_type == RoomType::Dm
         && let Some(recipient) = &req.recipient_id
-        && let Some((a, b)) = RoomName::parse(&canonical).ok().as_ref().and_then(|r| r.dm_pair().map(|(a, b)| (a.to_string(), b.to_string())))
+        && let Some((a, b)) = RoomName::parse(&canonical)
+            .ok()
+            .as_ref()
+            .and_then(|r| r.dm_pair().map(|(a, b)| (a.to_string(), b.to_string())))
         && (recipient == typer.user || (recipient != &a && recipient != &b))
     {
         return Err(AppError::forbidden(format!("{recipient} is not the other participant of {canonical}")));

@@ -76,27 +76,23 @@ impl Store {
     pub async fn close_stale_connections(&self, node: Option<&str>, reason: &str) -> Result<u64, sqlx::Error> {
         let now = super::now_ms();
         let res = match node {
-            Some(n) => {
-                sqlx::query(
-                    "UPDATE np_realtime_connections SET status = 'closed', disconnected_at = $1, disconnect_reason = $2 \
+            Some(n) => sqlx::query(
+                "UPDATE np_realtime_connections SET status = 'closed', disconnected_at = $1, disconnect_reason = $2 \
                      WHERE status = 'connected' AND node_id = $3",
-                )
-                .bind(now)
-                .bind(reason)
-                .bind(n)
-                .execute(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(
-                    "UPDATE np_realtime_connections SET status = 'closed', disconnected_at = $1, disconnect_reason = $2 \
+            )
+            .bind(now)
+            .bind(reason)
+            .bind(n)
+            .execute(&self.pool)
+            .await?,
+            None => sqlx::query(
+                "UPDATE np_realtime_connections SET status = 'closed', disconnected_at = $1, disconnect_reason = $2 \
                      WHERE status = 'connected'",
-                )
-                .bind(now)
-                .bind(reason)
-                .execute(&self.pool)
-                .await?
-            }
+            )
+            .bind(now)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?,
         };
         // Closed rows are history; keep a week of it.
         sqlx::query("DELETE FROM np_realtime_connections WHERE status = 'closed' AND disconnected_at < $1")

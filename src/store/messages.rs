@@ -172,8 +172,9 @@ pub(crate) mod tx {
         if res.rows_affected() == 0 {
             return Ok(None);
         }
-        let sql =
-            sqlx::AssertSqlSafe(format!("SELECT {MESSAGE_COLUMNS} FROM np_realtime_messages WHERE source_account_id = $1 AND id = $2"));
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM np_realtime_messages WHERE source_account_id = $1 AND id = $2"
+        ));
         let row = sqlx::query(sql).bind(account).bind(id).fetch_optional(&mut **tx).await?;
         row.as_ref().map(message_from).transpose()
     }
@@ -189,7 +190,12 @@ impl Store {
     }
 
     /// A message by its id or by the sender's clientMessageId (delivery:sync accepts either).
-    pub async fn message_by_any_id(&self, account: &str, user: &str, id: &str) -> Result<Option<MessageRow>, sqlx::Error> {
+    pub async fn message_by_any_id(
+        &self,
+        account: &str,
+        user: &str,
+        id: &str,
+    ) -> Result<Option<MessageRow>, sqlx::Error> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {MESSAGE_COLUMNS} FROM np_realtime_messages WHERE source_account_id = $1 \
              AND (id = $2 OR (user_id = $3 AND client_message_id = $2)) LIMIT 1"

@@ -55,13 +55,12 @@ impl Store {
     }
 
     pub async fn delivered_users(&self, account: &str, message: &str) -> Result<Vec<String>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT user_id FROM np_realtime_deliveries WHERE source_account_id = $1 AND message_id = $2",
-        )
-        .bind(account)
-        .bind(message)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT user_id FROM np_realtime_deliveries WHERE source_account_id = $1 AND message_id = $2")
+                .bind(account)
+                .bind(message)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(|r| r.try_get::<String, _>("user_id")).collect()
     }
 

@@ -19,7 +19,11 @@ use crate::error::{AppError, AppResult};
 pub enum WriteOp {
     Insert(NewMessage),
     /// Edit (content Some) or delete (content None).
-    Change { account: String, id: String, content: Option<String> },
+    Change {
+        account: String,
+        id: String,
+        content: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

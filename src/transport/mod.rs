@@ -70,7 +70,10 @@ async fn handshake(s: SocketRef, TryData(auth): TryData<Value>, State(app): Stat
     if let Some(ip) = ip
         && !app.allow_connect(ip)
     {
-        return Err(refuse(&app, AuthError::Refused("too many new connections from this address (REALTIME_RATE_LIMIT)".into())));
+        return Err(refuse(
+            &app,
+            AuthError::Refused("too many new connections from this address (REALTIME_RATE_LIMIT)".into()),
+        ));
     }
     let query = |key: &str| -> Option<String> {
         parts.uri.query().and_then(|q| {
@@ -241,12 +244,7 @@ pub async fn announce_presence_in_room(app: &App, session: &Session, room: &str,
         "userAvatar": session.avatar(),
         "timestamp": iso(now_ms()),
     });
-    let _ = app
-        .io()
-        .to(session.key(room))
-        .except(session.key(&user_room(user)))
-        .emit(event, &payload)
-        .await;
+    let _ = app.io().to(session.key(room)).except(session.key(&user_room(user))).emit(event, &payload).await;
 }
 
 /// Whether `REALTIME_LOG_EVENT_TYPES` asks for this audit event type.

@@ -65,10 +65,8 @@ impl Session {
         device: Device,
         user_agent: Option<String>,
     ) -> Session {
-        let session_id = identity
-            .as_ref()
-            .and_then(|i| i.session_id.clone())
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let session_id =
+            identity.as_ref().and_then(|i| i.session_id.clone()).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let exp = identity.as_ref().and_then(|i| i.exp).unwrap_or(0);
         let user_id = identity.as_ref().map(|i| i.user_id.clone());
         let profile = identity.unwrap_or(Identity {

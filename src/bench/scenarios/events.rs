@@ -85,10 +85,7 @@ pub async fn drive(a: &EventStormArgs, co: &mut Coordinator, kind: SendKind) -> 
     };
     let s1 = co.probe.sample().await;
     let send = co
-        .step(
-            "send",
-            Action::Send { ms: a.duration.as_millis() as u64, drain_ms: a.drain.as_millis() as u64 },
-        )
+        .step("send", Action::Send { ms: a.duration.as_millis() as u64, drain_ms: a.drain.as_millis() as u64 })
         .await?;
     let s2 = co.probe.sample().await;
     co.step("close", Action::Close).await?;

@@ -98,10 +98,7 @@ pub async fn drive(a: &FanoutArgs, co: &mut Coordinator) -> anyhow::Result<Repor
     let s1 = co.probe.sample().await;
     let send_start_us = crate::bench::session::now_us();
     let send = co
-        .step(
-            "send",
-            Action::Send { ms: a.duration.as_millis() as u64, drain_ms: a.drain.as_millis() as u64 },
-        )
+        .step("send", Action::Send { ms: a.duration.as_millis() as u64, drain_ms: a.drain.as_millis() as u64 })
         .await?;
     let s2 = co.probe.sample().await;
     co.step("close", Action::Close).await?;

@@ -57,13 +57,7 @@ pub async fn drive(a: &IdleArgs, co: &mut Coordinator) -> anyhow::Result<Report>
     };
     r.bytes("server_rss_per_conn_bytes", "RSS growth per connection", per_conn);
     r.opt_num("server_idle_cpu_percent", "idle CPU", s2.cpu_percent_since(&s1), "% of a core", 2);
-    r.opt_num(
-        "server_ramp_cpu_percent",
-        "CPU during ramp",
-        s1.cpu_percent_since(&s0),
-        "% of a core",
-        0,
-    );
+    r.opt_num("server_ramp_cpu_percent", "CPU during ramp", s1.cpu_percent_since(&s0), "% of a core", 0);
     co.generator_usage(&mut r, &hold, held);
     Ok(r)
 }

@@ -71,11 +71,7 @@ impl Scenario {
         match self {
             Scenario::Connect(a) => Plan::connections(a.connections),
             Scenario::Idle(a) => Plan::connections(a.connections),
-            Scenario::Storm(a) => Plan {
-                retries: a.retries,
-                jitter: a.jitter,
-                ..Plan::connections(a.connections)
-            },
+            Scenario::Storm(a) => Plan { retries: a.retries, jitter: a.jitter, ..Plan::connections(a.connections) },
             Scenario::Fanout(a) => a.plan(),
             Scenario::Typing(a) => a.plan(SendKind::Typing),
             Scenario::Presence(a) => a.plan(SendKind::Presence),

@@ -53,7 +53,8 @@ impl PidFile {
 pub fn is_alive(pid: u32) -> bool {
     let Ok(raw) = i32::try_from(pid) else { return false };
     // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
-    let exists = unsafe { libc::kill(raw, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    let exists =
+        unsafe { libc::kill(raw, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     if !exists {
         return false;
     }

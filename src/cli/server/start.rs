@@ -20,7 +20,8 @@ pub struct Args {
 }
 
 /// Variables that describe the caller's supervisor (systemd), not the background server's.
-const SUPERVISOR_VARS: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "LISTEN_FDS", "LISTEN_PID"];
+const SUPERVISOR_VARS: &[&str] =
+    &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "LISTEN_FDS", "LISTEN_PID"];
 
 pub async fn run(args: Args, cfg: &Config) -> anyhow::Result<ExitCode> {
     if let Some(problem) = cfg.auth_problem() {
@@ -44,11 +45,10 @@ pub async fn run(args: Args, cfg: &Config) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {} ({e})", dir.display()))?;
     }
     let log_path = cfg.log_file();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| anyhow::anyhow!("cannot open the log file {} ({e}); set REALTIME_LOG_DIR", log_path.display()))?;
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| {
+            anyhow::anyhow!("cannot open the log file {} ({e}); set REALTIME_LOG_DIR", log_path.display())
+        })?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
 
     let exe = std::env::current_exe()?;
@@ -127,5 +127,9 @@ fn log_since(path: &std::path::Path, offset: u64) -> String {
     let text = String::from_utf8_lossy(bytes.get(offset as usize..).unwrap_or_default());
     let lines: Vec<&str> = text.lines().collect();
     let tail = &lines[lines.len().saturating_sub(40)..];
-    if tail.is_empty() { "  (nothing)".into() } else { tail.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n") }
+    if tail.is_empty() {
+        "  (nothing)".into()
+    } else {
+        tail.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+    }
 }

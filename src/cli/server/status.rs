@@ -64,13 +64,18 @@ pub async fn run(args: Args, cfg: &Config) -> anyhow::Result<ExitCode> {
     let mut rows: Vec<(String, String)> = Vec::new();
     match pid {
         Some(pid) => rows.push(("pid".into(), format!("{pid} (started by `server start`)"))),
-        None if health.is_some() => rows.push(("pid".into(), "- (not started by `server start`: systemd or a foreground run)".into())),
+        None if health.is_some() => {
+            rows.push(("pid".into(), "- (not started by `server start`: systemd or a foreground run)".into()))
+        }
         None => {}
     }
     if let Some(secs) = uptime {
         rows.push(("uptime".into(), process::human_duration(secs)));
     }
-    rows.push(("url".into(), format!("{}{}", cfg.local_base_url(), if health.is_some() { "" } else { " (no answer)" })));
+    rows.push((
+        "url".into(),
+        format!("{}{}", cfg.local_base_url(), if health.is_some() { "" } else { " (no answer)" }),
+    ));
     if let Some(h) = &health {
         rows.push(("health".into(), format!("{} (HTTP {})", h.status(), h.code)));
         rows.push(("version".into(), output::opt(&body["version"])));
@@ -86,7 +91,10 @@ pub async fn run(args: Args, cfg: &Config) -> anyhow::Result<ExitCode> {
         }
     }
     if code == NOT_ANSWERING {
-        rows.push(("note".into(), "the process runs but /health does not answer: starting, or stuck (see logs)".into()));
+        rows.push((
+            "note".into(),
+            "the process runs but /health does not answer: starting, or stuck (see logs)".into(),
+        ));
     }
     rows.push(("log".into(), cfg.log_file().display().to_string()));
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);

@@ -43,7 +43,9 @@ pub fn print(outcome: &Outcome, timeout: u64) {
     match outcome {
         Outcome::NotRunning => println!("not running"),
         Outcome::Stopped { pid, took } => println!("stopped (pid {pid}) in {:.1} s", took.as_secs_f64()),
-        Outcome::Killed { pid } => eprintln!("warning: pid {pid} did not exit within {timeout} s of SIGTERM; killed it"),
+        Outcome::Killed { pid } => {
+            eprintln!("warning: pid {pid} did not exit within {timeout} s of SIGTERM; killed it")
+        }
     }
 }
 
