@@ -75,6 +75,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     crate::service::presence::spawn(app.clone());
     crate::service::receipts::spawn(app.clone());
     spawn_retention(app.clone());
+    spawn_housekeeping(app.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(crate::http::serve::serve(listener, router, stop_rx, Duration::from_secs(10)));
@@ -120,6 +121,35 @@ async fn wait_for_signal() {
         _ = int.recv() => {},
     }
 }
+
+/// Housekeeping every 10 s: forget what departed users left in memory, and hand freed heap back to the
+/// operating system after a wave of disconnects (glibc keeps it otherwise, so RSS would only ever grow).
+fn spawn_housekeeping(app: App) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut last = 0usize;
+        loop {
+            tick.tick().await;
+            crate::service::presence::sweep(&app);
+            let now = app.connection_count();
+            if now + 1000 < last || (now == 0 && last > 0) {
+                trim_heap();
+            }
+            last = now;
+        }
+    });
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
 
 /// Deletes messages and audit events past their retention, hourly.
 fn spawn_retention(app: App) {

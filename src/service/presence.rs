@@ -239,6 +239,16 @@ async fn publish(hub: &Hub, account: &str, previous: &Presence, current: &Presen
     send_groups(hub, account, groups).await;
 }
 
+/// Forgets cached settings, rooms and last-seen of users this node no longer tracks (nothing connected, no
+/// grace, nothing pending). All of it is in the database, so a later load restores it.
+pub fn sweep(hub: &Hub) {
+    let tracker = hub.presence.tracker.lock();
+    let gone = |k: &UserKey| tracker.get(&k.0, &k.1).is_none() && !hub.presence.subscribers.contains_key(k);
+    hub.presence.settings.retain(|k, _| !gone(k));
+    hub.presence.rooms.retain(|k, _| !gone(k));
+    hub.presence.last_seen.retain(|k, _| !gone(k));
+}
+
 /// The timer: publishes coalesced changes, idles, custom-status expiry and the end of the offline grace.
 pub fn spawn(app: App) {
     tokio::spawn(async move {
