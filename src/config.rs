@@ -191,10 +191,7 @@ impl Reader<'_> {
         self.raw(name).unwrap_or_default()
     }
 
-    fn parse<T: std::str::FromStr>(&mut self, name: &str, what: &str) -> T
-    where
-        T: Default,
-    {
+    fn parse<T: std::str::FromStr + Default>(&mut self, name: &str, what: &str) -> T {
         let raw = self.raw(name).unwrap_or_default();
         match raw.parse::<T>() {
             Ok(v) => v,

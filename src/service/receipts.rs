@@ -161,7 +161,7 @@ async fn locate(hub: &Hub, account: &str, id: &str) -> AppResult<(String, i64)> 
     if let Some((room, seq)) = hub.receipts.tracker.lock().locate(account, id).map(|(r, s)| (r.to_string(), s)) {
         return Ok((room, seq));
     }
-    let m = hub.store.message(account, id).await?.ok_or_else(|| AppError::unknown_message(&id))?;
+    let m = hub.store.message(account, id).await?.ok_or_else(|| AppError::unknown_message(id))?;
     Ok((m.room, m.seq))
 }
 
