@@ -8,7 +8,7 @@ use crate::domain::names::{RoomName, room_key, user_room};
 use crate::domain::policy;
 use crate::error::{AppError, AppResult};
 use crate::hub::Hub;
-use crate::store::writer::{WriteOp, WriteOutcome};
+use crate::store::writer::{Queued, WriteOp, WriteOutcome};
 use crate::store::{MessageRow, NewMessage};
 use crate::wire::{self, Author, iso};
 
@@ -31,8 +31,15 @@ pub struct Sent {
     pub duplicate: bool,
 }
 
-/// Persists (durably, before returning) and broadcasts a message.
-pub async fn send(hub: &Hub, account: &str, user: &str, author: &Author<'_>, out: Outgoing) -> AppResult<Sent> {
+/// A message checked and queued for its commit.
+pub struct Pending {
+    queued: Queued,
+    room: RoomName,
+    received: Instant,
+}
+
+/// Checks the sender may write, and queues the message (not yet durable, not yet broadcast).
+pub async fn begin(hub: &Hub, account: &str, user: &str, out: Outgoing) -> AppResult<Pending> {
     let received = Instant::now();
     let member = hub.store.member(account, &out.room.name, user).await?;
     policy::check_write(Some(user), &out.room, member.as_ref().map(|m| m.facts()).as_ref())?;
@@ -50,7 +57,24 @@ pub async fn send(hub: &Hub, account: &str, user: &str, author: &Author<'_>, out
         attachments: out.attachments,
         client_message_id: out.client_message_id,
     });
-    match hub.writer.submit(op).await? {
+    Ok(Pending { queued: hub.writer.enqueue(op)?, room: out.room, received })
+}
+
+/// Waits for the commit, then (after `before`, the previous message of the same socket) broadcasts it.
+/// Only a committed message is ever broadcast or acked.
+pub async fn complete(
+    hub: &Hub,
+    account: &str,
+    author: &Author<'_>,
+    pending: Pending,
+    before: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> AppResult<Sent> {
+    let Pending { queued, room, received } = pending;
+    let outcome = queued.committed().await;
+    if let Some(previous) = before {
+        let _ = previous.await;
+    }
+    match outcome? {
         WriteOutcome::Inserted(message) => {
             let payload = wire::message_new(&message, author);
             let _ = hub.io().to(room_key(account, &message.room)).emit("message:new", &payload).await;
@@ -61,7 +85,7 @@ pub async fn send(hub: &Hub, account: &str, user: &str, author: &Author<'_>, out
             Ok(Sent { message, duplicate: false })
         }
         WriteOutcome::Duplicate(message) => {
-            if message.room != out.room.name {
+            if message.room != room.name {
                 return Err(AppError::validation(format!(
                     "clientMessageId was already used for a message in {}",
                     message.room
@@ -69,7 +93,7 @@ pub async fn send(hub: &Hub, account: &str, user: &str, author: &Author<'_>, out
             }
             Ok(Sent { message, duplicate: true })
         }
-        WriteOutcome::NotFound => Err(AppError::room_not_found(&out.room.name)),
+        WriteOutcome::NotFound => Err(AppError::room_not_found(&room.name)),
         WriteOutcome::Changed(_) => Err(AppError::internal("writer answered an insert with a change")),
     }
 }

@@ -51,6 +51,19 @@ pub struct MessageWriter {
 
 const IDLE: i64 = i64::MAX;
 
+/// A queued write; resolves once it is committed.
+pub struct Queued(oneshot::Receiver<Result<WriteOutcome, String>>);
+
+impl Queued {
+    pub async fn committed(self) -> AppResult<WriteOutcome> {
+        match self.0.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(e)) => Err(AppError::internal(e)),
+            Err(_) => Err(AppError::internal("message writer stopped")),
+        }
+    }
+}
+
 impl MessageWriter {
     pub fn spawn(store: Store, batch_size: usize) -> MessageWriter {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -60,13 +73,15 @@ impl MessageWriter {
     }
 
     pub async fn submit(&self, op: WriteOp) -> AppResult<WriteOutcome> {
+        self.enqueue(op)?.committed().await
+    }
+
+    /// Queues a write without waiting for it. Writes commit in the order they were queued, so a caller can
+    /// queue several and await them later (a socket's offline queue then shares one transaction).
+    pub fn enqueue(&self, op: WriteOp) -> AppResult<Queued> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Cmd::Op(op, reply)).map_err(|_| AppError::internal("message writer is closed"))?;
-        match rx.await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(e)) => Err(AppError::internal(e)),
-            Err(_) => Err(AppError::internal("message writer stopped")),
-        }
+        Ok(Queued(rx))
     }
 
     /// The `since` a client may safely use next: now, or the creation time of the batch being committed.

@@ -30,6 +30,9 @@ pub enum Reply {
     Done,
     /// The ack carries exactly this value (the `ping` exception to the envelope).
     Raw(Value),
+    /// The answer comes later; the socket's next event need not wait for it (a message waiting for its
+    /// commit). The future keeps its own ordering.
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = AppResult<Reply>> + Send>>),
 }
 
 /// Everything a handler needs about the socket that sent the event.
@@ -138,17 +141,35 @@ async fn drain(app: App, socket: SocketRef, session: Arc<Session>) {
     }
 }
 
-async fn handle(app: &App, socket: &SocketRef, session: &Arc<Session>, job: Job) {
+async fn handle(app: &App, socket: &SocketRef, session: &Arc<Session>, mut job: Job) {
+    let data = job.data.take();
+    let result = run(app, socket, session, &job, data).await;
+    if let Ok(Reply::Later(later)) = result {
+        let (app, socket, session) = (app.clone(), socket.clone(), session.clone());
+        tokio::spawn(async move {
+            let result = later.await;
+            answer(&app, &socket, &session, job, result);
+        });
+    } else {
+        answer(app, socket, session, job, result);
+    }
+}
+
+async fn run(app: &App, socket: &SocketRef, session: &Arc<Session>, job: &Job, data: Option<Value>) -> AppResult<Reply> {
     let cx = Cx { app, socket, session, has_ack: job.has_ack };
     if let Some(user) = session.user()
         && !matches!(job.event.as_str(), "ping" | "pong" | "presence:update")
     {
         crate::service::presence::touch(app, &session.account, user, &session.sid);
     }
-    let result = match job.data {
+    match data {
         None => Err(AppError::validation("payload could not be decoded as JSON")),
         Some(data) => events::route(&cx, &job.event, data).await,
-    };
+    }
+}
+
+/// Answers an event: the ack (or nothing) on success, the ack or an `error` event on failure, logged once.
+fn answer(app: &App, socket: &SocketRef, session: &Arc<Session>, job: Job, result: AppResult<Reply>) {
     match result {
         Ok(Reply::Raw(v)) => {
             let _ = job.ack.send(&v);
@@ -156,7 +177,7 @@ async fn handle(app: &App, socket: &SocketRef, session: &Arc<Session>, job: Job)
         Ok(Reply::Data(v)) => {
             let _ = job.ack.send(&ack_ok(v));
         }
-        Ok(Reply::Done) => {
+        Ok(Reply::Done | Reply::Later(_)) => {
             let _ = job.ack.send(&serde_json::json!({ "success": true }));
         }
         Err(e) => {

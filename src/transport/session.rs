@@ -52,6 +52,9 @@ pub struct Session {
     /// from the socket at disconnect: by then socketioxide may already have emptied the socket's rooms.
     rooms: Mutex<Vec<String>>,
     pub(crate) queue: Mutex<Queue>,
+    /// Completion of the socket's latest `message:send`: the next one broadcasts only after it, so a room
+    /// sees a socket's messages in the order they were sent even while several wait for their commit.
+    send_chain: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl Session {
@@ -90,6 +93,7 @@ impl Session {
             exp: AtomicI64::new(exp),
             rooms: Mutex::new(Vec::new()),
             queue: Mutex::new(Queue::default()),
+            send_chain: Mutex::new(None),
         }
     }
 
@@ -123,6 +127,12 @@ impl Session {
             0 => None,
             e => Some(e),
         }
+    }
+
+    /// Takes a place in the send order: (the previous send's completion to wait for, this send's signal).
+    pub fn next_send(&self) -> (Option<tokio::sync::oneshot::Receiver<()>>, tokio::sync::oneshot::Sender<()>) {
+        let (done, next) = tokio::sync::oneshot::channel();
+        (self.send_chain.lock().replace(next), done)
     }
 
     /// Records that the socket entered a room; false when it was already in.

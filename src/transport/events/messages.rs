@@ -48,42 +48,61 @@ fn outgoing(cx: &Cx<'_>, p: &Payload<'_>) -> AppResult<Outgoing> {
 }
 
 pub async fn send(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
-    let client_id = data.get("clientMessageId").and_then(Value::as_str).map(|s| s.chars().take(limits::ID).collect());
-    let result = async {
+    let client_id: Option<String> =
+        data.get("clientMessageId").and_then(Value::as_str).map(|s| s.chars().take(limits::ID).collect());
+    let failed = move |socket: &socketioxide::extract::SocketRef, e: &AppError| {
+        if let Some(cid) = &client_id {
+            let _ = socket.emit(
+                "message:failed",
+                &json!({ "clientMessageId": cid, "errorCode": e.code, "errorMessage": e.message,
+                         "retryable": e.code.retryable() }),
+            );
+        }
+    };
+    let begun = async {
         let user = cx.user()?;
         let p = Payload::object(&data)?;
         p.opt_ids("mentions")?; // type-check: an array of ids
         let out = outgoing(cx, &p)?;
-        let (name, avatar) = (cx.session.name(), cx.session.avatar());
-        let author = Author { name: name.as_deref(), avatar: avatar.as_deref() };
-        svc::send(cx.app, &cx.session.account, user, &author, out).await
+        svc::begin(cx.app, &cx.session.account, user, out).await
     }
     .await;
-    match result {
-        Ok(sent) => {
-            let m = &sent.message;
-            svc::confirm_to_sender(cx.app, &cx.session.account, cx.session.user().unwrap_or(""), m).await;
-            let mut ack = json!({ "messageId": m.id, "seq": m.seq, "createdAt": iso(m.created_at) });
-            if let Some(c) = &m.client_message_id {
-                ack["clientMessageId"] = c.clone().into();
-            }
-            if sent.duplicate {
-                ack["duplicate"] = true.into();
-            }
-            Ok(Reply::Data(ack))
-        }
+    let pending = match begun {
+        Ok(p) => p,
         Err(e) => {
-            if let Some(cid) = client_id {
-                let cid: String = cid;
-                cx.emit(
-                    "message:failed",
-                    &json!({ "clientMessageId": cid, "errorCode": e.code, "errorMessage": e.message,
-                             "retryable": e.code.retryable() }),
-                );
-            }
-            Err(e)
+            failed(cx.socket, &e);
+            return Err(e);
         }
-    }
+    };
+    // The commit is awaited outside the socket's queue: its next events (often more messages of an offline
+    // queue) go on meanwhile and share the writer's transaction. The chain keeps the broadcast order.
+    let (before, done) = cx.session.next_send();
+    let (app, socket, session) = (cx.app.clone(), cx.socket.clone(), cx.session.clone());
+    Ok(Reply::Later(Box::pin(async move {
+        let (name, avatar) = (session.name(), session.avatar());
+        let author = Author { name: name.as_deref(), avatar: avatar.as_deref() };
+        let result = svc::complete(&app, &session.account, &author, pending, before).await;
+        let reply = match result {
+            Ok(sent) => {
+                let m = &sent.message;
+                svc::confirm_to_sender(&app, &session.account, session.user().unwrap_or(""), m).await;
+                let mut ack = json!({ "messageId": m.id, "seq": m.seq, "createdAt": iso(m.created_at) });
+                if let Some(c) = &m.client_message_id {
+                    ack["clientMessageId"] = c.clone().into();
+                }
+                if sent.duplicate {
+                    ack["duplicate"] = true.into();
+                }
+                Ok(Reply::Data(ack))
+            }
+            Err(e) => {
+                failed(&socket, &e);
+                Err(e)
+            }
+        };
+        drop(done);
+        reply
+    })))
 }
 
 pub async fn edit(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
