@@ -7,6 +7,7 @@ use std::time::Instant;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use socketioxide::SocketIo;
+use socketioxide::operators::BroadcastOperators;
 
 use crate::auth::Verifier;
 use crate::config::Config;
@@ -46,7 +47,8 @@ pub struct Hub {
     pub receipts: ReceiptsHub,
     event_buckets: DashMap<(String, String), TokenBucket>,
     connect_buckets: DashMap<IpAddr, TokenBucket>,
-    pub shutting_down: std::sync::atomic::AtomicBool,
+    /// Turns true when shutdown begins (new connections are refused, open long-polls are ended).
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Hub {
@@ -79,13 +81,19 @@ impl Hub {
             receipts: ReceiptsHub::default(),
             event_buckets: DashMap::new(),
             connect_buckets: DashMap::new(),
-            shutting_down: std::sync::atomic::AtomicBool::new(false),
+            stopping: tokio::sync::watch::Sender::new(false),
             cfg,
         })
     }
 
     pub fn io(&self) -> &SocketIo {
         self.io.get().expect("socket.io is set up before the server accepts connections")
+    }
+
+    /// The default namespace, to emit to rooms and find sockets. None once shutdown has closed it: grace timers
+    /// and flushes still running then have nobody left to tell (socketioxide's `io.to()` would panic there).
+    pub fn ns(&self) -> Option<BroadcastOperators> {
+        self.io().of("/")
     }
 
     /// Takes one point of the user's event budget; false when the user is over the limit.
@@ -118,6 +126,10 @@ impl Hub {
         self.event_buckets.retain(|_, b| !b.is_idle(rate, now));
         let rate = Rate { capacity: self.cfg.connect_rate_per_ip.max(1), period: std::time::Duration::from_secs(60) };
         self.connect_buckets.retain(|_, b| !b.is_idle(rate, now));
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
     }
 
     pub fn connection_count(&self) -> usize {

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -66,7 +65,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
 
     let sio = crate::transport::layer(&app);
-    let mut router = crate::http::router(app.clone()).layer(sio).layer(crate::http::cors(&app.cfg));
+    let mut router = crate::http::router(app.clone())
+        .layer(sio)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::http::polls::end_at_shutdown))
+        .layer(crate::http::cors(&app.cfg));
     if app.cfg.enable_compression {
         router = router.layer(tower_http::compression::CompressionLayer::new());
     }
@@ -88,15 +90,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     systemd::stopping();
     watchdog.abort();
-    app.shutting_down.store(true, Ordering::SeqCst);
+    app.stopping.send_replace(true);
 
     // Sockets first (their disconnect handlers record the closes), then HTTP, then pending writes.
+    let sockets = app.connection_count();
     app.io().close().await;
+    tracing::info!(sockets, "sockets closed");
     let _ = stop_tx.send(true);
     let _ = server.await;
+    tracing::info!("HTTP stopped");
     app.writer.close().await;
     crate::service::receipts::flush(&app).await;
     app.ledger.flush().await;
+    tracing::info!("pending writes flushed");
     let _ = app.store.close_stale_connections(Some(&app.node_id), "server stopped").await;
     app.store.pool.close().await;
     tracing::info!("stopped");

@@ -93,7 +93,9 @@ async fn delete_room(State(app): State<App>, admin: Admin, Path(name): Path<Stri
         return Err(AppError::room_not_found(&name).into());
     }
     let key = crate::domain::names::room_key(&admin.account, &name);
-    app.io().to(key.clone()).leave(key.clone()).await.map_err(AppError::internal)?;
+    if let Some(ns) = app.ns() {
+        ns.to(key.clone()).leave(key.clone()).await.map_err(AppError::internal)?;
+    }
     app.occupancy.lock().forget(&key);
     app.receipts.forget_room(&admin.account, &name);
     Ok(Json(json!({ "deleted": name })))
@@ -174,7 +176,7 @@ async fn connections(State(app): State<App>, admin: Admin) -> ApiResult {
 
 async fn disconnect(State(app): State<App>, admin: Admin, Path(sid): Path<String>) -> ApiResult {
     let owned = app.sessions.get(&sid).is_some_and(|s| s.account == admin.account);
-    let socket = sid.parse().ok().and_then(|s| app.io().get_socket(s)).filter(|_| owned);
+    let socket = sid.parse().ok().and_then(|s| app.ns()?.get_socket(s)).filter(|_| owned);
     let Some(socket) = socket else {
         return Err(AppError::new(ErrorCode::NotFound, format!("no connection {sid} on this node")).into());
     };

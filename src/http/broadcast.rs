@@ -53,9 +53,10 @@ async fn emit(hub: &Hub, account: &str, event: &str, rooms: &[String], payload: 
         let name = RoomName::parse(r).map_err(AppError::validation)?;
         keys.push(room_key(account, &name.name));
     }
-    let io = hub.io();
-    let reached = io.to(keys.clone()).sockets().len();
-    io.to(keys).emit(event, payload).await.map_err(AppError::internal)?;
+    // during shutdown every socket is already gone
+    let Some(ns) = hub.ns() else { return Ok(0) };
+    let reached = ns.clone().to(keys.clone()).sockets().len();
+    ns.to(keys).emit(event, payload).await.map_err(AppError::internal)?;
     hub.metrics.broadcasts.inc();
     Ok(reached)
 }

@@ -71,7 +71,7 @@ pub async fn health(State(app): State<App>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime": app.started.elapsed().as_secs(),
         "timestamp": crate::wire::iso(crate::store::now_ms()),
-        "websocket": { "running": !app.shutting_down.load(std::sync::atomic::Ordering::Relaxed),
+        "websocket": { "running": !app.is_stopping(),
                        "connections": app.connection_count() },
         "dependencies": deps,
     });

@@ -3,6 +3,7 @@
 mod admin;
 mod broadcast;
 pub mod health;
+pub mod polls;
 pub mod serve;
 
 use axum::Router;

@@ -77,7 +77,9 @@ pub async fn complete(
     match outcome? {
         WriteOutcome::Inserted(message) => {
             let payload = wire::message_new(&message, author);
-            let _ = hub.io().to(room_key(account, &message.room)).emit("message:new", &payload).await;
+            if let Some(ns) = hub.ns() {
+                let _ = ns.to(room_key(account, &message.room)).emit("message:new", &payload).await;
+            }
             hub.metrics.messages.inc();
             hub.metrics.broadcasts.inc();
             hub.metrics.latency_ms.observe(received.elapsed().as_secs_f64() * 1000.0);
@@ -102,7 +104,9 @@ pub async fn complete(
 pub async fn confirm_to_sender(hub: &Hub, account: &str, user: &str, m: &MessageRow) {
     if let Some(cid) = &m.client_message_id {
         let payload = json!({ "clientMessageId": cid, "messageId": m.id, "sentAt": iso(m.created_at) });
-        let _ = hub.io().to(room_key(account, &user_room(user))).emit("message:sent", &payload).await;
+        if let Some(ns) = hub.ns() {
+            let _ = ns.to(room_key(account, &user_room(user))).emit("message:sent", &payload).await;
+        }
     }
 }
 
@@ -140,7 +144,9 @@ pub async fn change(hub: &Hub, account: &str, user: &str, id: &str, content: Opt
                     "content": changed.content, "editedBy": user, "editedAt": iso(changed.updated_at) }),
         )
     };
-    let _ = hub.io().to(room_key(account, &changed.room)).emit(event, &payload).await;
+    if let Some(ns) = hub.ns() {
+        let _ = ns.to(room_key(account, &changed.room)).emit(event, &payload).await;
+    }
     Ok(changed)
 }
 

@@ -224,10 +224,10 @@ async fn audience(hub: &Hub, account: &str, user: &str, settings: &PrivacySettin
 
 /// Sends each group of viewers its view, encoded once per group.
 async fn send_groups(hub: &Hub, account: &str, groups: Vec<domain::ViewGroup<String>>) {
-    let io = hub.io();
+    let Some(io) = hub.ns() else { return };
     for g in groups {
         let rooms: Vec<String> = g.viewers.iter().map(|v| room_key(account, &user_room(v))).collect();
-        let _ = io.to(rooms).emit("presence:changed", &g.view).await;
+        let _ = io.clone().to(rooms).emit("presence:changed", &g.view).await;
         hub.metrics.broadcasts.inc();
     }
 }

@@ -26,7 +26,9 @@ pub async fn react(hub: &Hub, account: &str, user: &str, data: &Value, add: bool
                           "userId": user, "emoji": emoji, "count": count });
     if changed {
         let event = if add { "reaction:add" } else { "reaction:remove" };
-        let _ = hub.io().to(room_key(account, &m.room)).emit(event, &payload).await;
+        if let Some(ns) = hub.ns() {
+            let _ = ns.to(room_key(account, &m.room)).emit(event, &payload).await;
+        }
         hub.metrics.broadcasts.inc();
     }
     Ok(payload)

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::domain::names::{room_key, user_room};
 use crate::domain::receipts::{
-    BatchReadNotice, DeliveredNotice, DeliveryStatus, NewMessage, ReadOutcome, ReceiptConfig, ReceiptTracker,
+    DeliveredNotice, DeliveryStatus, NewMessage, ReadOutcome, ReceiptConfig, ReceiptTracker,
 };
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::hub::{App, Hub};
@@ -76,12 +76,12 @@ async fn ensure_room(hub: &Hub, account: &str, room: &str) -> AppResult<()> {
 }
 
 async fn emit_delivered(hub: &Hub, account: &str, notices: Vec<DeliveredNotice>) {
-    let io = hub.io();
+    let Some(io) = hub.ns() else { return };
     for n in notices {
         let to = room_key(account, &user_room(&n.sender_id));
-        let _ = io.to(to.clone()).emit("message:delivered", &n.delivered).await;
+        let _ = io.clone().to(to.clone()).emit("message:delivered", &n.delivered).await;
         if let Some(ack) = &n.ack {
-            let _ = io.to(to).emit("message:ack", ack).await;
+            let _ = io.clone().to(to).emit("message:ack", ack).await;
         }
     }
 }
@@ -233,17 +233,18 @@ pub async fn read(hub: &Hub, reader: &Reader<'_>, event: &str, data: &Value) -> 
     check_in_room(reader, &room)?;
     ensure_room(hub, reader.account, &room).await?;
     let outcome: ReadOutcome = hub.receipts.tracker.lock().mark_read(reader.account, &room, reader.user, seq, now);
-    let io = hub.io();
     emit_delivered(hub, reader.account, outcome.delivered.clone()).await;
-    if batch {
-        let notices: Vec<BatchReadNotice> = outcome.batch_by_sender(channel_id_of(&room));
-        for n in notices {
-            let _ =
-                io.to(room_key(reader.account, &user_room(&n.sender_id))).emit("message:batch-read", &n.payload).await;
-        }
-    } else {
-        for n in &outcome.reads {
-            let _ = io.to(room_key(reader.account, &user_room(&n.sender_id))).emit("message:read", &n.read).await;
+    if let Some(io) = hub.ns() {
+        if batch {
+            for n in outcome.batch_by_sender(channel_id_of(&room)) {
+                let to = room_key(reader.account, &user_room(&n.sender_id));
+                let _ = io.clone().to(to).emit("message:batch-read", &n.payload).await;
+            }
+        } else {
+            for n in &outcome.reads {
+                let to = room_key(reader.account, &user_room(&n.sender_id));
+                let _ = io.clone().to(to).emit("message:read", &n.read).await;
+            }
         }
     }
     Ok(json!({ "channelId": channel_id_of(&room), "roomName": room, "readSeq": outcome.watermark }))

@@ -87,7 +87,7 @@ pub async fn join(hub: &Hub, account: &str, user: Option<&str>, name: &str) -> A
 pub fn join_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) {
     let key = room_key(account, room);
     hub.receipts.member_joined(account, room, user);
-    for s in hub.io().to(room_key(account, &user_room(user))).sockets() {
+    for s in hub.ns().map(|ns| ns.to(room_key(account, &user_room(user))).sockets()).unwrap_or_default() {
         let Some(session) = s.extensions.get::<std::sync::Arc<Session>>() else { continue };
         if session.entered(room) {
             s.join(key.clone());
@@ -102,7 +102,7 @@ pub fn join_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) {
 pub fn leave_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) {
     let key = room_key(account, room);
     hub.receipts.member_removed(account, room, user);
-    for s in hub.io().to(room_key(account, &user_room(user))).sockets() {
+    for s in hub.ns().map(|ns| ns.to(room_key(account, &user_room(user))).sockets()).unwrap_or_default() {
         let Some(session) = s.extensions.get::<std::sync::Arc<Session>>() else { continue };
         if session.left(room) {
             s.leave(key.clone());

@@ -99,7 +99,7 @@ pub fn socket_closed(hub: &Hub, account: &str, user: &str, socket_id: &str) {
 }
 
 async fn emit(hub: &Hub, events: Vec<TypingEvent>) {
-    let io = hub.io();
+    let Some(io) = hub.ns() else { return };
     for ev in events {
         let account = &ev.room.account;
         let targets: Vec<String> = ev
@@ -111,10 +111,10 @@ async fn emit(hub: &Hub, events: Vec<TypingEvent>) {
             })
             .collect();
         let except: Vec<String> = ev.except_users.iter().map(|u| room_key(account, &user_room(u))).collect();
-        let _ = io.to(targets).except(except).emit("typing:event", &ev.payload).await;
+        let _ = io.clone().to(targets).except(except).emit("typing:event", &ev.payload).await;
         hub.metrics.broadcasts.inc();
         for p in ev.personal {
-            let _ = io.to(room_key(account, &user_room(&p.user_id))).emit("typing:event", &p.payload).await;
+            let _ = io.clone().to(room_key(account, &user_room(&p.user_id))).emit("typing:event", &p.payload).await;
         }
     }
 }

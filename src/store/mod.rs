@@ -98,8 +98,8 @@ impl Store {
                             "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON; \
                              PRAGMA cache_size=-8192; PRAGMA temp_store=MEMORY;",
                         )
-                            .execute(conn)
-                            .await?;
+                        .execute(conn)
+                        .await?;
                     }
                     Ok(())
                 })

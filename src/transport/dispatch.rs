@@ -155,7 +155,13 @@ async fn handle(app: &App, socket: &SocketRef, session: &Arc<Session>, mut job: 
     }
 }
 
-async fn run(app: &App, socket: &SocketRef, session: &Arc<Session>, job: &Job, data: Option<Value>) -> AppResult<Reply> {
+async fn run(
+    app: &App,
+    socket: &SocketRef,
+    session: &Arc<Session>,
+    job: &Job,
+    data: Option<Value>,
+) -> AppResult<Reply> {
     let cx = Cx { app, socket, session, has_ack: job.has_ack };
     if let Some(user) = session.user()
         && !matches!(job.event.as_str(), "ping" | "pong" | "presence:update")

@@ -57,7 +57,7 @@ async fn handshake(s: SocketRef, TryData(auth): TryData<Value>, State(app): Stat
         app.metrics.connections_rejected.inc();
         e
     };
-    if app.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+    if app.is_stopping() {
         return Err(refuse(&app, AuthError::Refused("the server is shutting down; retry shortly".into())));
     }
     let max = app.cfg.max_connections;
@@ -244,7 +244,8 @@ pub async fn announce_presence_in_room(app: &App, session: &Session, room: &str,
         "userAvatar": session.avatar(),
         "timestamp": iso(now_ms()),
     });
-    let _ = app.io().to(session.key(room)).except(session.key(&user_room(user))).emit(event, &payload).await;
+    let Some(ns) = app.ns() else { return };
+    let _ = ns.to(session.key(room)).except(session.key(&user_room(user))).emit(event, &payload).await;
 }
 
 /// Whether `REALTIME_LOG_EVENT_TYPES` asks for this audit event type.
@@ -330,7 +331,7 @@ pub fn spawn_token_expiry(app: App) {
                 .collect();
             for sid in expired {
                 let Ok(sid_parsed) = sid.parse() else { continue };
-                if let Some(sock) = app.io().get_socket(sid_parsed) {
+                if let Some(sock) = app.ns().and_then(|ns| ns.get_socket(sid_parsed)) {
                     let _ = sock.emit(
                         "auth:error",
                         &json!({"code": "TOKEN_EXPIRED", "message": "the token expired; reconnect with a new token"}),

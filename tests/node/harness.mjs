@@ -308,10 +308,18 @@ async function stopServer(server, { assertExit = true, timeoutMs = 10_000, close
   if (assertExit) {
     assert.ok(
       exit.code === 0,
-      `server should exit 0 after SIGTERM (within ${timeoutMs} ms), got ${show(exit)}\n--- server output ---\n${server.logs(4000)}`,
+      `server should exit 0 after SIGTERM (within ${timeoutMs} ms), got ${show(exit)}\n${firstPanic(server.output)}--- server output ---\n${server.logs(4000)}`,
     );
   }
   return exit;
+}
+
+/** The first panic in a server's output (message and the top of its backtrace), or ''. */
+function firstPanic(output) {
+  const at = output.indexOf('panicked at');
+  if (at < 0) return '';
+  const start = output.lastIndexOf('\n', at) + 1;
+  return `--- first panic ---\n${output.slice(start, start + 3000)}\n`;
 }
 
 async function cleanupServer(server) {

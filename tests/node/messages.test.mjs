@@ -39,7 +39,7 @@ function checkMessageNew(m, ackData, exp) {
 // the two backends' suites run side by side (each has its own server)
 describe('messages', { concurrency: 2 }, () => {
 for (const backend of backends()) {
-  describe(`messages [${backend.name}]`, { skip: backend.skip }, () => {
+  describe(`messages [${backend.name}]`, { skip: backend.skip, concurrency: 1 }, () => {
     let server;
     before(async () => {
       server = await startServer({ backend: backend.name });

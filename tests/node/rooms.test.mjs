@@ -12,7 +12,7 @@ noteSkips();
 // the two backends' suites run side by side (each has its own server)
 describe('rooms', { concurrency: 2 }, () => {
 for (const backend of backends()) {
-  describe(`rooms [${backend.name}]`, { skip: backend.skip }, () => {
+  describe(`rooms [${backend.name}]`, { skip: backend.skip, concurrency: 1 }, () => {
     let server;
     before(async () => {
       server = await startServer({ backend: backend.name, env: { REALTIME_PRESENCE_OFFLINE_GRACE: '1000' } });

@@ -57,3 +57,27 @@ for (const backend of backends()) {
     });
   });
 }
+
+describe('graceful shutdown with an Engine.IO session that never connected to the namespace', () => {
+  let server;
+  after(async () => {
+    if (server) await server.cleanup();
+  });
+
+  it('its open long-poll is answered with a close packet and does not hold the exit', async () => {
+    server = await startServer();
+    const base = `${server.url}/socket.io/?EIO=4&transport=polling`;
+    const open = await (await fetch(base)).text();
+    const { sid } = JSON.parse(open.slice(1));
+    // the first poll may return a queued packet at once; the second one waits for the server
+    await (await fetch(`${base}&sid=${sid}`)).text();
+    const poll = fetch(`${base}&sid=${sid}`).then((r) => r.text(), (e) => `error: ${e.message}`);
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = Date.now();
+    const exit = await server.stop({ closeClientsFirst: false, assertExit: false, timeoutMs: 8000 });
+    const took = Date.now() - t0;
+    assert.equal(exit.code, 0, `exit after SIGTERM: ${show(exit)} after ${took} ms\n${server.logs(2000)}`);
+    assert.ok(took < 3000, `an idle long-poll held shutdown for ${took} ms`);
+    assert.equal(await poll, '1', 'the poll is answered with Engine.IO close, so the client reconnects');
+  });
+});

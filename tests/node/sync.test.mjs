@@ -35,10 +35,11 @@ async function sync(socket, payload) {
   return data;
 }
 
-// the two backends' suites run side by side (each has its own server)
+// the two backends' suites run side by side (each has its own server); inside one backend the tests run
+// one at a time (children inherit the parent's concurrency, and a restart would cut another test's clients)
 describe('sync', { concurrency: 2 }, () => {
 for (const backend of backends()) {
-  describe(`sync [${backend.name}]`, { skip: backend.skip }, () => {
+  describe(`sync [${backend.name}]`, { skip: backend.skip, concurrency: 1 }, () => {
     let server;
     before(async () => {
       server = await startServer({ backend: backend.name });
