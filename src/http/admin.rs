@@ -14,7 +14,7 @@ use crate::domain::policy::{ROLES, ROOM_TYPES};
 use crate::error::{AppError, ErrorCode};
 use crate::hub::App;
 use crate::service::presence;
-use crate::service::rooms::{join_live_sockets, leave_live_sockets, parse_visibility};
+use crate::service::rooms::{join_live_sockets, leave_live_sockets, parse_visibility, set_muted_live};
 use crate::store::rooms::NewRoom;
 
 pub fn routes() -> Router<App> {
@@ -137,6 +137,9 @@ async fn add_member(
         leave_live_sockets(&app, &admin.account, user, &name);
     } else {
         join_live_sockets(&app, &admin.account, user, &name);
+    }
+    if let Some(muted) = req.muted {
+        set_muted_live(&app, &admin.account, user, &name, muted);
     }
     let member = app.store.member(&admin.account, &name, user).await?;
     let status = if added { StatusCode::CREATED } else { StatusCode::OK };

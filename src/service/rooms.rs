@@ -16,6 +16,8 @@ pub struct Joined {
     pub room: RoomName,
     pub member_count: i64,
     pub members: Option<Vec<Value>>,
+    /// The user is muted here: they may read but not write or type.
+    pub muted: bool,
 }
 
 impl Joined {
@@ -33,7 +35,7 @@ pub async fn join(hub: &Hub, account: &str, user: Option<&str>, name: &str) -> A
     let room = RoomName::parse(name).map_err(AppError::validation)?;
     if room.personal_owner().is_some() {
         policy::plan_join(user, &room, None, None, false)?;
-        return Ok(Joined { room, member_count: 1, members: None });
+        return Ok(Joined { room, member_count: 1, members: None, muted: false });
     }
     let facts = hub.store.room(account, &room.name).await?;
     let member = match user {
@@ -79,7 +81,8 @@ pub async fn join(hub: &Hub, account: &str, user: Option<&str>, name: &str) -> A
     } else {
         None
     };
-    Ok(Joined { room, member_count: row.member_count, members })
+    let muted = member.is_some_and(|m| m.muted);
+    Ok(Joined { room, member_count: row.member_count, members, muted })
 }
 
 /// Puts every live socket of a user on this node into a room (admin add-member, dm creation), counted as
@@ -110,6 +113,16 @@ pub fn leave_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) {
         }
     }
     crate::service::presence::left_room(hub, account, user, room);
+}
+
+/// An admin muted or unmuted a member: their live sockets on this node learn it at once (typing checks it
+/// without a query).
+pub fn set_muted_live(hub: &Hub, account: &str, user: &str, room: &str, muted: bool) {
+    for s in hub.ns().map(|ns| ns.to(room_key(account, &user_room(user))).sockets()).unwrap_or_default() {
+        if let Some(session) = s.extensions.get::<std::sync::Arc<Session>>() {
+            session.set_muted(room, muted);
+        }
+    }
 }
 
 pub fn parse_visibility(v: Option<&str>) -> AppResult<Visibility> {

@@ -46,6 +46,8 @@ pub struct Typer<'a> {
     pub avatar: Option<String>,
     /// Room names (without the account prefix) the socket is in.
     pub rooms: &'a [String],
+    /// Rooms among them where the user is muted: they may stop typing there, not start.
+    pub muted: &'a [String],
 }
 
 /// `typing:start`, `typing:stop` or `typing {isTyping}`.
@@ -57,13 +59,17 @@ pub fn handle(hub: &Hub, typer: &Typer<'_>, event: &str, data: &Value) -> AppRes
     let room = req.room(typer.account).map_err(typing_error)?;
     let in_room = |name: &str| typer.rooms.iter().any(|r| r == name);
     let canonical = room.socket_room();
-    if !in_room(&canonical) {
+    let joined = if in_room(&canonical) {
+        &canonical
+    } else if room.room_type != RoomType::Dm && in_room(&room.room_name) {
         // A bare channel (`general`) is typed into by its bare name.
-        if room.room_type != RoomType::Dm && in_room(&room.room_name) {
-            hub.typing.aliases.insert((typer.account.to_string(), canonical.clone()), room.room_name.clone());
-        } else {
-            return Err(AppError::not_a_member(&canonical));
-        }
+        hub.typing.aliases.insert((typer.account.to_string(), canonical.clone()), room.room_name.clone());
+        &room.room_name
+    } else {
+        return Err(AppError::not_a_member(&canonical));
+    };
+    if req.is_typing && typer.muted.iter().any(|r| r == joined) {
+        return Err(AppError::forbidden(format!("you are muted in {joined}")));
     }
     if room.room_type == RoomType::Dm
         && let Some(recipient) = &req.recipient_id

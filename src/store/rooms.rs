@@ -228,10 +228,11 @@ impl Store {
         Ok(res.rows_affected() > 0)
     }
 
-    /// Every room the user is a persisted (not banned) member of: rejoined on each connection.
-    pub async fn rooms_of_user(&self, account: &str, user: &str) -> Result<Vec<String>, sqlx::Error> {
+    /// Every room the user is a persisted (not banned) member of, with whether they are muted there: rejoined
+    /// on each connection.
+    pub async fn rooms_of_user(&self, account: &str, user: &str) -> Result<Vec<(String, bool)>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT m.room_name FROM np_realtime_room_members m JOIN np_realtime_rooms r \
+            "SELECT m.room_name, m.muted FROM np_realtime_room_members m JOIN np_realtime_rooms r \
                ON r.source_account_id = m.source_account_id AND r.name = m.room_name \
              WHERE m.source_account_id = $1 AND m.user_id = $2 AND m.banned = 0 AND r.is_active = 1 \
              ORDER BY m.room_name",
@@ -240,7 +241,7 @@ impl Store {
         .bind(user)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| r.try_get::<String, _>("room_name")).collect()
+        rows.iter().map(|r| Ok((r.try_get::<String, _>("room_name")?, r.try_get::<i64, _>("muted")? != 0))).collect()
     }
 
     /// Member user ids of a room (for receipt counts and presence audiences).

@@ -108,13 +108,14 @@ async fn handshake(s: SocketRef, TryData(auth): TryData<Value>, State(app): Stat
     let user = identity.as_ref().map(|i| i.user_id.clone());
 
     // Persisted rooms are joined before the client hears anything, so `authenticated.rooms` is complete.
-    let rooms = match &user {
+    let memberships = match &user {
         Some(u) => app.store.rooms_of_user(&account, u).await.map_err(|e| {
             tracing::error!(error = %e, "cannot load rooms at handshake");
             refuse(&app, AuthError::Refused("the database is unavailable; retry shortly".into()))
         })?,
         None => Vec::new(),
     };
+    let rooms: Vec<String> = memberships.iter().map(|(r, _)| r.clone()).collect();
 
     let device = auth.get("device").map(|d| Device {
         kind: short(d.get("type")),
@@ -141,9 +142,10 @@ async fn handshake(s: SocketRef, TryData(auth): TryData<Value>, State(app): Stat
 
     if let Some(u) = session.user() {
         s.join(session.key(&user_room(u)));
-        for room in &rooms {
+        for (room, muted) in &memberships {
             s.join(session.key(room));
             session.entered(room);
+            session.set_muted(room, *muted);
         }
         *app.users.entry((session.account.clone(), u.to_string())).or_insert(0) += 1;
         let arrived: Vec<&String> = {

@@ -51,6 +51,8 @@ pub struct Session {
     /// The account's rooms (names) this socket is in, besides its personal room. Kept here rather than read
     /// from the socket at disconnect: by then socketioxide may already have emptied the socket's rooms.
     rooms: Mutex<Vec<String>>,
+    /// Rooms where the user is muted (from the membership at join, kept current by the admin API).
+    muted: Mutex<Vec<String>>,
     pub(crate) queue: Mutex<Queue>,
     /// Completion of the socket's latest `message:send`: the next one broadcasts only after it, so a room
     /// sees a socket's messages in the order they were sent even while several wait for their commit.
@@ -92,6 +94,7 @@ impl Session {
             connected_at: crate::store::now_ms(),
             exp: AtomicI64::new(exp),
             rooms: Mutex::new(Vec::new()),
+            muted: Mutex::new(Vec::new()),
             queue: Mutex::new(Queue::default()),
             send_chain: Mutex::new(None),
         }
@@ -155,6 +158,18 @@ impl Session {
 
     pub fn rooms(&self) -> Vec<String> {
         self.rooms.lock().clone()
+    }
+
+    pub fn set_muted(&self, room: &str, muted: bool) {
+        let mut rooms = self.muted.lock();
+        rooms.retain(|r| r != room);
+        if muted {
+            rooms.push(room.to_string());
+        }
+    }
+
+    pub fn muted_rooms(&self) -> Vec<String> {
+        self.muted.lock().clone()
     }
 
     /// A refreshed token replaces the profile and the expiry.

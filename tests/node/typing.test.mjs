@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import {
   startServer, shutdown, connectClient, emitAck, waitFor,
-  assertOk, assertErr, assertIso, show, uid, join, sleep, PG_BASE, SERVICES_SKIPPED, noteSkips,
+  assertOk, assertErr, assertIso, show, uid, join, sleep, PG_BASE, SERVICES_SKIPPED, noteSkips, http, API_KEY,
 } from './harness.mjs';
 
 noteSkips();
@@ -285,6 +285,34 @@ describe('typing', () => {
     await sleep(COALESCE + 100);
     assert.equal(typingEvents(o.socket).length, 0, show(typingEvents(o.socket)));
     disconnectAll(a, b, o);
+  });
+
+  it('a muted member may not type (muted live by the admin API, and still muted after reconnecting); unmuted, they may', async () => {
+    const room = uid('quiet');
+    const alice = uid('alice');
+    let a = await connectClient(server, { user: alice });
+    const b = await connectClient(server, { user: uid('bob') });
+    await join(a.socket, room);
+    await join(b.socket, room);
+    const setMuted = async (muted) => {
+      const res = await http(server, 'POST', `/api/rooms/${encodeURIComponent(room)}/members`, { apiKey: API_KEY, body: { userId: alice, muted } });
+      assert.ok(res.status >= 200 && res.status < 300, `POST members {muted: ${muted}} → ${res.status} ${show(res.body)}`);
+    };
+    await setMuted(true);
+    assertErr(await emitAck(a.socket, 'typing:start', { roomName: room, roomType: 'channel' }), 'FORBIDDEN', 'typing:start while muted');
+    assertOk(await emitAck(a.socket, 'typing:stop', { roomName: room, roomType: 'channel' }), 'typing:stop is always allowed');
+    a.socket.disconnect();
+    a = await connectClient(server, { user: alice });
+    assert.ok(a.authenticated.rooms.includes(room), show(a.authenticated));
+    assertErr(await emitAck(a.socket, 'typing:start', { roomName: room, roomType: 'channel' }), 'FORBIDDEN', 'typing:start while muted, after a reconnect');
+    await sleep(COALESCE + 200);
+    assert.ok(typingEvents(b.socket).every((e) => !ids(e).includes(alice)), `nobody may see a muted user typing: ${show(typingEvents(b.socket))}`);
+
+    await setMuted(false);
+    const seen = waitTyping(b.socket, room, (e) => ids(e).includes(alice));
+    assertOk(await emitAck(a.socket, 'typing:start', { roomName: room, roomType: 'channel' }), 'typing:start after unmute');
+    await seen;
+    disconnectAll(a, b);
   });
 
   it('alternative shapes: {channelId} and `typing {channelId, isTyping}`', async () => {

@@ -13,6 +13,7 @@ use crate::wire::{Payload, limits};
 async fn enter(cx: &Cx<'_>, name: &str) -> AppResult<svc::Joined> {
     let joined = svc::join(cx.app, &cx.session.account, cx.session.user(), name).await?;
     let key = cx.session.key(&joined.room.name);
+    cx.session.set_muted(&joined.room.name, joined.muted);
     let personal = joined.room.personal_owner().is_some();
     if personal {
         cx.socket.join(key);

@@ -8,6 +8,7 @@ use crate::transport::dispatch::{Cx, Reply};
 pub fn typing(cx: &Cx<'_>, event: &str, data: Value) -> crate::error::AppResult<Reply> {
     let user = cx.user()?;
     let rooms = cx.room_names();
+    let muted = cx.session.muted_rooms();
     let typer = Typer {
         account: &cx.session.account,
         user,
@@ -15,6 +16,7 @@ pub fn typing(cx: &Cx<'_>, event: &str, data: Value) -> crate::error::AppResult<
         name: cx.session.name(),
         avatar: cx.session.avatar(),
         rooms: &rooms,
+        muted: &muted,
     };
     svc::handle(cx.app, &typer, event, &data)?;
     Ok(Reply::Done)
