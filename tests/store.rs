@@ -177,3 +177,53 @@ fn pages_are_oldest_first_and_edits_come_back() {
         assert!(page.messages[0].edited_at.is_some());
     });
 }
+
+#[test]
+fn the_ledger_writes_a_connection_storm_and_its_audit_events() {
+    use nself_realtime::store::connections::{ConnectionOpen, ConnectionRow};
+    use nself_realtime::store::events::EventRow;
+    use nself_realtime::store::ledger::{Ledger, Record};
+    on_both("ledger", |store| async move {
+        let ledger = Ledger::spawn(store.clone());
+        // more rows than one statement and one batch hold; every other socket closes again
+        for i in 0..1_200 {
+            let sid = format!("s{i}");
+            ledger.record(Record::Open(ConnectionOpen {
+                row: ConnectionRow {
+                    socket_id: sid.clone(),
+                    account: "acct".into(),
+                    user_id: Some(format!("u{i}")),
+                    node_id: "n1".into(),
+                    ip: Some("127.0.0.1".into()),
+                    transport: Some("websocket".into()),
+                    device_type: None,
+                    device_os: None,
+                    device_browser: None,
+                    connected_at: 1_000 + i,
+                },
+                user_agent: Some("test".into()),
+            }));
+            ledger.record(Record::Event(EventRow {
+                id: None,
+                account: "acct".into(),
+                event_type: "connect".into(),
+                user_id: Some(format!("u{i}")),
+                socket_id: Some(sid.clone()),
+                room_name: None,
+                payload: None,
+                ip: None,
+                created_at: 1_000 + i,
+            }));
+            if i % 2 == 1 {
+                ledger.record(Record::Close { socket_id: sid, at: 2_000 + i, reason: "transport close".into() });
+            }
+        }
+        ledger.flush().await;
+        let open = store.open_connections(Some("acct"), 10_000).await.unwrap();
+        assert_eq!(open.len(), 600, "the closed half must be marked closed");
+        assert!(open.iter().all(|c| c.socket_id[1..].parse::<u32>().unwrap() % 2 == 0));
+        let events = store.events(Some("acct"), 10_000).await.unwrap();
+        assert_eq!(events.len(), 1_200);
+        assert_eq!(store.close_stale_connections(Some("n1"), "stopped").await.unwrap(), 600);
+    });
+}
