@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{ROWS_PER_STATEMENT, Store, value_tuples};
+use super::Store;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -35,44 +35,38 @@ impl Store {
         closed: &[(String, i64, String)],
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.begin_write().await?;
-        for chunk in opened.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
+        for c in opened {
+            let r = &c.row;
+            sqlx::query(
                 "INSERT INTO np_realtime_connections (socket_id, source_account_id, user_id, node_id, ip, transport, \
-                 device_type, device_os, device_browser, user_agent, connected_at, status) VALUES {} \
+                 device_type, device_os, device_browser, user_agent, status, connected_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'connected', $11) \
                  ON CONFLICT (socket_id) DO NOTHING",
-                value_tuples(chunk.len(), 12)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)); // only placeholders vary
-            for c in chunk {
-                let r = &c.row;
-                q = q
-                    .bind(&r.socket_id)
-                    .bind(&r.account)
-                    .bind(&r.user_id)
-                    .bind(&r.node_id)
-                    .bind(&r.ip)
-                    .bind(&r.transport)
-                    .bind(&r.device_type)
-                    .bind(&r.device_os)
-                    .bind(&r.device_browser)
-                    .bind(&c.user_agent)
-                    .bind(r.connected_at)
-                    .bind("connected");
-            }
-            q.execute(&mut *tx).await?;
+            )
+            .bind(&r.socket_id)
+            .bind(&r.account)
+            .bind(&r.user_id)
+            .bind(&r.node_id)
+            .bind(&r.ip)
+            .bind(&r.transport)
+            .bind(&r.device_type)
+            .bind(&r.device_os)
+            .bind(&r.device_browser)
+            .bind(&c.user_agent)
+            .bind(r.connected_at)
+            .execute(&mut *tx)
+            .await?;
         }
-        // VALUES columns are column1, column2, … in both SQLite and PostgreSQL.
-        for chunk in closed.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "UPDATE np_realtime_connections SET status = 'closed', disconnected_at = v.column2, \
-                 disconnect_reason = v.column3 FROM (VALUES {}) AS v WHERE socket_id = v.column1",
-                value_tuples(chunk.len(), 3)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)); // only placeholders vary
-            for (sid, at, reason) in chunk {
-                q = q.bind(sid).bind(*at).bind(reason);
-            }
-            q.execute(&mut *tx).await?;
+        for (sid, at, reason) in closed {
+            sqlx::query(
+                "UPDATE np_realtime_connections SET status = 'closed', disconnected_at = $2, disconnect_reason = $3 \
+                 WHERE socket_id = $1",
+            )
+            .bind(sid)
+            .bind(*at)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await
     }

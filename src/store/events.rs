@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{ROWS_PER_STATEMENT, Store, value_tuples};
+use super::Store;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -25,25 +25,21 @@ pub struct EventRow {
 impl Store {
     pub(crate) async fn insert_events(&self, events: &[EventRow]) -> Result<(), sqlx::Error> {
         let mut tx = self.begin_write().await?;
-        for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
+        for e in events {
+            sqlx::query(
                 "INSERT INTO np_realtime_events (source_account_id, event_type, user_id, socket_id, room_name, payload, \
-                 ip, created_at) VALUES {}",
-                value_tuples(chunk.len(), 8)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)); // only placeholders vary
-            for e in chunk {
-                q = q
-                    .bind(&e.account)
-                    .bind(&e.event_type)
-                    .bind(&e.user_id)
-                    .bind(&e.socket_id)
-                    .bind(&e.room_name)
-                    .bind(&e.payload)
-                    .bind(&e.ip)
-                    .bind(e.created_at);
-            }
-            q.execute(&mut *tx).await?;
+                 ip, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&e.account)
+            .bind(&e.event_type)
+            .bind(&e.user_id)
+            .bind(&e.socket_id)
+            .bind(&e.room_name)
+            .bind(&e.payload)
+            .bind(&e.ip)
+            .bind(e.created_at)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await
     }

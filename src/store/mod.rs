@@ -50,29 +50,6 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Rows per multi-row statement: at 12 parameters a row, well under SQLite's 32,766 and PostgreSQL's 65,535.
-pub(crate) const ROWS_PER_STATEMENT: usize = 500;
-
-/// `($1, $2), ($3, $4), …`: `rows` tuples of `width` numbered parameters. A batch written as one statement
-/// instead of one per row saves a round trip to the driver per row.
-pub(crate) fn value_tuples(rows: usize, width: usize) -> String {
-    let mut out = String::with_capacity(rows * width * 5);
-    for r in 0..rows {
-        if r > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        for c in 0..width {
-            if c > 0 {
-                out.push_str(", ");
-            }
-            out.push_str(&format!("${}", r * width + c + 1));
-        }
-        out.push(')');
-    }
-    out
-}
-
 pub(crate) fn flag(b: bool) -> i64 {
     b as i64
 }
@@ -201,13 +178,4 @@ pub fn redact(url: &str) -> String {
         return format!("{scheme}://{user}@{host}");
     }
     url.to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn value_tuples_number_every_parameter_once() {
-        assert_eq!(super::value_tuples(1, 1), "($1)");
-        assert_eq!(super::value_tuples(2, 3), "($1, $2, $3), ($4, $5, $6)");
-    }
 }
