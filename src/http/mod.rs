@@ -2,6 +2,7 @@
 
 mod admin;
 mod broadcast;
+mod client;
 pub mod health;
 pub mod polls;
 pub mod serve;
@@ -43,6 +44,11 @@ pub const ROUTES: &[&str] = &[
     "GET /api/users/:userId/contacts",
     "POST /api/users/:userId/contacts",
     "DELETE /api/users/:userId/contacts/:contactUserId",
+    "POST /messages",
+    "GET /poll",
+    "GET /presence/:channelId",
+    "POST /presence/:channelId",
+    "POST /typing",
 ];
 
 pub use health::probe_database;
@@ -71,6 +77,7 @@ pub fn router(app: App) -> Router {
         .route(&cfg.health_path, get(health::health))
         .route(&cfg.metrics_path, get(metrics))
         .nest("/api", api)
+        .merge(client::routes())
         .with_state(app.clone())
 }
 
@@ -143,11 +150,15 @@ impl FromRequestParts<App> for Admin {
             )
                 .into_response());
         }
-        let app_param =
-            parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("app="))).map(str::to_string);
-        let account = normalize_account(header("x-app-name").map(str::to_string).or(app_param).as_deref());
-        Ok(Admin { account })
+        Ok(Admin { account: account_of(parts) })
     }
+}
+
+/// The account a request acts for: `X-App-Name`, else `?app=`, else `primary`.
+fn account_of(parts: &Parts) -> String {
+    let header = parts.headers.get("x-app-name").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let param = parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("app="))).map(str::to_string);
+    normalize_account(header.or(param).as_deref())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

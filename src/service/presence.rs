@@ -35,6 +35,8 @@ pub struct PresenceHub {
     rooms: DashMap<UserKey, Vec<String>>,
     /// Last seen of sessions that ended on this node, known before the database write lands.
     last_seen: DashMap<UserKey, DateTime<Utc>>,
+    /// Users whose presence an HTTP client posts, with the time of the latest post.
+    http_devices: DashMap<UserKey, std::time::Instant>,
 }
 
 impl PresenceHub {
@@ -51,6 +53,7 @@ impl PresenceHub {
             by_socket: DashMap::new(),
             rooms: DashMap::new(),
             last_seen: DashMap::new(),
+            http_devices: DashMap::new(),
         }
     }
 
@@ -151,6 +154,34 @@ pub fn disconnected(hub: &Hub, account: &str, user: &str, socket_id: &str) {
     hub.presence.wake.notify_one();
 }
 
+/// The device an HTTP client's presence and typing are tracked under.
+pub fn http_device(user: &str) -> String {
+    format!("http:{user}")
+}
+
+/// `POST /presence/:channelId`: the status of a client without a socket. It counts as one more device of the
+/// user (aggregated with their sockets as usual) that lasts `REALTIME_PRESENCE_TIMEOUT` after the latest post,
+/// then goes like a closed socket (offline after the grace, when nothing else is connected).
+pub async fn http_update(app: &App, account: &str, user: &str, data: &Value) -> AppResult<()> {
+    parse_update(app, data)?;
+    let device = http_device(user);
+    let stamp = std::time::Instant::now();
+    let fresh = app.presence.http_devices.insert(key(account, user), stamp).is_none();
+    if fresh {
+        let rooms: Vec<String> = app.store.rooms_of_user(account, user).await?.into_iter().map(|(r, _)| r).collect();
+        connected(app, account, user, &device, &rooms).await;
+    }
+    update(app, account, user, &device, data)?;
+    let (app, account, user) = (app.clone(), account.to_string(), user.to_string());
+    tokio::spawn(async move {
+        tokio::time::sleep(app.cfg.presence_timeout).await;
+        if app.presence.http_devices.remove_if(&key(&account, &user), |_, t| *t == stamp).is_some() {
+            disconnected(&app, &account, &user, &http_device(&user));
+        }
+    });
+    Ok(())
+}
+
 /// Remember a room the user's socket joined (audience of later announcements).
 pub fn joined_room(hub: &Hub, account: &str, user: &str, room: &str) {
     let mut rooms = hub.presence.rooms.entry(key(account, user)).or_default();
@@ -174,16 +205,20 @@ pub fn touch(hub: &Hub, account: &str, user: &str, socket_id: &str) {
     }
 }
 
-/// `presence:update`: memory only; a change is published after the coalescing window by the timer.
-pub fn update(hub: &Hub, account: &str, user: &str, socket_id: &str, data: &Value) -> AppResult<()> {
+fn parse_update(hub: &Hub, data: &Value) -> AppResult<PresenceUpdate> {
     if !hub.cfg.enable_presence {
         return Err(AppError::forbidden("presence is disabled (REALTIME_ENABLE_PRESENCE=false)"));
     }
-    let update = PresenceUpdate::from_json(data).map_err(|e| {
+    PresenceUpdate::from_json(data).map_err(|e| {
         let code =
             if e.code() == "PAYLOAD_TOO_LARGE" { ErrorCode::PayloadTooLarge } else { ErrorCode::ValidationError };
         AppError::new(code, e.to_string())
-    })?;
+    })
+}
+
+/// `presence:update`: memory only; a change is published after the coalescing window by the timer.
+pub fn update(hub: &Hub, account: &str, user: &str, socket_id: &str, data: &Value) -> AppResult<()> {
+    let update = parse_update(hub, data)?;
     hub.metrics.presence_updates.inc();
     let outcome = hub.presence.tracker.lock().update(account, user, socket_id, update, Utc::now());
     if outcome == domain::UpdateOutcome::Changed {

@@ -98,6 +98,36 @@ pub fn handle(hub: &Hub, typer: &Typer<'_>, event: &str, data: &Value) -> AppRes
     Ok(())
 }
 
+/// `POST /typing`: typing from a client without a socket, tracked as the device `http:<user>` and expiring
+/// like any other. Such a client is in no Socket.IO room, so its permission comes from the stored membership
+/// (one read per request; socket typing still reads nothing).
+pub async fn http_typing(hub: &Hub, account: &str, identity: &crate::auth::Identity, data: &Value) -> AppResult<()> {
+    let req = TypingRequest::from_json("typing", data).map_err(typing_error)?;
+    let room = req.room(account).map_err(typing_error)?;
+    let (mut rooms, mut muted) = (Vec::new(), Vec::new());
+    for name in [room.socket_room(), room.room_name.clone()] {
+        if let Some(m) = hub.store.member(account, &name, &identity.user_id).await?
+            && !m.banned
+        {
+            if m.muted {
+                muted.push(name.clone());
+            }
+            rooms.push(name);
+        }
+    }
+    let device = crate::service::presence::http_device(&identity.user_id);
+    let typer = Typer {
+        account,
+        user: &identity.user_id,
+        socket_id: &device,
+        name: identity.name.clone(),
+        avatar: identity.avatar.clone(),
+        rooms: &rooms,
+        muted: &muted,
+    };
+    handle(hub, &typer, "typing", data)
+}
+
 /// A socket closed: its typing entries go at once.
 pub fn socket_closed(hub: &Hub, account: &str, user: &str, socket_id: &str) {
     hub.typing.store.remove_socket(account, user, socket_id, Utc::now());

@@ -10,7 +10,7 @@ use crate::wire::{Author, Payload, iso, limits};
 
 /// Reads either `message:send` shape: `{roomName, content, threadId?, replyTo?, metadata?}` (rooms service) or
 /// `{channelId, content, type, attachments?, threadId?, mentions?, clientMessageId}` (offline queue).
-fn outgoing(cx: &Cx<'_>, p: &Payload<'_>) -> AppResult<Outgoing> {
+pub(crate) fn outgoing(p: &Payload<'_>, max_message_length: usize) -> AppResult<Outgoing> {
     let room = match (p.opt_str("roomName", limits::ID)?, p.opt_id("channelId")?) {
         (Some(name), _) => RoomName::parse(name),
         (None, Some(id)) => RoomName::from_channel_id(&id),
@@ -18,8 +18,8 @@ fn outgoing(cx: &Cx<'_>, p: &Payload<'_>) -> AppResult<Outgoing> {
     }
     .map_err(AppError::validation)?;
     let content = match p.raw("content") {
-        Some(Value::String(s)) if s.len() > cx.app.cfg.max_message_length => {
-            return Err(AppError::too_large("content", cx.app.cfg.max_message_length));
+        Some(Value::String(s)) if s.len() > max_message_length => {
+            return Err(AppError::too_large("content", max_message_length));
         }
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(AppError::validation("content must be a string")),
@@ -34,6 +34,7 @@ fn outgoing(cx: &Cx<'_>, p: &Payload<'_>) -> AppResult<Outgoing> {
     {
         return Err(AppError::too_large("attachments", limits::ATTACHMENT_COUNT));
     }
+    p.opt_ids("mentions")?; // type-check: an array of ids
     Ok(Outgoing {
         room,
         kind: p.opt_str("type", limits::SHORT)?.unwrap_or("text").to_string(),
@@ -62,8 +63,7 @@ pub async fn send(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
     let begun = async {
         let user = cx.user()?;
         let p = Payload::object(&data)?;
-        p.opt_ids("mentions")?; // type-check: an array of ids
-        let out = outgoing(cx, &p)?;
+        let out = outgoing(&p, cx.app.cfg.max_message_length)?;
         svc::begin(cx.app, &cx.session.account, user, out).await
     }
     .await;
@@ -84,16 +84,8 @@ pub async fn send(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
         let result = svc::complete(&app, &session.account, &author, pending, before).await;
         let reply = match result {
             Ok(sent) => {
-                let m = &sent.message;
-                svc::confirm_to_sender(&app, &session.account, session.user().unwrap_or(""), m).await;
-                let mut ack = json!({ "messageId": m.id, "seq": m.seq, "createdAt": iso(m.created_at) });
-                if let Some(c) = &m.client_message_id {
-                    ack["clientMessageId"] = c.clone().into();
-                }
-                if sent.duplicate {
-                    ack["duplicate"] = true.into();
-                }
-                Ok(Reply::Data(ack))
+                svc::confirm_to_sender(&app, &session.account, session.user().unwrap_or(""), &sent.message).await;
+                Ok(Reply::Data(sent_ack(&sent)))
             }
             Err(e) => {
                 failed(&socket, &e);
@@ -103,6 +95,19 @@ pub async fn send(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
         drop(done);
         reply
     })))
+}
+
+/// The ack of a committed `message:send` (and the body of `POST /messages`).
+pub(crate) fn sent_ack(sent: &svc::Sent) -> Value {
+    let m = &sent.message;
+    let mut ack = json!({ "messageId": m.id, "seq": m.seq, "createdAt": iso(m.created_at) });
+    if let Some(c) = &m.client_message_id {
+        ack["clientMessageId"] = c.clone().into();
+    }
+    if sent.duplicate {
+        ack["duplicate"] = true.into();
+    }
+    ack
 }
 
 pub async fn edit(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {

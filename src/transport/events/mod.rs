@@ -1,7 +1,7 @@
 //! The inbound event table: event name → handler. Each handler reads its payload with `wire::Payload`.
 
 mod connection;
-mod messages;
+pub(crate) mod messages;
 mod presence;
 mod receipts;
 mod rooms;

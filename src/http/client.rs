@@ -1,0 +1,212 @@
+//! HTTP routes for clients without a socket (CONTRACT §10, second wave): send a message, poll for messages,
+//! read a room's presence, post presence and typing.
+//!
+//! They act as a user: the user's own token (`Authorization: Bearer <jwt>`, verified like a handshake), or the
+//! API key plus a `userId` (an app backend acting for one of its users). The account comes from `X-App-Name`
+//! or `?app=`, as everywhere.
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Admin, ApiError, ApiJson};
+use crate::auth::Identity;
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::hub::App;
+use crate::service::{messages, presence, typing};
+use crate::transport::events::messages::{outgoing, sent_ack};
+use crate::wire::{Author, Payload};
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/messages", axum::routing::post(send))
+        .route("/poll", axum::routing::get(poll))
+        .route("/presence/{channel_id}", axum::routing::get(room_presence).post(post_presence))
+        .route("/typing", axum::routing::post(post_typing))
+}
+
+/// Who the request acts as, before the body is read.
+pub enum Caller {
+    /// A user's own token: the user is fixed.
+    User { account: String, identity: Identity },
+    /// The API key: the request names the user (`userId` in the body or the query).
+    Backend { account: String },
+}
+
+impl FromRequestParts<App> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        if parts.headers.contains_key("x-api-key") {
+            let admin = Admin::from_request_parts(parts, app).await?;
+            return Ok(Caller::Backend { account: admin.account });
+        }
+        let token = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                unauthenticated("send the user's token as Authorization: Bearer <jwt> (or X-API-Key and a userId)")
+            })?;
+        let identity = app.verifier.verify(token, chrono::Utc::now().timestamp()).map_err(unauthenticated)?;
+        Ok(Caller::User { account: super::account_of(parts), identity })
+    }
+}
+
+fn unauthenticated(message: impl std::fmt::Display) -> Response {
+    let body = json!({ "error": { "code": "UNAUTHENTICATED", "message": message.to_string() } });
+    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+}
+
+impl Caller {
+    fn account(&self) -> &str {
+        match self {
+            Caller::User { account, .. } | Caller::Backend { account } => account,
+        }
+    }
+
+    /// The user acted for: the token's user (a `userId` given too must be the same), or the named one.
+    fn identity(&self, named: Option<&str>) -> AppResult<Identity> {
+        match (self, named) {
+            (Caller::User { identity, .. }, Some(u)) if u != identity.user_id => {
+                Err(AppError::forbidden(format!("the token is {}'s; it cannot act for {u}", identity.user_id)))
+            }
+            (Caller::User { identity, .. }, _) => Ok(identity.clone()),
+            (Caller::Backend { .. }, Some(u)) if !u.trim().is_empty() && u.len() <= 256 => {
+                Ok(Identity { user_id: u.trim().to_string(), session_id: None, name: None, avatar: None, exp: None })
+            }
+            (Caller::Backend { .. }, _) => Err(AppError::validation("userId (1 to 256 characters) is required")),
+        }
+    }
+}
+
+fn named_user(body: &Value) -> AppResult<Option<&str>> {
+    match body.get("userId") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(AppError::validation("userId must be a string")),
+    }
+}
+
+/// `POST /messages`: a `message:send` over HTTP; 201 with the ack's data once the message is durable.
+async fn send(State(app): State<App>, caller: Caller, ApiJson(body): ApiJson<Value>) -> Result<Response, ApiError> {
+    let identity = caller.identity(named_user(&body)?)?;
+    let account = caller.account();
+    let out = outgoing(&Payload::object(&body)?, app.cfg.max_message_length)?;
+    let pending = messages::begin(&app, account, &identity.user_id, out).await?;
+    let author = Author { name: identity.name.as_deref(), avatar: identity.avatar.as_deref() };
+    let sent = messages::complete(&app, account, &author, pending, None).await?;
+    messages::confirm_to_sender(&app, account, &identity.user_id, &sent.message).await;
+    let status = if sent.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(sent_ack(&sent))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PollQuery {
+    channel_id: Option<String>,
+    since: Option<i64>,
+    after_seq: Option<i64>,
+    limit: Option<i64>,
+    user_id: Option<String>,
+}
+
+/// `GET /poll?channelId&since`: `sync:messages` over HTTP (the same page, `serverTime` for the next poll).
+async fn poll(State(app): State<App>, caller: Caller, Query(q): Query<PollQuery>) -> Result<Json<Value>, ApiError> {
+    let identity = caller.identity(q.user_id.as_deref())?;
+    let account = caller.account();
+    let id = q
+        .channel_id
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| AppError::validation("channelId is required"))?;
+    let room = messages::resolve_channel(&app, account, &identity.user_id, id).await?;
+    let page = messages::sync(&app, account, &identity.user_id, &room, q.since, q.after_seq, q.limit).await?;
+    Ok(Json(page))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PresenceQuery {
+    user_id: Option<String>,
+}
+
+/// `GET /presence/:channelId`: the room's members as the caller may see them, with counts by status. A user
+/// must be a member; the API key without a `userId` sees what a stranger would.
+async fn room_presence(
+    State(app): State<App>,
+    caller: Caller,
+    Path(channel_id): Path<String>,
+    Query(q): Query<PresenceQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let account = caller.account();
+    let viewer = match (&caller, q.user_id.as_deref()) {
+        (Caller::Backend { .. }, None) => None,
+        (_, named) => Some(caller.identity(named)?.user_id),
+    };
+    let room = match &viewer {
+        Some(v) => messages::resolve_channel(&app, account, v, &channel_id).await?,
+        None => crate::domain::names::RoomName::parse(&channel_id)
+            .or_else(|_| crate::domain::names::RoomName::from_channel_id(&channel_id))
+            .map_err(AppError::validation)?,
+    };
+    app.store.room(account, &room.name).await?.ok_or_else(|| AppError::room_not_found(&room.name))?;
+    let members: Vec<String> =
+        app.store.members(account, &room.name, 10_000).await?.into_iter().map(|m| m.user_id).collect();
+    if let Some(v) = &viewer
+        && !members.contains(v)
+    {
+        return Err(AppError::not_a_member(&room.name).into());
+    }
+    let views = presence::views_for(&app, account, viewer.as_deref(), &members).await?;
+    let mut count = json!({ "online": 0, "away": 0, "dnd": 0, "offline": 0 });
+    let users: Vec<Value> = views
+        .into_iter()
+        .map(|view| {
+            let v = serde_json::to_value(&view).unwrap_or(Value::Null);
+            if let Some(status) = v.get("status").and_then(Value::as_str) {
+                let bucket = match status {
+                    "busy" | "dnd" => "dnd",
+                    "away" | "idle" => "away",
+                    "online" => "online",
+                    _ => "offline",
+                };
+                count[bucket] = (count[bucket].as_i64().unwrap_or(0) + 1).into();
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "channelId": channel_id, "roomName": room.name, "users": users, "count": count })))
+}
+
+/// `POST /presence/:channelId {status, customStatus?}`: the caller's presence (per user, not per room: it
+/// reaches everyone allowed to see the user, as a socket's `presence:update` does).
+async fn post_presence(
+    State(app): State<App>,
+    caller: Caller,
+    Path(_channel_id): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let identity = caller.identity(named_user(&body)?)?;
+    presence::http_update(&app, caller.account(), &identity.user_id, &body).await?;
+    Ok(Json(json!({ "success": true })))
+}
+
+/// `POST /typing {channelId, isTyping, threadId?, roomType?, recipientId?}`.
+async fn post_typing(
+    State(app): State<App>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let identity = caller.identity(named_user(&body)?)?;
+    if !body.is_object() {
+        return Err(AppError::new(ErrorCode::ValidationError, "the body must be a JSON object").into());
+    }
+    typing::http_typing(&app, caller.account(), &identity, &body).await?;
+    Ok(Json(json!({ "success": true })))
+}

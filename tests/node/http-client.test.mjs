@@ -1,0 +1,145 @@
+// CONTRACT §10 second wave: HTTP routes for clients without a socket — POST /messages, GET /poll,
+// GET|POST /presence/:channelId, POST /typing — seen by socket.io-client users in the same rooms.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  startServer, shutdown, connectClient, waitFor, expectNoEvent, show, uid, join, http, mintToken, API_KEY, sleep,
+} from './harness.mjs';
+
+const bearer = (user) => ({ Authorization: `Bearer ${mintToken(user)}` });
+
+describe('HTTP routes for clients without a socket', () => {
+  let server;
+  before(async () => {
+    server = await startServer({ env: { REALTIME_PRESENCE_OFFLINE_GRACE: '300', REALTIME_PRESENCE_TIMEOUT: '1500' } });
+  });
+  after(() => shutdown(server));
+
+  it('POST /messages stores and broadcasts like message:send; GET /poll returns it; retries are idempotent', async () => {
+    const channelId = uid('chan');
+    const alice = uid('alice');
+    const b = await connectClient(server, { user: uid('bob') });
+    await join(b.socket, `channel:${channelId}`);
+    const a = await connectClient(server, { user: alice });
+    await join(a.socket, `channel:${channelId}`); // makes alice a member
+    a.socket.disconnect();
+
+    const got = waitFor(b.socket, 'message:new', (m) => m && m.content === 'over http');
+    const body = { channelId, content: 'over http', clientMessageId: uid('c') };
+    const res = await http(server, 'POST', '/messages', { headers: bearer(alice), body });
+    assert.equal(res.status, 201, show(res.body));
+    assert.equal(typeof res.body.messageId, 'string', show(res.body));
+    assert.ok(Number.isInteger(res.body.seq), show(res.body));
+    const m = await got;
+    assert.equal(m.userId, alice, show(m));
+    assert.equal(m.channelId, channelId, show(m));
+    assert.equal(m.userName, `User ${alice}`, `userName from the token's name claim: ${show(m)}`);
+
+    const again = await http(server, 'POST', '/messages', { headers: bearer(alice), body });
+    assert.equal(again.status, 200, show(again.body));
+    assert.equal(again.body.messageId, res.body.messageId, 'the same clientMessageId is the same message');
+    assert.equal(again.body.duplicate, true, show(again.body));
+    await expectNoEvent(b.socket, 'message:new', 500, (x) => x && x.id === res.body.messageId, { from: b.socket.received.length });
+
+    const poll = await http(server, 'GET', `/poll?channelId=${channelId}&since=0`, { headers: bearer(alice) });
+    assert.equal(poll.status, 200, show(poll.body));
+    assert.deepEqual(poll.body.messages.map((x) => x.id), [res.body.messageId], show(poll.body));
+    assert.ok(Number.isInteger(poll.body.serverTime), show(poll.body));
+    const later = await http(server, 'GET', `/poll?channelId=${channelId}&since=${poll.body.serverTime}`, { headers: bearer(alice) });
+    assert.deepEqual(later.body.messages, [], `nothing new since serverTime: ${show(later.body)}`);
+    b.socket.disconnect();
+  });
+
+  it('a backend with the API key acts for a named user; a token cannot act for someone else', async () => {
+    const channelId = uid('chan');
+    const carol = uid('carol');
+    const c = await connectClient(server, { user: carol });
+    await join(c.socket, `channel:${channelId}`);
+    c.socket.disconnect();
+
+    const viaKey = await http(server, 'POST', '/messages', { apiKey: API_KEY, body: { channelId, userId: carol, content: 'from the backend' } });
+    assert.equal(viaKey.status, 201, show(viaKey.body));
+    const noUser = await http(server, 'POST', '/messages', { apiKey: API_KEY, body: { channelId, content: 'whose?' } });
+    assert.equal(noUser.status, 400, show(noUser.body));
+    assert.equal(noUser.body.error.code, 'VALIDATION_ERROR', show(noUser.body));
+
+    const mallory = uid('mallory');
+    const spoof = await http(server, 'POST', '/messages', { headers: bearer(mallory), body: { channelId, userId: carol, content: 'spoof' } });
+    assert.equal(spoof.status, 403, show(spoof.body));
+    const outsider = await http(server, 'POST', '/messages', { headers: bearer(mallory), body: { channelId, content: 'not a member' } });
+    assert.equal(outsider.status, 403, show(outsider.body));
+    assert.equal(outsider.body.error.code, 'NOT_A_MEMBER', show(outsider.body));
+    const pollOutsider = await http(server, 'GET', `/poll?channelId=${channelId}`, { headers: bearer(mallory) });
+    assert.equal(pollOutsider.status, 403, show(pollOutsider.body));
+
+    for (const [what, headers] of [['no token', {}], ['a bad token', { Authorization: 'Bearer nope' }], ['a wrong API key', { 'X-API-Key': 'wrong' }]]) {
+      const r = await http(server, 'POST', '/messages', { headers, body: { channelId, content: 'x' } });
+      assert.equal(r.status, 401, `${what}: ${show(r.body)}`);
+      assert.equal(r.body.error.code, 'UNAUTHENTICATED', `${what}: ${show(r.body)}`);
+    }
+    const bad = await http(server, 'POST', '/messages', { headers: bearer(carol), body: { channelId, content: 42 } });
+    assert.equal(bad.status, 400, show(bad.body));
+  });
+
+  it('POST /presence/:channelId makes an HTTP-only user online to room-mates, then offline after REALTIME_PRESENCE_TIMEOUT; GET lists the room', async () => {
+    const channelId = uid('chan');
+    const dave = uid('dave');
+    const d = await connectClient(server, { user: dave });
+    await join(d.socket, `channel:${channelId}`);
+    d.socket.disconnect();
+    const e = await connectClient(server, { user: uid('erin') });
+    await join(e.socket, `channel:${channelId}`);
+
+    const online = waitFor(e.socket, 'presence:changed', (p) => p && p.userId === dave && p.status === 'online');
+    const post = await http(server, 'POST', `/presence/${channelId}`, { headers: bearer(dave), body: { status: 'online' } });
+    assert.equal(post.status, 200, show(post.body));
+    await online;
+
+    // a status becomes visible after the coalescing window: erin's own may still be pending
+    let list;
+    for (const deadline = Date.now() + 3000; ;) {
+      list = await http(server, 'GET', `/presence/${channelId}`, { headers: bearer(e.authenticated.userId) });
+      assert.equal(list.status, 200, show(list.body));
+      if (list.body.count.online === 2 || Date.now() > deadline) break;
+      await sleep(100);
+    }
+    const mine = list.body.users.find((u) => u.userId === dave);
+    assert.equal(mine && mine.status, 'online', show(list.body));
+    assert.equal(list.body.count.online, 2, `dave over HTTP and erin's socket: ${show(list.body)}`);
+
+    const bad = await http(server, 'POST', `/presence/${channelId}`, { headers: bearer(dave), body: { status: 'x'.repeat(10_000) } });
+    assert.ok(bad.status === 400 || bad.status === 413, show(bad.body));
+
+    const offline = waitFor(e.socket, 'presence:changed', (p) => p && p.userId === dave && p.status === 'offline', 5000);
+    await offline;
+    const outsider = await http(server, 'GET', `/presence/${channelId}`, { headers: bearer(uid('stranger')) });
+    assert.equal(outsider.status, 403, show(outsider.body));
+    e.socket.disconnect();
+  });
+
+  it('POST /typing reaches the room as typing:event, a stop clears it; a non-member is refused', async () => {
+    const channelId = uid('chan');
+    const frank = uid('frank');
+    const f = await connectClient(server, { user: frank });
+    await join(f.socket, `channel:${channelId}`);
+    f.socket.disconnect();
+    const g = await connectClient(server, { user: uid('gina') });
+    await join(g.socket, `channel:${channelId}`);
+
+    const typing = waitFor(g.socket, 'typing:event', (t) => t && t.users.some((u) => u.userId === frank));
+    const res = await http(server, 'POST', '/typing', { headers: bearer(frank), body: { channelId, isTyping: true } });
+    assert.equal(res.status, 200, show(res.body));
+    const ev = await typing;
+    assert.equal(ev.roomName, channelId, show(ev));
+    const stopped = waitFor(g.socket, 'typing:event', (t) => t && t.users.length === 0);
+    assert.equal((await http(server, 'POST', '/typing', { headers: bearer(frank), body: { channelId, isTyping: false } })).status, 200);
+    await stopped;
+
+    const no = await http(server, 'POST', '/typing', { headers: bearer(uid('outsider')), body: { channelId, isTyping: true } });
+    assert.equal(no.status, 403, show(no.body));
+    assert.equal(no.body.error.code, 'NOT_A_MEMBER', show(no.body));
+    const invalid = await http(server, 'POST', '/typing', { headers: bearer(frank), body: { channelId } });
+    assert.equal(invalid.status, 400, show(invalid.body));
+    g.socket.disconnect();
+  });
+});
