@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::{Admin, ApiError, ApiJson};
 use crate::auth::Identity;
+use crate::domain::presence::PublicStatus;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::hub::App;
 use crate::service::{messages, presence, typing};
@@ -164,23 +165,17 @@ async fn room_presence(
         return Err(AppError::not_a_member(&room.name).into());
     }
     let views = presence::views_for(&app, account, viewer.as_deref(), &members).await?;
-    let mut count = json!({ "online": 0, "away": 0, "dnd": 0, "offline": 0 });
-    let users: Vec<Value> = views
-        .into_iter()
-        .map(|view| {
-            let v = serde_json::to_value(&view).unwrap_or(Value::Null);
-            if let Some(status) = v.get("status").and_then(Value::as_str) {
-                let bucket = match status {
-                    "busy" | "dnd" => "dnd",
-                    "away" | "idle" => "away",
-                    "online" => "online",
-                    _ => "offline",
-                };
-                count[bucket] = (count[bucket].as_i64().unwrap_or(0) + 1).into();
-            }
-            v
-        })
-        .collect();
+    let mut count = [0u32; 4]; // online, away, dnd, offline
+    for v in &views {
+        count[match v.status {
+            PublicStatus::Online => 0,
+            PublicStatus::Away => 1,
+            PublicStatus::Busy => 2,
+            PublicStatus::Offline => 3,
+        }] += 1;
+    }
+    let count = json!({ "online": count[0], "away": count[1], "dnd": count[2], "offline": count[3] });
+    let users = views;
     Ok(Json(json!({ "channelId": channel_id, "roomName": room.name, "users": users, "count": count })))
 }
 
