@@ -55,6 +55,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
 
     let app: App = Arc::new(Hub::new(cfg, store)?);
+    if app.redis.is_some() {
+        tracing::warn!(
+            "REALTIME_REDIS_URL is set: /health reports Redis, but fan-out, presence and typing stay in this \
+             process; run a single node (several nodes behind one load balancer would not see each other)"
+        );
+    }
     let report = prepare(&app.store, Some(&app.node_id)).await?;
     if report.stale_connections > 0 || report.stale_presence > 0 {
         tracing::info!(
