@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::{Admin, ApiError, ApiJson};
 use crate::auth::Identity;
+use crate::domain::names::RoomName;
 use crate::domain::presence::PublicStatus;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::hub::App;
@@ -152,9 +153,12 @@ async fn room_presence(
     };
     let room = match &viewer {
         Some(v) => messages::resolve_channel(&app, account, v, &channel_id).await?,
-        None => crate::domain::names::RoomName::parse(&channel_id)
-            .or_else(|_| crate::domain::names::RoomName::from_channel_id(&channel_id))
-            .map_err(AppError::validation)?,
+        // nobody to ask about membership: `channel:<id>` when that room exists, else the name as given
+        None if !channel_id.contains(':') => match RoomName::from_channel_id(&channel_id) {
+            Ok(c) if app.store.room(account, &c.name).await?.is_some() => c,
+            _ => RoomName::parse(&channel_id).map_err(AppError::validation)?,
+        },
+        None => RoomName::parse(&channel_id).map_err(AppError::validation)?,
     };
     app.store.room(account, &room.name).await?.ok_or_else(|| AppError::room_not_found(&room.name))?;
     let members: Vec<String> =
@@ -175,8 +179,7 @@ async fn room_presence(
         }] += 1;
     }
     let count = json!({ "online": count[0], "away": count[1], "dnd": count[2], "offline": count[3] });
-    let users = views;
-    Ok(Json(json!({ "channelId": channel_id, "roomName": room.name, "users": users, "count": count })))
+    Ok(Json(json!({ "channelId": channel_id, "roomName": room.name, "users": views, "count": count })))
 }
 
 /// `POST /presence/:channelId {status, customStatus?}`: the caller's presence (per user, not per room: it

@@ -106,6 +106,10 @@ describe('HTTP routes for clients without a socket', () => {
     const mine = list.body.users.find((u) => u.userId === dave);
     assert.equal(mine && mine.status, 'online', show(list.body));
     assert.equal(list.body.count.online, 2, `dave over HTTP and erin's socket: ${show(list.body)}`);
+    const viaKey = await http(server, 'GET', `/presence/${channelId}`, { apiKey: API_KEY });
+    assert.equal(viaKey.status, 200, show(viaKey.body));
+    assert.equal(viaKey.body.roomName, `channel:${channelId}`, show(viaKey.body));
+    assert.deepEqual(viaKey.body.users.map((u) => u.userId).sort(), [dave, e.authenticated.userId].sort(), show(viaKey.body));
 
     const bad = await http(server, 'POST', `/presence/${channelId}`, { headers: bearer(dave), body: { status: 'x'.repeat(10_000) } });
     assert.ok(bad.status === 400 || bad.status === 413, show(bad.body));
