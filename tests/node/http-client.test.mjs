@@ -89,7 +89,7 @@ describe('HTTP routes for clients without a socket', () => {
     d.socket.disconnect();
     const e = await connectClient(server, { user: uid('erin') });
     await join(e.socket, `channel:${channelId}`);
-    // erin connected a moment ago (inside the 250 ms coalescing window): she is online, not offline
+    // erin connected a moment ago (inside the coalescing window): she is online, not offline
     const first = await http(server, 'GET', `/presence/${channelId}`, { apiKey: API_KEY });
     const erinNow = first.body.users.find((u) => u.userId === e.authenticated.userId);
     assert.equal(erinNow && erinNow.status, 'online', show(first.body));
