@@ -5,7 +5,7 @@
 //! API key plus a `userId` (an app backend acting for one of its users). The account comes from `X-App-Name`
 //! or `?app=`, as everywhere.
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Admin, ApiError, ApiJson};
+use super::{Admin, ApiError, ApiJson, ApiQuery};
 use crate::auth::Identity;
 use crate::domain::names::RoomName;
 use crate::domain::presence::PublicStatus;
@@ -119,7 +119,11 @@ struct PollQuery {
 }
 
 /// `GET /poll?channelId&since`: `sync:messages` over HTTP (the same page, `serverTime` for the next poll).
-async fn poll(State(app): State<App>, caller: Caller, Query(q): Query<PollQuery>) -> Result<Json<Value>, ApiError> {
+async fn poll(
+    State(app): State<App>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PollQuery>,
+) -> Result<Json<Value>, ApiError> {
     let identity = caller.identity(q.user_id.as_deref())?;
     let account = caller.account();
     let id = q
@@ -144,22 +148,14 @@ async fn room_presence(
     State(app): State<App>,
     caller: Caller,
     Path(channel_id): Path<String>,
-    Query(q): Query<PresenceQuery>,
+    ApiQuery(q): ApiQuery<PresenceQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let account = caller.account();
     let viewer = match (&caller, q.user_id.as_deref()) {
         (Caller::Backend { .. }, None) => None,
         (_, named) => Some(caller.identity(named)?.user_id),
     };
-    let room = match &viewer {
-        Some(v) => messages::resolve_channel(&app, account, v, &channel_id).await?,
-        // nobody to ask about membership: `channel:<id>` when that room exists, else the name as given
-        None if !channel_id.contains(':') => match RoomName::from_channel_id(&channel_id) {
-            Ok(c) if app.store.room(account, &c.name).await?.is_some() => c,
-            _ => RoomName::parse(&channel_id).map_err(AppError::validation)?,
-        },
-        None => RoomName::parse(&channel_id).map_err(AppError::validation)?,
-    };
+    let room = presence_room(&app, account, viewer.as_deref(), &channel_id).await?;
     app.store.room(account, &room.name).await?.ok_or_else(|| AppError::room_not_found(&room.name))?;
     let members: Vec<String> =
         app.store.members(account, &room.name, 10_000).await?.into_iter().map(|m| m.user_id).collect();
@@ -180,6 +176,24 @@ async fn room_presence(
     }
     let count = json!({ "online": count[0], "away": count[1], "dnd": count[2], "offline": count[3] });
     Ok(Json(json!({ "channelId": channel_id, "roomName": room.name, "users": views, "count": count })))
+}
+
+/// The room a presence request names: for a member, the one `sync:messages` would pick (where they belong);
+/// otherwise the room that exists, `channel:<id>` before the bare name.
+async fn presence_room(app: &App, account: &str, viewer: Option<&str>, id: &str) -> AppResult<RoomName> {
+    if let Some(v) = viewer {
+        let room = messages::resolve_channel(app, account, v, id).await?;
+        if app.store.member(account, &room.name, v).await?.is_some() {
+            return Ok(room);
+        }
+    }
+    if !id.contains(':')
+        && let Ok(channel) = RoomName::from_channel_id(id)
+        && app.store.room(account, &channel.name).await?.is_some()
+    {
+        return Ok(channel);
+    }
+    RoomName::parse(id).map_err(AppError::validation)
 }
 
 /// `POST /presence/:channelId {status, customStatus?}`: the caller's presence (per user, not per room: it

@@ -117,6 +117,23 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError(AppError::new(ErrorCode::PayloadTooLarge, "the request body is larger than 2 MiB")))
+            }
+            Err(rejection) => Err(ApiError(AppError::validation(rejection.body_text()))),
+        }
+    }
+}
+
+/// A query string whose rejection answers in the API's error shape, like [`ApiJson`].
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
             Err(rejection) => Err(ApiError(AppError::validation(rejection.body_text()))),
         }
     }

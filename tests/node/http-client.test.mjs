@@ -79,6 +79,12 @@ describe('HTTP routes for clients without a socket', () => {
     }
     const bad = await http(server, 'POST', '/messages', { headers: bearer(carol), body: { channelId, content: 42 } });
     assert.equal(bad.status, 400, show(bad.body));
+    const badQuery = await http(server, 'GET', `/poll?channelId=${channelId}&since=yesterday`, { headers: bearer(carol) });
+    assert.equal(badQuery.status, 400, show(badQuery.text));
+    assert.equal(badQuery.body.error.code, 'VALIDATION_ERROR', show(badQuery.text));
+    const huge = await http(server, 'POST', '/messages', { headers: bearer(carol), body: { channelId, content: 'x'.repeat(3 * 1024 * 1024) } });
+    assert.equal(huge.status, 413, show(huge.text));
+    assert.equal(huge.body.error.code, 'PAYLOAD_TOO_LARGE', show(huge.text));
   });
 
   it('POST /presence/:channelId makes an HTTP-only user online to room-mates, then offline after REALTIME_PRESENCE_TIMEOUT; GET lists the room', async () => {
