@@ -2,13 +2,13 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Admin, ApiError, ApiJson};
+use super::{Admin, ApiError, ApiJson, ApiQuery};
 use crate::domain::names::RoomName;
 use crate::domain::policy::{ROLES, ROOM_TYPES};
 use crate::error::{AppError, ErrorCode};
@@ -192,7 +192,7 @@ struct EventsQuery {
     limit: Option<i64>,
 }
 
-async fn events(State(app): State<App>, admin: Admin, Query(q): Query<EventsQuery>) -> ApiResult {
+async fn events(State(app): State<App>, admin: Admin, ApiQuery(q): ApiQuery<EventsQuery>) -> ApiResult {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let rows = app.store.events(Some(&admin.account), limit).await?;
     Ok(Json(json!({ "events": rows })))
