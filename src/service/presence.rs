@@ -177,12 +177,12 @@ pub fn http_device(user: &str) -> String {
 pub async fn http_update(app: &App, account: &str, user: &str, data: &Value) -> AppResult<()> {
     parse_update(app, data)?;
     let device = http_device(user);
-    let stamp = std::time::Instant::now();
-    let fresh = app.presence.http_devices.insert(key(account, user), stamp).is_none();
-    if fresh {
+    if !app.presence.http_devices.contains_key(&key(account, user)) {
         let rooms: Vec<String> = app.store.rooms_of_user(account, user).await?.into_iter().map(|(r, _)| r).collect();
         connected(app, account, user, &device, &rooms).await;
     }
+    let stamp = std::time::Instant::now();
+    app.presence.http_devices.insert(key(account, user), stamp);
     update(app, account, user, &device, data)?;
     let (app, account, user) = (app.clone(), account.to_string(), user.to_string());
     tokio::spawn(async move {
