@@ -127,18 +127,6 @@ async fn load(hub: &Hub, account: &str, users: &[String]) -> AppResult<HashMap<S
     Ok(out)
 }
 
-/// Answers to a question (`presence:get`, `presence:bulk`, HTTP) show the live presence, a change still inside
-/// the coalescing window included: a user who connected a moment ago is online, not offline until the
-/// announcement goes out. Broadcasts keep working from the published state.
-fn live(hub: &Hub, account: &str, loaded: &mut HashMap<String, (PrivacySettings, Presence)>) {
-    let tracker = hub.presence.tracker.lock();
-    for (user, (_, presence)) in loaded.iter_mut() {
-        if let Some(current) = tracker.current(account, user) {
-            *presence = current;
-        }
-    }
-}
-
 /// Whether `viewer` is a contact of `target` (explicit pair or a shared dm room).
 async fn contacts(hub: &Hub, account: &str, target: &str) -> AppResult<HashSet<String>> {
     Ok(hub.store.contacts_of(account, target).await?.into_iter().collect())
@@ -366,8 +354,7 @@ pub async fn views_for(
     viewer: Option<&str>,
     targets: &[String],
 ) -> AppResult<Vec<ViewedPresence>> {
-    let mut loaded = load(hub, account, targets).await?;
-    live(hub, account, &mut loaded);
+    let loaded = load(hub, account, targets).await?;
     let mut out = Vec::with_capacity(targets.len());
     for t in targets {
         let Some((settings, presence)) = loaded.get(t) else { continue };
@@ -483,7 +470,6 @@ pub async fn change_settings(hub: &Hub, account: &str, user: &str, patch: &Value
 /// A user's effective presence as the owner sees it, and their settings (admin API, CLI).
 pub async fn describe(hub: &Hub, account: &str, user: &str) -> AppResult<Value> {
     let mut loaded = load(hub, account, &[user.to_string()]).await?;
-    live(hub, account, &mut loaded);
     let (settings, presence) =
         loaded.remove(user).unwrap_or_else(|| (PrivacySettings::default(), Presence::offline(user, None)));
     let connected = hub.presence.tracker.lock().is_connected(account, user);
