@@ -96,6 +96,22 @@ impl Hub {
         self.io().of("/")
     }
 
+    /// Takes one point of the user's event budget (sockets and HTTP routes share it), or says why not.
+    pub fn check_rate(&self, account: &str, subject: &str) -> crate::error::AppResult<()> {
+        if self.allow_event(account, subject) {
+            return Ok(());
+        }
+        self.metrics.rate_limited.inc();
+        Err(crate::error::AppError::new(
+            crate::error::ErrorCode::RateLimited,
+            format!(
+                "more than {} events in {} s; slow down",
+                self.cfg.rate_limit_points,
+                self.cfg.rate_limit_duration.as_secs()
+            ),
+        ))
+    }
+
     /// Takes one point of the user's event budget; false when the user is over the limit.
     pub fn allow_event(&self, account: &str, subject: &str) -> bool {
         if !self.cfg.rate_limit_enabled {

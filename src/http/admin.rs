@@ -138,10 +138,9 @@ async fn add_member(
     } else {
         join_live_sockets(&app, &admin.account, user, &name);
     }
-    if let Some(muted) = req.muted {
-        set_muted_live(&app, &admin.account, user, &name, muted);
-    }
     let member = app.store.member(&admin.account, &name, user).await?;
+    // the stored flag, whatever this request changed (an unban must not forget an earlier mute)
+    set_muted_live(&app, &admin.account, user, &name, member.as_ref().is_some_and(|m| m.muted));
     let status = if added { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(json!({ "member": member, "added": added }))))
 }

@@ -72,6 +72,13 @@ impl Caller {
         }
     }
 
+    /// The user acted for, charged one event of their rate budget (shared with their sockets).
+    fn acting(&self, app: &App, named: Option<&str>) -> AppResult<Identity> {
+        let identity = self.identity(named)?;
+        app.check_rate(self.account(), &identity.user_id)?;
+        Ok(identity)
+    }
+
     /// The user acted for: the token's user (a `userId` given too must be the same), or the named one.
     fn identity(&self, named: Option<&str>) -> AppResult<Identity> {
         match (self, named) {
@@ -97,7 +104,7 @@ fn named_user(body: &Value) -> AppResult<Option<&str>> {
 
 /// `POST /messages`: a `message:send` over HTTP; 201 with the ack's data once the message is durable.
 async fn send(State(app): State<App>, caller: Caller, ApiJson(body): ApiJson<Value>) -> Result<Response, ApiError> {
-    let identity = caller.identity(named_user(&body)?)?;
+    let identity = caller.acting(&app, named_user(&body)?)?;
     let account = caller.account();
     let out = outgoing(&Payload::object(&body)?, app.cfg.max_message_length)?;
     let pending = messages::begin(&app, account, &identity.user_id, out).await?;
@@ -124,7 +131,7 @@ async fn poll(
     caller: Caller,
     ApiQuery(q): ApiQuery<PollQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let identity = caller.identity(q.user_id.as_deref())?;
+    let identity = caller.acting(&app, q.user_id.as_deref())?;
     let account = caller.account();
     let id = q
         .channel_id
@@ -135,6 +142,9 @@ async fn poll(
     let page = messages::sync(&app, account, &identity.user_id, &room, q.since, q.after_seq, q.limit).await?;
     Ok(Json(page))
 }
+
+/// Members listed by `GET /presence/:channelId` at most.
+const MAX_LISTED: i64 = 10_000;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -153,17 +163,25 @@ async fn room_presence(
     let account = caller.account();
     let viewer = match (&caller, q.user_id.as_deref()) {
         (Caller::Backend { .. }, None) => None,
-        (_, named) => Some(caller.identity(named)?.user_id),
+        (_, named) => Some(caller.acting(&app, named)?.user_id),
     };
     let room = presence_room(&app, account, viewer.as_deref(), &channel_id).await?;
     app.store.room(account, &room.name).await?.ok_or_else(|| AppError::room_not_found(&room.name))?;
-    let members: Vec<String> =
-        app.store.members(account, &room.name, 10_000).await?.into_iter().map(|m| m.user_id).collect();
-    if let Some(v) = &viewer
-        && !members.contains(v)
-    {
-        return Err(AppError::not_a_member(&room.name).into());
+    if let Some(v) = &viewer {
+        match app.store.member(account, &room.name, v).await? {
+            None => return Err(AppError::not_a_member(&room.name).into()),
+            Some(m) if m.banned => return Err(AppError::forbidden(format!("you are banned from {}", room.name)).into()),
+            Some(_) => {}
+        }
     }
+    let members: Vec<String> = app
+        .store
+        .members(account, &room.name, MAX_LISTED)
+        .await?
+        .into_iter()
+        .filter(|m| !m.banned)
+        .map(|m| m.user_id)
+        .collect();
     let views = presence::views_for(&app, account, viewer.as_deref(), &members).await?;
     let mut count = [0u32; 4]; // online, away, dnd, offline
     for v in &views {
@@ -204,7 +222,7 @@ async fn post_presence(
     Path(_channel_id): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let identity = caller.identity(named_user(&body)?)?;
+    let identity = caller.acting(&app, named_user(&body)?)?;
     presence::http_update(&app, caller.account(), &identity.user_id, &body).await?;
     Ok(Json(json!({ "success": true })))
 }
@@ -215,7 +233,7 @@ async fn post_typing(
     caller: Caller,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let identity = caller.identity(named_user(&body)?)?;
+    let identity = caller.acting(&app, named_user(&body)?)?;
     if !body.is_object() {
         return Err(AppError::new(ErrorCode::ValidationError, "the body must be a JSON object").into());
     }

@@ -3,8 +3,9 @@
 //! A long-poll holds its request open until the server has something to send, up to the ping interval.
 //! `SocketIo::close` ends the sessions that joined the namespace, but not an Engine.IO session that has no
 //! Socket.IO socket (a client between its handshake and CONNECT, or refused); its open poll would hold the
-//! HTTP drain for the whole drain timeout. At shutdown such a poll is answered with an Engine.IO close packet,
-//! which tells the client to reconnect.
+//! HTTP drain for the whole drain timeout. So once shutdown begins, every open poll is answered with an
+//! Engine.IO close packet, which tells the client to reconnect (for a socket that is being closed anyway,
+//! the same outcome a moment earlier).
 
 use axum::extract::{Request, State};
 use axum::http::{Method, header};

@@ -160,26 +160,47 @@ pub fn http_device(user: &str) -> String {
 }
 
 /// `POST /presence/:channelId`: the status of a client without a socket. It counts as one more device of the
-/// user (aggregated with their sockets as usual) that lasts `REALTIME_PRESENCE_TIMEOUT` after the latest post,
-/// then goes like a closed socket (offline after the grace, when nothing else is connected).
+/// user (aggregated with their sockets as usual) that lasts three quarters of `REALTIME_PRESENCE_TIMEOUT` after
+/// the latest post, then goes like a closed socket (offline after the grace, when nothing else is connected)
+/// before it would have been counted idle (`away`).
 pub async fn http_update(app: &App, account: &str, user: &str, data: &Value) -> AppResult<()> {
     parse_update(app, data)?;
     let device = http_device(user);
-    if !app.presence.http_devices.contains_key(&key(account, user)) {
+    let k = key(account, user);
+    if !app.presence.http_devices.contains_key(&k) {
         let rooms: Vec<String> = app.store.rooms_of_user(account, user).await?.into_iter().map(|(r, _)| r).collect();
         connected(app, account, user, &device, &rooms).await;
     }
-    let stamp = std::time::Instant::now();
-    app.presence.http_devices.insert(key(account, user), stamp);
-    update(app, account, user, &device, data)?;
-    let (app, account, user) = (app.clone(), account.to_string(), user.to_string());
+    if app.presence.http_devices.insert(k, std::time::Instant::now()).is_none() {
+        spawn_http_expiry(app.clone(), account.to_string(), user.to_string());
+    }
+    update(app, account, user, &device, data)
+}
+
+/// One timer per HTTP device (not per post): it ends the device once no post came for its lifetime.
+fn spawn_http_expiry(app: App, account: String, user: String) {
     tokio::spawn(async move {
-        tokio::time::sleep(app.cfg.presence_timeout).await;
-        if app.presence.http_devices.remove_if(&key(&account, &user), |_, t| *t == stamp).is_some() {
-            disconnected(&app, &account, &user, &http_device(&user));
+        let k = key(&account, &user);
+        let life = app.cfg.presence_timeout * 3 / 4;
+        loop {
+            let Some(last) = app.presence.http_devices.get(&k).map(|t| *t) else { return };
+            if std::time::Instant::now() < last + life {
+                tokio::time::sleep_until((last + life).into()).await;
+                continue;
+            }
+            // Disconnected under the entry's lock, so a post arriving now finds no device and connects a new one.
+            let expired = app.presence.http_devices.remove_if(&k, |_, t| {
+                let expired = *t + life <= std::time::Instant::now();
+                if expired {
+                    disconnected(&app, &account, &user, &http_device(&user));
+                }
+                expired
+            });
+            if expired.is_some() {
+                return;
+            }
         }
     });
-    Ok(())
 }
 
 /// Remember a room the user's socket joined (audience of later announcements).

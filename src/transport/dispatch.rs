@@ -94,16 +94,7 @@ impl MessageHandler<LocalAdapter, ViaDispatcher> for Dispatcher {
 
         // Rate limit before queueing, so a flood never grows the queue. ping/pong are liveness, not load.
         let exempt = matches!(job.event.as_str(), "ping" | "pong");
-        if !exempt && !self.app.allow_event(&session.account, &session.rate_subject()) {
-            self.app.metrics.rate_limited.inc();
-            let err = AppError::new(
-                ErrorCode::RateLimited,
-                format!(
-                    "more than {} events in {} s; slow down",
-                    self.app.cfg.rate_limit_points,
-                    self.app.cfg.rate_limit_duration.as_secs()
-                ),
-            );
+        if !exempt && let Err(err) = self.app.check_rate(&session.account, &session.rate_subject()) {
             tracing::debug!(sid = %session.sid, event = %job.event, "rate limited");
             answer_error(&socket, job, &err);
             return;

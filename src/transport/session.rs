@@ -150,6 +150,7 @@ impl Session {
 
     /// Records that the socket left a room; false when it was not in.
     pub fn left(&self, room: &str) -> bool {
+        self.muted.lock().retain(|r| r != room);
         let mut rooms = self.rooms.lock();
         let before = rooms.len();
         rooms.retain(|r| r != room);

@@ -124,7 +124,32 @@ describe('HTTP routes for clients without a socket', () => {
     await offline;
     const outsider = await http(server, 'GET', `/presence/${channelId}`, { headers: bearer(uid('stranger')) });
     assert.equal(outsider.status, 403, show(outsider.body));
+    const ban = await http(server, 'POST', `/api/rooms/${encodeURIComponent(`channel:${channelId}`)}/members`, { apiKey: API_KEY, body: { userId: dave, banned: true } });
+    assert.ok(ban.status < 300, show(ban.body));
+    const banned = await http(server, 'GET', `/presence/${channelId}`, { headers: bearer(dave) });
+    assert.equal(banned.status, 403, `a banned member reads no presence: ${show(banned.body)}`);
+    const listed = await http(server, 'GET', `/presence/${channelId}`, { apiKey: API_KEY });
+    assert.ok(!listed.body.users.some((u) => u.userId === dave), `banned members are not listed: ${show(listed.body)}`);
     e.socket.disconnect();
+  });
+
+  it('HTTP requests share the user\'s rate budget: beyond REALTIME_RATE_LIMIT_POINTS they get 429 RATE_LIMITED', async () => {
+    const limited = await startServer({ env: { REALTIME_RATE_LIMIT_POINTS: '3', REALTIME_RATE_LIMIT_DURATION: '60' } });
+    try {
+      const henry = uid('henry');
+      const h = await connectClient(limited, { user: henry });
+      await join(h.socket, 'general');
+      h.socket.disconnect();
+      const codes = [];
+      for (let i = 0; i < 5; i++) {
+        const r = await http(limited, 'GET', '/poll?channelId=general', { headers: bearer(henry) });
+        codes.push(r.status === 429 ? r.body.error.code : r.status);
+      }
+      assert.ok(codes.includes('RATE_LIMITED'), `5 polls within the budget of 3: ${show(codes)}`);
+      assert.equal(codes[0], 200, show(codes));
+    } finally {
+      await shutdown(limited);
+    }
   });
 
   it('POST /typing reaches the room as typing:event, a stop clears it; a non-member is refused', async () => {

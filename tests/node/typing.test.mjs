@@ -312,6 +312,19 @@ describe('typing', () => {
     const seen = waitTyping(b.socket, room, (e) => ids(e).includes(alice));
     assertOk(await emitAck(a.socket, 'typing:start', { roomName: room, roomType: 'channel' }), 'typing:start after unmute');
     await seen;
+    assertOk(await emitAck(a.socket, 'typing:stop', { roomName: room, roomType: 'channel' }), 'stop');
+
+    // muted and banned while connected elsewhere; unbanned only: the socket comes back into the room, still muted
+    const flags = async (body) => {
+      const res = await http(server, 'POST', `/api/rooms/${encodeURIComponent(room)}/members`, { apiKey: API_KEY, body: { userId: alice, ...body } });
+      assert.ok(res.status >= 200 && res.status < 300, `POST members ${show(body)} → ${res.status} ${show(res.body)}`);
+    };
+    await flags({ muted: true, banned: true });
+    a.socket.disconnect();
+    a = await connectClient(server, { user: alice });
+    assert.ok(!a.authenticated.rooms.includes(room), `a banned member is not rejoined: ${show(a.authenticated)}`);
+    await flags({ banned: false });
+    assertErr(await emitAck(a.socket, 'typing:start', { roomName: room, roomType: 'channel' }), 'FORBIDDEN', 'typing:start after an unban that kept the mute');
     disconnectAll(a, b);
   });
 
