@@ -227,3 +227,38 @@ fn the_ledger_writes_a_connection_storm_and_its_audit_events() {
         assert_eq!(store.close_stale_connections(Some("n1"), "stopped").await.unwrap(), 600);
     });
 }
+
+#[test]
+fn retention_removes_old_messages_in_chunks_with_their_receipts_and_reactions() {
+    on_both("retention", |store| async move {
+        room(&store, "old").await;
+        let writer = MessageWriter::spawn(store.clone(), 64);
+        let mut ids = Vec::new();
+        for i in 0..2_100 {
+            if let WriteOutcome::Inserted(m) =
+                writer.submit(message("old", "u1", &format!("m{i}"), None)).await.unwrap()
+            {
+                ids.push(m.id);
+            }
+        }
+        assert_eq!(ids.len(), 2_100);
+        // age all but the last message past a one-day retention
+        sqlx::query("UPDATE np_realtime_messages SET created_at = 0 WHERE id <> $1")
+            .bind(ids.last().unwrap())
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.react("acct", &ids[0], "u2", "👍", true).await.unwrap();
+        store.save_deliveries(&[("acct".into(), ids[0].clone(), "u2".into(), 1)]).await.unwrap();
+        let (removed, _) = store.prune(1, 0).await.unwrap();
+        assert_eq!(removed, 2_099, "more than one chunk of 1,000");
+        assert_eq!(store.count_messages("acct").await.unwrap(), 1, "the recent message stays");
+        for table in ["np_realtime_reactions", "np_realtime_deliveries"] {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(n, 0, "{table} rows of pruned messages must go too");
+        }
+    });
+}

@@ -25,6 +25,9 @@ pub struct ReceiptsHub {
     tracker: Mutex<ReceiptTracker>,
     /// Deliveries not yet written: (account, message, user, at).
     deliveries: Mutex<Vec<(String, String, String, i64)>>,
+    /// One flush at a time: a flush that finds nothing pending must still wait for the one writing it, or
+    /// `sync:channels` (and shutdown) could read the database before an acked read lands.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl Default for ReceiptsHub {
@@ -32,6 +35,7 @@ impl Default for ReceiptsHub {
         ReceiptsHub {
             tracker: Mutex::new(ReceiptTracker::new(ReceiptConfig::default())),
             deliveries: Mutex::new(Vec::new()),
+            flushing: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -221,11 +225,10 @@ pub async fn read(hub: &Hub, reader: &Reader<'_>, event: &str, data: &Value) -> 
         "channel:read" => {
             let id = p.opt_id("channelId")?.ok_or_else(|| AppError::validation("channelId is required"))?;
             let room = resolve_channel(hub, reader.account, reader.user, &id).await?;
+            // Large rooms' messages are not tracked in memory: the stored last seq covers them.
             let tracked = hub.receipts.tracker.lock().last_seq(reader.account, &room.name);
-            let seq = match tracked {
-                0 => hub.store.room(reader.account, &room.name).await?.map(|r| r.last_seq).unwrap_or(0),
-                s => s,
-            };
+            let stored = hub.store.room(reader.account, &room.name).await?.map(|r| r.last_seq).unwrap_or(0);
+            let seq = tracked.max(stored);
             (room.name, seq, true)
         }
         _ => return Err(AppError::new(ErrorCode::UnknownEvent, format!("{event} is not a read event"))),
@@ -292,6 +295,7 @@ pub async fn delivery_sync(hub: &Hub, account: &str, user: &str, data: &Value) -
 
 /// Writes coalesced watermarks and deliveries once a second.
 pub async fn flush(hub: &Hub) {
+    let _one_at_a_time = hub.receipts.flushing.lock().await;
     let marks = hub.receipts.tracker.lock().take_dirty();
     if !marks.is_empty() {
         let rows: Vec<_> = marks

@@ -151,11 +151,24 @@ impl Store {
         let mut removed = (0, 0);
         if message_days > 0 {
             let cutoff = now_ms() - message_days as i64 * day;
-            removed.0 = sqlx::query("DELETE FROM np_realtime_messages WHERE created_at < $1")
-                .bind(cutoff)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+            // In chunks, each its own short transaction: a first purge of a large backlog must not hold the
+            // write lock for longer than a message insert waits (SQLite's busy timeout).
+            const CHUNK: &str =
+                "SELECT id FROM np_realtime_messages WHERE created_at < $1 ORDER BY created_at, id LIMIT 1000";
+            loop {
+                let mut tx = self.begin_write().await?;
+                for table in ["np_realtime_deliveries", "np_realtime_reactions"] {
+                    let sql = format!("DELETE FROM {table} WHERE message_id IN ({CHUNK})");
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cutoff).execute(&mut *tx).await?;
+                }
+                let sql = format!("DELETE FROM np_realtime_messages WHERE id IN ({CHUNK})");
+                let n = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cutoff).execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                removed.0 += n;
+                if n < 1000 {
+                    break;
+                }
+            }
         }
         if event_days > 0 {
             let cutoff = now_ms() - event_days as i64 * day;

@@ -132,20 +132,26 @@ impl Store {
         Ok(res.rows_affected() > 0)
     }
 
-    /// Deletes a room with its members and messages. False when there was no such room.
+    /// Deletes a room with its members, messages and their receipts and reactions. False when there was no
+    /// such room. The room row goes first: it is what a message insert locks to take its seq, so a send racing
+    /// the delete either commits before (and its message is deleted here) or finds no room afterwards.
     pub async fn delete_room(&self, account: &str, name: &str) -> Result<bool, sqlx::Error> {
         let mut tx = self.begin_write().await?;
-        for sql in [
-            "DELETE FROM np_realtime_room_members WHERE source_account_id = $1 AND room_name = $2",
-            "DELETE FROM np_realtime_messages WHERE source_account_id = $1 AND room_name = $2",
-        ] {
-            sqlx::query(sql).bind(account).bind(name).execute(&mut *tx).await?;
-        }
         let res = sqlx::query("DELETE FROM np_realtime_rooms WHERE source_account_id = $1 AND name = $2")
             .bind(account)
             .bind(name)
             .execute(&mut *tx)
             .await?;
+        for sql in [
+            "DELETE FROM np_realtime_deliveries WHERE source_account_id = $1 AND message_id IN \
+             (SELECT id FROM np_realtime_messages WHERE source_account_id = $1 AND room_name = $2)",
+            "DELETE FROM np_realtime_reactions WHERE source_account_id = $1 AND message_id IN \
+             (SELECT id FROM np_realtime_messages WHERE source_account_id = $1 AND room_name = $2)",
+            "DELETE FROM np_realtime_messages WHERE source_account_id = $1 AND room_name = $2",
+            "DELETE FROM np_realtime_room_members WHERE source_account_id = $1 AND room_name = $2",
+        ] {
+            sqlx::query(sql).bind(account).bind(name).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(res.rows_affected() > 0)
     }
