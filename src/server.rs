@@ -78,7 +78,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if app.cfg.enable_compression {
         router = router.layer(tower_http::compression::CompressionLayer::new());
     }
-    crate::transport::spawn_token_expiry(app.clone());
+    crate::transport::spawn_session_checks(app.clone());
     crate::service::typing::spawn(app.clone());
     crate::service::presence::spawn(app.clone());
     crate::service::receipts::spawn(app.clone());

@@ -121,8 +121,8 @@ async fn drain(app: App, socket: SocketRef, session: Arc<Session>) {
         let job = {
             let mut q = session.queue.lock();
             match q.jobs.pop_front() {
-                Some(j) => j,
-                None => {
+                Some(j) if !session.is_closed() => j,
+                _ => {
                     q.running = false;
                     return;
                 }

@@ -201,9 +201,17 @@ async fn on_connect(s: SocketRef, State(app): State<App>) {
 
 async fn on_disconnect(s: SocketRef, reason: DisconnectReason, State(app): State<App>) {
     let Some((_, session)) = app.sessions.remove(&s.id.to_string()) else { return };
+    end_session(&app, session, format!("{reason:?}"));
+}
+
+/// Undoes everything a session registered: presence, typing, occupancy (with `user:left` after the grace),
+/// the online count; records the close. For a closed socket, and for a handshake whose client left before
+/// socketioxide knew the socket (no disconnect handler runs then).
+fn end_session(app: &App, session: Arc<Session>, reason: String) {
+    let Some(rooms) = session.close() else { return };
     if let Some(u) = session.user() {
-        crate::service::presence::disconnected(&app, &session.account, u, &session.sid);
-        crate::service::typing::socket_closed(&app, &session.account, u, &session.sid);
+        crate::service::presence::disconnected(app, &session.account, u, &session.sid);
+        crate::service::typing::socket_closed(app, &session.account, u, &session.sid);
         let key = (session.account.clone(), u.to_string());
         let gone = match app.users.get_mut(&key) {
             Some(mut n) => {
@@ -215,7 +223,7 @@ async fn on_disconnect(s: SocketRef, reason: DisconnectReason, State(app): State
         if gone {
             app.users.remove_if(&key, |_, n| *n == 0);
         }
-        for room in session.rooms() {
+        for room in rooms {
             let key = session.key(&room);
             let exit = app.occupancy.lock().exit(&key, u, true);
             if let Exit::Pending(token) = exit {
@@ -232,8 +240,28 @@ async fn on_disconnect(s: SocketRef, reason: DisconnectReason, State(app): State
     }
     app.metrics.connections.set(app.connection_count() as i64);
     app.metrics.users_online.set(app.users.len() as i64);
-    app.ledger.record(Record::Close { socket_id: session.sid.clone(), at: now_ms(), reason: format!("{reason:?}") });
-    audit(&app, &session, "disconnect", None, Some(json!({ "reason": format!("{reason:?}") })));
+    audit(app, &session, "disconnect", None, Some(json!({ "reason": reason })));
+    app.ledger.record(Record::Close { socket_id: session.sid.clone(), at: now_ms(), reason });
+}
+
+/// A session whose socket socketioxide does not know 10 s after its handshake: the client left while the
+/// handshake was running, and no disconnect handler will ever run for it.
+fn reap_abandoned_handshakes(app: &App) {
+    let Some(ns) = app.ns() else { return };
+    let cutoff = now_ms() - 10_000;
+    let abandoned: Vec<String> = app
+        .sessions
+        .iter()
+        .filter(|s| s.connected_at < cutoff)
+        .filter(|s| s.sid.parse().ok().and_then(|sid| ns.get_socket(sid)).is_none())
+        .map(|s| s.sid.clone())
+        .collect();
+    for sid in abandoned {
+        if let Some((_, session)) = app.sessions.remove(&sid) {
+            tracing::debug!(%sid, "client left during its handshake");
+            end_session(app, session, "client left during the handshake".into());
+        }
+    }
 }
 
 /// `user:joined` / `user:left` to the others in the room (never to the user's own sockets).
@@ -317,8 +345,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Ends sessions whose token expired more than `REALTIME_TOKEN_GRACE` ago and was not refreshed.
-pub fn spawn_token_expiry(app: App) {
+/// Every 5 s: ends sessions whose token expired more than `REALTIME_TOKEN_GRACE` ago and was not refreshed,
+/// and cleans up after handshakes whose client left before socketioxide registered the socket.
+pub fn spawn_session_checks(app: App) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
         loop {
@@ -341,6 +370,7 @@ pub fn spawn_token_expiry(app: App) {
                     let _ = sock.disconnect();
                 }
             }
+            reap_abandoned_handshakes(&app);
             app.sweep_buckets();
         }
     });

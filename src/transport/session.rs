@@ -54,6 +54,9 @@ pub struct Session {
     /// Rooms where the user is muted (from the membership at join, kept current by the admin API).
     muted: Mutex<Vec<String>>,
     pub(crate) queue: Mutex<Queue>,
+    /// Set once when the session ends: later joins are refused and queued events dropped, so nothing
+    /// re-creates per-socket state (room occupancy, presence) after the disconnect cleaned it up.
+    closed: std::sync::atomic::AtomicBool,
     /// Completion of the socket's latest `message:send`: the next one broadcasts only after it, so a room
     /// sees a socket's messages in the order they were sent even while several wait for their commit.
     send_chain: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
@@ -95,6 +98,7 @@ impl Session {
             exp: AtomicI64::new(exp),
             rooms: Mutex::new(Vec::new()),
             muted: Mutex::new(Vec::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
             queue: Mutex::new(Queue::default()),
             send_chain: Mutex::new(None),
         }
@@ -141,7 +145,7 @@ impl Session {
     /// Records that the socket entered a room; false when it was already in.
     pub fn entered(&self, room: &str) -> bool {
         let mut rooms = self.rooms.lock();
-        if rooms.iter().any(|r| r == room) {
+        if self.is_closed() || rooms.iter().any(|r| r == room) {
             return false;
         }
         rooms.push(room.to_string());
@@ -159,6 +163,21 @@ impl Session {
 
     pub fn rooms(&self) -> Vec<String> {
         self.rooms.lock().clone()
+    }
+
+    /// Ends the session (once; true the first time) and returns the rooms it was in. Under the rooms lock, so
+    /// a join finishing concurrently either is in the returned list or is refused.
+    pub fn close(&self) -> Option<Vec<String>> {
+        let rooms = self.rooms.lock();
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        self.queue.lock().jobs.clear();
+        Some(rooms.clone())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     pub fn set_muted(&self, room: &str, muted: bool) {

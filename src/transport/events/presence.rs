@@ -8,6 +8,9 @@ use crate::wire::Payload;
 
 pub fn update(cx: &Cx<'_>, data: Value) -> crate::error::AppResult<Reply> {
     let user = cx.user()?;
+    if cx.session.is_closed() {
+        return Ok(Reply::Done); // the socket is gone: nothing to mark
+    }
     svc::update(cx.app, &cx.session.account, user, &cx.session.sid, &data)?;
     Ok(Reply::Done)
 }
@@ -15,6 +18,9 @@ pub fn update(cx: &Cx<'_>, data: Value) -> crate::error::AppResult<Reply> {
 pub async fn subscribe(cx: &Cx<'_>, data: Value) -> crate::error::AppResult<Reply> {
     let user = cx.user()?;
     let ids = Payload::object(&data)?.ids("userIds")?;
+    if cx.session.is_closed() {
+        return Ok(Reply::Done);
+    }
     svc::subscribe(cx.app, &cx.session.account, user, &cx.session.sid, &ids);
     let presences = svc::views_for(cx.app, &cx.session.account, Some(user), &ids).await?;
     let payload = json!({ "presences": presences });
