@@ -103,9 +103,16 @@ impl Verifier {
         let data =
             jsonwebtoken::decode::<Value>(token, key, &validation).map_err(|e| AuthError::Invalid(format!("{e}")))?;
         let claims = data.claims;
-        let exp = claims.get("exp").and_then(Value::as_i64);
+        let exp = match claims.get("exp") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
+                    .ok_or_else(|| AuthError::Invalid("exp must be a number of seconds".into()))?,
+            ),
+        };
         if let Some(exp) = exp
-            && now > exp + self.grace_secs
+            && now > exp.saturating_add(self.grace_secs)
         {
             return Err(AuthError::Invalid("token expired".into()));
         }
@@ -212,6 +219,18 @@ mod tests {
         assert_eq!(v.verify(&t, now()), Err(AuthError::Invalid("token expired".into())));
         assert!(v.verify("", now()).unwrap_err().to_string().starts_with("Authentication required"));
         assert!(v.verify("garbage", now()).unwrap_err().to_string().starts_with("Invalid token"));
+    }
+
+    #[test]
+    fn exp_of_any_numeric_form_is_enforced() {
+        let v = verifier(&[("REALTIME_JWT_SECRET", "s"), ("REALTIME_TOKEN_GRACE", "0")]);
+        let past = now() as f64 - 120.5;
+        let t = sign("s", serde_json::json!({"sub": "u", "exp": past}));
+        assert_eq!(v.verify(&t, now()), Err(AuthError::Invalid("token expired".into())), "a fractional exp");
+        let t = sign("s", serde_json::json!({"sub": "u", "exp": "tomorrow"}));
+        assert!(matches!(v.verify(&t, now()), Err(AuthError::Invalid(_))), "a string exp is refused, not ignored");
+        let t = sign("s", serde_json::json!({"sub": "u", "exp": i64::MAX}));
+        assert!(v.verify(&t, now()).is_ok(), "a far exp neither overflows nor expires");
     }
 
     #[test]

@@ -161,6 +161,9 @@ pub struct TypingRoom {
     pub room_name: String,
     /// Only set for [`RoomType::Thread`].
     pub thread_id: Option<String>,
+    /// The channel is a bare-named room (`general`) rather than `channel:<id>`: a list of its own, sent to
+    /// that room. Set by the glue when that is the room the typer is in.
+    pub bare: bool,
 }
 
 fn check_id(field: &str, v: &str) -> Result<(), TypingError> {
@@ -198,7 +201,7 @@ impl TypingRoom {
             }
             _ => None,
         };
-        Ok(TypingRoom { account: account.to_string(), room_type, room_name: bare.to_string(), thread_id })
+        Ok(TypingRoom { account: account.to_string(), room_type, room_name: bare.to_string(), thread_id, bare: false })
     }
 
     /// Stable textual key of the list within its account (useful for logs and Redis keys):
@@ -206,8 +209,8 @@ impl TypingRoom {
     pub fn route_key(&self) -> String {
         match (&self.room_type, &self.thread_id) {
             (RoomType::Dm, _) => format!("dm:{}", self.room_name),
-            (_, Some(t)) => format!("channel:{}/thread:{}", self.room_name, t),
-            (_, None) => format!("channel:{}", self.room_name),
+            (_, Some(t)) => format!("{}/thread:{}", self.socket_room(), t),
+            (_, None) => self.socket_room(),
         }
     }
 
@@ -215,6 +218,7 @@ impl TypingRoom {
     pub fn socket_room(&self) -> String {
         match self.room_type {
             RoomType::Dm => format!("dm:{}", self.room_name),
+            _ if self.bare => self.room_name.clone(),
             _ => format!("channel:{}", self.room_name),
         }
     }

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use dashmap::DashMap;
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -18,8 +17,6 @@ use crate::hub::{App, Hub};
 pub struct TypingHub {
     store: Box<dyn TypingStore>,
     wake: Notify,
-    /// Channel lists whose room is a bare name (`general`) rather than `channel:<id>`: where to send them.
-    aliases: DashMap<(String, String), String>,
 }
 
 impl TypingHub {
@@ -27,7 +24,6 @@ impl TypingHub {
         TypingHub {
             store: Box::new(InMemoryTypingStore::new(TypingConfig::from_std(cfg.typing_timeout, cfg.typing_coalesce))),
             wake: Notify::new(),
-            aliases: DashMap::new(),
         }
     }
 }
@@ -56,19 +52,20 @@ pub fn handle(hub: &Hub, typer: &Typer<'_>, event: &str, data: &Value) -> AppRes
         return Err(AppError::forbidden("typing indicators are disabled (REALTIME_ENABLE_TYPING=false)"));
     }
     let req = TypingRequest::from_json(event, data).map_err(typing_error)?;
-    let room = req.room(typer.account).map_err(typing_error)?;
+    let mut room = req.room(typer.account).map_err(typing_error)?;
     let in_room = |name: &str| typer.rooms.iter().any(|r| r == name);
     let canonical = room.socket_room();
-    let joined = if in_room(&canonical) {
-        &canonical
-    } else if room.room_type != RoomType::Dm && in_room(&room.room_name) {
-        // A bare channel (`general`) is typed into by its bare name.
-        hub.typing.aliases.insert((typer.account.to_string(), canonical.clone()), room.room_name.clone());
-        &room.room_name
-    } else {
-        return Err(AppError::not_a_member(&canonical));
-    };
-    if req.is_typing && typer.muted.iter().any(|r| r == joined) {
+    if !in_room(&canonical) {
+        if room.room_type != RoomType::Dm && in_room(&room.room_name) {
+            // A bare channel (`general`) is typed into by its bare name: its own list, sent to that room
+            // (never mixed with a `channel:<id>` of the same id, which may have other members).
+            room.bare = true;
+        } else {
+            return Err(AppError::not_a_member(&canonical));
+        }
+    }
+    let joined = room.socket_room();
+    if req.is_typing && typer.muted.contains(&joined) {
         return Err(AppError::forbidden(format!("you are muted in {joined}")));
     }
     if room.room_type == RoomType::Dm
@@ -138,14 +135,7 @@ async fn emit(hub: &Hub, events: Vec<TypingEvent>) {
     let Some(io) = hub.ns() else { return };
     for ev in events {
         let account = &ev.room.account;
-        let targets: Vec<String> = ev
-            .targets
-            .iter()
-            .map(|t| {
-                let name = hub.typing.aliases.get(&(account.clone(), t.clone())).map(|a| a.clone());
-                room_key(account, name.as_deref().unwrap_or(t))
-            })
-            .collect();
+        let targets: Vec<String> = ev.targets.iter().map(|t| room_key(account, t)).collect();
         let except: Vec<String> = ev.except_users.iter().map(|u| room_key(account, &user_room(u))).collect();
         let _ = io.clone().to(targets).except(except).emit("typing:event", &ev.payload).await;
         hub.metrics.broadcasts.inc();

@@ -357,7 +357,7 @@ pub fn spawn_session_checks(app: App) {
             let expired: Vec<String> = app
                 .sessions
                 .iter()
-                .filter(|s| s.exp().is_some_and(|e| now > e + grace))
+                .filter(|s| s.exp().is_some_and(|e| now > e.saturating_add(grace)))
                 .map(|s| s.sid.clone())
                 .collect();
             for sid in expired {

@@ -180,6 +180,9 @@ describe('handshake (JWT required, REALTIME_TOKEN_GRACE=1000)', () => {
     const pong = await p;
     assert.ok(pong && typeof pong.timestamp === 'number', `pong payload: ${show(pong)}`);
     assert.ok(Math.abs(pong.timestamp - Date.now()) < 60_000, `pong.timestamp should be server epoch ms: ${show(pong)}`);
+    const bare = waitFor(socket, 'pong', () => true, 3000);
+    socket.emit('ping'); // no payload at all
+    assert.equal(typeof (await bare).timestamp, 'number', 'a ping with no payload gets a pong too');
     socket.disconnect();
   });
 

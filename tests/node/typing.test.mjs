@@ -287,6 +287,25 @@ describe('typing', () => {
     disconnectAll(a, b, o);
   });
 
+  it('a bare room and channel:<id> of the same id keep separate typing lists (nothing leaks from one to the other)', async () => {
+    const id = uid('twin');
+    const eve = await connectClient(server, { user: uid('eve') });
+    const alice = uid('alice');
+    const a = await connectClient(server, { user: alice });
+    const b = await connectClient(server, { user: uid('bob') });
+    await join(eve.socket, id); // the bare room
+    await join(a.socket, `channel:${id}`);
+    await join(b.socket, `channel:${id}`);
+    assertOk(await emitAck(eve.socket, 'typing:start', { roomName: id, roomType: 'channel' }), 'typing in the bare room');
+    const seen = waitTyping(b.socket, id, (e) => ids(e).includes(alice));
+    assertOk(await emitAck(a.socket, 'typing:start', { roomName: id, roomType: 'channel' }), 'typing in channel:<id>');
+    const ev = await seen;
+    assert.ok(!ids(ev).includes(eve.authenticated.userId), `the channel's list must not include the bare room's typist: ${show(ev)}`);
+    await sleep(COALESCE + 200);
+    assert.ok(typingEvents(eve.socket).every((e) => !ids(e).includes(alice)), `the bare room must not see the channel's typists: ${show(typingEvents(eve.socket))}`);
+    disconnectAll(eve, a, b);
+  });
+
   it('a muted member may not type (muted live by the admin API, and still muted after reconnecting); unmuted, they may', async () => {
     const room = uid('quiet');
     const alice = uid('alice');
