@@ -26,6 +26,7 @@ pub async fn prepare(store: &Store, node: Option<&str>) -> anyhow::Result<Prepar
             report.rooms_created.push(name.to_string());
         }
     }
+    store.touch_last_seen_of_open_connections(node).await?;
     report.stale_connections = store.close_stale_connections(node, "server restarted").await?;
     report.stale_presence = store.reset_presence().await?;
     Ok(report)
@@ -101,11 +102,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Sockets first (their disconnect handlers record the closes), then HTTP, then pending writes.
     let sockets = app.connection_count();
     app.io().close().await;
+    // socketioxide runs no disconnect handler for sockets it closes itself: end their sessions here.
+    crate::transport::end_all_sessions(&app, "server shutting down");
     tracing::info!(sockets, "sockets closed");
     let _ = stop_tx.send(true);
     let _ = server.await;
     tracing::info!("HTTP stopped");
     app.writer.close().await;
+    crate::service::presence::end_sessions_at_shutdown(&app).await;
     crate::service::receipts::flush(&app).await;
     app.ledger.flush().await;
     tracing::info!("pending writes flushed");

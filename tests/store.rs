@@ -262,3 +262,45 @@ fn retention_removes_old_messages_in_chunks_with_their_receipts_and_reactions() 
         }
     });
 }
+
+#[test]
+fn a_crash_leaves_last_seen_at_the_restart_for_users_still_connected() {
+    use nself_realtime::store::connections::{ConnectionOpen, ConnectionRow};
+    use nself_realtime::store::ledger::{Ledger, Record};
+    on_both("last seen after a crash", |store| async move {
+        let ledger = Ledger::spawn(store.clone());
+        for (sid, user) in [("s1", "u1"), ("s2", "u2")] {
+            ledger.record(Record::Open(ConnectionOpen {
+                row: ConnectionRow {
+                    socket_id: sid.into(),
+                    account: "acct".into(),
+                    user_id: Some(user.into()),
+                    node_id: "n1".into(),
+                    ip: None,
+                    transport: None,
+                    device_type: None,
+                    device_os: None,
+                    device_browser: None,
+                    connected_at: 1,
+                },
+                user_agent: None,
+            }));
+        }
+        ledger.flush().await;
+        // u2 is invisible and was last seen long ago: that must not move
+        sqlx::query(
+            "INSERT INTO np_realtime_presence (source_account_id, user_id, status, last_seen_at, invisible_mode, \
+             updated_at) VALUES ('acct', 'u2', 'offline', 5, 1, 5)",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let before = nself_realtime::store::now_ms();
+        store.touch_last_seen_of_open_connections(Some("n1")).await.unwrap();
+        let rows = store.presence_rows("acct", &["u1".to_string(), "u2".to_string()]).await.unwrap();
+        let seen = |u: &str| rows.iter().find(|(id, _)| id == u).and_then(|(_, r)| r.last_seen_at);
+        assert!(seen("u1").is_some_and(|t| t >= before), "u1 was connected when the node stopped: {:?}", seen("u1"));
+        assert_eq!(seen("u2"), Some(5), "an invisible user's last seen stays");
+        assert_eq!(store.close_stale_connections(Some("n1"), "restart").await.unwrap(), 2);
+    });
+}

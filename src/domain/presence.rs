@@ -878,6 +878,28 @@ impl PresenceTracker {
         self.reschedule(&key);
     }
 
+    /// Shutdown: ends every offline grace at once, since the process will not be there when they expire.
+    /// The sessions end as they would have (`lastSeen` is when the last socket closed, unless the user was
+    /// appearing offline); nothing is published.
+    pub fn end_all_graces(&mut self) -> Vec<PresenceEvent> {
+        let mut out = Vec::new();
+        for (key, u) in self.users.iter_mut() {
+            if !u.sockets.is_empty() {
+                continue;
+            }
+            let Some(g) = u.grace.take() else { continue };
+            if g.status != PublicStatus::Offline {
+                u.last_seen = Some(g.since);
+            }
+            out.push(PresenceEvent::SessionEnded {
+                account: key.0.clone(),
+                user_id: key.1.clone(),
+                last_seen: u.last_seen,
+            });
+        }
+        out
+    }
+
     /// Process everything due at `now`: idle sockets, custom status expiry, grace expiry,
     /// and the end of coalescing windows. Returns what to publish.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<PresenceEvent> {
@@ -1439,6 +1461,29 @@ mod tests {
         assert!(changes(&ev).is_empty(), "phone keeps the user online: {ev:?}");
         let ev = run_until(&mut p, t(200_000));
         assert_eq!(changes(&ev), vec![(PublicStatus::Online, PublicStatus::Away)]);
+    }
+
+    #[test]
+    fn shutdown_ends_every_grace_with_its_last_seen() {
+        let mut p = PresenceTracker::new(PresenceConfig::from_millis(10_000, 300_000, 400));
+        p.connect(A, "seen", "s1", t(0));
+        p.connect(A, "flash", "s2", t(900));
+        p.connect(A, "stays", "s3", t(0));
+        run_until(&mut p, t(1000));
+        p.disconnect(A, "seen", "s1", t(2000));
+        p.disconnect(A, "flash", "s2", t(1100));
+        let mut ended: Vec<(String, Option<DateTime<Utc>>)> = p
+            .end_all_graces()
+            .into_iter()
+            .filter_map(|e| match e {
+                PresenceEvent::SessionEnded { user_id, last_seen, .. } => Some((user_id, last_seen)),
+                _ => None,
+            })
+            .collect();
+        ended.sort();
+        assert_eq!(ended, vec![("flash".to_string(), Some(t(1100))), ("seen".to_string(), Some(t(2000)))]);
+        assert!(p.is_connected(A, "stays"), "a user with a socket left is not ended");
+        assert!(p.end_all_graces().is_empty(), "graces end once");
     }
 
     #[test]

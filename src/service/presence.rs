@@ -325,11 +325,7 @@ pub fn spawn(app: App) {
                         }
                     }
                     PresenceEvent::SessionEnded { account, user_id, last_seen } => {
-                        let p = Presence::offline(&user_id, last_seen);
-                        let custom =
-                            app.presence.tracker.lock().get(&account, &user_id).and_then(|p| p.custom_status.clone());
-                        let p = Presence { custom_status: custom, ..p };
-                        persist(&app, &account, &p, last_seen.map(|t| t.timestamp_millis())).await;
+                        session_ended(&app, &account, &user_id, last_seen).await;
                     }
                 }
             }
@@ -345,6 +341,25 @@ pub fn spawn(app: App) {
             }
         }
     });
+}
+
+/// A session ended (its grace ran out): its last seen and custom status are stored.
+async fn session_ended(hub: &Hub, account: &str, user_id: &str, last_seen: Option<DateTime<Utc>>) {
+    let p = Presence::offline(user_id, last_seen);
+    let custom = hub.presence.tracker.lock().get(account, user_id).and_then(|p| p.custom_status.clone());
+    let p = Presence { custom_status: custom, ..p };
+    persist(hub, account, &p, last_seen.map(|t| t.timestamp_millis())).await;
+}
+
+/// Shutdown, after every socket closed: the offline graces will not run out in this process, so the sessions
+/// end now and their last seen is stored (a restart would otherwise show the previous session's).
+pub async fn end_sessions_at_shutdown(hub: &Hub) {
+    let events = hub.presence.tracker.lock().end_all_graces();
+    for ev in events {
+        if let PresenceEvent::SessionEnded { account, user_id, last_seen } = ev {
+            session_ended(hub, &account, &user_id, last_seen).await;
+        }
+    }
 }
 
 async fn persist(hub: &Hub, account: &str, p: &Presence, last_seen: Option<i64>) {

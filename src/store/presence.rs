@@ -43,6 +43,25 @@ impl Store {
         Ok(res.rows_affected())
     }
 
+    /// After a crash: users whose connections a previous run left open were last seen when it stopped, which
+    /// is not known; the restart is the closest bound (the previous session's value would be older still).
+    /// Users in invisible mode keep theirs. Runs before those connections are closed.
+    pub async fn touch_last_seen_of_open_connections(&self, node: Option<&str>) -> Result<u64, sqlx::Error> {
+        let res = sqlx::query(
+            "INSERT INTO np_realtime_presence (source_account_id, user_id, status, last_seen_at, updated_at) \
+             SELECT DISTINCT source_account_id, user_id, 'offline', $1, $1 FROM np_realtime_connections \
+             WHERE status = 'connected' AND user_id IS NOT NULL AND ($2 IS NULL OR node_id = $2) \
+             ON CONFLICT (source_account_id, user_id) DO UPDATE SET \
+             last_seen_at = CASE WHEN np_realtime_presence.invisible_mode = 1 \
+               THEN np_realtime_presence.last_seen_at ELSE excluded.last_seen_at END, updated_at = excluded.updated_at",
+        )
+        .bind(now_ms())
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
     pub async fn presence_rows(
         &self,
         account: &str,

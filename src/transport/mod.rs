@@ -264,6 +264,17 @@ fn reap_abandoned_handshakes(app: &App) {
     }
 }
 
+/// Shutdown: ends every session still registered (socketioxide does not call the disconnect handlers of the
+/// sockets its `close()` ends).
+pub fn end_all_sessions(app: &App, reason: &str) {
+    let sids: Vec<String> = app.sessions.iter().map(|s| s.key().clone()).collect();
+    for sid in sids {
+        if let Some((_, session)) = app.sessions.remove(&sid) {
+            end_session(app, session, reason.to_string());
+        }
+    }
+}
+
 /// `user:joined` / `user:left` to the others in the room (never to the user's own sockets).
 pub async fn announce_presence_in_room(app: &App, session: &Session, room: &str, event: &str) {
     let Some(user) = session.user() else { return };

@@ -3,7 +3,7 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  backends, noteSkips, startServer, connectClient, emitAck, waitFor, waitDisconnect, assertOk, show, uid, join,
+  backends, noteSkips, startServer, connectClient, emitAck, waitFor, waitDisconnect, assertOk, show, uid, join, http, API_KEY,
 } from './harness.mjs';
 
 noteSkips();
@@ -42,6 +42,10 @@ for (const backend of backends()) {
       await gb;
 
       await server.start();
+      // the sessions cut by the shutdown ended then: last seen is the shutdown, not an older session's
+      const seen = await http(server, 'GET', `/api/users/${encodeURIComponent(alice)}/presence`, { apiKey: API_KEY });
+      const lastSeen = Date.parse(seen.body && seen.body.presence && seen.body.presence.lastSeen);
+      assert.ok(lastSeen >= t0 - 1000 && lastSeen <= Date.now(), `alice's lastSeen after the restart: ${show(seen.body)} (stopped at ${new Date(t0).toISOString()})`);
       const b2 = await connectClient(server, { user: bob });
       const d = assertOk(await emitAck(b2.socket, 'sync:messages', { channelId, since: null, limit: 100 }), 'sync after restart');
       const ids = d.messages.map((m) => m.id);
