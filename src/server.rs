@@ -144,9 +144,12 @@ fn spawn_housekeeping(app: App) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         let mut last = 0usize;
-        loop {
+        for round in 0u64.. {
             tick.tick().await;
             crate::service::presence::sweep(&app);
+            if round % 60 == 59 {
+                crate::service::receipts::evict_idle(&app);
+            }
             let now = app.connection_count();
             if now + 1000 < last || (now == 0 && last > 0) {
                 trim_heap();

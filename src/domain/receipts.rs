@@ -408,6 +408,25 @@ impl ReceiptTracker {
     }
 
     /// Drop everything about a deleted room.
+    /// Drops rooms whose newest tracked message is older than `cutoff` (or that track none) and that have no
+    /// unwritten watermark: their members and watermarks reload from the database on their next use, and
+    /// receipts for messages that old are no longer counted. Without it every room ever used stays in memory.
+    pub fn evict_idle(&mut self, cutoff: DateTime<Utc>) -> usize {
+        let idle: Vec<RoomKey> = self
+            .rooms
+            .iter()
+            .filter(|(k, r)| {
+                r.messages.values().all(|m| m.updated_at < cutoff)
+                    && !self.dirty.keys().any(|(a, rm, _)| *a == k.0 && *rm == k.1)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (account, room) in &idle {
+            self.forget_room(account, room);
+        }
+        idle.len()
+    }
+
     pub fn forget_room(&mut self, account: &str, room: &str) {
         if let Some(r) = self.rooms.remove(&Self::rk(account, room)) {
             for (_, m) in r.messages {
@@ -729,6 +748,19 @@ mod tests {
         r.set_members(A, ROOM, ["alice", "bob", "carol", "dave"].map(|u| (u.to_string(), 0)));
         r.register_message(A, ROOM, msg("m1", 1, "alice"));
         r
+    }
+
+    #[test]
+    fn idle_rooms_are_evicted_unless_a_watermark_waits_to_be_written() {
+        let mut r = room4();
+        r.set_members(A, "quiet", ["x".to_string()].map(|u| (u, 0)));
+        r.mark_read(A, ROOM, "bob", 1, t(50));
+        assert_eq!(r.evict_idle(t(1_000)), 1, "only the room without a pending watermark goes");
+        assert!(!r.has_room(A, "quiet") && r.has_room(A, ROOM));
+        r.take_dirty();
+        assert_eq!(r.evict_idle(t(1)), 0, "a message newer than the cutoff keeps its room");
+        assert_eq!(r.evict_idle(t(1_000)), 1);
+        assert!(!r.has_room(A, ROOM) && r.locate(A, "m1").is_none(), "its messages are unindexed");
     }
 
     #[test]

@@ -316,6 +316,16 @@ pub async fn flush(hub: &Hub) {
     }
 }
 
+/// Rooms with no receipt activity for this long leave memory (they reload from the database when used).
+const IDLE_ROOM: chrono::Duration = chrono::Duration::hours(1);
+
+pub fn evict_idle(hub: &Hub) {
+    let evicted = hub.receipts.tracker.lock().evict_idle(Utc::now() - IDLE_ROOM);
+    if evicted > 0 {
+        tracing::debug!(rooms = evicted, "idle rooms left the receipt tracker");
+    }
+}
+
 pub fn spawn(app: App) {
     tokio::spawn(async move {
         let app: Arc<Hub> = app;
