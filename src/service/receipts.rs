@@ -1,6 +1,7 @@
 //! Delivery and read receipts (CONTRACT §6): counted in memory per room, watermarks and deliveries written
 //! in batches once a second, statuses of untracked messages answered from the database.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -260,19 +261,17 @@ pub async fn delivery_sync(hub: &Hub, account: &str, user: &str, data: &Value) -
     let mut response =
         hub.receipts.tracker.lock().delivery_sync(account, user, ids.iter().map(String::as_str), &mut unknown);
     let now = Utc::now();
+    // Per room, loaded once: its watermarks and who turned read receipts off (ids often share a room).
+    let mut rooms: HashMap<String, (Vec<(String, i64)>, HashSet<String>)> = HashMap::new();
     for id in unknown {
         let status = match hub.store.message_by_any_id(account, user, &id).await? {
             None => DeliveryStatus::failed(&id, now),
             Some(m) => {
-                let marks = hub.store.watermarks(account, &m.room).await?;
-                let is_member = marks.iter().any(|(u, _)| u == user);
-                if m.user_id != user && !is_member {
-                    DeliveryStatus::failed(&id, now)
-                } else {
-                    let recipients: Vec<&(String, i64)> = marks.iter().filter(|(u, _)| *u != m.user_id).collect();
+                if !rooms.contains_key(&m.room) {
+                    let marks = hub.store.watermarks(account, &m.room).await?;
+                    let ids: Vec<String> = marks.iter().map(|(u, _)| u.clone()).collect();
                     // Readers who turned read receipts off count as delivered, never as read.
-                    let ids: Vec<String> = recipients.iter().map(|(u, _)| u.clone()).collect();
-                    let private: std::collections::HashSet<String> = hub
+                    let private: HashSet<String> = hub
                         .store
                         .presence_rows(account, &ids)
                         .await?
@@ -280,6 +279,14 @@ pub async fn delivery_sync(hub: &Hub, account: &str, user: &str, data: &Value) -
                         .filter(|(_, r)| !r.allow_read_receipts)
                         .map(|(u, _)| u)
                         .collect();
+                    rooms.insert(m.room.clone(), (marks, private));
+                }
+                let (marks, private) = &rooms[&m.room];
+                let is_member = marks.iter().any(|(u, _)| u == user);
+                if m.user_id != user && !is_member {
+                    DeliveryStatus::failed(&id, now)
+                } else {
+                    let recipients: Vec<&(String, i64)> = marks.iter().filter(|(u, _)| *u != m.user_id).collect();
                     let read = recipients.iter().filter(|(u, s)| *s >= m.seq && !private.contains(u)).count();
                     let delivered_to = hub.store.delivered_users(account, &m.id).await?;
                     let delivered = recipients.iter().filter(|(u, s)| *s >= m.seq || delivered_to.contains(u)).count();
