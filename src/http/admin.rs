@@ -16,6 +16,7 @@ use crate::hub::App;
 use crate::service::presence;
 use crate::service::rooms::{join_live_sockets, leave_live_sockets, parse_visibility, set_muted_live};
 use crate::store::rooms::NewRoom;
+use crate::transport::announce_presence_in_room;
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -134,7 +135,9 @@ async fn add_member(
     let added = app.store.add_member(&admin.account, &name, user, role).await?;
     app.store.set_member_flags(&admin.account, &name, user, req.role.as_deref(), req.muted, req.banned).await?;
     if req.banned == Some(true) {
-        leave_live_sockets(&app, &admin.account, user, &name);
+        if let Some(s) = leave_live_sockets(&app, &admin.account, user, &name) {
+            announce_presence_in_room(&app, &s, &name, "user:left").await;
+        }
     } else {
         join_live_sockets(&app, &admin.account, user, &name);
     }
@@ -149,7 +152,9 @@ async fn remove_member(State(app): State<App>, admin: Admin, Path((name, user)):
     if !app.store.remove_member(&admin.account, &name, &user).await? {
         return Err(AppError::new(ErrorCode::NotAMember, format!("{user} is not a member of {name}")).into());
     }
-    leave_live_sockets(&app, &admin.account, &user, &name);
+    if let Some(s) = leave_live_sockets(&app, &admin.account, &user, &name) {
+        announce_presence_in_room(&app, &s, &name, "user:left").await;
+    }
     Ok(Json(json!({ "removed": user, "roomName": name })))
 }
 

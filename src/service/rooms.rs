@@ -102,17 +102,24 @@ pub fn join_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) {
 
 /// Takes every live socket of a user on this node out of a room (admin remove-member, ban, forget) and stops
 /// counting them there.
-pub fn leave_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) {
+/// Returns one of the user's sessions when this made the user leave the room, for the caller to announce
+/// `user:left`.
+#[must_use = "announce user:left for the returned session"]
+pub fn leave_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) -> Option<std::sync::Arc<Session>> {
     let key = room_key(account, room);
     hub.receipts.member_removed(account, room, user);
+    let mut left = None;
     for s in hub.ns().map(|ns| ns.to(room_key(account, &user_room(user))).sockets()).unwrap_or_default() {
         let Some(session) = s.extensions.get::<std::sync::Arc<Session>>() else { continue };
         if session.left(room) {
             s.leave(key.clone());
-            hub.occupancy.lock().exit(&key, user, false);
+            if hub.occupancy.lock().exit(&key, user, false) == crate::domain::occupancy::Exit::Left {
+                left = Some(session);
+            }
         }
     }
     crate::service::presence::left_room(hub, account, user, room);
+    left
 }
 
 /// An admin muted or unmuted a member: their live sockets on this node learn it at once (typing checks it

@@ -246,6 +246,21 @@ for (const backend of backends()) {
       d2.socket.disconnect();
     });
 
+    it('room:leave forget:true from one of two sockets takes the user out: the others get user:left', async () => {
+      const room = uid('forget');
+      const alice = uid('alice');
+      const a1 = await connectClient(server, { user: alice });
+      const a2 = await connectClient(server, { user: alice });
+      const b = await connectClient(server, { user: uid('bob') });
+      await join(a1.socket, room);
+      await join(a2.socket, room);
+      await join(b.socket, room);
+      const left = waitFor(b.socket, 'user:left', (e) => e && e.userId === alice && e.roomName === room);
+      assertOk(await emitAck(a1.socket, 'room:leave', { roomName: room, forget: true }), 'room:leave forget:true');
+      await left;
+      for (const c of [a1, a2, b]) c.socket.disconnect();
+    });
+
     it('room:leave acks and stops delivery to that socket; membership persists unless forget:true', async () => {
       const room = uid('leave');
       const user = uid('leaver');

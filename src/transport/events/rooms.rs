@@ -49,7 +49,9 @@ async fn exit(cx: &Cx<'_>, name: &str, forget: bool) -> AppResult<RoomName> {
     }
     if forget && let Some(u) = cx.session.user() {
         cx.app.store.remove_member(&cx.session.account, &room.name, u).await?;
-        crate::service::rooms::leave_live_sockets(cx.app, &cx.session.account, u, &room.name);
+        if let Some(s) = crate::service::rooms::leave_live_sockets(cx.app, &cx.session.account, u, &room.name) {
+            announce_presence_in_room(cx.app, &s, &room.name, "user:left").await;
+        }
     }
     crate::transport::audit(cx.app, cx.session, "room:leave", Some(&room.name), None);
     Ok(room)
