@@ -262,7 +262,8 @@ pub async fn delivery_sync(hub: &Hub, account: &str, user: &str, data: &Value) -
         hub.receipts.tracker.lock().delivery_sync(account, user, ids.iter().map(String::as_str), &mut unknown);
     let now = Utc::now();
     // Per room, loaded once: its watermarks and who turned read receipts off (ids often share a room).
-    let mut rooms: HashMap<String, (Vec<(String, i64)>, HashSet<String>)> = HashMap::new();
+    type RoomFacts = (Vec<(String, i64)>, HashSet<String>);
+    let mut rooms: HashMap<String, RoomFacts> = HashMap::new();
     for id in unknown {
         let status = match hub.store.message_by_any_id(account, user, &id).await? {
             None => DeliveryStatus::failed(&id, now),
