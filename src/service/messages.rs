@@ -118,11 +118,17 @@ pub async fn change(hub: &Hub, account: &str, user: &str, id: &str, content: Opt
         .await?
         .filter(|m| m.deleted_at.is_none())
         .ok_or_else(|| AppError::unknown_message(id))?;
+    let member = hub.store.member(account, &original.room, user).await?;
     if original.user_id != user {
-        let member = hub.store.member(account, &original.room, user).await?;
         if !policy::can_moderate(member.as_ref().map(|m| m.facts()).as_ref()) {
             return Err(AppError::forbidden("only the author or a room admin/moderator may change this message"));
         }
+    } else if content.is_some() && member.as_ref().is_none_or(|m| m.banned) {
+        // An author may still delete what they wrote, but not put new words into a room they left or were banned from.
+        return Err(AppError::forbidden(format!(
+            "you are no longer a member of {}: you may delete, not edit",
+            original.room
+        )));
     }
     let deleting = content.is_none();
     let op = WriteOp::Change { account: account.to_string(), id: id.to_string(), content };

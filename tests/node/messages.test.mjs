@@ -314,6 +314,20 @@ for (const backend of backends()) {
       b.socket.disconnect();
     });
 
+    it('an author banned from the room may delete but not edit their message', async () => {
+      const channelId = uid('chan');
+      const room = `channel:${channelId}`;
+      const alice = uid('alice');
+      const a = await connectClient(server, { user: alice });
+      await join(a.socket, room);
+      const data = assertOk(await emitAck(a.socket, 'message:send', { channelId, content: 'before the ban', type: 'text', clientMessageId: uid('c') }), 'send');
+      const ban = await http(server, 'POST', `/api/rooms/${encodeURIComponent(room)}/members`, { apiKey: API_KEY, body: { userId: alice, banned: true } });
+      assert.ok(ban.status < 300, show(ban.body));
+      assertErr(await emitAck(a.socket, 'message:edit', { messageId: data.messageId, content: 'after the ban' }), 'FORBIDDEN', 'edit after a ban');
+      assertOk(await emitAck(a.socket, 'message:delete', { messageId: data.messageId }), 'delete after a ban');
+      a.socket.disconnect();
+    });
+
     it('edit / delete by a non-author member → FORBIDDEN, nothing broadcast', async () => {
       const room = uid('room');
       const a = await connectClient(server, { user: uid('alice') });
