@@ -47,6 +47,8 @@ pub struct Hub {
     pub receipts: ReceiptsHub,
     event_buckets: DashMap<(String, String), TokenBucket>,
     connect_buckets: DashMap<IpAddr, TokenBucket>,
+    /// Handshakes in progress (admitted against `REALTIME_MAX_CONNECTIONS` with the open sessions).
+    pub handshakes: std::sync::atomic::AtomicUsize,
     /// Turns true when shutdown begins (new connections are refused, open long-polls are ended).
     pub stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -81,6 +83,7 @@ impl Hub {
             receipts: ReceiptsHub::default(),
             event_buckets: DashMap::new(),
             connect_buckets: DashMap::new(),
+            handshakes: std::sync::atomic::AtomicUsize::new(0),
             stopping: tokio::sync::watch::Sender::new(false),
             cfg,
         })

@@ -7,6 +7,7 @@ pub mod session;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::extract::ConnectInfo;
 use serde_json::{Value, json};
@@ -60,8 +61,10 @@ async fn handshake(s: SocketRef, TryData(auth): TryData<Value>, State(app): Stat
     if app.is_stopping() {
         return Err(refuse(&app, AuthError::Refused("the server is shutting down; retry shortly".into())));
     }
+    // Handshakes still running count too, so a burst cannot get past the limit while they await the database.
+    let _slot = HandshakeSlot::take(&app);
     let max = app.cfg.max_connections;
-    if max > 0 && app.connection_count() >= max {
+    if max > 0 && app.connection_count() + app.handshakes.load(Ordering::SeqCst) > max {
         return Err(refuse(&app, AuthError::Refused("the server is at REALTIME_MAX_CONNECTIONS".into())));
     }
     let auth = auth.unwrap_or(Value::Null);
@@ -161,6 +164,22 @@ async fn handshake(s: SocketRef, TryData(auth): TryData<Value>, State(app): Stat
     }
     app.sessions.insert(session.sid.clone(), session);
     Ok(())
+}
+
+/// A handshake in progress, counted in `Hub::handshakes` until it ends either way.
+struct HandshakeSlot(App);
+
+impl HandshakeSlot {
+    fn take(app: &App) -> HandshakeSlot {
+        app.handshakes.fetch_add(1, Ordering::SeqCst);
+        HandshakeSlot(app.clone())
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.handshakes.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Runs after the CONNECT packet: greet the client.

@@ -38,6 +38,15 @@ describe('REALTIME_MAX_CONNECTIONS=2', () => {
     again.c.socket.disconnect();
     b.socket.disconnect();
   });
+
+  it('a burst of simultaneous handshakes admits no more than the limit', async () => {
+    await sleep(300); // the previous test's sockets are gone
+    const results = await Promise.all(Array.from({ length: 8 }, (_, i) => tryConnect(server, uid(`burst${i}`))));
+    const admitted = results.filter((r) => r.ok);
+    assert.ok(admitted.length <= 2, `admitted ${admitted.length} of 8 with REALTIME_MAX_CONNECTIONS=2`);
+    assert.ok(admitted.length >= 1, 'at least one is admitted');
+    for (const r of admitted) r.c.socket.disconnect();
+  });
 });
 
 describe('REALTIME_RATE_LIMIT=3 (new connections per IP per minute)', () => {
