@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -102,6 +103,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Sockets first (their disconnect handlers record the closes), then HTTP, then pending writes.
     let sockets = app.connection_count();
     app.io().close().await;
+    // Handshakes admitted before STOPPING register their session when their queries return: wait for them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while app.handshakes.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // socketioxide runs no disconnect handler for sockets it closes itself: end their sessions here.
     crate::transport::end_all_sessions(&app, "server shutting down");
     tracing::info!(sockets, "sockets closed");

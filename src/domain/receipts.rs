@@ -296,6 +296,8 @@ struct RoomState {
     watermarks: HashMap<String, Watermark>,
     messages: BTreeMap<Seq, Tracked>,
     last_seq: Seq,
+    /// Last time the glue needed the room (see [`ReceiptTracker::touch_room`]); eviction goes by it.
+    used: Option<DateTime<Utc>>,
 }
 
 impl RoomState {
@@ -371,6 +373,13 @@ impl ReceiptTracker {
     // ----- membership and settings --------------------------------------------------------
 
     /// Whether the room's members were loaded (the glue loads them lazily from the database).
+    /// The room is about to be used (it is loaded, or was just loaded): it stays in memory for a while.
+    pub fn touch_room(&mut self, account: &str, room: &str, now: DateTime<Utc>) {
+        if let Some(r) = self.rooms.get_mut(&Self::rk(account, room)) {
+            r.used = Some(now);
+        }
+    }
+
     pub fn has_room(&self, account: &str, room: &str) -> bool {
         self.rooms.contains_key(&Self::rk(account, room))
     }
@@ -408,15 +417,17 @@ impl ReceiptTracker {
     }
 
     /// Drop everything about a deleted room.
-    /// Drops rooms whose newest tracked message is older than `cutoff` (or that track none) and that have no
-    /// unwritten watermark: their members and watermarks reload from the database on their next use, and
+    /// Drops rooms not used since `cutoff` (by [`touch_room`](Self::touch_room) or a tracked message) and with
+    /// no unwritten watermark: their members and watermarks reload from the database on their next use, and
     /// receipts for messages that old are no longer counted. Without it every room ever used stays in memory.
+    /// The caller must not run it while watermarks taken by `take_dirty` are being written.
     pub fn evict_idle(&mut self, cutoff: DateTime<Utc>) -> usize {
         let idle: Vec<RoomKey> = self
             .rooms
             .iter()
             .filter(|(k, r)| {
-                r.messages.values().all(|m| m.updated_at < cutoff)
+                r.used.is_some_and(|u| u < cutoff)
+                    && r.messages.values().all(|m| m.updated_at < cutoff)
                     && !self.dirty.keys().any(|(a, rm, _)| *a == k.0 && *rm == k.1)
             })
             .map(|(k, _)| k.clone())
@@ -754,6 +765,10 @@ mod tests {
     fn idle_rooms_are_evicted_unless_a_watermark_waits_to_be_written() {
         let mut r = room4();
         r.set_members(A, "quiet", ["x".to_string()].map(|u| (u, 0)));
+        r.set_members(A, "fresh", ["y".to_string()].map(|u| (u, 0)));
+        r.touch_room(A, "quiet", t(0));
+        r.touch_room(A, ROOM, t(0));
+        r.touch_room(A, "fresh", t(5_000));
         r.mark_read(A, ROOM, "bob", 1, t(50));
         assert_eq!(r.evict_idle(t(1_000)), 1, "only the room without a pending watermark goes");
         assert!(!r.has_room(A, "quiet") && r.has_room(A, ROOM));
@@ -761,6 +776,7 @@ mod tests {
         assert_eq!(r.evict_idle(t(1)), 0, "a message newer than the cutoff keeps its room");
         assert_eq!(r.evict_idle(t(1_000)), 1);
         assert!(!r.has_room(A, ROOM) && r.locate(A, "m1").is_none(), "its messages are unindexed");
+        assert!(r.has_room(A, "fresh"), "a room used after the cutoff stays");
     }
 
     #[test]

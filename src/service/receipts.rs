@@ -64,8 +64,12 @@ impl ReceiptsHub {
 
 /// Loads a room's members and watermarks the first time a receipt needs them.
 async fn ensure_room(hub: &Hub, account: &str, room: &str) -> AppResult<()> {
-    if hub.receipts.tracker.lock().has_room(account, room) {
-        return Ok(());
+    {
+        let mut t = hub.receipts.tracker.lock();
+        if t.has_room(account, room) {
+            t.touch_room(account, room, Utc::now());
+            return Ok(());
+        }
     }
     let marks = hub.store.watermarks(account, room).await?;
     let mut t = hub.receipts.tracker.lock();
@@ -77,6 +81,7 @@ async fn ensure_room(hub: &Hub, account: &str, room: &str) -> AppResult<()> {
             }
         }
     }
+    t.touch_room(account, room, Utc::now());
     Ok(())
 }
 
@@ -328,6 +333,8 @@ pub async fn flush(hub: &Hub) {
 const IDLE_ROOM: chrono::Duration = chrono::Duration::hours(1);
 
 pub fn evict_idle(hub: &Hub) {
+    // Not while a flush writes taken watermarks: a reload could read them before they land.
+    let Ok(_no_flush) = hub.receipts.flushing.try_lock() else { return };
     let evicted = hub.receipts.tracker.lock().evict_idle(Utc::now() - IDLE_ROOM);
     if evicted > 0 {
         tracing::debug!(rooms = evicted, "idle rooms left the receipt tracker");

@@ -92,9 +92,10 @@ pub fn join_live_sockets(hub: &Hub, account: &str, user: &str, room: &str) {
     hub.receipts.member_joined(account, room, user);
     for s in hub.ns().map(|ns| ns.to(room_key(account, &user_room(user))).sockets()).unwrap_or_default() {
         let Some(session) = s.extensions.get::<std::sync::Arc<Session>>() else { continue };
+        let mut occ = hub.occupancy.lock(); // before the room list, as in room:join
         if session.entered(room) {
             s.join(key.clone());
-            hub.occupancy.lock().enter(&key, user);
+            occ.enter(&key, user);
         }
     }
     crate::service::presence::joined_room(hub, account, user, room);

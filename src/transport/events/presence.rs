@@ -6,22 +6,26 @@ use crate::service::presence as svc;
 use crate::transport::dispatch::{Cx, Reply};
 use crate::wire::Payload;
 
+/// The session ended while this event ran (the disconnect cleaned up before it registered anything): take the
+/// socket out of presence again, subscriptions included.
+fn undo_if_closed(cx: &Cx<'_>, user: &str) {
+    if cx.session.is_closed() {
+        svc::disconnected(cx.app, &cx.session.account, user, &cx.session.sid);
+    }
+}
+
 pub fn update(cx: &Cx<'_>, data: Value) -> crate::error::AppResult<Reply> {
     let user = cx.user()?;
-    if cx.session.is_closed() {
-        return Ok(Reply::Done); // the socket is gone: nothing to mark
-    }
     svc::update(cx.app, &cx.session.account, user, &cx.session.sid, &data)?;
+    undo_if_closed(cx, user);
     Ok(Reply::Done)
 }
 
 pub async fn subscribe(cx: &Cx<'_>, data: Value) -> crate::error::AppResult<Reply> {
     let user = cx.user()?;
     let ids = Payload::object(&data)?.ids("userIds")?;
-    if cx.session.is_closed() {
-        return Ok(Reply::Done);
-    }
     svc::subscribe(cx.app, &cx.session.account, user, &cx.session.sid, &ids);
+    undo_if_closed(cx, user);
     let presences = svc::views_for(cx.app, &cx.session.account, Some(user), &ids).await?;
     let payload = json!({ "presences": presences });
     cx.emit("presence:bulk", &payload);

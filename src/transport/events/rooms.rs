@@ -17,11 +17,20 @@ async fn enter(cx: &Cx<'_>, name: &str) -> AppResult<svc::Joined> {
     let personal = joined.room.personal_owner().is_some();
     if personal {
         cx.socket.join(key);
-    } else if cx.session.entered(&joined.room.name) {
-        cx.socket.join(key.clone());
-        if let Some(u) = cx.session.user() {
+    } else {
+        // Occupancy is locked before the session's room list: a disconnect ending the session meanwhile either
+        // sees this room (and counts the exit) or makes `entered` refuse it, never a count that stays.
+        let arrived = {
+            let mut occ = cx.app.occupancy.lock();
+            if cx.session.entered(&joined.room.name) {
+                cx.socket.join(key.clone());
+                cx.session.user().map(|u| occ.enter(&key, u))
+            } else {
+                None
+            }
+        };
+        if let (Some(arrived), Some(u)) = (arrived, cx.session.user()) {
             crate::service::presence::joined_room(cx.app, &cx.session.account, u, &joined.room.name);
-            let arrived = cx.app.occupancy.lock().enter(&key, u);
             if arrived {
                 announce_presence_in_room(cx.app, cx.session, &joined.room.name, "user:joined").await;
             }
