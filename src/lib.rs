@@ -3,10 +3,9 @@
 //!
 //! Layout: `domain` (rules, no I/O) · `store` (SQL) · `service` (operations shared by sockets and HTTP) ·
 //! `transport` (Socket.IO edge) · `http` (health, metrics, admin API) · `server` (process lifecycle) ·
-//! `cli` (one file per command) · `bench` (load generator).
+//! `cli` (one file per command). The load generator is the `nself-realtime-bench` crate (`crates/bench`).
 
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -58,7 +58,7 @@ pub enum Command {
     /// Mint a development JWT for a user with REALTIME_JWT_SECRET.
     Token(token::Args),
     /// Load generator: connect, idle, fanout, storm, typing and presence scenarios.
-    Bench(crate::bench::BenchArgs),
+    Bench(nself_realtime_bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -81,7 +81,7 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Bench(args) = cli.command {
-        crate::bench::run(args).await?;
+        nself_realtime_bench::run(args).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let cfg = Config::from_env()?;

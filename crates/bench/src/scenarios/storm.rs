@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use crate::bench::coordinator::Coordinator;
-use crate::bench::parse_duration;
-use crate::bench::report::{Report, fmt_num};
-use crate::bench::worker::Action;
+use crate::coordinator::Coordinator;
+use crate::parse_duration;
+use crate::report::{Report, fmt_num};
+use crate::worker::Action;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct StormArgs {

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::bench::coordinator::Coordinator;
-use crate::bench::parse_duration;
-use crate::bench::report::{Report, fmt_num};
-use crate::bench::worker::Action;
+use crate::coordinator::Coordinator;
+use crate::parse_duration;
+use crate::report::{Report, fmt_num};
+use crate::worker::Action;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct IdleArgs {
@@ -47,7 +47,7 @@ pub async fn drive(a: &IdleArgs, co: &mut Coordinator) -> anyhow::Result<Report>
     r.int("pings_answered", "engine.io pings answered", hold.snap.c.pings - ramp.snap.c.pings);
     r.counts("failures", "connect failures by reason", &ramp.snap.fail_reasons);
     r.section("server");
-    let rss = |s: &crate::bench::probe::Sample| s.rss_bytes.map(|v| v as f64);
+    let rss = |s: &crate::probe::Sample| s.rss_bytes.map(|v| v as f64);
     r.bytes("server_rss_before_bytes", "RSS before", rss(&s0));
     r.bytes("server_rss_after_ramp_bytes", "RSS after ramp", rss(&s1));
     r.bytes("server_rss_end_bytes", "RSS at the end", rss(&s2));

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use super::{Plan, SendKind};
-use crate::bench::coordinator::Coordinator;
-use crate::bench::report::{Report, fmt_num};
-use crate::bench::worker::Action;
-use crate::bench::{parse_duration, parse_size};
+use crate::coordinator::Coordinator;
+use crate::report::{Report, fmt_num};
+use crate::worker::Action;
+use crate::{parse_duration, parse_size};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct FanoutArgs {
@@ -96,7 +96,7 @@ pub async fn drive(a: &FanoutArgs, co: &mut Coordinator) -> anyhow::Result<Repor
         ramp
     };
     let s1 = co.probe.sample().await;
-    let send_start_us = crate::bench::session::now_us();
+    let send_start_us = crate::session::now_us();
     let send = co
         .step("send", Action::Send { ms: a.duration.as_millis() as u64, drain_ms: a.drain.as_millis() as u64 })
         .await?;
