@@ -1,4 +1,4 @@
-//! Handshake authentication (CONTRACT §2): where the token comes from, how it is verified, and who it names.
+//! Handshake authentication (docs/protocol.md §1): where the token comes from, how it is verified, and who it names.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;

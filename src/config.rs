@@ -77,6 +77,16 @@ pub const VARS: &[Var] = &[
     secret("POSTGRES_PASSWORD", "PostgreSQL password"),
 ];
 
+/// Percent-encodes everything but RFC 3986 unreserved characters (URL paths and credentials).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Where the server keeps its data.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Database {
@@ -295,12 +305,14 @@ impl Config {
             }
         } else if let Some(host) = r.set("POSTGRES_HOST") {
             let user = r.string("POSTGRES_USER");
-            let password =
-                r.set("POSTGRES_PASSWORD").map(|p| format!(":{}", crate::wire::percent_encode(&p))).unwrap_or_default();
+            let password = r
+                .set("POSTGRES_PASSWORD")
+                .map(|p| format!(":{}", crate::config::percent_encode(&p)))
+                .unwrap_or_default();
             let port: u16 = r.parse("POSTGRES_PORT", "a port number");
             let db = r.string("POSTGRES_DB");
             Database::Postgres {
-                url: format!("postgres://{}{password}@{host}:{port}/{db}", crate::wire::percent_encode(&user)),
+                url: format!("postgres://{}{password}@{host}:{port}/{db}", crate::config::percent_encode(&user)),
             }
         } else {
             Database::Sqlite { path: data_dir.join("realtime.db") }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-/// Error codes of CONTRACT §3; the wire spelling is SCREAMING_SNAKE_CASE.
+/// Error codes (docs/protocol.md §2.3); the wire spelling is SCREAMING_SNAKE_CASE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
@@ -94,6 +94,10 @@ impl AppError {
         Self::new(ErrorCode::PayloadTooLarge, format!("{field} is longer than {max} bytes"))
             .with_details(serde_json::json!({ "field": field, "max": max }))
     }
+    /// A user's event budget is spent.
+    pub fn rate_limited(points: u32, per: std::time::Duration) -> Self {
+        Self::new(ErrorCode::RateLimited, format!("more than {points} events in {} s; slow down", per.as_secs()))
+    }
     /// Internal failures are logged with their cause; the client only learns that it was internal.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -109,7 +113,7 @@ impl From<sqlx::Error> for AppError {
 
 pub type AppResult<T> = Result<T, AppError>;
 
-/// The ack envelope of CONTRACT §3.
+/// The ack envelope (docs/protocol.md §2.1).
 pub fn ack_ok(data: impl Serialize) -> Value {
     serde_json::json!({ "success": true, "data": data })
 }

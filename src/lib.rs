@@ -1,20 +1,26 @@
 //! nself-realtime: the realtime server of the nself stack. Socket.IO (protocol v5) for live messages,
 //! rooms, presence, typing, receipts and offline sync, on SQLite or PostgreSQL.
 //!
-//! Layout: `domain` (rules, no I/O) · `store` (SQL) · `service` (operations shared by sockets and HTTP) ·
-//! `transport` (Socket.IO edge) · `http` (health, metrics, admin API) · `server` (process lifecycle) ·
-//! `cli` (one file per command). The load generator is the `nself-realtime-bench` crate (`crates/bench`).
+//! Layers, each depending only on those after it (docs/architecture.md):
+//! - `transport` — the edges: Socket.IO (`socketio/`: handshake, dispatch, fan-out) and HTTP (`http/`).
+//! - `wire` — the dialects: inbound payloads read into typed requests, outbound events rendered.
+//! - `node` — handles to the application parts and backends; `server` builds it and runs the process.
+//! - `app` — the application: typed requests in, typed results and events out; each part owns its timer.
+//! - `cluster` — the seams several nodes share (fan-out, roster, presence, typing, rate limits); `memory/`.
+//! - `store` — SQL on PostgreSQL or SQLite; `domain` — the rules, pure and synchronous.
+//!
+//! Beside them: `config`, `auth`, `error`, `metrics`, `telemetry`, `systemd`, `cli`.
 
+pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod error;
-pub mod http;
-pub mod hub;
 pub mod metrics;
+pub mod node;
 pub mod server;
-pub mod service;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;

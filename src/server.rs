@@ -1,19 +1,41 @@
-//! The server process: open storage, repair, serve Socket.IO and HTTP on one port, shut down cleanly.
+//! The server process and composition root: open storage, repair, choose the backends, assemble the node,
+//! serve Socket.IO and HTTP on one port, shut down cleanly.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
+use crate::app::Fanout;
+use crate::app::connections::Connections;
+use crate::app::messages::Messages;
+use crate::app::presence::{Presence, PresenceCfg};
+use crate::app::reactions::Reactions;
+use crate::app::receipts::Receipts;
+use crate::app::rooms::Rooms;
+use crate::app::session::{Audit, Sessions};
+use crate::app::typing::Typing;
+use crate::app::upkeep::Upkeep;
+use crate::auth::Verifier;
+use crate::cluster::memory::{MemoryPresence, MemoryRateLimiter, MemoryRoster, MemoryTyping};
+use crate::cluster::{RateLimiter, Roster};
 use crate::config::Config;
 use crate::domain::names::DEFAULT_ACCOUNT;
 use crate::domain::policy::Visibility;
-use crate::hub::{App, Hub};
+use crate::domain::presence::{DEFAULT_COALESCE_WINDOW_MS, PresenceConfig};
+use crate::domain::ratelimit::Rate;
+use crate::domain::typing::TypingConfig;
+use crate::metrics::Metrics;
+use crate::node::Node;
 use crate::store::Store;
+use crate::store::ledger::Ledger;
 use crate::store::rooms::NewRoom;
+use crate::store::writer::MessageWriter;
 use crate::systemd;
+use crate::transport::socketio::Edge;
+use crate::transport::socketio::fanout::SocketIoFanout;
 
 /// Rooms every installation starts with.
 pub const DEFAULT_ROOMS: &[(&str, &str)] = &[("general", "channel"), ("announcements", "broadcast")];
@@ -56,14 +78,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     })?;
     let addr = listener.local_addr()?;
 
-    let app: App = Arc::new(Hub::new(cfg, store)?);
-    if app.redis.is_some() {
+    let (sio_layer, io) = crate::transport::socketio::build(&cfg);
+    let node = assemble(cfg, store, Arc::new(SocketIoFanout::new(io.clone())))?;
+    if node.redis.is_some() {
         tracing::warn!(
             "REALTIME_REDIS_URL is set: /health reports Redis, but fan-out, presence and typing stay in this \
              process; run a single node (several nodes behind one load balancer would not see each other)"
         );
     }
-    let report = prepare(&app.store, Some(&app.node_id)).await?;
+    let report = prepare(&node.store, Some(&node.id)).await?;
     if report.stale_connections > 0 || report.stale_presence > 0 {
         tracing::info!(
             connections = report.stale_connections,
@@ -71,58 +94,169 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "repaired state left by the previous run"
         );
     }
+    start(&node);
+    let edge = Edge::register(io, node.clone());
 
-    let sio = crate::transport::layer(&app);
-    let mut router = crate::http::router(app.clone())
-        .layer(sio)
-        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::http::polls::end_at_shutdown))
-        .layer(crate::http::cors(&app.cfg));
-    if app.cfg.enable_compression {
+    let mut router = crate::transport::http::router(node.clone())
+        .layer(sio_layer)
+        .layer(axum::middleware::from_fn_with_state(node.clone(), crate::transport::http::polls::end_at_shutdown))
+        .layer(crate::transport::http::cors(&node.cfg));
+    if node.cfg.enable_compression {
         router = router.layer(tower_http::compression::CompressionLayer::new());
     }
-    crate::transport::spawn_session_checks(app.clone());
-    crate::service::typing::spawn(app.clone());
-    crate::service::presence::spawn(app.clone());
-    crate::service::receipts::spawn(app.clone());
-    spawn_retention(app.clone());
-    spawn_housekeeping(app.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(crate::http::serve::serve(listener, router, stop_rx, Duration::from_secs(10)));
+    let server = tokio::spawn(crate::transport::http::serve::serve(listener, router, stop_rx, Duration::from_secs(10)));
 
-    tracing::info!(%addr, database = app.store.dialect(), "listening on http://{addr}");
-    systemd::ready(&app);
-    let watchdog = systemd::spawn_watchdog(app.clone());
+    tracing::info!(%addr, database = node.store.dialect(), "listening on http://{addr}");
+    systemd::ready(&node).await;
+    let watchdog = systemd::spawn_watchdog(node.clone());
 
     wait_for_signal().await;
     tracing::info!("shutting down");
     systemd::stopping();
     watchdog.abort();
-    app.stopping.send_replace(true);
+    node.stopping.send_replace(true);
 
-    // Sockets first (their disconnect handlers record the closes), then HTTP, then pending writes.
-    let sockets = app.connection_count();
-    app.io().close().await;
-    // Handshakes admitted before STOPPING register their session when their queries return: wait for them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while app.handshakes.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // socketioxide runs no disconnect handler for sockets it closes itself: end their sessions here.
-    crate::transport::end_all_sessions(&app, "server shutting down");
+    // Sockets first (their sessions record the closes), then HTTP, then pending writes.
+    let sockets = node.sessions.len();
+    edge.close().await;
     tracing::info!(sockets, "sockets closed");
     let _ = stop_tx.send(true);
     let _ = server.await;
     tracing::info!("HTTP stopped");
-    app.writer.close().await;
-    crate::service::presence::end_sessions_at_shutdown(&app).await;
-    crate::service::receipts::flush(&app).await;
-    app.ledger.flush().await;
+    node.writer.close().await;
+    node.presence.end_sessions_at_shutdown().await;
+    stop(&node).await;
+    node.audit.ledger().flush().await;
     tracing::info!("pending writes flushed");
-    let _ = app.store.close_stale_connections(Some(&app.node_id), "server stopped").await;
-    app.store.pool.close().await;
+    let _ = node.store.close_stale_connections(Some(&node.id), "server stopped").await;
+    node.store.pool.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Builds the node: the backends (chosen once, here) and the application parts on top of them.
+fn assemble(cfg: Config, store: Store, fanout: Arc<Fanout>) -> anyhow::Result<Arc<Node>> {
+    let metrics = Arc::new(Metrics::new());
+    let verifier = Arc::new(Verifier::new(&cfg)?);
+    let writer = MessageWriter::spawn(store.clone(), cfg.batch_size);
+    let ledger = Ledger::spawn(store.clone());
+    let redis = match &cfg.redis_url {
+        Some(url) => Some(redis::Client::open(url.as_str()).map_err(|e| {
+            anyhow::anyhow!("REALTIME_REDIS_URL is not usable ({e}); fix it or unset it to run without Redis")
+        })?),
+        None => None,
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
+    let id = format!("{}:{}", host.trim(), cfg.port);
+
+    // The single-node backends.
+    let roster: Arc<dyn Roster> = Arc::new(MemoryRoster::new(cfg.presence_offline_grace));
+    let presence_backend = Arc::new(MemoryPresence::new(PresenceConfig::from_std(
+        cfg.presence_offline_grace,
+        cfg.presence_timeout,
+        Duration::from_millis(DEFAULT_COALESCE_WINDOW_MS as u64),
+    )));
+    let typing_backend = Arc::new(MemoryTyping::new(TypingConfig::from_std(cfg.typing_timeout, cfg.typing_coalesce)));
+    let events =
+        cfg.rate_limit_enabled.then_some(Rate { capacity: cfg.rate_limit_points, period: cfg.rate_limit_duration });
+    let connects = (cfg.connect_rate_per_ip > 0)
+        .then_some(Rate { capacity: cfg.connect_rate_per_ip, period: Duration::from_secs(60) });
+    let limiter: Arc<dyn RateLimiter> = Arc::new(MemoryRateLimiter::new(events, connects));
+
+    let sessions = Arc::new(Sessions::default());
+    let audit = Arc::new(Audit::new(&cfg, ledger));
+    let receipts = Arc::new(Receipts::new(store.clone(), roster.clone(), fanout.clone()));
+    let presence = Arc::new(Presence::new(
+        presence_backend,
+        store.clone(),
+        fanout.clone(),
+        roster.clone(),
+        receipts.clone(),
+        metrics.clone(),
+        PresenceCfg { enabled: cfg.enable_presence, timeout: cfg.presence_timeout },
+    ));
+    let rooms = Arc::new(Rooms::new(
+        store.clone(),
+        roster.clone(),
+        fanout.clone(),
+        sessions.clone(),
+        presence.clone(),
+        receipts.clone(),
+        audit.clone(),
+        cfg.auto_create_rooms,
+    ));
+    let typing = Arc::new(Typing::new(
+        typing_backend,
+        roster.clone(),
+        store.clone(),
+        fanout.clone(),
+        metrics.clone(),
+        cfg.enable_typing,
+    ));
+    let messages =
+        Arc::new(Messages::new(store.clone(), writer.clone(), fanout.clone(), receipts.clone(), metrics.clone()));
+    let reactions = Arc::new(Reactions::new(store.clone(), fanout.clone(), metrics.clone()));
+    let connections = Arc::new(Connections::new(
+        store.clone(),
+        sessions.clone(),
+        roster.clone(),
+        rooms.clone(),
+        presence.clone(),
+        typing.clone(),
+        audit.clone(),
+        verifier.clone(),
+        metrics.clone(),
+        id.clone(),
+    ));
+    let retention = (cfg.message_retention_days, cfg.event_retention_days);
+    let upkeep = Arc::new(Upkeep::new(store.clone(), presence.clone(), limiter.clone(), sessions.clone(), retention));
+    Ok(Arc::new(Node {
+        cfg,
+        id,
+        started: Instant::now(),
+        store,
+        writer,
+        verifier,
+        metrics,
+        redis,
+        roster,
+        limiter,
+        fanout,
+        sessions,
+        audit,
+        connections,
+        rooms,
+        messages,
+        presence,
+        typing,
+        receipts,
+        reactions,
+        upkeep,
+        handshakes: AtomicUsize::new(0),
+        stopping: tokio::sync::watch::Sender::new(false),
+    }))
+}
+
+/// Starts every part's timer.
+fn start(node: &Node) {
+    node.connections.start();
+    node.rooms.start();
+    node.presence.start();
+    node.typing.start();
+    node.receipts.start();
+    node.upkeep.start();
+}
+
+/// Stops every part's timer (each finishes its round); the receipts write what is pending.
+async fn stop(node: &Node) {
+    node.connections.stop().await;
+    node.rooms.stop().await;
+    node.presence.stop().await;
+    node.typing.stop().await;
+    node.upkeep.stop().await;
+    node.receipts.stop().await;
 }
 
 /// Binds with a deep accept queue: after a restart every client reconnects at once, and the default of 128
@@ -142,51 +276,4 @@ async fn wait_for_signal() {
         _ = term.recv() => {},
         _ = int.recv() => {},
     }
-}
-
-/// Housekeeping every 10 s: forget what departed users left in memory, and hand freed heap back to the
-/// operating system after a wave of disconnects (glibc keeps it otherwise, so RSS would only ever grow).
-fn spawn_housekeeping(app: App) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
-        let mut last = 0usize;
-        for round in 0u64.. {
-            tick.tick().await;
-            crate::service::presence::sweep(&app);
-            if round % 60 == 59 {
-                crate::service::receipts::evict_idle(&app);
-            }
-            let now = app.connection_count();
-            if now + 1000 < last || (now == 0 && last > 0) {
-                trim_heap();
-            }
-            last = now;
-        }
-    });
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim_heap() {
-    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() {}
-
-/// Deletes messages and audit events past their retention, hourly.
-fn spawn_retention(app: App) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tick.tick().await;
-            match app.store.prune(app.cfg.message_retention_days, app.cfg.event_retention_days).await {
-                Ok((0, 0)) => {}
-                Ok((m, e)) => tracing::info!(messages = m, events = e, "retention removed old rows"),
-                Err(e) => tracing::warn!(error = %e, "retention pass failed"),
-            }
-        }
-    });
 }

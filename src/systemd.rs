@@ -6,7 +6,9 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio::task::JoinHandle;
 
-use crate::hub::App;
+use crate::node::Node;
+
+type App = std::sync::Arc<Node>;
 
 fn notify(states: &[NotifyState]) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
@@ -17,12 +19,12 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
-fn status_line(app: &App) -> String {
-    format!("{} connections, {} users online", app.connection_count(), app.users_online(None))
+async fn status_line(app: &App) -> String {
+    format!("{} connections, {} users online", app.sessions.len(), app.roster.users_online(None).await)
 }
 
-pub fn ready(app: &App) {
-    notify(&[NotifyState::Ready, NotifyState::Status(&status_line(app))]);
+pub async fn ready(app: &App) {
+    notify(&[NotifyState::Ready, NotifyState::Status(&status_line(app).await)]);
 }
 
 pub fn stopping() {
@@ -48,7 +50,7 @@ pub fn spawn_watchdog(app: App) -> JoinHandle<()> {
             tokio::time::sleep_until(due).await;
             match unhealthy(&app, due.elapsed(), period).await {
                 None => {
-                    let status = status_line(&app);
+                    let status = status_line(&app).await;
                     if enabled {
                         notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
                     } else {
@@ -70,6 +72,6 @@ async fn unhealthy(app: &App, late: Duration, period: Duration) -> Option<String
     if late > period {
         return Some(format!("event loop stalled: watchdog tick {} ms late", late.as_millis()));
     }
-    let probe = crate::http::probe_database(app).await;
+    let probe = crate::app::health::database(&app.store).await;
     (!probe.ok).then(|| format!("database unreachable: {}", probe.error.unwrap_or_default()))
 }

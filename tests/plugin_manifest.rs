@@ -158,7 +158,7 @@ fn api_endpoints_are_the_routes_that_exist() {
             format!("{} {}", e["method"].as_str().unwrap(), e["path"].as_str().unwrap())
         })
         .collect();
-    let routes: Vec<String> = nself_realtime::http::ROUTES.iter().map(|s| s.to_string()).collect();
+    let routes: Vec<String> = nself_realtime::transport::http::ROUTES.iter().map(|s| s.to_string()).collect();
     let missing: Vec<_> = routes.iter().filter(|r| !listed.contains(r)).collect();
     let extra: Vec<_> = listed.iter().filter(|r| !routes.contains(r)).collect();
     assert!(

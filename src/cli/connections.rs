@@ -26,7 +26,7 @@ pub async fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
                 .map(|c| {
                     json!({"socketId": c.socket_id, "userId": c.user_id, "ip": c.ip, "transport": c.transport,
                            "deviceType": c.device_type, "deviceOs": c.device_os, "deviceBrowser": c.device_browser,
-                           "connectedAt": crate::wire::iso(c.connected_at), "nodeId": c.node_id})
+                           "connectedAt": crate::domain::time::iso_ms(c.connected_at), "nodeId": c.node_id})
                 })
                 .collect()
         }

@@ -39,7 +39,7 @@ pub fn opt(v: &Value) -> String {
 }
 
 pub fn time(ms: &Value) -> String {
-    ms.as_i64().map(crate::wire::iso).unwrap_or_else(|| opt(ms))
+    ms.as_i64().map(crate::domain::time::iso_ms).unwrap_or_else(|| opt(ms))
 }
 
 /// Asks the running server's admin API (when it is up and REALTIME_API_KEY is set). None means: read the

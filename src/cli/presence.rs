@@ -21,7 +21,7 @@ pub async fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         Some(user) => match output::from_server(
             cfg,
             &account,
-            &format!("/api/users/{}/presence", crate::wire::percent_encode(user)),
+            &format!("/api/users/{}/presence", crate::config::percent_encode(user)),
         )
         .await
         {
@@ -80,7 +80,7 @@ async fn from_database(cfg: &Config, account: &str, user: &str) -> anyhow::Resul
     };
     Ok(json!({
         "userId": user,
-        "presence": { "status": "offline", "lastSeen": r.last_seen_at.map(crate::wire::iso),
+        "presence": { "status": "offline", "lastSeen": r.last_seen_at.map(crate::domain::time::iso_ms),
                       "customStatus": { "text": r.custom_text, "emoji": r.custom_emoji } },
         "connected": false,
         "settings": { "visibility": r.visibility, "showOnlineStatus": r.show_online_status,

@@ -7,7 +7,7 @@ use super::output;
 use crate::config::Config;
 use crate::domain::names::RoomName;
 use crate::domain::policy::ROOM_TYPES;
-use crate::service::rooms::parse_visibility;
+use crate::domain::policy::parse_visibility;
 use crate::store::rooms::NewRoom;
 
 #[derive(clap::Args, Debug)]
@@ -131,7 +131,7 @@ pub async fn create(args: CreateArgs, cfg: &Config) -> anyhow::Result<()> {
 
 pub async fn delete(args: DeleteArgs, cfg: &Config) -> anyhow::Result<()> {
     let account = output::account(&args.account);
-    let path = format!("/api/rooms/{}", crate::wire::percent_encode(&args.name));
+    let path = format!("/api/rooms/{}", crate::config::percent_encode(&args.name));
     let deleted = match output::to_server(cfg, &account, Method::DELETE, &path, None).await {
         Some(res) => res.is_ok(),
         None => output::store(cfg).await?.delete_room(&account, &args.name).await?,
@@ -147,7 +147,7 @@ pub async fn add_member(args: MemberArgs, cfg: &Config) -> anyhow::Result<()> {
         crate::domain::policy::ROLES.contains(&args.role.as_str()),
         "--role must be admin, moderator, member or guest"
     );
-    let path = format!("/api/rooms/{}/members", crate::wire::percent_encode(&args.room));
+    let path = format!("/api/rooms/{}/members", crate::config::percent_encode(&args.room));
     let body = json!({ "userId": args.user_id, "role": args.role });
     match output::to_server(cfg, &account, Method::POST, &path, Some(body)).await {
         Some(res) => {
@@ -172,8 +172,8 @@ pub async fn remove_member(args: RemoveMemberArgs, cfg: &Config) -> anyhow::Resu
     let account = output::account(&args.account);
     let path = format!(
         "/api/rooms/{}/members/{}",
-        crate::wire::percent_encode(&args.room),
-        crate::wire::percent_encode(&args.user_id)
+        crate::config::percent_encode(&args.room),
+        crate::config::percent_encode(&args.user_id)
     );
     let removed = match output::to_server(cfg, &account, Method::DELETE, &path, None).await {
         Some(res) => res.is_ok(),

@@ -24,7 +24,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     eprintln!("warning: this token is for development; production tokens come from your auth service");
     let token = crate::auth::mint_hs256(secret, &args.user_id, args.name.as_deref(), args.ttl)?;
     if args.json {
-        let expires = crate::wire::iso(crate::store::now_ms() + args.ttl * 1000);
+        let expires = crate::domain::time::iso_ms(crate::store::now_ms() + args.ttl * 1000);
         super::output::json(&serde_json::json!({ "token": token, "userId": args.user_id, "expiresAt": expires }));
     } else {
         println!("{token}");

@@ -7,4 +7,5 @@ pub mod policy;
 pub mod presence;
 pub mod ratelimit;
 pub mod receipts;
+pub mod time;
 pub mod typing;

@@ -37,6 +37,11 @@ pub fn room_key(account: &str, room: &str) -> String {
     key
 }
 
+/// The bare id nchat knows a room by: `channel:<id>` → `<id>`, any other room → its name.
+pub fn channel_id_of(room: &str) -> &str {
+    room.strip_prefix("channel:").unwrap_or(room)
+}
+
 /// The personal room every socket of a user joins.
 pub fn user_room(user_id: &str) -> String {
     format!("user:{user_id}")

@@ -1,4 +1,4 @@
-//! Who may join, read and write which room (CONTRACT §4, §5). Pure decisions over facts the caller loads.
+//! Who may join, read and write which room (docs/protocol.md §5, §6). Pure decisions over facts the caller loads.
 
 use super::names::RoomName;
 use crate::error::{AppError, ErrorCode};
@@ -30,6 +30,15 @@ impl Visibility {
 
 pub const ROLES: &[&str] = &["admin", "moderator", "member", "guest"];
 pub const ROOM_TYPES: &[&str] = &["channel", "dm", "group", "group-dm", "thread", "broadcast"];
+
+/// A visibility given by name; public when none is given.
+pub fn parse_visibility(v: Option<&str>) -> Result<Visibility, AppError> {
+    match v {
+        None => Ok(Visibility::Public),
+        Some(s) => Visibility::parse(s)
+            .ok_or_else(|| AppError::validation(format!("visibility must be public, private or secret, not {s:?}"))),
+    }
+}
 
 /// What the store knows about a room.
 #[derive(Debug, Clone)]

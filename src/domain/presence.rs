@@ -1,4 +1,4 @@
-//! Presence (CONTRACT §9): multi-device aggregation, offline grace, idle detection, custom
+//! Presence (docs/protocol.md §10): multi-device aggregation, offline grace, idle detection, custom
 //! status expiry, per-user coalescing, and the server-side privacy filter.
 //!
 //! Pure logic: no sockets, no SQL, no clock. The glue calls [`PresenceTracker`] on
@@ -29,9 +29,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize, Serializer};
-use serde_json::Value;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 
 /// Longest custom status text, in characters.
 pub const MAX_STATUS_TEXT_CHARS: usize = 256;
@@ -44,17 +43,6 @@ pub const DEFAULT_OFFLINE_GRACE_MS: i64 = 5_000;
 pub const DEFAULT_IDLE_TIMEOUT_MS: i64 = 300_000;
 pub const DEFAULT_COALESCE_WINDOW_MS: i64 = 400;
 pub const DEFAULT_COALESCE_MAX_DELAY_MS: i64 = 2_000;
-
-fn iso(dt: &DateTime<Utc>) -> String {
-    dt.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn ser_opt_iso<S: Serializer>(dt: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-    match dt {
-        Some(dt) => s.serialize_str(&iso(dt)),
-        None => s.serialize_none(),
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Vocabulary
@@ -125,7 +113,7 @@ impl PublicStatus {
     }
 }
 
-/// Why a presence request was refused; [`PresenceError::code`] gives the CONTRACT §3 code.
+/// Why a presence request was refused; [`PresenceError::code`] gives the docs/protocol.md §2 code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PresenceError {
     Validation(String),
@@ -133,11 +121,17 @@ pub enum PresenceError {
 }
 
 impl PresenceError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::error::ErrorCode {
         match self {
-            PresenceError::Validation(_) => "VALIDATION_ERROR",
-            PresenceError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
+            PresenceError::Validation(_) => crate::error::ErrorCode::ValidationError,
+            PresenceError::TooLarge(_) => crate::error::ErrorCode::PayloadTooLarge,
         }
+    }
+}
+
+impl From<PresenceError> for crate::error::AppError {
+    fn from(e: PresenceError) -> Self {
+        crate::error::AppError::new(e.code(), e.to_string())
     }
 }
 
@@ -178,63 +172,17 @@ pub struct PresenceUpdate {
     pub custom_status: Option<CustomStatus>,
 }
 
-fn text_field(v: Option<&Value>, field: &str) -> Result<Option<String>, PresenceError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
-            let s = s.trim();
-            if s.is_empty() { Ok(None) } else { Ok(Some(s.to_string())) }
-        }
-        Some(_) => Err(PresenceError::Validation(format!("{field} must be a string"))),
-    }
-}
-
-fn time_field(v: Option<&Value>) -> Result<Option<DateTime<Utc>>, PresenceError> {
-    let bad = || PresenceError::Validation("customStatus.expiresAt must be an ISO-8601 time or epoch ms".into());
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => {
-            DateTime::parse_from_rfc3339(s).map(|d| Some(d.with_timezone(&Utc))).map_err(|_| bad())
-        }
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .or_else(|| n.as_f64().map(|f| f as i64))
-            .and_then(DateTime::from_timestamp_millis)
-            .map(Some)
-            .ok_or_else(bad),
-        Some(_) => Err(bad()),
-    }
-}
-
 impl PresenceUpdate {
-    /// Parse and bound an inbound payload. Accepts `customStatus` as
-    /// `{text?, emoji?, expiresAt?}` or as a plain string with a sibling `customEmoji`.
-    /// Empty text and emoji mean "no custom status".
-    pub fn from_json(payload: &Value) -> Result<Self, PresenceError> {
-        let obj = payload.as_object().ok_or_else(|| PresenceError::Validation("payload must be an object".into()))?;
-        let status = match obj.get("status") {
-            Some(Value::String(s)) => Status::parse(s).ok_or_else(|| {
-                PresenceError::Validation("status must be online, away, busy, dnd, offline or invisible".into())
-            })?,
-            _ => return Err(PresenceError::Validation("status is required".into())),
-        };
-        let (text, emoji, expires_at) = match obj.get("customStatus") {
-            None | Some(Value::Null) => (None, text_field(obj.get("customEmoji"), "customEmoji")?, None),
-            Some(Value::String(_)) => (
-                text_field(obj.get("customStatus"), "customStatus")?,
-                text_field(obj.get("customEmoji"), "customEmoji")?,
-                None,
-            ),
-            Some(Value::Object(cs)) => (
-                text_field(cs.get("text"), "customStatus.text")?,
-                text_field(cs.get("emoji"), "customStatus.emoji")?,
-                time_field(cs.get("expiresAt"))?,
-            ),
-            Some(_) => {
-                return Err(PresenceError::Validation("customStatus must be an object or a string".into()));
-            }
-        };
+    /// An update from its fields, bounded. Blank text and emoji are absent; a custom status with neither
+    /// text nor emoji is no custom status.
+    pub fn new(
+        status: Status,
+        text: Option<&str>,
+        emoji: Option<&str>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<Self, PresenceError> {
+        let clean = |v: Option<&str>| v.map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+        let (text, emoji) = (clean(text), clean(emoji));
         if text.as_ref().is_some_and(|t| t.chars().count() > MAX_STATUS_TEXT_CHARS) {
             return Err(PresenceError::TooLarge("customStatus.text".into()));
         }
@@ -258,6 +206,25 @@ pub enum Visibility {
     Everyone,
     Contacts,
     Nobody,
+}
+
+impl Visibility {
+    pub fn parse(s: &str) -> Option<Visibility> {
+        match s {
+            "everyone" => Some(Visibility::Everyone),
+            "contacts" => Some(Visibility::Contacts),
+            "nobody" => Some(Visibility::Nobody),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Everyone => "everyone",
+            Visibility::Contacts => "contacts",
+            Visibility::Nobody => "nobody",
+        }
+    }
 }
 
 /// A user's privacy settings (`presence:settings`, admin API). Defaults: everything visible.
@@ -373,7 +340,7 @@ pub struct ViewedPresence {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub custom_status: Option<CustomStatusView>,
     /// ISO-8601 UTC with milliseconds; only with status `offline`.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_iso")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::domain::time::ser::opt_iso")]
     pub last_seen: Option<DateTime<Utc>>,
 }
 
@@ -388,7 +355,7 @@ pub enum Viewer {
     Other,
 }
 
-/// CONTRACT §9 privacy table for another viewer.
+/// docs/protocol.md §10 privacy table for another viewer.
 pub fn view_for(viewer_is_contact: bool, presence: &Presence, settings: &PrivacySettings) -> ViewedPresence {
     view_as(if viewer_is_contact { Viewer::Contact } else { Viewer::Other }, presence, settings)
 }
@@ -1022,7 +989,10 @@ pub struct StatusBreakdown {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn json(v: &impl Serialize) -> String {
+        serde_json::to_string(v).unwrap()
+    }
 
     const A: &str = "primary";
 
@@ -1183,22 +1153,18 @@ mod tests {
     #[test]
     fn viewed_presence_serializes_per_contract() {
         let v = view_for(false, &online_presence(), &PrivacySettings::default());
-        assert_eq!(
-            serde_json::to_value(&v).unwrap(),
-            json!({"userId": "u", "status": "online", "customStatus": {"text": "Lunch", "emoji": "🍕"}})
-        );
+        assert_eq!(json(&v), r#"{"userId":"u","status":"online","customStatus":{"text":"Lunch","emoji":"🍕"}}"#);
         let mut p = offline_presence();
         p.custom_status = Some(CustomStatus { text: Some("Away".into()), emoji: None, expires_at: None });
         let v = view_for(false, &p, &PrivacySettings::default());
         assert_eq!(
-            serde_json::to_value(&v).unwrap(),
-            json!({"userId": "u", "status": "offline", "customStatus": {"text": "Away", "emoji": null},
-                   "lastSeen": "2023-11-14T22:12:20.000Z"})
+            json(&v),
+            r#"{"userId":"u","status":"offline","customStatus":{"text":"Away","emoji":null},"lastSeen":"2023-11-14T22:12:20.000Z"}"#
         );
         let v = view_for(false, &online_presence(), &PrivacySettings { invisible_mode: true, ..Default::default() });
-        assert_eq!(serde_json::to_value(&v).unwrap(), json!({"userId": "u", "status": "offline"}));
+        assert_eq!(json(&v), r#"{"userId":"u","status":"offline"}"#);
         let busy = Presence { status: PublicStatus::Busy, ..online_presence() };
-        assert_eq!(serde_json::to_value(view_for(true, &busy, &PrivacySettings::default())).unwrap()["status"], "busy");
+        assert!(json(&view_for(true, &busy, &PrivacySettings::default())).contains(r#""status":"busy""#));
     }
 
     #[test]
@@ -1254,57 +1220,36 @@ mod tests {
     #[test]
     fn settings_patch_merges() {
         let patch: PrivacySettingsPatch =
-            serde_json::from_value(json!({"visibility": "contacts", "showLastSeen": false})).unwrap();
+            serde_json::from_str(r#"{"visibility": "contacts", "showLastSeen": false}"#).unwrap();
         let s = PrivacySettings::default().merged(&patch);
         assert_eq!(s.visibility, Visibility::Contacts);
         assert!(!s.show_last_seen);
         assert!(s.show_online_status && s.allow_read_receipts && !s.invisible_mode);
         assert_eq!(
-            serde_json::to_value(s).unwrap(),
-            json!({"visibility": "contacts", "showOnlineStatus": true, "showLastSeen": false,
-                   "allowReadReceipts": true, "invisibleMode": false})
+            json(&s),
+            r#"{"visibility":"contacts","showOnlineStatus":true,"showLastSeen":false,"allowReadReceipts":true,"invisibleMode":false}"#
         );
-        assert!(serde_json::from_value::<PrivacySettingsPatch>(json!({"visibility": "all"})).is_err());
+        assert!(serde_json::from_str::<PrivacySettingsPatch>(r#"{"visibility": "all"}"#).is_err());
     }
 
-    // ----- parsing ---------------------------------------------------------------------------
+    // ----- bounds ----------------------------------------------------------------------------
 
     #[test]
-    fn update_parsing() {
-        let u = PresenceUpdate::from_json(&json!({"status": "dnd"})).unwrap();
-        assert_eq!(u, upd(Status::Busy));
-        let u = PresenceUpdate::from_json(&json!({
-            "status": "online",
-            "customStatus": {"text": "In a meeting", "emoji": "📅", "expiresAt": "2023-11-14T23:13:20.000Z"}
-        }))
-        .unwrap();
+    fn update_is_bounded_and_blank_means_absent() {
+        assert_eq!(PresenceUpdate::new(Status::Busy, None, None, None).unwrap(), upd(Status::Busy));
+        let u = PresenceUpdate::new(Status::Online, Some(" brb "), Some("☕"), Some(t(0))).unwrap();
         let cs = u.custom_status.unwrap();
-        assert_eq!(cs.text.as_deref(), Some("In a meeting"));
-        assert_eq!(cs.expires_at, Some(t(3_600_000)));
-        let u =
-            PresenceUpdate::from_json(&json!({"status": "away", "customStatus": "brb", "customEmoji": "☕"})).unwrap();
-        assert_eq!(u.custom_status.unwrap().emoji.as_deref(), Some("☕"));
-        let u = PresenceUpdate::from_json(
-            &json!({"status": "online", "customStatus": {"expiresAt": 1_700_000_000_000i64}}),
-        )
-        .unwrap();
+        assert_eq!((cs.text.as_deref(), cs.emoji.as_deref(), cs.expires_at), (Some("brb"), Some("☕"), Some(t(0))));
+        let u = PresenceUpdate::new(Status::Online, Some(" "), None, Some(t(0))).unwrap();
         assert_eq!(u.custom_status, None, "empty custom status is no custom status");
-        let u = PresenceUpdate::from_json(
-            &json!({"status": "online", "customStatus": {"text": "x", "expiresAt": 1_700_000_000_000i64}}),
-        )
-        .unwrap();
-        assert_eq!(u.custom_status.unwrap().expires_at, Some(t(0)));
-        assert_eq!(PresenceUpdate::from_json(&json!({"status": "sleeping"})).unwrap_err().code(), "VALIDATION_ERROR");
-        assert!(PresenceUpdate::from_json(&json!({})).is_err());
-        assert!(PresenceUpdate::from_json(&json!({"status": "online", "customStatus": 5})).is_err());
-        assert!(
-            PresenceUpdate::from_json(&json!({"status": "online", "customStatus": {"expiresAt": "soon"}})).is_err()
-        );
         assert_eq!(
-            PresenceUpdate::from_json(&json!({"status": "online", "customStatus": "x".repeat(300)}))
-                .unwrap_err()
-                .code(),
-            "PAYLOAD_TOO_LARGE"
+            PresenceUpdate::new(Status::Online, Some(&"x".repeat(257)), None, None).unwrap_err(),
+            PresenceError::TooLarge("customStatus.text".into())
+        );
+        assert!(PresenceUpdate::new(Status::Online, Some(&"é".repeat(256)), None, None).is_ok(), "counted in chars");
+        assert_eq!(
+            PresenceUpdate::new(Status::Online, None, Some(&"x".repeat(65)), None).unwrap_err(),
+            PresenceError::TooLarge("customStatus.emoji".into())
         );
     }
 
@@ -1395,7 +1340,7 @@ mod tests {
             assert!(run_until(&mut p, now).is_empty());
         }
         // dnd is busy: still a heartbeat.
-        let dnd = PresenceUpdate::from_json(&json!({"status": "dnd", "customStatus": {"text": "Focus"}})).unwrap();
+        let dnd = PresenceUpdate::new(Status::parse("dnd").unwrap(), Some("Focus"), None, None).unwrap();
         assert_eq!(p.update(A, "u", "s1", dnd, t(330_000)), UpdateOutcome::Unchanged);
     }
 

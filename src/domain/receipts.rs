@@ -1,4 +1,4 @@
-//! Delivery and read receipts (CONTRACT §6): pure counting logic, no sockets, no SQL, no clock.
+//! Delivery and read receipts (docs/protocol.md §7): pure counting logic, no sockets, no SQL, no clock.
 //!
 //! Model:
 //! - Each room has members; a member counts as a *recipient* of a message when they are
@@ -21,17 +21,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Serialize, Serializer};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 /// Per-room monotonic message sequence number.
 pub type Seq = i64;
 
 pub const DEFAULT_MAX_MESSAGES_PER_ROOM: usize = 1_000;
-
-fn ser_iso<S: Serializer>(dt: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&dt.to_rfc3339_opts(SecondsFormat::Millis, true))
-}
 
 // ---------------------------------------------------------------------------------------------
 // Outgoing payloads
@@ -82,7 +78,7 @@ pub struct MessageDelivered {
     pub message_id: String,
     pub delivered_count: usize,
     pub total_recipients: usize,
-    #[serde(serialize_with = "ser_iso")]
+    #[serde(serialize_with = "crate::domain::time::ser::iso")]
     pub delivered_at: DateTime<Utc>,
 }
 
@@ -102,7 +98,7 @@ pub struct MessageRead {
     pub user_id: String,
     pub read_count: usize,
     pub total_recipients: usize,
-    #[serde(serialize_with = "ser_iso")]
+    #[serde(serialize_with = "crate::domain::time::ser::iso")]
     pub read_at: DateTime<Utc>,
 }
 
@@ -113,7 +109,7 @@ pub struct MessageBatchRead {
     pub channel_id: String,
     pub user_id: String,
     pub message_ids: Vec<String>,
-    #[serde(serialize_with = "ser_iso")]
+    #[serde(serialize_with = "crate::domain::time::ser::iso")]
     pub read_at: DateTime<Utc>,
 }
 
@@ -127,7 +123,7 @@ pub struct DeliveryStatus {
     pub delivered_count: usize,
     pub read_count: usize,
     pub total_recipients: usize,
-    #[serde(serialize_with = "ser_iso")]
+    #[serde(serialize_with = "crate::domain::time::ser::iso")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -276,17 +272,53 @@ struct Tracked {
     updated_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Counts {
-    delivered: usize,
-    read: usize,
-    total: usize,
+/// How many recipients of a message got it and read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub delivered: usize,
+    pub read: usize,
+    pub total: usize,
 }
 
 impl Counts {
-    fn state(self) -> DeliveryState {
+    pub fn state(self) -> DeliveryState {
         DeliveryState::from_counts(self.delivered, self.read, self.total)
     }
+}
+
+/// A room member, as the counting rule sees them for one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member<'a> {
+    pub user: &'a str,
+    /// The room's last seq when they joined: they receive messages after it.
+    pub since_seq: Seq,
+    /// Their read watermark.
+    pub read_seq: Seq,
+    /// The message was delivered to them (pushed to a socket, or fetched by sync).
+    pub delivered: bool,
+    /// They turned read receipts off: they count as delivered, never as read.
+    pub receipts_off: bool,
+}
+
+/// The receipt-counting rule, the one place it is written: a member is a recipient of message `seq` when
+/// they are not its sender and joined before it (`since_seq < seq`); reading through `seq` implies delivery;
+/// a reader with read receipts off counts as delivered only.
+pub fn count<'a>(sender: &str, seq: Seq, members: impl IntoIterator<Item = Member<'a>>) -> Counts {
+    let mut c = Counts::default();
+    for m in members {
+        if m.user == sender || m.since_seq >= seq {
+            continue;
+        }
+        c.total += 1;
+        let read = m.read_seq >= seq;
+        if read || m.delivered {
+            c.delivered += 1;
+        }
+        if read && !m.receipts_off {
+            c.read += 1;
+        }
+    }
+    c
 }
 
 #[derive(Clone, Debug, Default)]
@@ -310,21 +342,14 @@ impl RoomState {
     }
 
     fn counts(&self, seq: Seq, m: &Tracked, receipts_off: impl Fn(&str) -> bool) -> Counts {
-        let mut c = Counts { delivered: 0, read: 0, total: 0 };
-        for (user, since) in &self.members {
-            if *user == m.sender_id || *since >= seq {
-                continue;
-            }
-            c.total += 1;
-            let read = self.read_through(user, seq);
-            if read || m.delivered.contains(user) {
-                c.delivered += 1;
-            }
-            if read && !receipts_off(user) {
-                c.read += 1;
-            }
-        }
-        c
+        let members = self.members.iter().map(|(user, since)| Member {
+            user,
+            since_seq: *since,
+            read_seq: self.watermarks.get(user).map_or(Seq::MIN, |w| w.seq),
+            delivered: m.delivered.contains(user),
+            receipts_off: receipts_off(user),
+        });
+        count(&m.sender_id, seq, members)
     }
 }
 
@@ -734,7 +759,10 @@ fn delivered_notice(m: &Tracked, before: Counts, after: Counts, now: DateTime<Ut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn json(v: &impl Serialize) -> String {
+        serde_json::to_string(v).unwrap()
+    }
 
     const A: &str = "primary";
     const ROOM: &str = "channel:general";
@@ -787,9 +815,8 @@ mod tests {
         assert_eq!((n.delivered.delivered_count, n.delivered.total_recipients), (1, 3));
         assert_eq!(n.ack, None, "group: not delivered until all recipients have it");
         assert_eq!(
-            serde_json::to_value(&n.delivered).unwrap(),
-            json!({"messageId": "m1", "deliveredCount": 1, "totalRecipients": 3,
-                   "deliveredAt": "2023-11-14T22:13:20.010Z"})
+            json(&n.delivered),
+            r#"{"messageId":"m1","deliveredCount":1,"totalRecipients":3,"deliveredAt":"2023-11-14T22:13:20.010Z"}"#
         );
         // The sender, duplicates and strangers do not count.
         assert!(r.mark_delivered(A, "m1", ["alice", "bob", "mallory"], t(11)).is_none());
@@ -798,7 +825,7 @@ mod tests {
         let n = r.mark_delivered(A, "m1", ["dave"], t(30)).unwrap();
         assert_eq!(n.delivered.delivered_count, 3);
         assert_eq!(n.ack, Some(MessageAck { message_id: "m1".into(), status: DeliveryState::Delivered }));
-        assert_eq!(serde_json::to_value(n.ack.unwrap()).unwrap(), json!({"messageId": "m1", "status": "delivered"}));
+        assert_eq!(json(&n.ack.unwrap()), r#"{"messageId":"m1","status":"delivered"}"#);
         assert!(r.mark_delivered(A, "unknown", ["bob"], t(40)).is_none());
     }
 
@@ -832,9 +859,8 @@ mod tests {
         let mut r = room4();
         let out = r.mark_read_message(A, "bob", "m1", t(1234)).unwrap();
         assert_eq!(
-            serde_json::to_value(&out.reads[0].read).unwrap(),
-            json!({"messageId": "m1", "userId": "bob", "readCount": 1, "totalRecipients": 3,
-                   "readAt": "2023-11-14T22:13:21.234Z"})
+            json(&out.reads[0].read),
+            r#"{"messageId":"m1","userId":"bob","readCount":1,"totalRecipients":3,"readAt":"2023-11-14T22:13:21.234Z"}"#
         );
         // The read implied the delivery.
         assert_eq!(out.delivered.len(), 1);
@@ -874,9 +900,8 @@ mod tests {
         assert_eq!(batches.len(), 2);
         assert_eq!(batches[0].sender_id, "alice");
         assert_eq!(
-            serde_json::to_value(&batches[0].payload).unwrap(),
-            json!({"channelId": "general", "userId": "dave", "messageIds": ["m1", "m3"],
-                   "readAt": "2023-11-14T22:13:20.500Z"})
+            json(&batches[0].payload),
+            r#"{"channelId":"general","userId":"dave","messageIds":["m1","m3"],"readAt":"2023-11-14T22:13:20.500Z"}"#
         );
         assert_eq!(batches[1].sender_id, "bob");
         assert_eq!(batches[1].payload.message_ids, vec!["m2"]);
@@ -912,15 +937,12 @@ mod tests {
         assert_eq!(resp.statuses.len(), 2);
         assert_eq!(resp.statuses[1].message_id, "c-m1", "echoed as sent");
         assert_eq!(resp.statuses[0].state, DeliveryState::Sent);
-        assert_eq!(
-            serde_json::to_value(&resp).unwrap(),
-            json!({"statuses": [
-                {"messageId": "m1", "state": "sent", "deliveredCount": 0, "readCount": 0,
-                 "totalRecipients": 3, "updatedAt": "2023-11-14T22:13:20.001Z"},
-                {"messageId": "c-m1", "state": "sent", "deliveredCount": 0, "readCount": 0,
-                 "totalRecipients": 3, "updatedAt": "2023-11-14T22:13:20.001Z"}
-            ]})
-        );
+        let status = |id: &str| {
+            format!(
+                r#"{{"messageId":"{id}","state":"sent","deliveredCount":0,"readCount":0,"totalRecipients":3,"updatedAt":"2023-11-14T22:13:20.001Z"}}"#
+            )
+        };
+        assert_eq!(json(&resp), format!(r#"{{"statuses":[{},{}]}}"#, status("m1"), status("c-m1")));
         // Client ids are per sender: bob cannot look up alice's.
         assert!(r.status(A, "bob", "c-m1").is_none());
         r.mark_delivered(A, "m1", ["bob", "carol"], t(50));
@@ -929,7 +951,7 @@ mod tests {
         r.mark_delivered(A, "m1", ["dave"], t(60));
         assert_eq!(r.status(A, "alice", "m1").unwrap().state, DeliveryState::Delivered);
         assert_eq!(DeliveryStatus::failed("x", t(0)).state, DeliveryState::Failed);
-        assert_eq!(serde_json::to_value(DeliveryState::Failed).unwrap(), json!("failed"));
+        assert_eq!(json(&DeliveryState::Failed), r#""failed""#);
     }
 
     #[test]
@@ -1039,5 +1061,33 @@ mod tests {
         assert!(r.mark_read_message("other", "bob", "m1", t(0)).is_none());
         r.set_read_receipts("other", "bob", false);
         assert_eq!(r.mark_read(A, ROOM, "bob", 1, t(0)).reads.len(), 1);
+    }
+
+    #[test]
+    fn counting_rule_skips_the_sender_and_late_joiners() {
+        let m = |user, since_seq, read_seq, delivered, receipts_off| Member {
+            user,
+            since_seq,
+            read_seq,
+            delivered,
+            receipts_off,
+        };
+        let members = [
+            m("sender", 0, 0, false, false),
+            m("reader", 0, 5, false, false),
+            m("private", 0, 5, false, true),
+            m("got_it", 0, 0, true, false),
+            m("offline", 0, 0, false, false),
+            m("late", 5, 9, true, false),
+        ];
+        let c = count("sender", 5, members);
+        assert_eq!(c, Counts { delivered: 3, read: 1, total: 4 }, "the late joiner is no recipient of seq 5");
+        assert_eq!(c.state(), DeliveryState::Sent);
+        assert_eq!(count("sender", 6, members).total, 5, "but is one of seq 6");
+        let all_read = [m("a", 0, 9, false, false), m("b", 0, 9, false, false)];
+        assert_eq!(count("s", 9, all_read).state(), DeliveryState::Read);
+        let all_got = [m("a", 0, 0, true, false), m("b", 0, 9, false, true)];
+        assert_eq!(count("s", 9, all_got).state(), DeliveryState::Delivered, "a private reader is delivered only");
+        assert_eq!(count("s", 1, []).state(), DeliveryState::Sent, "no recipients: sent");
     }
 }

@@ -17,7 +17,7 @@ pub struct ConnectionRow {
     pub device_type: Option<String>,
     pub device_os: Option<String>,
     pub device_browser: Option<String>,
-    #[serde(serialize_with = "crate::wire::ser::iso")]
+    #[serde(serialize_with = "crate::domain::time::ser::ms")]
     pub connected_at: i64,
 }
 

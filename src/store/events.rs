@@ -18,7 +18,7 @@ pub struct EventRow {
     /// JSON text.
     pub payload: Option<String>,
     pub ip: Option<String>,
-    #[serde(serialize_with = "crate::wire::ser::iso")]
+    #[serde(serialize_with = "crate::domain::time::ser::ms")]
     pub created_at: i64,
 }
 

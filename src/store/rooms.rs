@@ -18,10 +18,10 @@ pub struct RoomRow {
     pub is_active: bool,
     pub member_count: i64,
     pub last_seq: i64,
-    #[serde(serialize_with = "crate::wire::ser::opt_iso")]
+    #[serde(serialize_with = "crate::domain::time::ser::opt_ms")]
     pub last_message_at: Option<i64>,
     pub created_by: Option<String>,
-    #[serde(serialize_with = "crate::wire::ser::iso")]
+    #[serde(serialize_with = "crate::domain::time::ser::ms")]
     pub created_at: i64,
 }
 
@@ -43,7 +43,7 @@ pub struct MemberRow {
     pub role: String,
     pub muted: bool,
     pub banned: bool,
-    #[serde(serialize_with = "crate::wire::ser::iso")]
+    #[serde(serialize_with = "crate::domain::time::ser::ms")]
     pub joined_at: i64,
     pub last_read_seq: i64,
 }
@@ -185,8 +185,10 @@ impl Store {
     /// Adds a member (or updates the role of an existing one). True when the user was not a member before.
     pub async fn add_member(&self, account: &str, room: &str, user: &str, role: &str) -> Result<bool, sqlx::Error> {
         let res = sqlx::query(
-            "INSERT INTO np_realtime_room_members (source_account_id, room_name, user_id, role, joined_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source_account_id, room_name, user_id) DO NOTHING",
+            "INSERT INTO np_realtime_room_members (source_account_id, room_name, user_id, role, joined_at, joined_seq) \
+             VALUES ($1, $2, $3, $4, $5, COALESCE((SELECT last_seq FROM np_realtime_rooms \
+                                                   WHERE source_account_id = $1 AND name = $2), 0)) \
+             ON CONFLICT (source_account_id, room_name, user_id) DO NOTHING",
         )
         .bind(account)
         .bind(room)

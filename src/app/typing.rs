@@ -1,0 +1,183 @@
+//! Typing indicators (docs/protocol.md §9): the typing backend only, never the database. The permission
+//! check uses the rooms the socket is in (joined under the room policy), so a typing storm costs no query.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::events::{Author, Event};
+use super::rooms::sleep_or_forever;
+use super::worker::Worker;
+use super::{Fanout, RosterRef};
+use crate::cluster::{Audience, SocketRooms, Target, TypingBackend};
+use crate::domain::names::RoomName;
+use crate::domain::typing::{RoomType, TypingEvent, TypingRequest, Typist};
+use crate::error::{AppError, AppResult};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Who is typing: the user, the device (socket id, or the HTTP device), and how they are shown.
+pub struct Typer<'a> {
+    pub account: &'a str,
+    pub user: &'a str,
+    pub device: &'a str,
+    pub author: Author,
+}
+
+pub struct Typing {
+    backend: Arc<dyn TypingBackend>,
+    roster: RosterRef,
+    store: Store,
+    fanout: Arc<Fanout>,
+    metrics: Arc<Metrics>,
+    enabled: bool,
+    wake: Arc<tokio::sync::Notify>,
+    worker: Worker,
+}
+
+impl Typing {
+    pub fn new(
+        backend: Arc<dyn TypingBackend>,
+        roster: RosterRef,
+        store: Store,
+        fanout: Arc<Fanout>,
+        metrics: Arc<Metrics>,
+        enabled: bool,
+    ) -> Typing {
+        Typing {
+            backend,
+            roster,
+            store,
+            fanout,
+            metrics,
+            enabled,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            worker: Worker::default(),
+        }
+    }
+
+    /// Starts the timer: it sends coalesced updates and expiries when they fall due, or when woken.
+    pub fn start(self: &Arc<Self>) {
+        let part = Arc::downgrade(self);
+        self.worker.start(|mut stop| async move {
+            loop {
+                let Some(t) = part.upgrade() else { return };
+                let events = t.backend.flush(Utc::now()).await;
+                t.emit(events).await;
+                let next = t.backend.next_deadline().await;
+                let wait = next.map(|d| (d - Utc::now()).to_std().unwrap_or_default());
+                let wake = t.wake.clone();
+                drop(t);
+                tokio::select! {
+                    _ = sleep_or_forever(wait) => {},
+                    _ = wake.notified() => {},
+                    _ = stop.requested() => return,
+                }
+            }
+        });
+    }
+
+    pub async fn stop(&self) {
+        self.worker.stop().await;
+    }
+
+    /// A typing start or stop from a socket: it must be in the room (and not muted there, to start).
+    pub async fn socket_typing(&self, typer: Typer<'_>, req: TypingRequest) -> AppResult<()> {
+        self.check_enabled()?;
+        let rooms = self.roster.rooms_of(typer.device).await.unwrap_or_default();
+        self.apply(typer, req, &rooms).await
+    }
+
+    /// `POST /typing`: typing from a client without a socket, tracked as its HTTP device and expiring like
+    /// any other. Such a client is in no room, so its permission comes from the stored membership (one read
+    /// per request; socket typing still reads nothing).
+    pub async fn http_typing(&self, typer: Typer<'_>, req: TypingRequest) -> AppResult<()> {
+        self.check_enabled()?;
+        let room = req.room(typer.account)?;
+        let mut rooms = SocketRooms::default();
+        for name in [room.socket_room(), room.room_name.clone()] {
+            if let Some(m) = self.store.member(typer.account, &name, typer.user).await?
+                && !m.banned
+            {
+                if m.muted {
+                    rooms.muted.push(name.clone());
+                }
+                rooms.rooms.push(name);
+            }
+        }
+        self.apply(typer, req, &rooms).await
+    }
+
+    fn check_enabled(&self) -> AppResult<()> {
+        if self.enabled {
+            Ok(())
+        } else {
+            Err(AppError::forbidden("typing indicators are disabled (REALTIME_ENABLE_TYPING=false)"))
+        }
+    }
+
+    async fn apply(&self, typer: Typer<'_>, req: TypingRequest, rooms: &SocketRooms) -> AppResult<()> {
+        let mut room = req.room(typer.account)?;
+        let canonical = room.socket_room();
+        if !rooms.contains(&canonical) {
+            if room.room_type != RoomType::Dm && rooms.contains(&room.room_name) {
+                // A bare channel (`general`) is typed into by its bare name: its own list, sent to that room
+                // (never mixed with a `channel:<id>` of the same id, which may have other members).
+                room.bare = true;
+            } else {
+                return Err(AppError::not_a_member(&canonical));
+            }
+        }
+        let joined = room.socket_room();
+        if req.is_typing && rooms.is_muted(&joined) {
+            return Err(AppError::forbidden(format!("you are muted in {joined}")));
+        }
+        if room.room_type == RoomType::Dm
+            && let Some(recipient) = &req.recipient_id
+            && let Some((a, b)) = RoomName::parse(&canonical)
+                .ok()
+                .as_ref()
+                .and_then(|r| r.dm_pair().map(|(a, b)| (a.to_string(), b.to_string())))
+            && (recipient == typer.user || (recipient != &a && recipient != &b))
+        {
+            return Err(AppError::forbidden(format!("{recipient} is not the other participant of {canonical}")));
+        }
+        let now = Utc::now();
+        if req.is_typing {
+            let typist = Typist {
+                user_id: typer.user.to_string(),
+                socket_id: typer.device.to_string(),
+                user_name: typer.author.name,
+                user_avatar: typer.author.avatar,
+            };
+            self.backend.start(&room, &typist, req.recipient_id.as_deref(), now).await;
+        } else {
+            self.backend.stop(&room, typer.user, typer.device, req.recipient_id.as_deref(), now).await;
+        }
+        self.metrics.typing_events.inc();
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// A socket closed: its typing entries go at once.
+    pub async fn socket_closed(&self, account: &str, user: &str, sid: &str) {
+        self.backend.remove_socket(account, user, sid, Utc::now()).await;
+        self.wake.notify_one();
+    }
+
+    async fn emit(&self, events: Vec<TypingEvent>) {
+        for ev in events {
+            let account = &ev.room.account;
+            let to = Audience {
+                account: account.clone(),
+                to: ev.targets.iter().map(|t| Target::Room(t.clone())).collect(),
+                except_users: ev.except_users.clone(),
+            };
+            self.fanout.emit(to, Event::Typing(ev.payload)).await;
+            self.metrics.broadcasts.inc();
+            for p in ev.personal {
+                self.fanout.emit(Audience::user(account, &p.user_id), Event::Typing(p.payload)).await;
+            }
+        }
+    }
+}

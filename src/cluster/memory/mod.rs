@@ -1,0 +1,12 @@
+//! Single-node implementations of the cluster seams: the state lives in this process, behind one lock per
+//! concern. They are what a node runs without Redis.
+
+mod presence;
+mod ratelimit;
+mod roster;
+mod typing;
+
+pub use presence::MemoryPresence;
+pub use ratelimit::MemoryRateLimiter;
+pub use roster::MemoryRoster;
+pub use typing::MemoryTyping;

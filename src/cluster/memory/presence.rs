@@ -1,0 +1,212 @@
+//! [`PresenceBackend`] in memory: the presence tracker behind a mutex, and the subscription, audience,
+//! settings and last-seen maps beside it.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use crate::cluster::PresenceBackend;
+use crate::domain::presence::{
+    CustomStatus, Presence, PresenceConfig, PresenceEvent, PresenceTracker, PresenceUpdate, PrivacySettings,
+    StatusBreakdown, UpdateOutcome,
+};
+
+type UserKey = (String, String);
+
+fn key(account: &str, user: &str) -> UserKey {
+    (account.to_string(), user.to_string())
+}
+
+pub struct MemoryPresence {
+    tracker: Mutex<PresenceTracker>,
+    settings: DashMap<UserKey, PrivacySettings>,
+    /// target → viewer → how many of the viewer's sockets subscribed.
+    subscribers: DashMap<UserKey, HashMap<String, u32>>,
+    /// socket → the targets it subscribed to (undone when it closes).
+    by_socket: DashMap<String, HashSet<String>>,
+    /// Rooms each user was last seen in, so an offline announcement reaches room-mates after the user's
+    /// sockets are gone.
+    rooms: DashMap<UserKey, Vec<String>>,
+    /// Last seen of sessions that ended here, known before the database write lands.
+    last_seen: DashMap<UserKey, DateTime<Utc>>,
+}
+
+impl MemoryPresence {
+    pub fn new(cfg: PresenceConfig) -> MemoryPresence {
+        MemoryPresence {
+            tracker: Mutex::new(PresenceTracker::new(cfg)),
+            settings: DashMap::new(),
+            subscribers: DashMap::new(),
+            by_socket: DashMap::new(),
+            rooms: DashMap::new(),
+            last_seen: DashMap::new(),
+        }
+    }
+
+    fn unsubscribe_one(&self, account: &str, viewer: &str, target: &str) {
+        let k = key(account, target);
+        let empty = match self.subscribers.get_mut(&k) {
+            Some(mut subs) => {
+                if let Some(n) = subs.get_mut(viewer) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        subs.remove(viewer);
+                    }
+                }
+                subs.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            self.subscribers.remove_if(&k, |_, s| s.is_empty());
+        }
+    }
+}
+
+#[async_trait]
+impl PresenceBackend for MemoryPresence {
+    async fn connect(&self, account: &str, user: &str, device: &str, now: DateTime<Utc>) {
+        self.tracker.lock().connect(account, user, device, now);
+    }
+
+    async fn disconnect(&self, account: &str, user: &str, device: &str, now: DateTime<Utc>) {
+        self.tracker.lock().disconnect(account, user, device, now);
+    }
+
+    async fn update(
+        &self,
+        account: &str,
+        user: &str,
+        device: &str,
+        update: PresenceUpdate,
+        now: DateTime<Utc>,
+    ) -> UpdateOutcome {
+        self.tracker.lock().update(account, user, device, update, now)
+    }
+
+    async fn touch(&self, account: &str, user: &str, device: &str, now: DateTime<Utc>) -> UpdateOutcome {
+        self.tracker.lock().touch(account, user, device, now)
+    }
+
+    async fn restore(
+        &self,
+        account: &str,
+        user: &str,
+        last_seen: Option<DateTime<Utc>>,
+        custom: Option<CustomStatus>,
+        now: DateTime<Utc>,
+    ) {
+        self.tracker.lock().restore(account, user, last_seen, custom, now);
+    }
+
+    async fn published(&self, account: &str, user: &str) -> Option<Presence> {
+        self.tracker.lock().get(account, user).cloned()
+    }
+
+    async fn current(&self, account: &str, user: &str) -> Option<Presence> {
+        self.tracker.lock().current(account, user)
+    }
+
+    async fn is_connected(&self, account: &str, user: &str) -> bool {
+        self.tracker.lock().is_connected(account, user)
+    }
+
+    async fn due(&self, now: DateTime<Utc>) -> Vec<PresenceEvent> {
+        self.tracker.lock().tick(now)
+    }
+
+    async fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        self.tracker.lock().next_deadline()
+    }
+
+    async fn end_all_graces(&self) -> Vec<PresenceEvent> {
+        self.tracker.lock().end_all_graces()
+    }
+
+    async fn breakdown(&self, account: &str) -> StatusBreakdown {
+        self.tracker.lock().breakdown(account)
+    }
+
+    async fn subscribe(&self, account: &str, viewer: &str, sid: &str, targets: &[String]) {
+        let mut mine = self.by_socket.entry(sid.to_string()).or_default();
+        for t in targets {
+            if mine.insert(t.clone()) {
+                *self.subscribers.entry(key(account, t)).or_default().entry(viewer.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+
+    async fn unsubscribe(&self, account: &str, viewer: &str, sid: &str, targets: &[String]) {
+        let removed: Vec<String> = match self.by_socket.get_mut(sid) {
+            Some(mut mine) => targets.iter().filter(|t| mine.remove(*t)).cloned().collect(),
+            None => Vec::new(),
+        };
+        for t in removed {
+            self.unsubscribe_one(account, viewer, &t);
+        }
+    }
+
+    async fn drop_subscriptions(&self, account: &str, viewer: &str, sid: &str) {
+        if let Some((_, targets)) = self.by_socket.remove(sid) {
+            for t in targets {
+                self.unsubscribe_one(account, viewer, &t);
+            }
+        }
+    }
+
+    async fn subscribers(&self, account: &str, target: &str) -> Vec<String> {
+        self.subscribers.get(&key(account, target)).map(|s| s.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    async fn joined_room(&self, account: &str, user: &str, room: &str) {
+        let mut rooms = self.rooms.entry(key(account, user)).or_default();
+        if !rooms.iter().any(|r| r == room) {
+            rooms.push(room.to_string());
+        }
+    }
+
+    async fn left_room(&self, account: &str, user: &str, room: &str) {
+        if let Some(mut rooms) = self.rooms.get_mut(&key(account, user)) {
+            rooms.retain(|r| r != room);
+        }
+    }
+
+    async fn rooms_of(&self, account: &str, user: &str) -> Vec<String> {
+        self.rooms.get(&key(account, user)).map(|r| r.clone()).unwrap_or_default()
+    }
+
+    async fn settings(&self, account: &str, user: &str) -> Option<PrivacySettings> {
+        self.settings.get(&key(account, user)).map(|s| *s)
+    }
+
+    async fn set_settings(&self, account: &str, user: &str, settings: PrivacySettings) {
+        self.settings.insert(key(account, user), settings);
+    }
+
+    async fn remembered_last_seen(&self, account: &str, user: &str) -> Option<DateTime<Utc>> {
+        self.last_seen.get(&key(account, user)).map(|t| *t)
+    }
+
+    async fn remember_last_seen(&self, account: &str, user: &str, at: DateTime<Utc>) {
+        self.last_seen.insert(key(account, user), at);
+    }
+
+    async fn sweep(&self) {
+        let tracker = self.tracker.lock();
+        let gone = |k: &UserKey| tracker.get(&k.0, &k.1).is_none() && !self.subscribers.contains_key(k);
+        self.settings.retain(|k, _| !gone(k));
+        self.rooms.retain(|k, _| !gone(k));
+        self.last_seen.retain(|k, _| !gone(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn meets_the_presence_contract() {
+        crate::cluster::suite::presence(|cfg| std::sync::Arc::new(super::MemoryPresence::new(cfg))).await;
+    }
+}

@@ -1,0 +1,322 @@
+//! The cluster seams: everything that several nodes must share, behind small async traits.
+//!
+//! A node serves its own sockets; what those sockets see depends on state that is not the node's alone —
+//! who is in which room ([`Roster`]), who is online and how ([`PresenceBackend`]), who is typing
+//! ([`TypingBackend`]), how much of a budget is left ([`RateLimiter`]), and how an event reaches sockets
+//! that may live on another node ([`Fanout`]). The application (`app/`) talks only to these traits; the
+//! composition root (`server.rs`) picks the implementations once at start. `memory/` holds the single-node
+//! implementations; a Redis implementation goes beside each of them, and `suite` holds the contract tests
+//! that every implementation must pass.
+//!
+//! Every method takes the time it acts at (`now`) where time matters, so the rules stay testable and two
+//! nodes never disagree because of whose clock read first.
+
+pub mod memory;
+#[cfg(test)]
+pub mod suite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::presence::{
+    Presence, PresenceEvent, PresenceUpdate, PrivacySettings, StatusBreakdown, UpdateOutcome,
+};
+use crate::domain::typing::{TypingEvent, TypingRoom, TypingUser, Typist};
+
+// ---------------------------------------------------------------------------------------------
+// Fan-out
+// ---------------------------------------------------------------------------------------------
+
+/// A set of sockets, within one account.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Every socket in a room (by room name, e.g. `channel:general`).
+    Room(String),
+    /// Every socket of a user (their personal room).
+    User(String),
+}
+
+/// Who receives an event: the union of `to`, minus every socket of `except_users`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Audience {
+    pub account: String,
+    pub to: Vec<Target>,
+    pub except_users: Vec<String>,
+}
+
+impl Audience {
+    pub fn room(account: &str, room: &str) -> Audience {
+        Audience { account: account.to_string(), to: vec![Target::Room(room.to_string())], except_users: Vec::new() }
+    }
+
+    pub fn user(account: &str, user: &str) -> Audience {
+        Audience { account: account.to_string(), to: vec![Target::User(user.to_string())], except_users: Vec::new() }
+    }
+
+    pub fn users<'a>(account: &str, users: impl IntoIterator<Item = &'a String>) -> Audience {
+        Audience {
+            account: account.to_string(),
+            to: users.into_iter().map(|u| Target::User(u.clone())).collect(),
+            except_users: Vec::new(),
+        }
+    }
+
+    pub fn except_user(mut self, user: &str) -> Audience {
+        self.except_users.push(user.to_string());
+        self
+    }
+}
+
+/// Delivery of events to sockets wherever they are connected, and the socket-level room operations that
+/// must reach every node. The event type is the application's outbound vocabulary; the implementation
+/// renders it for each socket's wire dialect, once per dialect, never once per socket.
+///
+/// Delivery is best effort (a socket that is gone misses it); what must not be lost is persisted before it
+/// is announced, so a client recovers it with `sync:messages`.
+#[async_trait]
+pub trait Fanout<E: Send + Sync>: Send + Sync {
+    /// Sends `event` to every socket of the audience.
+    async fn emit(&self, to: Audience, event: E);
+    /// Puts every socket of `who` into `room`.
+    async fn join(&self, account: &str, who: Target, room: &str);
+    /// Takes every socket of `who` out of `room`.
+    async fn leave(&self, account: &str, who: Target, room: &str);
+    /// Disconnects every socket of `who`.
+    async fn disconnect(&self, account: &str, who: Target);
+    /// How many sockets the audience reaches now.
+    async fn reach(&self, to: &Audience) -> usize;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roster: who is where
+// ---------------------------------------------------------------------------------------------
+
+/// A connected socket as the roster knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketEntry {
+    pub sid: String,
+    pub account: String,
+    /// None for an anonymous socket.
+    pub user: Option<String>,
+    /// The node that holds the socket.
+    pub node: String,
+    /// The user's display name and avatar (from the token), for announcements made after the socket is gone.
+    pub name: Option<String>,
+    pub avatar: Option<String>,
+}
+
+/// What entering a room did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entered {
+    /// The socket entered, and its user is newly present in the room (announce `user:joined`).
+    Arrived,
+    /// The socket entered; its user was already present (another device, or back within the grace).
+    Present,
+    /// The socket was in the room already.
+    Already,
+    /// The socket is not connected (it closed meanwhile): nothing was recorded.
+    Closed,
+}
+
+impl Entered {
+    /// The socket is in the room now because of this call.
+    pub fn entered(self) -> bool {
+        matches!(self, Entered::Arrived | Entered::Present)
+    }
+}
+
+/// What leaving a room did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Left {
+    /// The socket was not in the room.
+    NotIn,
+    /// The socket left; its user is still present through another socket.
+    StillPresent,
+    /// The socket left and its user left the room with it (announce `user:left`).
+    UserLeft,
+}
+
+/// A user whose last socket closed in a room, and whose offline grace ran out without a return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Departure {
+    pub account: String,
+    pub room: String,
+    pub user: String,
+    /// The display name and avatar of the user's last socket there.
+    pub name: Option<String>,
+    pub avatar: Option<String>,
+}
+
+/// Which sockets are connected, which rooms each is in, and so which users are present where. Entering and
+/// leaving are per socket; presence in a room is per user (first socket in, last socket out), and a user
+/// whose last socket disconnected stays present for the offline grace, so a quick reconnect announces
+/// nothing.
+#[async_trait]
+pub trait Roster: Send + Sync {
+    /// A socket connected (before it enters any room).
+    async fn connect(&self, socket: SocketEntry);
+    /// A socket closed: it leaves every room (its user stays present there for the grace). Returns the rooms
+    /// it was in, or None when it was not connected (already closed).
+    async fn disconnect(&self, sid: &str, now: DateTime<Utc>) -> Option<Vec<String>>;
+    /// The socket enters a room; `muted`: its user may read but not write or type there.
+    async fn enter(&self, sid: &str, room: &str, muted: bool) -> Entered;
+    /// The socket leaves a room.
+    async fn exit(&self, sid: &str, room: &str) -> Left;
+    /// Users whose offline grace ran out in a room by `now` (announce `user:left`), removed from the roster.
+    async fn departures(&self, now: DateTime<Utc>) -> Vec<Departure>;
+    /// When the next grace runs out.
+    async fn next_departure(&self) -> Option<DateTime<Utc>>;
+    /// Sets the mute flag of every socket of a user in a room.
+    async fn set_muted(&self, account: &str, user: &str, room: &str, muted: bool);
+    /// The rooms a socket is in, and among them those where it is muted. None when it is not connected.
+    async fn rooms_of(&self, sid: &str) -> Option<SocketRooms>;
+    /// The sockets of a user.
+    async fn sockets_of(&self, account: &str, user: &str) -> Vec<String>;
+    /// Users present in a room (by at least one socket).
+    async fn users_in(&self, account: &str, room: &str) -> Vec<String>;
+    /// How many users are present in a room.
+    async fn present(&self, account: &str, room: &str) -> usize;
+    /// Connected sockets: of one account, or of all.
+    async fn sockets(&self, account: Option<&str>) -> Vec<SocketEntry>;
+    /// How many sockets are connected (all accounts).
+    async fn connections(&self) -> usize;
+    /// Users with at least one socket: of one account, or of all.
+    async fn users_online(&self, account: Option<&str>) -> usize;
+    /// A room was deleted: nobody is in it any more.
+    async fn forget_room(&self, account: &str, room: &str);
+}
+
+/// The rooms a socket is in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SocketRooms {
+    pub rooms: Vec<String>,
+    pub muted: Vec<String>,
+}
+
+impl SocketRooms {
+    pub fn contains(&self, room: &str) -> bool {
+        self.rooms.iter().any(|r| r == room)
+    }
+
+    pub fn is_muted(&self, room: &str) -> bool {
+        self.muted.iter().any(|r| r == room)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Presence
+// ---------------------------------------------------------------------------------------------
+
+/// Presence state shared by the nodes: each user's aggregate over every device (socket or HTTP client),
+/// who subscribed to whom, in which rooms each user was last seen (the audience of their announcements),
+/// and each user's privacy settings once loaded. The rules are those of [`crate::domain::presence`]; the
+/// backend only decides where the state lives. Heartbeats touch only this state, never the database.
+#[async_trait]
+pub trait PresenceBackend: Send + Sync {
+    /// A device of a user connected.
+    async fn connect(&self, account: &str, user: &str, device: &str, now: DateTime<Utc>);
+    /// A device of a user went away (the offline grace starts when it was the last).
+    async fn disconnect(&self, account: &str, user: &str, device: &str, now: DateTime<Utc>);
+    /// A status change from a device; `Changed` when the aggregate changes (published after coalescing).
+    async fn update(
+        &self,
+        account: &str,
+        user: &str,
+        device: &str,
+        update: PresenceUpdate,
+        now: DateTime<Utc>,
+    ) -> UpdateOutcome;
+    /// Activity of a device: it is not idle.
+    async fn touch(&self, account: &str, user: &str, device: &str, now: DateTime<Utc>) -> UpdateOutcome;
+    /// Stored facts of a user not tracked yet (last seen, custom status).
+    async fn restore(
+        &self,
+        account: &str,
+        user: &str,
+        last_seen: Option<DateTime<Utc>>,
+        custom: Option<crate::domain::presence::CustomStatus>,
+        now: DateTime<Utc>,
+    );
+    /// The user's presence as last published (what subscribers were told), if tracked.
+    async fn published(&self, account: &str, user: &str) -> Option<Presence>;
+    /// The user's live presence, changes still inside the coalescing window included, if tracked.
+    async fn current(&self, account: &str, user: &str) -> Option<Presence>;
+    /// Whether a device of the user is connected.
+    async fn is_connected(&self, account: &str, user: &str) -> bool;
+    /// Changes and session ends due by `now` (coalesced publications, idles, custom status expiry, graces).
+    async fn due(&self, now: DateTime<Utc>) -> Vec<PresenceEvent>;
+    /// When `due` next has work.
+    async fn next_deadline(&self) -> Option<DateTime<Utc>>;
+    /// Shutdown: ends every running grace now.
+    async fn end_all_graces(&self) -> Vec<PresenceEvent>;
+    /// Users per published status.
+    async fn breakdown(&self, account: &str) -> StatusBreakdown;
+
+    /// A socket of `viewer` subscribed to `targets`.
+    async fn subscribe(&self, account: &str, viewer: &str, sid: &str, targets: &[String]);
+    /// A socket of `viewer` unsubscribed from `targets`.
+    async fn unsubscribe(&self, account: &str, viewer: &str, sid: &str, targets: &[String]);
+    /// A socket closed: its subscriptions end.
+    async fn drop_subscriptions(&self, account: &str, viewer: &str, sid: &str);
+    /// Users subscribed to `target` (by at least one socket).
+    async fn subscribers(&self, account: &str, target: &str) -> Vec<String>;
+
+    /// The user is in `room` (their announcements reach its members).
+    async fn joined_room(&self, account: &str, user: &str, room: &str);
+    /// The user left `room`.
+    async fn left_room(&self, account: &str, user: &str, room: &str);
+    /// Rooms the user was last seen in.
+    async fn rooms_of(&self, account: &str, user: &str) -> Vec<String>;
+
+    /// The user's privacy settings, if loaded.
+    async fn settings(&self, account: &str, user: &str) -> Option<PrivacySettings>;
+    /// Loads or replaces the user's privacy settings.
+    async fn set_settings(&self, account: &str, user: &str, settings: PrivacySettings);
+    /// The last seen of a session that ended here, before the database has it.
+    async fn remembered_last_seen(&self, account: &str, user: &str) -> Option<DateTime<Utc>>;
+    async fn remember_last_seen(&self, account: &str, user: &str, at: DateTime<Utc>);
+    /// Forgets what is kept of users with nothing connected, subscribed or pending (the database has it).
+    async fn sweep(&self);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typing
+// ---------------------------------------------------------------------------------------------
+
+/// Typing state: one deduplicated, expiring list per room (see [`crate::domain::typing`]). Memory only —
+/// never the database. `flush` hands out each due event once, whichever node asks.
+#[async_trait]
+pub trait TypingBackend: Send + Sync {
+    async fn start(&self, room: &TypingRoom, typist: &Typist, recipient: Option<&str>, now: DateTime<Utc>);
+    async fn stop(&self, room: &TypingRoom, user: &str, sid: &str, recipient: Option<&str>, now: DateTime<Utc>)
+    -> bool;
+    /// A socket closed: it stops typing everywhere.
+    async fn remove_socket(&self, account: &str, user: &str, sid: &str, now: DateTime<Utc>);
+    /// Events due by `now` (coalescing windows ended, expiries).
+    async fn flush(&self, now: DateTime<Utc>) -> Vec<TypingEvent>;
+    async fn next_deadline(&self) -> Option<DateTime<Utc>>;
+    /// The room's current list.
+    async fn typing_users(&self, room: &TypingRoom, now: DateTime<Utc>) -> Vec<TypingUser>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate limits
+// ---------------------------------------------------------------------------------------------
+
+/// What a budget is kept for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Budget {
+    /// Inbound events of a user (or of one anonymous socket), sockets and HTTP routes together.
+    Events { account: String, subject: String },
+    /// New connections from one address.
+    Connects(std::net::IpAddr),
+}
+
+/// Token buckets. Synchronous on purpose: it is asked on every inbound event before anything else, so a
+/// shared implementation keeps a local view and reconciles in the background.
+pub trait RateLimiter: Send + Sync {
+    /// Takes one point of the budget; false when it is spent.
+    fn allow(&self, budget: &Budget, now: std::time::Instant) -> bool;
+    /// Forgets budgets that have refilled completely (idle users cost nothing).
+    fn sweep(&self, now: std::time::Instant);
+}

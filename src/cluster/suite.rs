@@ -1,0 +1,253 @@
+//! Contract tests of the cluster traits, written once and run against every implementation: each
+//! implementation's test module calls the suite with a constructor (the memory ones in `memory/`; a Redis
+//! implementation calls the same functions with its own constructor and a throwaway server).
+//!
+//! Time is passed in, never read, so the suites are exact.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::{Budget, Entered, Left, PresenceBackend, RateLimiter, Roster, SocketEntry, TypingBackend};
+use crate::domain::presence::{PresenceConfig, PresenceEvent, PresenceUpdate, PublicStatus, Status, UpdateOutcome};
+use crate::domain::ratelimit::Rate;
+use crate::domain::typing::{RoomType, TypingConfig, TypingRoom, Typist};
+
+fn t(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_700_000_000_000 + ms).expect("in range")
+}
+
+fn socket(sid: &str, account: &str, user: Option<&str>) -> SocketEntry {
+    SocketEntry {
+        sid: sid.into(),
+        account: account.into(),
+        user: user.map(Into::into),
+        node: "n1".into(),
+        name: user.map(|u| format!("{u} name")),
+        avatar: None,
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// [`Roster`]: per-socket rooms, per-user presence in rooms with the offline grace, users online.
+pub async fn roster(make: impl Fn(Duration) -> Arc<dyn Roster>) {
+    let r = make(Duration::from_secs(5));
+    r.connect(socket("s1", "acc", Some("ann"))).await;
+    r.connect(socket("s2", "acc", Some("ann"))).await;
+    r.connect(socket("s3", "acc", Some("bob"))).await;
+    r.connect(socket("x1", "other", Some("ann"))).await;
+    r.connect(socket("anon", "acc", None)).await;
+    assert_eq!(r.connections().await, 5);
+    assert_eq!(r.users_online(None).await, 3, "ann of two accounts counts twice");
+    assert_eq!(r.users_online(Some("acc")).await, 2, "anonymous sockets are no users");
+    assert_eq!(sorted(r.sockets_of("acc", "ann").await), vec!["s1", "s2"]);
+    assert_eq!(r.sockets(Some("other")).await.len(), 1);
+
+    // First socket in announces, a second device does not; entering twice is a no-op.
+    assert_eq!(r.enter("s1", "room", false).await, Entered::Arrived);
+    assert_eq!(r.enter("s2", "room", false).await, Entered::Present);
+    assert_eq!(r.enter("s1", "room", false).await, Entered::Already);
+    assert_eq!(r.enter("s3", "room", true).await, Entered::Arrived);
+    assert_eq!(r.enter("anon", "room", false).await, Entered::Present, "anonymous sockets enter unannounced");
+    assert_eq!(r.enter("x1", "room", false).await, Entered::Arrived, "accounts are isolated");
+    assert_eq!(sorted(r.users_in("acc", "room").await), vec!["ann", "bob"]);
+    assert_eq!(r.present("acc", "room").await, 2);
+    let bob = r.rooms_of("s3").await.expect("connected");
+    assert!(bob.contains("room") && bob.is_muted("room"));
+    assert!(!r.rooms_of("s1").await.unwrap().is_muted("room"));
+    r.set_muted("acc", "ann", "room", true).await;
+    assert!(r.rooms_of("s1").await.unwrap().is_muted("room") && r.rooms_of("s2").await.unwrap().is_muted("room"));
+    r.set_muted("acc", "ann", "room", false).await;
+    assert!(!r.rooms_of("s2").await.unwrap().is_muted("room"));
+
+    // Last socket out announces.
+    assert_eq!(r.exit("s1", "room").await, Left::StillPresent);
+    assert_eq!(r.exit("s1", "room").await, Left::NotIn);
+    assert_eq!(r.exit("s2", "room").await, Left::UserLeft);
+    assert_eq!(r.users_in("acc", "room").await, vec!["bob"]);
+
+    // A disconnect starts the grace: a return within it announces nothing, no return leaves once.
+    assert_eq!(r.disconnect("s3", t(0)).await, Some(vec!["room".to_string()]));
+    assert_eq!(r.disconnect("s3", t(0)).await, None, "a socket closes once");
+    assert_eq!(r.present("acc", "room").await, 0, "a user in grace is not present");
+    assert_eq!(r.next_departure().await, Some(t(5000)));
+    assert!(r.departures(t(4999)).await.is_empty());
+    r.connect(socket("s4", "acc", Some("bob"))).await;
+    assert_eq!(r.enter("s4", "room", false).await, Entered::Present, "back within the grace");
+    assert!(r.departures(t(10_000)).await.is_empty());
+    r.disconnect("s4", t(20_000)).await;
+    let gone = r.departures(t(25_000)).await;
+    assert_eq!(gone.len(), 1);
+    assert_eq!((gone[0].account.as_str(), gone[0].room.as_str(), gone[0].user.as_str()), ("acc", "room", "bob"));
+    assert_eq!(gone[0].name.as_deref(), Some("bob name"), "announced with the last socket's name");
+    assert!(r.departures(t(30_000)).await.is_empty(), "a departure is handed out once");
+
+    // A closed socket enters nothing.
+    assert_eq!(r.enter("s3", "other-room", false).await, Entered::Closed);
+    assert!(r.rooms_of("s3").await.is_none());
+    assert_eq!(r.users_online(Some("acc")).await, 1, "bob went offline");
+
+    // A deleted room is empty everywhere.
+    r.enter("s2", "doomed", false).await;
+    r.forget_room("acc", "doomed").await;
+    assert!(r.users_in("acc", "doomed").await.is_empty());
+    assert!(!r.rooms_of("s2").await.unwrap().contains("doomed"));
+    assert_eq!(r.enter("s2", "doomed", false).await, Entered::Arrived, "and can be entered anew");
+}
+
+fn typist(user: &str, sid: &str) -> Typist {
+    Typist { user_id: user.into(), socket_id: sid.into(), user_name: None, user_avatar: None }
+}
+
+/// [`TypingBackend`]: one deduplicated list per room, coalesced, expiring, handed out once.
+pub async fn typing(make: impl Fn(TypingConfig) -> Arc<dyn TypingBackend>) {
+    let b = make(TypingConfig::from_millis(5_000, 250));
+    let room = TypingRoom::new("acc", RoomType::Channel, "c1", None).expect("valid");
+    b.start(&room, &typist("ann", "s1"), None, t(0)).await;
+    let evs = b.flush(t(0)).await;
+    assert_eq!(evs.len(), 1, "the first start goes out at once");
+    assert_eq!(evs[0].targets, vec!["channel:c1"]);
+    assert_eq!(evs[0].except_users, vec!["ann"]);
+    assert!(b.flush(t(0)).await.is_empty(), "an event is handed out once");
+
+    // Two devices of one user are one entry; changes inside the window are merged.
+    b.start(&room, &typist("ann", "s2"), None, t(10)).await;
+    b.start(&room, &typist("bob", "s3"), None, t(20)).await;
+    assert!(b.flush(t(20)).await.is_empty(), "inside the coalescing window");
+    assert_eq!(b.next_deadline().await, Some(t(250)));
+    let evs = b.flush(t(250)).await;
+    assert_eq!(evs.len(), 1);
+    let users: Vec<&str> = evs[0].payload.users.iter().map(|u| u.user_id.as_str()).collect();
+    assert_eq!(users, vec!["ann", "bob"]);
+    assert_eq!(b.typing_users(&room, t(300)).await.len(), 2);
+
+    // A closed socket stops its user when it was their last typing socket.
+    b.remove_socket("acc", "bob", "s3", t(300)).await;
+    b.remove_socket("acc", "ann", "s1", t(300)).await;
+    let users = b.typing_users(&room, t(300)).await;
+    assert_eq!(users.len(), 1, "ann still types on s2");
+    assert!(b.stop(&room, "ann", "s2", None, t(400)).await);
+    assert!(!b.stop(&room, "ann", "s2", None, t(400)).await, "stopping twice changes nothing");
+    assert!(b.typing_users(&room, t(400)).await.is_empty());
+    let evs = b.flush(t(1000)).await;
+    assert_eq!(evs.len(), 1, "the stops go out as one event");
+    assert!(evs[0].payload.users.is_empty());
+
+    // Entries expire and the expiry is pushed.
+    b.start(&room, &typist("cid", "s4"), None, t(2000)).await;
+    b.flush(t(2000)).await;
+    assert_eq!(b.next_deadline().await, Some(t(7000)));
+    let evs = b.flush(t(7000)).await;
+    assert_eq!(evs.len(), 1);
+    assert!(evs[0].payload.users.is_empty());
+}
+
+fn upd(status: Status) -> PresenceUpdate {
+    PresenceUpdate { status, custom_status: None }
+}
+
+/// Drains everything due up to `until`.
+async fn run_until(b: &Arc<dyn PresenceBackend>, until: DateTime<Utc>) -> Vec<PresenceEvent> {
+    let mut out = Vec::new();
+    while let Some(next) = b.next_deadline().await.filter(|d| *d <= until) {
+        out.extend(b.due(next).await);
+    }
+    out
+}
+
+/// [`PresenceBackend`]: aggregation with coalescing and grace, subscriptions, audiences, settings.
+pub async fn presence(make: impl Fn(PresenceConfig) -> Arc<dyn PresenceBackend>) {
+    let b = make(PresenceConfig::from_millis(5_000, 300_000, 400));
+    b.connect("acc", "ann", "s1", t(0)).await;
+    assert!(b.is_connected("acc", "ann").await);
+    assert_eq!(b.current("acc", "ann").await.map(|p| p.status), Some(PublicStatus::Online), "live at once");
+    assert_ne!(
+        b.published("acc", "ann").await.map(|p| p.status),
+        Some(PublicStatus::Online),
+        "published only after the coalescing window"
+    );
+    let evs = run_until(&b, t(1000)).await;
+    assert!(matches!(&evs[..], [PresenceEvent::Changed { current, .. }] if current.status == PublicStatus::Online));
+    assert_eq!(b.published("acc", "ann").await.map(|p| p.status), Some(PublicStatus::Online));
+
+    // A second device does not change the aggregate; busy on one device is less available than online.
+    b.connect("acc", "ann", "s2", t(1000)).await;
+    assert_eq!(b.update("acc", "ann", "s2", upd(Status::Busy), t(1100)).await, UpdateOutcome::Unchanged);
+    assert_eq!(b.touch("acc", "ann", "s1", t(1200)).await, UpdateOutcome::Unchanged);
+    assert!(run_until(&b, t(3000)).await.is_empty());
+    assert_eq!(b.breakdown("acc").await.online, 1);
+
+    // The last device leaving starts the grace; the session ends after it.
+    b.disconnect("acc", "ann", "s1", t(4000)).await;
+    b.disconnect("acc", "ann", "s2", t(4000)).await;
+    assert!(b.is_connected("acc", "ann").await, "inside the grace");
+    let evs = run_until(&b, t(20_000)).await;
+    assert!(evs.iter().any(|e| matches!(e, PresenceEvent::SessionEnded { user_id, .. } if user_id == "ann")));
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, PresenceEvent::Changed { current, .. } if current.status == PublicStatus::Offline))
+    );
+    assert!(!b.is_connected("acc", "ann").await);
+
+    // Shutdown ends the running graces at once.
+    b.connect("acc", "bob", "s3", t(30_000)).await;
+    run_until(&b, t(31_000)).await;
+    b.disconnect("acc", "bob", "s3", t(32_000)).await;
+    let evs = b.end_all_graces().await;
+    assert!(evs.iter().any(|e| matches!(e, PresenceEvent::SessionEnded { user_id, .. } if user_id == "bob")));
+
+    // Subscriptions count per socket of a viewer; closing a socket drops its subscriptions.
+    let targets = vec!["ann".to_string(), "bob".to_string()];
+    b.subscribe("acc", "cid", "c1", &targets).await;
+    b.subscribe("acc", "cid", "c2", &targets[..1]).await;
+    b.subscribe("acc", "cid", "c2", &targets[..1]).await;
+    assert_eq!(b.subscribers("acc", "ann").await, vec!["cid"]);
+    b.unsubscribe("acc", "cid", "c1", &targets[..1]).await;
+    assert_eq!(b.subscribers("acc", "ann").await, vec!["cid"], "c2 still subscribes");
+    b.drop_subscriptions("acc", "cid", "c2").await;
+    assert!(b.subscribers("acc", "ann").await.is_empty());
+    assert_eq!(b.subscribers("acc", "bob").await, vec!["cid"]);
+    assert!(b.subscribers("other", "bob").await.is_empty(), "accounts are isolated");
+
+    // Audience rooms, settings and remembered last seen.
+    b.joined_room("acc", "ann", "r1").await;
+    b.joined_room("acc", "ann", "r1").await;
+    b.joined_room("acc", "ann", "r2").await;
+    b.left_room("acc", "ann", "r1").await;
+    assert_eq!(b.rooms_of("acc", "ann").await, vec!["r2"]);
+    assert!(b.settings("acc", "ann").await.is_none());
+    let s = crate::domain::presence::PrivacySettings { invisible_mode: true, ..Default::default() };
+    b.set_settings("acc", "ann", s).await;
+    assert_eq!(b.settings("acc", "ann").await, Some(s));
+    b.remember_last_seen("acc", "ann", t(4000)).await;
+    assert_eq!(b.remembered_last_seen("acc", "ann").await, Some(t(4000)));
+}
+
+/// [`RateLimiter`]: a burst of the capacity, then the steady rate; budgets are independent.
+pub fn rate_limiter(make: impl Fn(Option<Rate>, Option<Rate>) -> Arc<dyn RateLimiter>) {
+    let rate = Rate { capacity: 3, period: Duration::from_secs(3) };
+    let l = make(Some(rate), None);
+    let now = Instant::now();
+    let ann = Budget::Events { account: "acc".into(), subject: "ann".into() };
+    let bob = Budget::Events { account: "acc".into(), subject: "bob".into() };
+    for _ in 0..3 {
+        assert!(l.allow(&ann, now));
+    }
+    assert!(!l.allow(&ann, now), "the fourth event in the window is refused");
+    assert!(l.allow(&bob, now), "another user has their own budget");
+    assert!(l.allow(&ann, now + Duration::from_millis(1000)), "one point per second comes back");
+    assert!(!l.allow(&ann, now + Duration::from_millis(1000)));
+    let ip = Budget::Connects("127.0.0.1".parse().expect("ip"));
+    for _ in 0..100 {
+        assert!(l.allow(&ip, now), "no connect rate: unlimited");
+    }
+    l.sweep(now + Duration::from_secs(60));
+    for _ in 0..3 {
+        assert!(l.allow(&ann, now + Duration::from_secs(60)), "a swept budget starts full");
+    }
+}

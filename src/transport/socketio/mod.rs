@@ -1,0 +1,269 @@
+//! The Socket.IO edge: the handshake, a socket's connection and disconnection, and the dispatch of its
+//! events to the wire dialect. Everything that knows about sockets lives here and in `http/`.
+
+pub mod conn;
+pub mod dispatch;
+pub mod fanout;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::Value;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::socket::DisconnectReason;
+use socketioxide::{SocketIo, TransportType};
+
+use crate::app::session::{Device, Origin, Session};
+use crate::app::worker::Worker;
+use crate::auth::AuthError;
+use crate::cluster::Budget;
+use crate::config::Config;
+use crate::domain::names::normalize_account;
+use crate::node::Node;
+use crate::store::now_ms;
+use conn::{Conn, Link, WeakSocket};
+use dispatch::Dispatcher;
+
+/// The adapter the node runs on (one node: socketioxide's local adapter).
+pub type Adapter = LocalAdapter;
+
+/// Builds the Socket.IO layer with the configured limits. Handlers are registered with [`register`] once the
+/// node exists (the node's fan-out needs this `SocketIo`).
+pub fn build(cfg: &Config) -> (SocketIoLayer<Adapter>, SocketIo<Adapter>) {
+    SocketIo::builder()
+        .ping_interval(cfg.ping_interval)
+        .ping_timeout(cfg.ping_timeout)
+        .max_payload(cfg.max_payload)
+        .ws_max_message_size(cfg.max_payload as usize)
+        .ws_max_frame_size(cfg.max_payload as usize)
+        // Frames are small chat events; the buffer grows for a big one. 1 KiB instead of 4 KiB per socket.
+        .ws_read_buffer_size(1024)
+        // Room fan-out bursts must not overflow a socket's queue (a full queue drops packets).
+        .max_buffer_size(4096)
+        .build_layer()
+}
+
+/// The Socket.IO edge of a node: its namespace handlers, and the reaper of handshakes whose client left.
+pub struct Edge {
+    io: SocketIo<Adapter>,
+    node: Arc<Node>,
+    reaper: Worker,
+}
+
+impl Edge {
+    /// Registers the namespace: the handshake middleware admits or refuses, then the connect handler greets.
+    pub fn register(io: SocketIo<Adapter>, node: Arc<Node>) -> Arc<Edge> {
+        let (for_connect, for_handshake) = (node.clone(), node.clone());
+        let on_connect = move |s: SocketRef<Adapter>| {
+            let node = for_connect.clone();
+            async move { greet(s, node).await }
+        };
+        let handshake = move |s: SocketRef<Adapter>, weak: WeakSocket, TryData(auth): TryData<Value>| {
+            let node = for_handshake.clone();
+            async move { handshake(s, weak, auth.unwrap_or(Value::Null), node).await }
+        };
+        io.ns("/", on_connect.with(handshake));
+        let edge = Arc::new(Edge { io, node, reaper: Worker::default() });
+        edge.start();
+        edge
+    }
+
+    /// Every 5 s: a session whose socket socketioxide does not know 10 s after its handshake belongs to a
+    /// client that left while the handshake was running; no disconnect handler will ever run for it.
+    fn start(self: &Arc<Self>) {
+        let edge = Arc::downgrade(self);
+        self.reaper.start(|mut stop| async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {},
+                    _ = stop.requested() => return,
+                }
+                let Some(e) = edge.upgrade() else { return };
+                let Some(ns) = e.io.of("/") else { return };
+                let cutoff = now_ms() - 10_000;
+                for s in e.node.sessions.all() {
+                    let known = s.sid.parse().ok().and_then(|sid| ns.get_socket(sid)).is_some();
+                    if s.connected_at < cutoff && !known {
+                        tracing::debug!(sid = %s.sid, "client left during its handshake");
+                        e.node.connections.close(&s.sid, "client left during the handshake").await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Shutdown, step one: every socket is closed (socketioxide runs no disconnect handler for the sockets
+    /// its `close()` ends, so their sessions are ended explicitly).
+    pub async fn close(&self) {
+        self.reaper.stop().await;
+        self.io.close().await;
+        // Handshakes admitted before shutdown began register their session when their queries return.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self.node.handshakes.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.node.connections.close_all("server shutting down").await;
+    }
+}
+
+/// A handshake in progress, counted in `Node::handshakes` until it ends either way.
+struct HandshakeSlot(Arc<Node>);
+
+impl HandshakeSlot {
+    fn take(node: &Arc<Node>) -> HandshakeSlot {
+        node.handshakes.fetch_add(1, Ordering::SeqCst);
+        HandshakeSlot(node.clone())
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.handshakes.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The connect middleware: everything that can refuse a connection, and every handler registration, happens
+/// here, before socketioxide sends the CONNECT packet.
+async fn handshake(s: SocketRef<Adapter>, weak: WeakSocket, auth: Value, node: Arc<Node>) -> Result<(), AuthError> {
+    let refuse = |e: AuthError| {
+        node.metrics.connections_rejected.inc();
+        e
+    };
+    if node.is_stopping() {
+        return Err(refuse(AuthError::Refused("the server is shutting down; retry shortly".into())));
+    }
+    // Handshakes still running count too, so a burst cannot get past the limit while they await the database.
+    let _slot = HandshakeSlot::take(&node);
+    let max = node.cfg.max_connections;
+    if max > 0 && node.sessions.len() + node.handshakes.load(Ordering::SeqCst) > max {
+        return Err(refuse(AuthError::Refused("the server is at REALTIME_MAX_CONNECTIONS".into())));
+    }
+    let parts = s.req_parts();
+    let ip = client_ip(parts);
+    if let Some(ip) = ip
+        && !node.limiter.allow(&Budget::Connects(ip), std::time::Instant::now())
+    {
+        return Err(refuse(AuthError::Refused(
+            "too many new connections from this address (REALTIME_RATE_LIMIT)".into(),
+        )));
+    }
+    let query = |key: &str| -> Option<String> {
+        parts.uri.query().and_then(|q| {
+            q.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k == key).then(|| percent_decode(v))
+            })
+        })
+    };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+
+    let token = auth
+        .get("token")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| query("token").filter(|t| !t.is_empty()))
+        .or_else(|| header("authorization").and_then(|h| h.strip_prefix("Bearer ").map(str::to_string)));
+    let account = normalize_account(
+        auth.get("sourceAccountId")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| header("x-app-name"))
+            .or_else(|| query("app"))
+            .as_deref(),
+    );
+    let identity = match token {
+        Some(t) => Some(node.verifier.verify(&t, chrono::Utc::now().timestamp()).map_err(refuse)?),
+        None if node.cfg.allow_anonymous => None,
+        None => return Err(refuse(AuthError::Missing)),
+    };
+
+    let device = auth.get("device").map(|d| Device {
+        kind: short(d.get("type")),
+        os: short(d.get("os")),
+        browser: short(d.get("browser")),
+    });
+    let origin = Origin {
+        ip,
+        transport: match s.transport_type() {
+            TransportType::Websocket => "websocket",
+            TransportType::Polling => "polling",
+        },
+        device: device.unwrap_or_default(),
+        user_agent: header("user-agent").map(|ua| ua.chars().take(256).collect()),
+    };
+    let link = Arc::new(Link::new(&weak, &account));
+    let session = Arc::new(Session::new(s.id.to_string(), account, identity, origin, link.clone()));
+    let conn = Arc::new(Conn { session: session.clone(), link, queue: Default::default() });
+    s.extensions.insert(conn);
+    s.on_fallback(Dispatcher { node: node.clone() });
+    let for_disconnect = node.clone();
+    s.on_disconnect(move |s: SocketRef<Adapter>, reason: DisconnectReason| {
+        let node = for_disconnect.clone();
+        async move { node.connections.close(&s.id.to_string(), &format!("{reason:?}")).await }
+    });
+
+    // Persisted rooms are joined before the client hears anything, so `authenticated.rooms` is complete.
+    node.connections.open(session).await.map_err(|e| refuse(AuthError::Refused(e.message)))
+}
+
+/// Runs after the CONNECT packet: greet the client.
+async fn greet(s: SocketRef<Adapter>, node: Arc<Node>) {
+    let Some(conn) = s.extensions.get::<Arc<Conn>>() else { return };
+    let session = &conn.session;
+    node.connections.opened(session).await;
+    let _ = s.emit("connected", &crate::wire::contract::connected(&session.sid));
+    if let Some(user) = session.user() {
+        let rooms = node.roster.rooms_of(&session.sid).await.unwrap_or_default().rooms;
+        let _ = s.emit("authenticated", &crate::wire::contract::authenticated(Some(user), &session.session_id, &rooms));
+    }
+}
+
+fn short(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str).map(|s| s.chars().take(64).collect())
+}
+
+/// The client's address: the peer, or the first X-Forwarded-For / X-Real-IP entry when the peer is a local
+/// reverse proxy (nself puts nginx in front).
+pub fn client_ip(parts: &http::request::Parts) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let trusted = peer.is_none_or(|p| p.is_loopback());
+    if trusted {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .or_else(|| parts.headers.get("x-real-ip").and_then(|v| v.to_str().ok()))
+            .and_then(|v| v.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    peer
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,586 @@
+//! The dialect of docs/protocol.md (nchat's `services/realtime`, the QUICKSTART page): its inbound event
+//! table, read into typed requests for the application, and the rendering of every outbound event and
+//! answer.
+
+use std::borrow::Cow;
+
+use serde_json::{Value, json};
+
+use super::{Cx, Payload, Reply, limits};
+use crate::app::connections::RefreshError;
+use crate::app::events::{Author, Event, RoomPresence};
+use crate::app::messages::{Channels, Sent, SyncPage};
+use crate::app::receipts::{ReadRequest, ReadResult};
+use crate::app::rooms::Joined;
+use crate::app::typing::Typer;
+use crate::domain::names::{RoomName, channel_id_of};
+use crate::domain::presence::PrivacySettingsPatch;
+use crate::domain::time::iso_ms;
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::store::MessageRow;
+
+// ---------------------------------------------------------------------------------------------
+// Inbound
+// ---------------------------------------------------------------------------------------------
+
+/// Handles one inbound event of a socket.
+pub async fn handle(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
+    match event {
+        "ping" => ping(cx, data),
+        "pong" => pong(data),
+        "auth:refresh" => refresh(cx, data).await,
+
+        "room:join" => join(cx, data).await,
+        "room:leave" => leave(cx, data).await,
+        "channel:join" => channel_join(cx, data).await,
+        "channel:leave" => channel_leave(cx, data).await,
+
+        "message:send" => send(cx, data).await,
+        "message:edit" => edit(cx, data).await,
+        "message:delete" => delete(cx, data).await,
+        "sync:messages" => sync(cx, data).await,
+        "sync:channels" => channels(cx, data).await,
+
+        "presence:update" => presence_update(cx, data).await,
+        "presence:subscribe" => presence_subscribe(cx, data).await,
+        "presence:unsubscribe" => presence_unsubscribe(cx, data).await,
+        "presence:get" => presence_get(cx, data).await,
+        "presence:settings" => presence_settings(cx, data).await,
+
+        "typing:start" | "typing:stop" | "typing" => typing(cx, event, data).await,
+
+        "message:read-ack" | "read:update" => read(cx, ReadRequest::Message(required_id(&data, "messageId")?)).await,
+        "receipt:update" => read(cx, receipt_update(&data)?).await,
+        "message:batch-read-ack" => read(cx, ReadRequest::Batch(Payload::object(&data)?.ids("messageIds")?)).await,
+        "channel:read" => read(cx, ReadRequest::Channel(required_id(&data, "channelId")?)).await,
+        "delivery:sync" => delivery_sync(cx, data).await,
+        "reaction:add" => react(cx, data, true).await,
+        "reaction:remove" => react(cx, data, false).await,
+
+        _ => Err(AppError::new(ErrorCode::UnknownEvent, format!("unknown event {:?}", truncate(event, 64)))),
+    }
+}
+
+/// Events that are liveness, not load: exempt from the rate limit and from touching presence.
+pub fn is_liveness(event: &str) -> bool {
+    matches!(event, "ping" | "pong")
+}
+
+/// What a refusal of this event must also tell besides the ack or `error`: a `message:send` with a
+/// `clientMessageId` tells the offline queue with `message:failed`. Read before the payload is handled.
+pub fn refusal_note(event: &str, data: Option<&Value>) -> Option<String> {
+    if event != "message:send" {
+        return None;
+    }
+    let cid = data?.get("clientMessageId")?.as_str()?;
+    Some(cid.chars().take(limits::ID).collect())
+}
+
+/// Sends what [`refusal_note`] kept, once the event was refused.
+pub fn refused(out: &dyn super::Outbox, note: Option<&str>, e: &AppError) {
+    if let Some(cid) = note {
+        out.emit(
+            "message:failed",
+            &json!({ "clientMessageId": cid, "errorCode": e.code, "errorMessage": e.message,
+                     "retryable": e.code.retryable() }),
+        );
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn required_id(data: &Value, field: &str) -> AppResult<String> {
+    Payload::object(data)?.opt_id(field)?.ok_or_else(|| AppError::validation(format!("{field} is required")))
+}
+
+// ----- connection --------------------------------------------------------------------------------------
+
+/// With an ack: the client's own `{timestamp}` back, raw (nchat computes latency from it).
+/// Without: `pong {timestamp: server ms}`.
+fn ping(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let timestamp = match &data {
+        Value::Object(m) => m.get("timestamp").cloned().unwrap_or(Value::Null),
+        Value::Number(_) => data.clone(),
+        _ => Value::Null,
+    };
+    if cx.has_ack {
+        Ok(Reply::Raw(json!({ "timestamp": timestamp })))
+    } else {
+        cx.out.emit("pong", &json!({ "timestamp": crate::store::now_ms() }));
+        Ok(Reply::Done)
+    }
+}
+
+/// The original's clients report latency with `pong {timestamp}`: accepted; without a payload it is invalid.
+fn pong(data: Value) -> AppResult<Reply> {
+    if Payload::object(&data)?.opt_i64("timestamp")?.is_none() {
+        return Err(AppError::validation("pong needs {timestamp: number}"));
+    }
+    Ok(Reply::Done)
+}
+
+/// `connected`, sent after CONNECT.
+pub fn connected(socket_id: &str) -> Value {
+    json!({ "socketId": socket_id, "serverTime": iso_ms(crate::store::now_ms()), "protocolVersion": 5 })
+}
+
+/// `authenticated {userId, sessionId, rooms}`, after CONNECT and after a refresh.
+pub fn authenticated(cx_user: Option<&str>, session_id: &str, rooms: &[String]) -> Value {
+    json!({ "userId": cx_user, "sessionId": session_id, "rooms": rooms })
+}
+
+/// `auth:refresh {token}`: re-verify; `authenticated` again, or `auth:error`. The user may not change.
+async fn refresh(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let token = Payload::object(&data)?.str("token", 16 * 1024)?.to_string();
+    match cx.node.connections.refresh(cx.session, &token) {
+        Ok(_) => {
+            let rooms = cx.node.roster.rooms_of(&cx.session.sid).await.unwrap_or_default().rooms;
+            let payload = authenticated(cx.session.user(), &cx.session.session_id, &rooms);
+            cx.out.emit("authenticated", &payload);
+            Ok(Reply::Data(payload))
+        }
+        Err(e) => {
+            let (code, message) = match e {
+                RefreshError::Invalid(m) => ("INVALID_TOKEN", m),
+                RefreshError::UserMismatch(m) => ("USER_MISMATCH", m),
+            };
+            cx.out.emit("auth:error", &json!({ "code": code, "message": message }));
+            Err(AppError::new(ErrorCode::Unauthenticated, message))
+        }
+    }
+}
+
+// ----- rooms -------------------------------------------------------------------------------------------
+
+fn joined_ack(j: &Joined) -> Value {
+    let mut v = json!({ "roomName": j.room.name, "type": j.room.kind, "memberCount": j.member_count });
+    if let Some(m) = &j.members {
+        v["members"] = m.iter().map(|m| json!({ "userId": m.user_id, "joinedAt": iso_ms(m.joined_at) })).collect();
+    }
+    v
+}
+
+async fn join(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let name = Payload::object(&data)?.str("roomName", limits::ID)?.to_string();
+    Ok(Reply::Data(joined_ack(&cx.node.rooms.join(cx.session, &name).await?)))
+}
+
+async fn leave(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let p = Payload::object(&data)?;
+    let name = p.str("roomName", limits::ID)?;
+    let forget = p.opt_bool("forget")?.unwrap_or(false);
+    let room = cx.node.rooms.leave(cx.session, name, forget).await?;
+    Ok(Reply::Data(json!({ "roomName": room.name })))
+}
+
+async fn channel_join(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let room = RoomName::from_channel_id(&required_id(&data, "channelId")?).map_err(AppError::validation)?;
+    let joined = cx.node.rooms.join(cx.session, &room.name).await?;
+    cx.out.emit("channel:joined", &json!({ "channelId": room.channel_id(), "userId": cx.session.user() }));
+    Ok(Reply::Data(joined_ack(&joined)))
+}
+
+async fn channel_leave(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let room = RoomName::from_channel_id(&required_id(&data, "channelId")?).map_err(AppError::validation)?;
+    cx.node.rooms.leave(cx.session, &room.name, false).await?;
+    let payload = json!({ "channelId": room.channel_id(), "userId": cx.session.user() });
+    cx.out.emit("channel:left", &payload);
+    Ok(Reply::Data(payload))
+}
+
+// ----- messages ----------------------------------------------------------------------------------------
+
+async fn send(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let out = super::outgoing(&data, cx.node.cfg.max_message_length)?;
+    let pending = cx.node.messages.begin(&cx.session.account, user, out).await?;
+    // The commit is awaited outside the socket's queue: its next events (often more messages of an offline
+    // queue) go on meanwhile and share the writer's transaction. The chain keeps the broadcast order.
+    let (before, done) = cx.session.next_send();
+    let (node, session) = (cx.node.clone(), cx.session.clone());
+    Ok(Reply::Later(Box::pin(async move {
+        let account = &session.account;
+        let user = session.user().unwrap_or_default();
+        let result = node.messages.complete(account, session.author(), pending, before).await;
+        drop(done);
+        let sent = result?;
+        node.messages.confirm_to_sender(account, user, &sent.message).await;
+        Ok(Reply::Data(sent_ack(&sent)))
+    })))
+}
+
+/// The ack of a committed `message:send` (and the body of `POST /messages`).
+pub fn sent_ack(sent: &Sent) -> Value {
+    let m = &sent.message;
+    let mut ack = json!({ "messageId": m.id, "seq": m.seq, "createdAt": iso_ms(m.created_at) });
+    if let Some(c) = &m.client_message_id {
+        ack["clientMessageId"] = c.clone().into();
+    }
+    if sent.duplicate {
+        ack["duplicate"] = true.into();
+    }
+    ack
+}
+
+async fn edit(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let p = Payload::object(&data)?;
+    let id = p.opt_id("messageId")?.ok_or_else(|| AppError::validation("messageId is required"))?;
+    let content = p.str("content", cx.node.cfg.max_message_length)?.to_string();
+    let m = cx.node.messages.change(&cx.session.account, user, &id, Some(content)).await?;
+    Ok(Reply::Data(json!({ "messageId": m.id, "editedAt": iso_ms(m.updated_at) })))
+}
+
+async fn delete(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let id = required_id(&data, "messageId")?;
+    let m = cx.node.messages.change(&cx.session.account, user, &id, None).await?;
+    Ok(Reply::Data(json!({ "messageId": m.id, "deletedAt": iso_ms(m.updated_at) })))
+}
+
+async fn sync(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let p = Payload::object(&data)?;
+    let id = match (p.opt_id("channelId")?, p.opt_str("roomName", limits::ID)?) {
+        (Some(id), _) => id,
+        (None, Some(name)) => name.to_string(),
+        (None, None) => return Err(AppError::validation("channelId (or roomName) is required")),
+    };
+    let account = &cx.session.account;
+    let room = crate::app::rooms::resolve_channel(&cx.node.store, account, user, &id).await?;
+    let (since, after_seq, limit) = (p.opt_i64("since")?, p.opt_i64("afterSeq")?, p.opt_i64("limit")?);
+    let page = cx.node.messages.sync(account, user, &room, since, after_seq, limit).await?;
+    Ok(Reply::Data(sync_page(&page)))
+}
+
+/// A `sync:messages` page (and the body of `GET /poll`).
+pub fn sync_page(page: &SyncPage) -> Value {
+    json!({
+        "messages": page.messages.iter().map(synced_message).collect::<Vec<_>>(),
+        "serverTime": page.server_time,
+        "hasMore": page.has_more,
+    })
+}
+
+async fn channels(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    if !data.is_null() {
+        Payload::object(&data)?.opt_i64("since")?;
+    }
+    Ok(Reply::Data(channel_list(&cx.node.messages.channels(&cx.session.account, user).await?)))
+}
+
+fn channel_list(c: &Channels) -> Value {
+    let channels: Vec<Value> = c
+        .channels
+        .iter()
+        .map(|c| {
+            let mut v = json!({
+                "id": channel_id_of(&c.name),
+                "name": c.name,
+                "type": c.kind,
+                "memberCount": c.member_count,
+                "unreadCount": c.unread,
+            });
+            if let Some(t) = c.last_message_at {
+                v["lastMessageAt"] = iso_ms(t).into();
+            }
+            v
+        })
+        .collect();
+    json!({ "channels": channels, "serverTime": c.server_time })
+}
+
+// ----- presence ----------------------------------------------------------------------------------------
+
+/// The session ended while this event ran (the disconnect cleaned up before it registered anything): take
+/// the socket out of presence again, subscriptions included.
+async fn undo_if_closed(cx: &Cx<'_>, user: &str) {
+    if cx.session.is_closed() {
+        cx.node.presence.disconnected(&cx.session.account, user, &cx.session.sid).await;
+    }
+}
+
+async fn presence_update(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let update = super::presence_update(&data)?;
+    cx.node.presence.update(&cx.session.account, user, &cx.session.sid, update).await?;
+    undo_if_closed(cx, user).await;
+    Ok(Reply::Done)
+}
+
+async fn presence_subscribe(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let ids = Payload::object(&data)?.ids("userIds")?;
+    let account = &cx.session.account;
+    cx.node.presence.subscribe(account, user, &cx.session.sid, &ids).await;
+    undo_if_closed(cx, user).await;
+    let presences = cx.node.presence.views_for(account, Some(user), &ids).await?;
+    let payload = json!({ "presences": presences });
+    cx.out.emit("presence:bulk", &payload);
+    Ok(Reply::Data(payload))
+}
+
+async fn presence_unsubscribe(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let ids = Payload::object(&data)?.ids("userIds")?;
+    cx.node.presence.unsubscribe(&cx.session.account, user, &cx.session.sid, &ids).await;
+    Ok(Reply::Done)
+}
+
+async fn presence_get(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let ids = Payload::object(&data)?.ids("userIds")?;
+    let presences = cx.node.presence.views_for(&cx.session.account, cx.session.user(), &ids).await?;
+    Ok(Reply::Data(json!({ "presences": presences })))
+}
+
+/// A `presence:settings` patch (also the body of `PUT /api/users/:id/presence-settings`).
+pub fn settings_patch(data: &Value) -> AppResult<PrivacySettingsPatch> {
+    Payload::object(data)?;
+    serde_json::from_value(data.clone()).map_err(|e| {
+        AppError::validation(format!(
+            "settings must be {{visibility?: everyone|contacts|nobody, showOnlineStatus?, showLastSeen?, \
+             allowReadReceipts?, invisibleMode?: boolean}} ({e})"
+        ))
+    })
+}
+
+async fn presence_settings(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let patch = settings_patch(&data)?;
+    let merged = cx.node.presence.change_settings(&cx.session.account, user, &patch).await?;
+    Ok(Reply::Data(serde_json::to_value(merged).expect("settings serialise")))
+}
+
+// ----- typing ------------------------------------------------------------------------------------------
+
+async fn typing(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let req = super::typing_request(event, &data)?;
+    let typer = Typer { account: &cx.session.account, user, device: &cx.session.sid, author: cx.session.author() };
+    cx.node.typing.socket_typing(typer, req).await?;
+    Ok(Reply::Done)
+}
+
+// ----- receipts and reactions --------------------------------------------------------------------------
+
+fn receipt_update(data: &Value) -> AppResult<ReadRequest> {
+    let p = Payload::object(data)?;
+    let message_id = p.opt_id("messageId")?.ok_or_else(|| AppError::validation("messageId is required"))?;
+    let read = match p.str("status", 32)? {
+        "read" => true,
+        "delivered" => false,
+        other => return Err(AppError::validation(format!("status must be delivered or read, not {other:?}"))),
+    };
+    Ok(ReadRequest::Receipt { message_id, read })
+}
+
+async fn read(cx: &Cx<'_>, req: ReadRequest) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let result = cx.node.receipts.read(&cx.session.account, user, &cx.session.sid, req).await?;
+    Ok(Reply::Data(match result {
+        ReadResult::Delivered { message_id } => json!({ "messageId": message_id, "status": "delivered" }),
+        ReadResult::Read { room, watermark } => {
+            json!({ "channelId": channel_id_of(&room), "roomName": room, "readSeq": watermark })
+        }
+    }))
+}
+
+async fn delivery_sync(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let ids = Payload::object(&data)?.ids("messageIds")?;
+    let response = cx.node.receipts.delivery_sync(&cx.session.account, user, &ids).await?;
+    let response = serde_json::to_value(response).expect("serialisable");
+    cx.out.emit("delivery:sync-response", &response);
+    Ok(Reply::Data(response))
+}
+
+async fn react(cx: &Cx<'_>, data: Value, add: bool) -> AppResult<Reply> {
+    let user = cx.user()?;
+    let p = Payload::object(&data)?;
+    let id = p.opt_id("messageId")?.ok_or_else(|| AppError::validation("messageId is required"))?;
+    let emoji = p.str("emoji", limits::EMOJI_BYTES)?.trim().to_string();
+    let change = cx.node.reactions.react(&cx.session.account, user, &id, &emoji, add).await?;
+    Ok(Reply::Data(reaction(&change)))
+}
+
+fn reaction(c: &crate::app::events::ReactionChange) -> Value {
+    json!({ "messageId": c.message_id, "channelId": channel_id_of(&c.room), "roomName": c.room,
+            "userId": c.user, "emoji": c.emoji, "count": c.count })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outbound
+// ---------------------------------------------------------------------------------------------
+
+fn put(v: &mut Value, key: &str, val: Option<Value>) {
+    if let (Some(o), Some(val)) = (v.as_object_mut(), val) {
+        o.insert(key.to_string(), val);
+    }
+}
+
+fn parse_json_text(text: &Option<String>) -> Option<Value> {
+    text.as_deref().and_then(|t| serde_json::from_str(t).ok())
+}
+
+/// `message:new`: one superset payload that both nchat readers accept.
+pub fn message_new(m: &MessageRow, author: &Author) -> Value {
+    let mut v = json!({
+        "id": m.id,
+        "messageId": m.id,
+        "roomName": m.room,
+        "channelId": channel_id_of(&m.room),
+        "userId": m.user_id,
+        "content": m.content,
+        "type": m.kind,
+        "seq": m.seq,
+        "createdAt": iso_ms(m.created_at),
+        "timestamp": iso_ms(m.created_at),
+    });
+    put(&mut v, "userName", author.name.clone().map(Value::from));
+    put(&mut v, "userAvatar", author.avatar.clone().map(Value::from));
+    put(&mut v, "threadId", m.thread_id.clone().map(Value::from));
+    put(&mut v, "replyTo", m.reply_to.clone().map(Value::from));
+    put(&mut v, "metadata", parse_json_text(&m.metadata));
+    put(&mut v, "mentions", parse_json_text(&m.mentions));
+    put(&mut v, "attachments", parse_json_text(&m.attachments));
+    put(&mut v, "clientMessageId", m.client_message_id.clone().map(Value::from));
+    v
+}
+
+/// One message of a `sync:messages` page.
+pub fn synced_message(m: &MessageRow) -> Value {
+    let mut v = json!({
+        "id": m.id,
+        "channelId": channel_id_of(&m.room),
+        "content": if m.deleted_at.is_some() { "" } else { m.content.as_str() },
+        "userId": m.user_id,
+        "createdAt": iso_ms(m.created_at),
+        "type": m.kind,
+        "seq": m.seq,
+        "isEdited": m.edited_at.is_some(),
+        "isDeleted": m.deleted_at.is_some(),
+    });
+    if m.updated_at != m.created_at {
+        put(&mut v, "updatedAt", Some(iso_ms(m.updated_at).into()));
+    }
+    put(&mut v, "threadId", m.thread_id.clone().map(Value::from));
+    put(&mut v, "clientMessageId", m.client_message_id.clone().map(Value::from));
+    put(&mut v, "metadata", parse_json_text(&m.metadata));
+    v
+}
+
+fn room_presence(p: &RoomPresence) -> Value {
+    json!({
+        "roomName": p.room,
+        "userId": p.user,
+        "userName": p.author.name,
+        "userAvatar": p.author.avatar,
+        "timestamp": iso_ms(p.at),
+    })
+}
+
+fn to_value(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).expect("outbound payloads serialise")
+}
+
+/// The event name and payload of an outbound event in this dialect.
+pub fn render(event: &Event) -> (Cow<'_, str>, Value) {
+    let (name, payload) = match event {
+        Event::MessageNew { message, author } => ("message:new", message_new(message, author)),
+        Event::MessageSent { message } => (
+            "message:sent",
+            json!({ "clientMessageId": message.client_message_id, "messageId": message.id,
+                    "sentAt": iso_ms(message.created_at) }),
+        ),
+        Event::MessageUpdated { message: m, by } => (
+            "message:update",
+            json!({ "id": m.id, "messageId": m.id, "channelId": channel_id_of(&m.room), "roomName": m.room,
+                    "content": m.content, "editedBy": by, "editedAt": iso_ms(m.updated_at) }),
+        ),
+        Event::MessageDeleted { message: m, by } => (
+            "message:delete",
+            json!({ "id": m.id, "messageId": m.id, "channelId": channel_id_of(&m.room), "roomName": m.room,
+                    "deletedBy": by, "deletedAt": iso_ms(m.updated_at) }),
+        ),
+        Event::UserJoined(p) => ("user:joined", room_presence(p)),
+        Event::UserLeft(p) => ("user:left", room_presence(p)),
+        Event::Typing(p) => ("typing:event", to_value(p)),
+        Event::PresenceChanged(v) => ("presence:changed", to_value(v)),
+        Event::Delivered(d) => ("message:delivered", to_value(d)),
+        Event::Acked(a) => ("message:ack", to_value(a)),
+        Event::Read(r) => ("message:read", to_value(r)),
+        Event::BatchRead(r) => ("message:batch-read", to_value(r)),
+        Event::Reaction(c) => (if c.added { "reaction:add" } else { "reaction:remove" }, reaction(c)),
+        Event::TokenExpired => (
+            "auth:error",
+            json!({ "code": "TOKEN_EXPIRED", "message": "the token expired; reconnect with a new token" }),
+        ),
+        Event::Custom { name, payload } => return (Cow::Borrowed(name.as_str()), payload.clone()),
+    };
+    (Cow::Borrowed(name), payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> MessageRow {
+        MessageRow {
+            id: "m1".into(),
+            room: "channel:c1".into(),
+            seq: 7,
+            user_id: "u1".into(),
+            kind: "text".into(),
+            content: "hi".into(),
+            thread_id: None,
+            reply_to: Some("m0".into()),
+            metadata: Some("{\"k\":1}".into()),
+            mentions: None,
+            attachments: None,
+            client_message_id: Some("c-1".into()),
+            created_at: 0,
+            updated_at: 0,
+            edited_at: None,
+            deleted_at: None,
+        }
+    }
+
+    #[test]
+    fn message_new_is_the_superset() {
+        let v = message_new(&row(), &Author { name: Some("Ann".into()), avatar: None });
+        assert_eq!(v["id"], "m1");
+        assert_eq!(v["messageId"], "m1");
+        assert_eq!(v["channelId"], "c1");
+        assert_eq!(v["roomName"], "channel:c1");
+        assert_eq!(v["userName"], "Ann");
+        assert_eq!(v["metadata"]["k"], 1);
+        assert_eq!(v["clientMessageId"], "c-1");
+        assert_eq!(v["createdAt"], "1970-01-01T00:00:00.000Z");
+        assert!(v.get("threadId").is_none());
+        assert!(v.get("userAvatar").is_none());
+    }
+
+    #[test]
+    fn every_event_has_its_contract_name() {
+        let m = row();
+        let cases = [
+            (Event::MessageNew { message: m.clone(), author: Author::default() }, "message:new"),
+            (Event::MessageSent { message: m.clone() }, "message:sent"),
+            (Event::MessageUpdated { message: m.clone(), by: "u".into() }, "message:update"),
+            (Event::MessageDeleted { message: m.clone(), by: "u".into() }, "message:delete"),
+            (Event::TokenExpired, "auth:error"),
+            (Event::Custom { name: "app:thing".into(), payload: json!({"a": 1}) }, "app:thing"),
+        ];
+        for (event, name) in cases {
+            assert_eq!(render(&event).0, name);
+        }
+        let (_, v) = render(&Event::MessageDeleted { message: m, by: "mod".into() });
+        assert_eq!((v["deletedBy"].as_str(), v["channelId"].as_str()), (Some("mod"), Some("c1")));
+    }
+}

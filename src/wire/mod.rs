@@ -1,0 +1,414 @@
+//! The wire: what clients send and receive. Inbound payloads are read field by field here (type and size
+//! checked, with the protocol's error codes) into the application's typed requests; outbound events and
+//! answers are rendered here, one module per dialect (`contract`: the dialect of docs/protocol.md).
+
+pub mod contract;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use crate::app::messages::Outgoing;
+use crate::app::session::Session;
+use crate::domain::names::RoomName;
+use crate::domain::presence::{PresenceError, PresenceUpdate, Status};
+use crate::domain::typing::{RoomType, TypingError, TypingRequest};
+use crate::error::{AppError, AppResult};
+use crate::node::Node;
+
+/// A socket's own channel back, for answers that go to it alone (rendered by the dialect).
+pub trait Outbox: Send + Sync {
+    fn emit(&self, event: &str, data: &Value);
+}
+
+/// What a dialect's handler gets for one inbound event.
+pub struct Cx<'a> {
+    pub node: &'a Arc<Node>,
+    pub session: &'a Arc<Session>,
+    /// The client asked for an ack.
+    pub has_ack: bool,
+    pub out: &'a Arc<dyn Outbox>,
+}
+
+impl Cx<'_> {
+    /// The authenticated user, or UNAUTHENTICATED for an anonymous socket.
+    pub fn user(&self) -> AppResult<&str> {
+        self.session.user().ok_or_else(|| {
+            AppError::new(crate::error::ErrorCode::Unauthenticated, "this event needs an authenticated user")
+        })
+    }
+}
+
+/// What a handler answers.
+pub enum Reply {
+    /// `{success: true, data}`
+    Data(Value),
+    /// `{success: true}`
+    Done,
+    /// The ack carries exactly this value (the `ping` exception to the envelope).
+    Raw(Value),
+    /// The answer comes later; the socket's next event need not wait for it (a message waiting for its
+    /// commit). The future keeps its own ordering.
+    Later(Pin<Box<dyn Future<Output = AppResult<Reply>> + Send>>),
+}
+
+/// Bounds for inbound strings and arrays (docs/protocol.md §2.4: everything is bounded).
+pub mod limits {
+    pub const ID: usize = 256;
+    pub const SHORT: usize = 64;
+    pub const STATUS_TEXT: usize = 256;
+    pub const EMOJI: usize = 64;
+    pub const METADATA: usize = 16 * 1024;
+    pub const ATTACHMENTS: usize = 64 * 1024;
+    pub const ID_ARRAY: usize = 1000;
+    pub const ATTACHMENT_COUNT: usize = 100;
+    pub const EMOJI_BYTES: usize = 64;
+}
+
+/// An inbound payload that must be a JSON object.
+pub struct Payload<'a> {
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Payload<'a> {
+    pub fn object(data: &'a Value) -> AppResult<Payload<'a>> {
+        match data {
+            Value::Object(map) => Ok(Payload { map }),
+            Value::Null => Err(AppError::validation("payload is missing; send an object")),
+            other => Err(AppError::validation(format!("payload must be an object, not {}", kind(other)))),
+        }
+    }
+
+    pub fn has(&self, field: &str) -> bool {
+        self.map.get(field).is_some_and(|v| !v.is_null())
+    }
+
+    pub fn raw(&self, field: &str) -> Option<&'a Value> {
+        self.map.get(field).filter(|v| !v.is_null())
+    }
+
+    /// An optional string of at most `max` bytes. Empty strings count as absent.
+    pub fn opt_str(&self, field: &str, max: usize) -> AppResult<Option<&'a str>> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.len() > max => Err(AppError::too_large(field, max)),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(other) => Err(AppError::validation(format!("{field} must be a string, not {}", kind(other)))),
+        }
+    }
+
+    pub fn str(&self, field: &str, max: usize) -> AppResult<&'a str> {
+        self.opt_str(field, max)?.ok_or_else(|| AppError::validation(format!("{field} is required")))
+    }
+
+    /// A string that may also be sent as a number (ids from clients that use numeric ids).
+    pub fn opt_id(&self, field: &str) -> AppResult<Option<String>> {
+        match self.map.get(field) {
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            _ => Ok(self.opt_str(field, limits::ID)?.map(str::to_string)),
+        }
+    }
+
+    pub fn opt_bool(&self, field: &str) -> AppResult<Option<bool>> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(AppError::validation(format!("{field} must be a boolean, not {}", kind(other)))),
+        }
+    }
+
+    /// An optional integer (epoch ms, limits, seqs).
+    pub fn opt_i64(&self, field: &str) -> AppResult<Option<i64>> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+                .map(Some)
+                .ok_or_else(|| AppError::validation(format!("{field} must be an integer"))),
+            Some(Value::String(s)) => {
+                s.trim().parse().map(Some).map_err(|_| AppError::validation(format!("{field} must be an integer")))
+            }
+            Some(other) => Err(AppError::validation(format!("{field} must be a number, not {}", kind(other)))),
+        }
+    }
+
+    /// An optional array of id strings, at most [`limits::ID_ARRAY`] entries.
+    pub fn opt_ids(&self, field: &str) -> AppResult<Option<Vec<String>>> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => {
+                if items.len() > limits::ID_ARRAY {
+                    return Err(AppError::too_large(field, limits::ID_ARRAY)
+                        .with_details(json!({"field": field, "maxItems": limits::ID_ARRAY})));
+                }
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Value::String(s) if s.len() > limits::ID => return Err(AppError::too_large(field, limits::ID)),
+                        Value::String(s) if !s.trim().is_empty() => out.push(s.trim().to_string()),
+                        Value::Number(n) => out.push(n.to_string()),
+                        _ => return Err(AppError::validation(format!("{field} must be an array of id strings"))),
+                    }
+                }
+                Ok(Some(out))
+            }
+            Some(other) => Err(AppError::validation(format!("{field} must be an array, not {}", kind(other)))),
+        }
+    }
+
+    pub fn ids(&self, field: &str) -> AppResult<Vec<String>> {
+        self.opt_ids(field)?.ok_or_else(|| AppError::validation(format!("{field} is required")))
+    }
+
+    /// Optional free-form JSON (object or array), stored as text of at most `max` bytes.
+    pub fn opt_json(&self, field: &str, max: usize, want_array: bool) -> AppResult<Option<String>> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v @ Value::Array(_)) if want_array => bounded_json(field, v, max),
+            Some(v @ Value::Object(_)) if !want_array => bounded_json(field, v, max),
+            Some(other) => Err(AppError::validation(format!(
+                "{field} must be an {}, not {}",
+                if want_array { "array" } else { "object" },
+                kind(other)
+            ))),
+        }
+    }
+}
+
+/// Reads either `message:send` shape: `{roomName, content, threadId?, replyTo?, metadata?}` (rooms service)
+/// or `{channelId, content, type, attachments?, threadId?, mentions?, clientMessageId}` (offline queue).
+pub fn outgoing(data: &Value, max_message_length: usize) -> AppResult<Outgoing> {
+    let p = Payload::object(data)?;
+    let room = match (p.opt_str("roomName", limits::ID)?, p.opt_id("channelId")?) {
+        (Some(name), _) => RoomName::parse(name),
+        (None, Some(id)) => RoomName::from_channel_id(&id),
+        (None, None) => return Err(AppError::validation("roomName or channelId is required")),
+    }
+    .map_err(AppError::validation)?;
+    let content = match p.raw("content") {
+        Some(Value::String(s)) if s.len() > max_message_length => {
+            return Err(AppError::too_large("content", max_message_length));
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(AppError::validation("content must be a string")),
+        None => String::new(),
+    };
+    let attachments = p.opt_json("attachments", limits::ATTACHMENTS, true)?;
+    if content.trim().is_empty() && attachments.is_none() {
+        return Err(AppError::validation("content is required (or attachments)"));
+    }
+    if let Some(Value::Array(a)) = p.raw("attachments")
+        && a.len() > limits::ATTACHMENT_COUNT
+    {
+        return Err(AppError::too_large("attachments", limits::ATTACHMENT_COUNT));
+    }
+    p.opt_ids("mentions")?; // type-check: an array of ids
+    Ok(Outgoing {
+        room,
+        kind: p.opt_str("type", limits::SHORT)?.unwrap_or("text").to_string(),
+        content,
+        thread_id: p.opt_id("threadId")?,
+        reply_to: p.opt_id("replyTo")?,
+        metadata: p.opt_json("metadata", limits::METADATA, false)?,
+        mentions: p.opt_json("mentions", limits::METADATA, true)?,
+        attachments,
+        client_message_id: p.opt_str("clientMessageId", limits::ID)?.map(str::to_string),
+    })
+}
+
+/// A typing field: a string (empty is absent) or a number, at most 256 bytes.
+fn typing_field(v: &Value, field: &str) -> Result<Option<String>, TypingError> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s.len() > crate::domain::typing::MAX_ID_LEN => {
+            Err(TypingError::TooLarge(field.into()))
+        }
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(TypingError::Validation(format!("{field} must be a string"))),
+    }
+}
+
+/// `typing:start` / `typing:stop` / `typing` in any of their shapes (docs/protocol.md §9.1):
+/// `{roomName, roomType, threadId?, recipientId?}`, `{channelId, threadId?}`, or `typing {channelId, isTyping}`.
+pub fn typing_request(event: &str, data: &Value) -> AppResult<TypingRequest> {
+    if !data.is_object() {
+        return Err(TypingError::Validation("payload must be an object".into()).into());
+    }
+    let is_typing = match event {
+        "typing:start" => true,
+        "typing:stop" => false,
+        _ => match data.get("isTyping") {
+            Some(Value::Bool(b)) => *b,
+            _ => return Err(TypingError::Validation("isTyping must be a boolean".into()).into()),
+        },
+    };
+    let room_name = match typing_field(data, "roomName")? {
+        Some(r) => r,
+        None => typing_field(data, "channelId")?
+            .ok_or_else(|| TypingError::Validation("roomName or channelId is required".into()))?,
+    };
+    let room_type = match typing_field(data, "roomType")? {
+        Some(rt) => Some(
+            RoomType::parse(&rt)
+                .ok_or_else(|| TypingError::Validation("roomType must be channel, thread or dm".into()))?,
+        ),
+        None => None,
+    };
+    let thread_id = typing_field(data, "threadId")?;
+    let recipient_id = typing_field(data, "recipientId")?;
+    Ok(TypingRequest::new(room_name, room_type, thread_id, recipient_id, is_typing)?)
+}
+
+fn status_text(v: Option<&Value>, field: &str) -> Result<Option<String>, PresenceError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(PresenceError::Validation(format!("{field} must be a string"))),
+    }
+}
+
+fn status_expiry(v: Option<&Value>) -> Result<Option<DateTime<Utc>>, PresenceError> {
+    let bad = || PresenceError::Validation("customStatus.expiresAt must be an ISO-8601 time or epoch ms".into());
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => {
+            DateTime::parse_from_rfc3339(s).map(|d| Some(d.with_timezone(&Utc))).map_err(|_| bad())
+        }
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f as i64))
+            .and_then(DateTime::from_timestamp_millis)
+            .map(Some)
+            .ok_or_else(bad),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// `presence:update {status, customStatus?}`: `customStatus` as `{text?, emoji?, expiresAt?}` or as a plain
+/// string with a sibling `customEmoji`.
+pub fn presence_update(data: &Value) -> AppResult<PresenceUpdate> {
+    let obj = data.as_object().ok_or_else(|| PresenceError::Validation("payload must be an object".into()))?;
+    let status = match obj.get("status") {
+        Some(Value::String(s)) => Status::parse(s).ok_or_else(|| {
+            PresenceError::Validation("status must be online, away, busy, dnd, offline or invisible".into())
+        })?,
+        _ => return Err(PresenceError::Validation("status is required".into()).into()),
+    };
+    let (text, emoji, expires_at) = match obj.get("customStatus") {
+        None | Some(Value::Null) => (None, status_text(obj.get("customEmoji"), "customEmoji")?, None),
+        Some(Value::String(_)) => (
+            status_text(obj.get("customStatus"), "customStatus")?,
+            status_text(obj.get("customEmoji"), "customEmoji")?,
+            None,
+        ),
+        Some(Value::Object(cs)) => (
+            status_text(cs.get("text"), "customStatus.text")?,
+            status_text(cs.get("emoji"), "customStatus.emoji")?,
+            status_expiry(cs.get("expiresAt"))?,
+        ),
+        Some(_) => return Err(PresenceError::Validation("customStatus must be an object or a string".into()).into()),
+    };
+    Ok(PresenceUpdate::new(status, text.as_deref(), emoji.as_deref(), expires_at)?)
+}
+
+fn bounded_json(field: &str, v: &Value, max: usize) -> AppResult<Option<String>> {
+    let text = v.to_string();
+    if text.len() > max { Err(AppError::too_large(field, max)) } else { Ok(Some(text)) }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    #[test]
+    fn typing_requests_in_every_shape() {
+        let r =
+            typing_request("typing:start", &json!({"roomName": "alice:bob", "roomType": "dm", "recipientId": "bob"}))
+                .unwrap();
+        assert_eq!(r.room_type, RoomType::Dm);
+        assert_eq!(r.recipient_id.as_deref(), Some("bob"));
+        assert!(r.is_typing);
+        let r = typing_request("typing:stop", &json!({"channelId": "c1", "threadId": "t1"})).unwrap();
+        assert_eq!((r.room_type, r.is_typing), (RoomType::Thread, false));
+        let r = typing_request("typing", &json!({"channelId": 7, "isTyping": true})).unwrap();
+        assert_eq!((r.room_type, r.room_name.as_str(), r.is_typing), (RoomType::Channel, "7", true));
+        assert!(typing_request("typing", &json!({"channelId": "c1"})).is_err());
+        assert!(typing_request("typing:start", &json!({})).is_err());
+        assert!(typing_request("typing:start", &json!("c1")).is_err());
+        assert!(typing_request("typing:start", &json!({"roomName": "c", "roomType": "x"})).is_err());
+        assert_eq!(
+            typing_request("typing:start", &json!({"roomName": "x".repeat(300)})).unwrap_err().code,
+            ErrorCode::PayloadTooLarge
+        );
+        assert_eq!(
+            typing_request("typing:start", &json!({"roomName": "c", "recipientId": "x".repeat(300)})).unwrap_err().code,
+            ErrorCode::PayloadTooLarge
+        );
+    }
+
+    #[test]
+    fn presence_updates_in_both_shapes() {
+        let u = presence_update(&json!({"status": "dnd"})).unwrap();
+        assert_eq!((u.status, u.custom_status), (Status::Busy, None));
+        let u = presence_update(&json!({
+            "status": "online",
+            "customStatus": {"text": "In a meeting", "emoji": "📅", "expiresAt": "2023-11-14T23:13:20.000Z"}
+        }))
+        .unwrap();
+        let cs = u.custom_status.unwrap();
+        assert_eq!(cs.text.as_deref(), Some("In a meeting"));
+        assert_eq!(cs.expires_at, DateTime::from_timestamp_millis(1_700_003_600_000));
+        let u = presence_update(&json!({"status": "away", "customStatus": "brb", "customEmoji": "☕"})).unwrap();
+        assert_eq!(u.custom_status.unwrap().emoji.as_deref(), Some("☕"));
+        let u =
+            presence_update(&json!({"status": "online", "customStatus": {"expiresAt": 1_700_000_000_000i64}})).unwrap();
+        assert_eq!(u.custom_status, None, "empty custom status is no custom status");
+        let u = presence_update(
+            &json!({"status": "online", "customStatus": {"text": "x", "expiresAt": 1_700_000_000_000i64}}),
+        )
+        .unwrap();
+        assert_eq!(u.custom_status.unwrap().expires_at, DateTime::from_timestamp_millis(1_700_000_000_000));
+        assert_eq!(presence_update(&json!({"status": "sleeping"})).unwrap_err().code, ErrorCode::ValidationError);
+        assert!(presence_update(&json!({})).is_err());
+        assert!(presence_update(&json!({"status": "online", "customStatus": 5})).is_err());
+        assert!(presence_update(&json!({"status": "online", "customStatus": {"expiresAt": "soon"}})).is_err());
+        assert_eq!(
+            presence_update(&json!({"status": "online", "customStatus": "x".repeat(300)})).unwrap_err().code,
+            ErrorCode::PayloadTooLarge
+        );
+    }
+
+    #[test]
+    fn fields_are_type_and_size_checked() {
+        let data = json!({"roomName": 5, "content": "x".repeat(20), "ids": ["a", 3], "thread": "t"});
+        let p = Payload::object(&data).unwrap();
+        assert_eq!(p.str("roomName", 10).unwrap_err().code, ErrorCode::ValidationError);
+        assert_eq!(p.str("content", 10).unwrap_err().code, ErrorCode::PayloadTooLarge);
+        assert_eq!(p.str("missing", 10).unwrap_err().code, ErrorCode::ValidationError);
+        assert_eq!(p.ids("ids").unwrap(), vec!["a".to_string(), "3".to_string()]);
+        assert_eq!(Payload::object(&json!("text")).err().unwrap().code, ErrorCode::ValidationError);
+        assert_eq!(Payload::object(&Value::Null).err().unwrap().code, ErrorCode::ValidationError);
+        let many = json!({"ids": vec!["x"; 1001]});
+        assert_eq!(Payload::object(&many).unwrap().ids("ids").unwrap_err().code, ErrorCode::PayloadTooLarge);
+    }
+}
