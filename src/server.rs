@@ -186,6 +186,7 @@ fn assemble(cfg: Config, store: Store, fanout: Arc<Fanout>) -> anyhow::Result<Ar
         receipts.clone(),
         audit.clone(),
         cfg.auto_create_rooms,
+        id.clone(),
     ));
     let typing = Arc::new(Typing::new(
         typing_backend,

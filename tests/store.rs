@@ -304,3 +304,50 @@ fn a_crash_leaves_last_seen_at_the_restart_for_users_still_connected() {
         assert_eq!(store.close_stale_connections(Some("n1"), "restart").await.unwrap(), 2);
     });
 }
+
+#[test]
+fn receipt_facts_count_late_joiners_out_of_older_messages() {
+    use nself_realtime::domain::receipts::{Member, count};
+    on_both("receipt facts on PostgreSQL", |store| async move {
+        room(&store, "r").await;
+        for u in ["alice", "bob"] {
+            store.add_member("acct", "r", u, "member").await.unwrap();
+        }
+        let writer = MessageWriter::spawn(store.clone(), 16);
+        let WriteOutcome::Inserted(first) = writer.submit(message("r", "alice", "one", Some("c1"))).await.unwrap()
+        else {
+            panic!("inserted")
+        };
+        store.add_member("acct", "r", "carol", "member").await.unwrap();
+        let WriteOutcome::Inserted(second) = writer.submit(message("r", "alice", "two", None)).await.unwrap() else {
+            panic!("inserted")
+        };
+        store.save_watermarks(&[("acct".into(), "r".into(), "bob".into(), second.seq, 0)]).await.unwrap();
+        store.save_deliveries(&[("acct".into(), first.id.clone(), "carol".into(), 0)]).await.unwrap();
+
+        // By server id and by the sender's own client id; a stranger's client id matches nothing.
+        let ids = vec![first.id.clone(), "c1".to_string(), second.id.clone(), "nope".to_string()];
+        let facts = store.receipt_facts("acct", "alice", &ids).await.unwrap();
+        assert_eq!(facts.messages.len(), 2);
+        assert!(store.receipt_facts("acct", "bob", &["c1".to_string()]).await.unwrap().messages.is_empty());
+        let members = &facts.members["r"];
+        assert_eq!(members.len(), 3);
+        let counts = |m: &nself_realtime::store::MessageRow| {
+            count(
+                &m.user_id,
+                m.seq,
+                members.iter().map(|(w, off)| Member {
+                    user: &w.user_id,
+                    since_seq: w.joined_seq,
+                    read_seq: w.read_seq,
+                    delivered: facts.delivered.contains(&(m.id.clone(), w.user_id.clone())),
+                    receipts_off: *off,
+                }),
+            )
+        };
+        let c = counts(&first);
+        assert_eq!((c.total, c.read, c.delivered), (1, 1, 1), "carol joined after the first message");
+        let c = counts(&second);
+        assert_eq!((c.total, c.read, c.delivered), (2, 1, 1));
+    });
+}

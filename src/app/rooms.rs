@@ -49,6 +49,8 @@ pub struct Rooms {
     receipts: Arc<Receipts>,
     audit: Arc<Audit>,
     auto_create: bool,
+    /// This node's id, recorded with each of its sockets in the roster.
+    node: String,
     /// Wakes the departure timer when a grace starts.
     wake: Arc<tokio::sync::Notify>,
     worker: Worker,
@@ -65,6 +67,7 @@ impl Rooms {
         receipts: Arc<Receipts>,
         audit: Arc<Audit>,
         auto_create: bool,
+        node: String,
     ) -> Rooms {
         Rooms {
             store,
@@ -75,6 +78,7 @@ impl Rooms {
             receipts,
             audit,
             auto_create,
+            node,
             wake: Arc::new(tokio::sync::Notify::new()),
             worker: Worker::default(),
         }
@@ -195,7 +199,7 @@ impl Rooms {
                 sid: s.sid.clone(),
                 account: s.account.clone(),
                 user: s.user_id.clone(),
-                node: String::new(),
+                node: self.node.clone(),
                 name: author.name,
                 avatar: author.avatar,
             })
