@@ -11,7 +11,7 @@ use serde_json::json;
 use super::RosterRef;
 use super::events::Event;
 use super::presence::Presence;
-use super::rooms::{Rooms, sleep_or_forever};
+use super::rooms::Rooms;
 use super::session::{Audit, Session, Sessions};
 use super::typing::Typing;
 use super::worker::Worker;
@@ -81,21 +81,10 @@ impl Connections {
 
     /// Starts the timer that ends sessions whose token expired more than `REALTIME_TOKEN_GRACE` ago.
     pub fn start(self: &Arc<Self>) {
-        let part = Arc::downgrade(self);
-        self.worker.start(|mut stop| async move {
-            loop {
-                let Some(c) = part.upgrade() else { return };
-                c.end_expired().await;
-                let next = c.expiries.lock().first().map(|(at, _)| *at);
-                let wait = next.map(|at| std::time::Duration::from_millis((at - now_ms()).max(0) as u64));
-                let wake = c.wake.clone();
-                drop(c);
-                tokio::select! {
-                    _ = sleep_or_forever(wait) => {},
-                    _ = wake.notified() => {},
-                    _ = stop.requested() => return,
-                }
-            }
+        self.worker.every_deadline(self, self.wake.clone(), |c| async move {
+            c.end_expired().await;
+            let next = c.expiries.lock().first().map(|(at, _)| *at);
+            next.map(|at| std::time::Duration::from_millis((at - now_ms()).max(0) as u64))
         });
     }
 

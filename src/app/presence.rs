@@ -10,8 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::events::Event;
 use super::receipts::Receipts;
-use super::rooms::sleep_or_forever;
-use super::worker::Worker;
+use super::worker::{Worker, until};
 use super::{Fanout, RosterRef};
 use crate::cluster::{Audience, PresenceBackend};
 use crate::domain::presence::{
@@ -112,21 +111,9 @@ impl Presence {
     /// Starts the timer: coalesced changes, idles, custom status expiry, the end of offline graces, and
     /// the end of HTTP devices that stopped posting.
     pub fn start(self: &Arc<Self>) {
-        let part = Arc::downgrade(self);
-        self.worker.start(|mut stop| async move {
-            loop {
-                let Some(p) = part.upgrade() else { return };
-                p.tick().await;
-                let next = p.next_deadline().await;
-                let wait = next.map(|t| (t - Utc::now()).to_std().unwrap_or_default());
-                let wake = p.wake.clone();
-                drop(p);
-                tokio::select! {
-                    _ = sleep_or_forever(wait) => {},
-                    _ = wake.notified() => {},
-                    _ = stop.requested() => return,
-                }
-            }
+        self.worker.every_deadline(self, self.wake.clone(), |p| async move {
+            p.tick().await;
+            p.next_deadline().await.map(until)
         });
     }
 

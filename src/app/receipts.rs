@@ -65,6 +65,7 @@ pub struct Receipts {
     /// `sync:channels` (and shutdown) could read the database before an acked read lands.
     flushing: tokio::sync::Mutex<()>,
     worker: Worker,
+    evictor: Worker,
 }
 
 impl Receipts {
@@ -77,32 +78,21 @@ impl Receipts {
             deliveries: Mutex::new(Vec::new()),
             flushing: tokio::sync::Mutex::new(()),
             worker: Worker::default(),
+            evictor: Worker::default(),
         }
     }
 
-    /// Starts the timer: watermarks and deliveries are written once a second; idle rooms leave memory
+    /// Starts the timers: watermarks and deliveries are written once a second; idle rooms leave memory
     /// every ten minutes.
     pub fn start(self: &Arc<Self>) {
-        let part = Arc::downgrade(self);
-        self.worker.start(|mut stop| async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            for round in 1u64.. {
-                tokio::select! {
-                    _ = tick.tick() => {},
-                    _ = stop.requested() => return,
-                }
-                let Some(r) = part.upgrade() else { return };
-                r.flush().await;
-                if round % 600 == 0 {
-                    r.evict_idle();
-                }
-            }
-        });
+        self.worker.every(self, Duration::from_secs(1), |r| async move { r.flush().await });
+        self.evictor.every(self, Duration::from_secs(600), |r| async move { r.evict_idle() });
     }
 
-    /// Stops the timer, then writes what is pending.
+    /// Stops the timers, then writes what is pending.
     pub async fn stop(&self) {
         self.worker.stop().await;
+        self.evictor.stop().await;
         self.flush().await;
     }
 

@@ -10,7 +10,7 @@ use super::events::{Author, Event, RoomPresence};
 use super::presence::Presence;
 use super::receipts::Receipts;
 use super::session::{Audit, Session, Sessions};
-use super::worker::Worker;
+use super::worker::{Worker, until};
 use super::{Fanout, RosterRef};
 use crate::cluster::{Audience, Entered, Left, SocketEntry, Target};
 use crate::domain::names::{RoomName, user_room};
@@ -86,24 +86,12 @@ impl Rooms {
 
     /// Starts the timer that announces `user:left` when a disconnected user's grace runs out.
     pub fn start(self: &Arc<Self>) {
-        let rooms = Arc::downgrade(self);
-        self.worker.start(|mut stop| async move {
-            loop {
-                let Some(r) = rooms.upgrade() else { return };
-                for d in r.roster.departures(Utc::now()).await {
-                    let author = Author { name: d.name, avatar: d.avatar };
-                    r.announce(&d.account, &d.room, &d.user, author, false).await;
-                }
-                let next = r.roster.next_departure().await;
-                let wait = next.map(|t| (t - Utc::now()).to_std().unwrap_or_default());
-                let wake = r.wake.clone();
-                drop(r);
-                tokio::select! {
-                    _ = sleep_or_forever(wait) => {},
-                    _ = wake.notified() => {},
-                    _ = stop.requested() => return,
-                }
+        self.worker.every_deadline(self, self.wake.clone(), |r| async move {
+            for d in r.roster.departures(Utc::now()).await {
+                let author = Author { name: d.name, avatar: d.avatar };
+                r.announce(&d.account, &d.room, &d.user, author, false).await;
             }
+            r.roster.next_departure().await.map(until)
         });
     }
 
@@ -361,14 +349,6 @@ impl Rooms {
         self.receipts.member_removed(account, room, user);
         self.release(Sockets::AllOf { account, user }, room).await;
         Ok(())
-    }
-}
-
-/// Sleeps for `d`, or forever when there is nothing to wait for.
-pub(super) async fn sleep_or_forever(d: Option<std::time::Duration>) {
-    match d {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
     }
 }
 

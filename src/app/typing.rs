@@ -6,8 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::events::{Author, Event};
-use super::rooms::sleep_or_forever;
-use super::worker::Worker;
+use super::worker::{Worker, until};
 use super::{Fanout, RosterRef};
 use crate::cluster::{Audience, SocketRooms, Target, TypingBackend};
 use crate::domain::names::RoomName;
@@ -58,22 +57,10 @@ impl Typing {
 
     /// Starts the timer: it sends coalesced updates and expiries when they fall due, or when woken.
     pub fn start(self: &Arc<Self>) {
-        let part = Arc::downgrade(self);
-        self.worker.start(|mut stop| async move {
-            loop {
-                let Some(t) = part.upgrade() else { return };
-                let events = t.backend.flush(Utc::now()).await;
-                t.emit(events).await;
-                let next = t.backend.next_deadline().await;
-                let wait = next.map(|d| (d - Utc::now()).to_std().unwrap_or_default());
-                let wake = t.wake.clone();
-                drop(t);
-                tokio::select! {
-                    _ = sleep_or_forever(wait) => {},
-                    _ = wake.notified() => {},
-                    _ = stop.requested() => return,
-                }
-            }
+        self.worker.every_deadline(self, self.wake.clone(), |t| async move {
+            let events = t.backend.flush(Utc::now()).await;
+            t.emit(events).await;
+            t.backend.next_deadline().await.map(until)
         });
     }
 

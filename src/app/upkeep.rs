@@ -18,6 +18,8 @@ pub struct Upkeep {
     sessions: Arc<Sessions>,
     /// `REALTIME_MESSAGE_RETENTION_DAYS`, `REALTIME_EVENT_RETENTION_DAYS` (0 keeps all).
     retention: (u32, u32),
+    /// Sessions at the last housekeeping round (a drop of more than 1,000 trims the heap).
+    last_sessions: std::sync::atomic::AtomicUsize,
     retention_worker: Worker,
     housekeeping: Worker,
 }
@@ -36,43 +38,25 @@ impl Upkeep {
             limiter,
             sessions,
             retention,
+            last_sessions: std::sync::atomic::AtomicUsize::new(0),
             retention_worker: Worker::default(),
             housekeeping: Worker::default(),
         }
     }
 
     pub fn start(self: &Arc<Self>) {
-        let part = Arc::downgrade(self);
-        self.retention_worker.start(|mut stop| async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(3600));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {},
-                    _ = stop.requested() => return,
-                }
-                let Some(u) = part.upgrade() else { return };
-                u.prune().await;
-            }
-        });
-        let part = Arc::downgrade(self);
-        self.housekeeping.start(|mut stop| async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            let mut last = 0usize;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {},
-                    _ = stop.requested() => return,
-                }
-                let Some(u) = part.upgrade() else { return };
-                u.presence.sweep().await;
-                u.limiter.sweep(std::time::Instant::now());
-                let now = u.sessions.len();
-                if now + 1000 < last || (now == 0 && last > 0) {
-                    trim_heap();
-                }
-                last = now;
-            }
-        });
+        self.retention_worker.every(self, Duration::from_secs(3600), |u| async move { u.prune().await });
+        self.housekeeping.every(self, Duration::from_secs(10), |u| async move { u.housekeep().await });
+    }
+
+    async fn housekeep(&self) {
+        self.presence.sweep().await;
+        self.limiter.sweep(std::time::Instant::now());
+        let now = self.sessions.len();
+        let last = self.last_sessions.swap(now, std::sync::atomic::Ordering::Relaxed);
+        if now + 1000 < last || (now == 0 && last > 0) {
+            trim_heap();
+        }
     }
 
     pub async fn stop(&self) {

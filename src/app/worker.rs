@@ -3,9 +3,11 @@
 //! shutdown aborts its task.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 #[derive(Default)]
@@ -36,6 +38,50 @@ impl Worker {
         }
     }
 
+    /// A deadline timer over a part: `round` does the work that is due and says how long until more is due
+    /// (None: nothing scheduled); the timer sleeps that long, or until `wake` is notified (new work), or until
+    /// it is stopped. The part is held only during a round, so dropping it ends the timer.
+    pub fn every_deadline<T, F, Fut>(&self, part: &Arc<T>, wake: Arc<Notify>, round: F)
+    where
+        T: Send + Sync + 'static,
+        F: Fn(Arc<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = Option<Duration>> + Send,
+    {
+        let part = Arc::downgrade(part);
+        self.start(|mut stop| async move {
+            loop {
+                let Some(p) = part.upgrade() else { return };
+                let wait = round(p).await;
+                tokio::select! {
+                    _ = sleep_or_forever(wait) => {},
+                    _ = wake.notified() => {},
+                    _ = stop.requested() => return,
+                }
+            }
+        });
+    }
+
+    /// A periodic timer over a part: `round` runs every `period` (the first after one period).
+    pub fn every<T, F, Fut>(&self, part: &Arc<T>, period: Duration, round: F)
+    where
+        T: Send + Sync + 'static,
+        F: Fn(Arc<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let part = Arc::downgrade(part);
+        self.start(|mut stop| async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {},
+                    _ = stop.requested() => return,
+                }
+                let Some(p) = part.upgrade() else { return };
+                round(p).await;
+            }
+        });
+    }
+
     /// Asks the task to end and waits for it.
     pub async fn stop(&self) {
         let Some((tx, handle)) = self.running.lock().take() else { return };
@@ -50,6 +96,19 @@ impl Drop for Worker {
             handle.abort();
         }
     }
+}
+
+/// Sleeps for `d`, or forever when there is nothing to wait for.
+async fn sleep_or_forever(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long until `t`, for a deadline timer (zero when it has passed).
+pub fn until(t: chrono::DateTime<chrono::Utc>) -> Duration {
+    (t - chrono::Utc::now()).to_std().unwrap_or_default()
 }
 
 #[cfg(test)]

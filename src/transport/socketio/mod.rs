@@ -75,26 +75,19 @@ impl Edge {
     /// Every 5 s: a session whose socket socketioxide does not know 10 s after its handshake belongs to a
     /// client that left while the handshake was running; no disconnect handler will ever run for it.
     fn start(self: &Arc<Self>) {
-        let edge = Arc::downgrade(self);
-        self.reaper.start(|mut stop| async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {},
-                    _ = stop.requested() => return,
-                }
-                let Some(e) = edge.upgrade() else { return };
-                let Some(ns) = e.io.of("/") else { return };
-                let cutoff = now_ms() - 10_000;
-                for s in e.node.sessions.all() {
-                    let known = s.sid.parse().ok().and_then(|sid| ns.get_socket(sid)).is_some();
-                    if s.connected_at < cutoff && !known {
-                        tracing::debug!(sid = %s.sid, "client left during its handshake");
-                        e.node.connections.close(&s.sid, "client left during the handshake").await;
-                    }
-                }
+        self.reaper.every(self, std::time::Duration::from_secs(5), |e| async move { e.reap().await });
+    }
+
+    async fn reap(&self) {
+        let Some(ns) = self.io.of("/") else { return };
+        let cutoff = now_ms() - 10_000;
+        for s in self.node.sessions.all() {
+            let known = s.sid.parse().ok().and_then(|sid| ns.get_socket(sid)).is_some();
+            if s.connected_at < cutoff && !known {
+                tracing::debug!(sid = %s.sid, "client left during its handshake");
+                self.node.connections.close(&s.sid, "client left during the handshake").await;
             }
-        });
+        }
     }
 
     /// Shutdown, step one: every socket is closed (socketioxide runs no disconnect handler for the sockets
