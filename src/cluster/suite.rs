@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::{Budget, Entered, Left, PresenceBackend, RateLimiter, Roster, SocketEntry, TypingBackend};
+use async_trait::async_trait;
+
+use super::{
+    Audience, Budget, Entered, Fanout, Left, PresenceBackend, RateLimiter, Roster, SocketEntry, Target, TypingBackend,
+};
 use crate::domain::presence::{PresenceConfig, PresenceEvent, PresenceUpdate, PublicStatus, Status, UpdateOutcome};
 use crate::domain::ratelimit::Rate;
 use crate::domain::typing::{RoomType, TypingConfig, TypingRoom, Typist};
@@ -250,4 +254,77 @@ pub fn rate_limiter(make: impl Fn(Option<Rate>, Option<Rate>) -> Arc<dyn RateLim
     for _ in 0..3 {
         assert!(l.allow(&ann, now + Duration::from_secs(60)), "a swept budget starts full");
     }
+}
+
+/// A fan-out under test, with sockets to observe it. `node` picks which node a socket connects to and which
+/// node's fan-out is used (one node for a single-process implementation).
+#[async_trait]
+pub trait FanoutHarness<E: Send + Sync> {
+    type Socket: ObservedSocket + Send;
+    fn nodes(&self) -> usize;
+    fn fanout(&self, node: usize) -> Arc<dyn Fanout<E>>;
+    /// Connects a socket of `user` (account `acc`) that is in its personal room and in `rooms`.
+    async fn connect(&self, node: usize, user: &str, rooms: &[&str]) -> Self::Socket;
+}
+
+#[async_trait]
+pub trait ObservedSocket {
+    /// Names of the events received within `wait`, in order.
+    async fn received(&mut self, wait: Duration) -> Vec<String>;
+    /// Whether the socket was disconnected by the server.
+    async fn closed(&mut self, wait: Duration) -> bool;
+}
+
+/// [`Fanout`]: rooms, users, exceptions, whole-user joins, leaves and disconnects, and reach — across nodes
+/// when the harness has several. `event(name)` builds an event that is sent under that name.
+pub async fn fanout<E: Send + Sync, H: FanoutHarness<E>>(h: &H, event: impl Fn(&str) -> E) {
+    let wait = Duration::from_millis(300);
+    let last = h.nodes() - 1;
+    let mut ann = h.connect(0, "ann", &["r1"]).await;
+    let mut ann2 = h.connect(last, "ann", &[]).await;
+    let mut bob = h.connect(last, "bob", &["r1", "r2"]).await;
+    let mut cid = h.connect(0, "cid", &["r2"]).await;
+    let f = h.fanout(0);
+
+    f.emit(Audience::room("acc", "r1"), event("to-r1")).await;
+    assert_eq!(ann.received(wait).await, vec!["to-r1"]);
+    assert_eq!(bob.received(wait).await, vec!["to-r1"]);
+    assert!(ann2.received(wait).await.is_empty(), "a socket not in the room gets nothing");
+    assert!(cid.received(wait).await.is_empty());
+
+    let to = Audience {
+        account: "acc".into(),
+        to: vec![Target::Room("r1".into()), Target::Room("r2".into())],
+        except_users: vec!["bob".into()],
+    };
+    f.emit(to, event("union-except")).await;
+    assert_eq!(ann.received(wait).await, vec!["union-except"]);
+    assert_eq!(cid.received(wait).await, vec!["union-except"]);
+    assert!(bob.received(wait).await.is_empty(), "every socket of an excepted user is left out");
+
+    f.emit(Audience::user("acc", "ann"), event("to-ann")).await;
+    assert_eq!(ann.received(wait).await, vec!["to-ann"]);
+    assert_eq!(ann2.received(wait).await, vec!["to-ann"], "a user target reaches all their sockets");
+    assert!(cid.received(wait).await.is_empty());
+    f.emit(Audience::room("other", "r1"), event("other-account")).await;
+    assert!(ann.received(wait).await.is_empty(), "accounts are isolated");
+
+    assert_eq!(f.reach(&Audience::room("acc", "r1")).await, 2);
+    f.join("acc", Target::User("ann".into()), "r2").await;
+    assert_eq!(f.reach(&Audience::room("acc", "r2")).await, 4, "both of ann's sockets joined r2");
+    f.emit(Audience::room("acc", "r2"), event("after-join")).await;
+    assert_eq!(ann.received(wait).await, vec!["after-join"]);
+    assert_eq!(ann2.received(wait).await, vec!["after-join"]);
+    f.leave("acc", Target::User("ann".into()), "r2").await;
+    f.leave("acc", Target::Room("r1".into()), "r1").await;
+    assert_eq!(f.reach(&Audience::room("acc", "r1")).await, 0, "a room's sockets can all leave it");
+    f.emit(Audience::room("acc", "r2"), event("after-leave")).await;
+    assert!(ann.received(wait).await.is_empty(), "ann left r2");
+    assert_eq!(bob.received(wait).await, vec!["after-join", "after-leave"]);
+    assert_eq!(cid.received(wait).await, vec!["after-join", "after-leave"]);
+    assert!(f.reach(&Audience { account: "acc".into(), to: vec![], except_users: vec![] }).await == 0);
+
+    h.fanout(last).disconnect("acc", Target::User("ann".into())).await;
+    assert!(ann.closed(wait).await && ann2.closed(wait).await, "a whole user is disconnected");
+    assert!(!cid.closed(Duration::from_millis(50)).await);
 }
