@@ -24,7 +24,7 @@ use crate::cluster::{RateLimiter, Roster};
 use crate::config::Config;
 use crate::domain::names::DEFAULT_ACCOUNT;
 use crate::domain::policy::Visibility;
-use crate::domain::presence::{DEFAULT_COALESCE_WINDOW_MS, PresenceConfig};
+use crate::domain::presence::PresenceConfig;
 use crate::domain::ratelimit::Rate;
 use crate::domain::typing::TypingConfig;
 use crate::metrics::Metrics;
@@ -156,7 +156,7 @@ fn assemble(cfg: Config, store: Store, fanout: Arc<Fanout>) -> anyhow::Result<Ar
     let presence_backend = Arc::new(MemoryPresence::new(PresenceConfig::from_std(
         cfg.presence_offline_grace,
         cfg.presence_timeout,
-        Duration::from_millis(DEFAULT_COALESCE_WINDOW_MS as u64),
+        cfg.presence_coalesce,
     )));
     let typing_backend = Arc::new(MemoryTyping::new(TypingConfig::from_std(cfg.typing_timeout, cfg.typing_coalesce)));
     let events =
@@ -212,7 +212,14 @@ fn assemble(cfg: Config, store: Store, fanout: Arc<Fanout>) -> anyhow::Result<Ar
         id.clone(),
     ));
     let retention = (cfg.message_retention_days, cfg.event_retention_days);
-    let upkeep = Arc::new(Upkeep::new(store.clone(), presence.clone(), limiter.clone(), sessions.clone(), retention));
+    let upkeep = Arc::new(Upkeep::new(
+        store.clone(),
+        presence.clone(),
+        limiter.clone(),
+        sessions.clone(),
+        retention,
+        cfg.retention_interval,
+    ));
     Ok(Arc::new(Node {
         cfg,
         id,
@@ -246,7 +253,7 @@ fn start(node: &Node) {
     node.rooms.start();
     node.presence.start();
     node.typing.start();
-    node.receipts.start();
+    node.receipts.start(node.cfg.receipt_flush_interval);
     node.upkeep.start();
 }
 

@@ -82,11 +82,12 @@ impl Receipts {
         }
     }
 
-    /// Starts the timers: watermarks and deliveries are written once a second; idle rooms leave memory
-    /// every ten minutes.
-    pub fn start(self: &Arc<Self>) {
-        self.worker.every(self, Duration::from_secs(1), |r| async move { r.flush().await });
-        self.evictor.every(self, Duration::from_secs(600), |r| async move { r.evict_idle() });
+    /// Starts the timers: watermarks and deliveries are written every `flush` (`REALTIME_RECEIPT_FLUSH_INTERVAL`);
+    /// idle rooms leave memory every ten minutes.
+    pub fn start(self: &Arc<Self>, flush: Duration) {
+        self.worker.every(self, flush, flush, |r| async move { r.flush().await });
+        let ten_min = Duration::from_secs(600);
+        self.evictor.every(self, ten_min, ten_min, |r| async move { r.evict_idle() });
     }
 
     /// Stops the timers, then writes what is pending.

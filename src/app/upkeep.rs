@@ -18,6 +18,8 @@ pub struct Upkeep {
     sessions: Arc<Sessions>,
     /// `REALTIME_MESSAGE_RETENTION_DAYS`, `REALTIME_EVENT_RETENTION_DAYS` (0 keeps all).
     retention: (u32, u32),
+    /// `REALTIME_RETENTION_INTERVAL`.
+    retention_interval: Duration,
     /// Sessions at the last housekeeping round (a drop of more than 1,000 trims the heap).
     last_sessions: std::sync::atomic::AtomicUsize,
     retention_worker: Worker,
@@ -31,6 +33,7 @@ impl Upkeep {
         limiter: Arc<dyn RateLimiter>,
         sessions: Arc<Sessions>,
         retention: (u32, u32),
+        retention_interval: Duration,
     ) -> Upkeep {
         Upkeep {
             store,
@@ -38,6 +41,7 @@ impl Upkeep {
             limiter,
             sessions,
             retention,
+            retention_interval,
             last_sessions: std::sync::atomic::AtomicUsize::new(0),
             retention_worker: Worker::default(),
             housekeeping: Worker::default(),
@@ -45,8 +49,11 @@ impl Upkeep {
     }
 
     pub fn start(self: &Arc<Self>) {
-        self.retention_worker.every(self, Duration::from_secs(3600), |u| async move { u.prune().await });
-        self.housekeeping.every(self, Duration::from_secs(10), |u| async move { u.housekeep().await });
+        // The first retention pass runs at start: a server that is restarted often still prunes.
+        let (first, hourly) = (Duration::ZERO, self.retention_interval);
+        self.retention_worker.every(self, first, hourly, |u| async move { u.prune().await });
+        let ten_s = Duration::from_secs(10);
+        self.housekeeping.every(self, ten_s, ten_s, |u| async move { u.housekeep().await });
     }
 
     async fn housekeep(&self) {

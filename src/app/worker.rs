@@ -61,8 +61,8 @@ impl Worker {
         });
     }
 
-    /// A periodic timer over a part: `round` runs every `period` (the first after one period).
-    pub fn every<T, F, Fut>(&self, part: &Arc<T>, period: Duration, round: F)
+    /// A periodic timer over a part: `round` runs every `period`, the first time after `first`.
+    pub fn every<T, F, Fut>(&self, part: &Arc<T>, first: Duration, period: Duration, round: F)
     where
         T: Send + Sync + 'static,
         F: Fn(Arc<T>) -> Fut + Send + 'static,
@@ -70,7 +70,7 @@ impl Worker {
     {
         let part = Arc::downgrade(part);
         self.start(|mut stop| async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {},

@@ -75,7 +75,8 @@ impl Edge {
     /// Every 5 s: a session whose socket socketioxide does not know 10 s after its handshake belongs to a
     /// client that left while the handshake was running; no disconnect handler will ever run for it.
     fn start(self: &Arc<Self>) {
-        self.reaper.every(self, std::time::Duration::from_secs(5), |e| async move { e.reap().await });
+        let five_s = std::time::Duration::from_secs(5);
+        self.reaper.every(self, five_s, five_s, |e| async move { e.reap().await });
     }
 
     async fn reap(&self) {
@@ -90,19 +91,25 @@ impl Edge {
         }
     }
 
-    /// Shutdown, step one: every socket is closed (socketioxide runs no disconnect handler for the sockets
-    /// its `close()` ends, so their sessions are ended explicitly).
+    /// Shutdown, step one: every socket is closed. Handshakes admitted before shutdown began finish first
+    /// (new ones are refused meanwhile, saying why); then the namespace closes its sockets' connections
+    /// (clients reconnect to the next server) and their sessions are ended here (socketioxide runs no
+    /// disconnect handler for the sockets its `close()` ends). A handshake that still arrives is refused with
+    /// the same words, not socket.io's "Invalid namespace".
     pub async fn close(&self) {
         self.reaper.stop().await;
-        self.io.close().await;
-        // Handshakes admitted before shutdown began register their session when their queries return.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
         while self.node.handshakes.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        self.io.close().await;
         self.node.connections.close_all("server shutting down").await;
+        let refuse = async || -> Result<(), AuthError> { Err(AuthError::Refused(SHUTTING_DOWN.into())) };
+        self.io.ns("/", (async || {}).with(refuse));
     }
 }
+
+const SHUTTING_DOWN: &str = "the server is shutting down; retry shortly";
 
 /// A handshake in progress, counted in `Node::handshakes` until it ends either way.
 struct HandshakeSlot(Arc<Node>);
@@ -128,7 +135,7 @@ async fn handshake(s: SocketRef<Adapter>, weak: WeakSocket, auth: Value, node: A
         e
     };
     if node.is_stopping() {
-        return Err(refuse(AuthError::Refused("the server is shutting down; retry shortly".into())));
+        return Err(refuse(AuthError::Refused(SHUTTING_DOWN.into())));
     }
     // Handshakes still running count too, so a burst cannot get past the limit while they await the database.
     let _slot = HandshakeSlot::take(&node);
