@@ -49,7 +49,8 @@ pub const DEFAULT_COALESCE_MAX_DELAY_MS: i64 = 2_000;
 // ---------------------------------------------------------------------------------------------
 
 /// Inbound status words of `presence:update` (`dnd` is accepted as `busy`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     Online,
     Away,
@@ -93,7 +94,7 @@ impl Status {
 }
 
 /// Outgoing status words (nchat's vocabulary).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PublicStatus {
     Online,
@@ -147,7 +148,7 @@ impl fmt::Display for PresenceError {
 impl std::error::Error for PresenceError {}
 
 /// A user's custom status. `expires_at` is enforced by [`PresenceTracker::tick`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomStatus {
     pub text: Option<String>,
     pub emoji: Option<String>,
@@ -285,7 +286,7 @@ impl PrivacySettings {
 }
 
 /// A user's real (unfiltered) presence. Only ever sent through a view.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Presence {
     pub user_id: String,
     /// Offline also when the user appears offline.
@@ -555,7 +556,7 @@ pub enum UpdateOutcome {
     Changed,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct SocketState {
     requested: Status,
     last_active: DateTime<Utc>,
@@ -568,7 +569,7 @@ impl SocketState {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Grace {
     since: DateTime<Utc>,
     until: DateTime<Utc>,
@@ -579,14 +580,18 @@ struct Grace {
     requested: Status,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Pending {
     first: DateTime<Utc>,
     due: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug)]
-struct UserState {
+/// One user's presence: their devices, custom status, last seen, offline grace, what was last published and
+/// what waits for the end of the coalescing window. The rules of this module act on it one user at a time:
+/// [`PresenceTracker`] keeps one per user in memory, a shared backend keeps each as a record it replaces
+/// atomically (hence the serde derives; the record is never sent to clients).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserState {
     user_id: String,
     sockets: HashMap<String, SocketState>,
     custom_status: Option<CustomStatus>,
@@ -594,11 +599,11 @@ struct UserState {
     grace: Option<Grace>,
     published: Presence,
     pending: Option<Pending>,
-    scheduled: Option<DateTime<Utc>>,
 }
 
 impl UserState {
-    fn new(user_id: &str) -> Self {
+    /// A user with nothing connected and nothing published yet.
+    pub fn new(user_id: &str) -> Self {
         UserState {
             user_id: user_id.to_string(),
             sockets: HashMap::new(),
@@ -607,11 +612,30 @@ impl UserState {
             grace: None,
             published: Presence::offline(user_id, None),
             pending: None,
-            scheduled: None,
         }
     }
 
-    fn current(&self) -> Presence {
+    /// The state of a user known only from the database (`lastSeen`, a custom status), published as is;
+    /// None when that leaves nothing worth keeping beyond the database row.
+    pub fn restored(
+        user_id: &str,
+        last_seen: Option<DateTime<Utc>>,
+        custom_status: Option<CustomStatus>,
+        now: DateTime<Utc>,
+    ) -> Option<Self> {
+        let mut u = UserState::new(user_id);
+        u.last_seen = last_seen;
+        u.custom_status = custom_status.filter(|c| !c.is_empty() && !c.expired(now));
+        u.published = u.current();
+        (!u.removable()).then_some(u)
+    }
+
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    /// The live effective presence, including changes still inside the coalescing window.
+    pub fn current(&self) -> Presence {
         let (status, appear_offline) =
             if let Some(best) = self.sockets.values().map(SocketState::effective).max_by_key(|s| s.rank()) {
                 match best.public() {
@@ -630,6 +654,40 @@ impl UserState {
             custom_status: self.custom_status.clone(),
             last_seen: self.last_seen,
         }
+    }
+
+    /// The presence last published (what subscribers were told).
+    pub fn published(&self) -> &Presence {
+        &self.published
+    }
+
+    /// A device is connected, or the offline grace runs.
+    pub fn is_connected(&self) -> bool {
+        !self.sockets.is_empty() || self.grace.is_some()
+    }
+
+    /// No device is connected and the offline grace runs.
+    pub fn in_grace(&self) -> bool {
+        self.sockets.is_empty() && self.grace.is_some()
+    }
+
+    /// The connected devices.
+    pub fn devices(&self) -> impl Iterator<Item = &str> {
+        self.sockets.keys().map(String::as_str)
+    }
+
+    /// Whether `self` is `other` but for when devices were last active, each by less than `within` (what a
+    /// heartbeat that changes nothing else moves).
+    pub fn differs_only_in_activity(&self, other: &UserState, within: Duration) -> bool {
+        let mut aligned = other.clone();
+        for (id, s) in aligned.sockets.iter_mut() {
+            if let Some(mine) = self.sockets.get(id)
+                && (mine.last_active - s.last_active).abs() < within
+            {
+                s.last_active = mine.last_active;
+            }
+        }
+        aligned == *self
     }
 
     /// The status a new socket starts with.
@@ -657,7 +715,8 @@ impl UserState {
         }
     }
 
-    fn next_deadline(&self, cfg: &PresenceConfig) -> Option<DateTime<Utc>> {
+    /// When [`UserState::tick`] next has work for this user, if ever.
+    pub fn next_deadline(&self, cfg: &PresenceConfig) -> Option<DateTime<Utc>> {
         let idle = self
             .sockets
             .values()
@@ -671,19 +730,168 @@ impl UserState {
     }
 
     /// Nothing left worth remembering: offline, published, no custom status.
-    fn removable(&self) -> bool {
+    pub fn removable(&self) -> bool {
         self.sockets.is_empty() && self.grace.is_none() && self.pending.is_none() && self.custom_status.is_none()
+    }
+
+    /// Run `f`, schedule a coalesced broadcast when the effective presence changed.
+    fn mutate<R>(&mut self, now: DateTime<Utc>, cfg: &PresenceConfig, f: impl FnOnce(&mut Self) -> R) -> (R, bool) {
+        let before = self.current();
+        let r = f(self);
+        self.track_visibility(&before, now);
+        let changed = self.current() != before;
+        if changed {
+            self.note_change(now, cfg);
+        }
+        (r, changed)
+    }
+
+    /// See [`PresenceTracker::connect`].
+    pub fn connect(&mut self, socket_id: &str, now: DateTime<Utc>, cfg: &PresenceConfig) -> ConnectOutcome {
+        let (new_session, _) = self.mutate(now, cfg, |u| {
+            let new_session = u.sockets.is_empty() && u.grace.is_none();
+            let requested = u.inherited_status();
+            u.grace = None;
+            u.sockets.insert(socket_id.to_string(), SocketState { requested, last_active: now, idle: false });
+            new_session
+        });
+        ConnectOutcome { new_session }
+    }
+
+    /// See [`PresenceTracker::disconnect`].
+    pub fn disconnect(&mut self, socket_id: &str, now: DateTime<Utc>, cfg: &PresenceConfig) -> DisconnectOutcome {
+        let grace = cfg.offline_grace;
+        let (last_socket, _) = self.mutate(now, cfg, |u| {
+            let before = u.current();
+            let Some(gone) = u.sockets.remove(socket_id) else {
+                return false;
+            };
+            if !u.sockets.is_empty() {
+                return false;
+            }
+            u.grace = Some(Grace {
+                since: now,
+                until: now + grace,
+                status: before.status,
+                appear_offline: before.appear_offline,
+                requested: gone.requested,
+            });
+            true
+        });
+        DisconnectOutcome { last_socket }
+    }
+
+    /// See [`PresenceTracker::update`].
+    pub fn update(
+        &mut self,
+        socket_id: &str,
+        update: PresenceUpdate,
+        now: DateTime<Utc>,
+        cfg: &PresenceConfig,
+    ) -> UpdateOutcome {
+        let (_, changed) = self.mutate(now, cfg, |u| {
+            u.grace = None;
+            u.sockets
+                .insert(socket_id.to_string(), SocketState { requested: update.status, last_active: now, idle: false });
+            u.custom_status = update.custom_status.filter(|c| !c.is_empty() && !c.expired(now));
+        });
+        if changed { UpdateOutcome::Changed } else { UpdateOutcome::Unchanged }
+    }
+
+    /// See [`PresenceTracker::touch`].
+    pub fn touch(&mut self, socket_id: &str, now: DateTime<Utc>, cfg: &PresenceConfig) -> UpdateOutcome {
+        let (_, changed) = self.mutate(now, cfg, |u| {
+            if let Some(s) = u.sockets.get_mut(socket_id) {
+                s.last_active = now;
+                s.idle = false;
+            }
+        });
+        if changed { UpdateOutcome::Changed } else { UpdateOutcome::Unchanged }
+    }
+
+    /// Shutdown: ends the offline grace now, if it runs (see [`PresenceTracker::end_all_graces`]).
+    pub fn end_grace(&mut self, account: &str) -> Option<PresenceEvent> {
+        if !self.sockets.is_empty() {
+            return None;
+        }
+        let g = self.grace.take()?;
+        if g.status != PublicStatus::Offline {
+            self.last_seen = Some(g.since);
+        }
+        Some(PresenceEvent::SessionEnded {
+            account: account.to_string(),
+            user_id: self.user_id.clone(),
+            last_seen: self.last_seen,
+        })
+    }
+
+    /// Everything due for this user at `now`: idle devices, custom status expiry, the end of the grace and of
+    /// the coalescing window. Returns what to publish. Harmless before the user's deadline (nothing is due).
+    pub fn tick(&mut self, account: &str, now: DateTime<Utc>, cfg: &PresenceConfig) -> Vec<PresenceEvent> {
+        let mut events = Vec::new();
+        let before = self.current();
+
+        for s in self.sockets.values_mut() {
+            if !s.idle && s.last_active + cfg.idle_timeout <= now {
+                s.idle = true;
+            }
+        }
+        if self.custom_status.as_ref().is_some_and(|c| c.expired(now)) {
+            self.custom_status = None;
+        }
+        let mut session_ended = false;
+        if self.sockets.is_empty() && self.grace.as_ref().is_some_and(|g| g.until <= now) {
+            let g = self.grace.take().expect("checked");
+            if g.status != PublicStatus::Offline {
+                self.last_seen = Some(g.since);
+            }
+            session_ended = true;
+            events.push(PresenceEvent::SessionEnded {
+                account: account.to_string(),
+                user_id: self.user_id.clone(),
+                last_seen: self.last_seen,
+            });
+        } else {
+            self.track_visibility(&before, now);
+        }
+
+        if self.current() != before {
+            self.note_change(now, cfg);
+            if session_ended {
+                // The grace already absorbed flicker: announce offline now.
+                if let Some(p) = self.pending.as_mut() {
+                    p.due = now;
+                }
+            }
+        }
+        if self.pending.is_some_and(|p| p.due <= now) {
+            self.pending = None;
+            let current = self.current();
+            let visible_change = !current.same_publication(&self.published);
+            let previous = std::mem::replace(&mut self.published, current.clone());
+            if visible_change {
+                events.push(PresenceEvent::Changed { account: account.to_string(), previous, current });
+            }
+        }
+        events
     }
 }
 
 type UserKey = (String, String);
+
+#[derive(Debug)]
+struct Tracked {
+    state: UserState,
+    /// This user's entry in the deadline queue.
+    scheduled: Option<DateTime<Utc>>,
+}
 
 /// Live presence of every connected user, per account. Not synchronised: the glue keeps it
 /// behind a mutex (or one per account shard).
 #[derive(Debug, Default)]
 pub struct PresenceTracker {
     cfg: PresenceConfig,
-    users: HashMap<UserKey, UserState>,
+    users: HashMap<UserKey, Tracked>,
     queue: BTreeSet<(DateTime<Utc>, UserKey)>,
 }
 
@@ -704,7 +912,7 @@ impl PresenceTracker {
         let Some(u) = self.users.get_mut(key) else {
             return;
         };
-        let next = u.next_deadline(&self.cfg);
+        let next = u.state.next_deadline(&self.cfg);
         if next == u.scheduled {
             return;
         }
@@ -717,40 +925,31 @@ impl PresenceTracker {
         }
     }
 
-    /// Run `f` on the user's state, schedule a coalesced broadcast when the effective
-    /// presence changed, and re-arm the user's deadline.
-    fn mutate<R>(
+    /// Run `f` on the user's state (created when `create`, else skipped when unknown) and re-arm the user's
+    /// deadline.
+    fn with_user<R>(
         &mut self,
         account: &str,
         user_id: &str,
-        now: DateTime<Utc>,
+        create: bool,
         f: impl FnOnce(&mut UserState, &PresenceConfig) -> R,
-    ) -> (R, bool) {
+    ) -> Option<R> {
         let key = Self::key(account, user_id);
         let cfg = self.cfg;
-        let u = self.users.entry(key.clone()).or_insert_with(|| UserState::new(user_id));
-        let before = u.current();
-        let r = f(u, &cfg);
-        u.track_visibility(&before, now);
-        let changed = u.current() != before;
-        if changed {
-            u.note_change(now, &cfg);
-        }
+        let u = if create {
+            self.users.entry(key.clone()).or_insert_with(|| Tracked { state: UserState::new(user_id), scheduled: None })
+        } else {
+            self.users.get_mut(&key)?
+        };
+        let r = f(&mut u.state, &cfg);
         self.reschedule(&key);
-        (r, changed)
+        Some(r)
     }
 
     /// A socket of the user connected. It counts as `online` (or inherits the user's chosen
     /// status) until the client says otherwise.
     pub fn connect(&mut self, account: &str, user_id: &str, socket_id: &str, now: DateTime<Utc>) -> ConnectOutcome {
-        let (new_session, _) = self.mutate(account, user_id, now, |u, _| {
-            let new_session = u.sockets.is_empty() && u.grace.is_none();
-            let requested = u.inherited_status();
-            u.grace = None;
-            u.sockets.insert(socket_id.to_string(), SocketState { requested, last_active: now, idle: false });
-            new_session
-        });
-        ConnectOutcome { new_session }
+        self.with_user(account, user_id, true, |u, cfg| u.connect(socket_id, now, cfg)).expect("created")
     }
 
     /// A socket closed. The last one starts the offline grace; nothing is announced yet.
@@ -761,27 +960,8 @@ impl PresenceTracker {
         socket_id: &str,
         now: DateTime<Utc>,
     ) -> DisconnectOutcome {
-        if !self.users.contains_key(&Self::key(account, user_id)) {
-            return DisconnectOutcome { last_socket: false };
-        }
-        let (last_socket, _) = self.mutate(account, user_id, now, |u, cfg| {
-            let before = u.current();
-            let Some(gone) = u.sockets.remove(socket_id) else {
-                return false;
-            };
-            if !u.sockets.is_empty() {
-                return false;
-            }
-            u.grace = Some(Grace {
-                since: now,
-                until: now + cfg.offline_grace,
-                status: before.status,
-                appear_offline: before.appear_offline,
-                requested: gone.requested,
-            });
-            true
-        });
-        DisconnectOutcome { last_socket }
+        self.with_user(account, user_id, false, |u, cfg| u.disconnect(socket_id, now, cfg))
+            .unwrap_or(DisconnectOutcome { last_socket: false })
     }
 
     /// `presence:update` from a socket. Re-sending the same state is a heartbeat: it refreshes
@@ -795,28 +975,14 @@ impl PresenceTracker {
         update: PresenceUpdate,
         now: DateTime<Utc>,
     ) -> UpdateOutcome {
-        let (_, changed) = self.mutate(account, user_id, now, |u, _| {
-            u.grace = None;
-            u.sockets
-                .insert(socket_id.to_string(), SocketState { requested: update.status, last_active: now, idle: false });
-            u.custom_status = update.custom_status.filter(|c| !c.is_empty() && !c.expired(now));
-        });
-        if changed { UpdateOutcome::Changed } else { UpdateOutcome::Unchanged }
+        self.with_user(account, user_id, true, |u, cfg| u.update(socket_id, update, now, cfg)).expect("created")
     }
 
     /// Any other activity of a socket (a message, a typing event): refreshes liveness, so an
     /// idle (`away`) device becomes `online` again.
     pub fn touch(&mut self, account: &str, user_id: &str, socket_id: &str, now: DateTime<Utc>) -> UpdateOutcome {
-        if !self.users.contains_key(&Self::key(account, user_id)) {
-            return UpdateOutcome::Unchanged;
-        }
-        let (_, changed) = self.mutate(account, user_id, now, |u, _| {
-            if let Some(s) = u.sockets.get_mut(socket_id) {
-                s.last_active = now;
-                s.idle = false;
-            }
-        });
-        if changed { UpdateOutcome::Changed } else { UpdateOutcome::Unchanged }
+        self.with_user(account, user_id, false, |u, cfg| u.touch(socket_id, now, cfg))
+            .unwrap_or(UpdateOutcome::Unchanged)
     }
 
     /// Fill in what the database knows about a user this process has not seen yet
@@ -833,16 +999,11 @@ impl PresenceTracker {
         if self.users.contains_key(&key) {
             return;
         }
-        let mut u = UserState::new(user_id);
-        u.last_seen = last_seen;
-        u.custom_status = custom_status.filter(|c| !c.is_empty() && !c.expired(now));
-        u.published = u.current();
-        if u.removable() {
-            // Nothing to keep in memory beyond what the database has.
-            return;
+        // Nothing to keep in memory beyond what the database has when it yields no state.
+        if let Some(state) = UserState::restored(user_id, last_seen, custom_status, now) {
+            self.users.insert(key.clone(), Tracked { state, scheduled: None });
+            self.reschedule(&key);
         }
-        self.users.insert(key.clone(), u);
-        self.reschedule(&key);
     }
 
     /// Shutdown: ends every offline grace at once, since the process will not be there when they expire.
@@ -851,20 +1012,17 @@ impl PresenceTracker {
     pub fn end_all_graces(&mut self) -> Vec<PresenceEvent> {
         let mut out = Vec::new();
         for (key, u) in self.users.iter_mut() {
-            if !u.sockets.is_empty() {
-                continue;
-            }
-            let Some(g) = u.grace.take() else { continue };
-            if g.status != PublicStatus::Offline {
-                u.last_seen = Some(g.since);
-            }
-            out.push(PresenceEvent::SessionEnded {
-                account: key.0.clone(),
-                user_id: key.1.clone(),
-                last_seen: u.last_seen,
-            });
+            out.extend(u.state.end_grace(&key.0));
         }
         out
+    }
+
+    /// The connected devices of every user: `(account, user, device)`.
+    pub fn devices(&self) -> Vec<(String, String, String)> {
+        self.users
+            .iter()
+            .flat_map(|((a, u), t)| t.state.devices().map(move |d| (a.clone(), u.clone(), d.to_string())))
+            .collect()
     }
 
     /// Process everything due at `now`: idle sockets, custom status expiry, grace expiry,
@@ -884,51 +1042,8 @@ impl PresenceTracker {
             let Some(u) = self.users.get_mut(&key) else {
                 continue;
             };
-            let before = u.current();
-
-            for s in u.sockets.values_mut() {
-                if !s.idle && s.last_active + cfg.idle_timeout <= now {
-                    s.idle = true;
-                }
-            }
-            if u.custom_status.as_ref().is_some_and(|c| c.expired(now)) {
-                u.custom_status = None;
-            }
-            let mut session_ended = false;
-            if u.sockets.is_empty() && u.grace.as_ref().is_some_and(|g| g.until <= now) {
-                let g = u.grace.take().expect("checked");
-                if g.status != PublicStatus::Offline {
-                    u.last_seen = Some(g.since);
-                }
-                session_ended = true;
-                events.push(PresenceEvent::SessionEnded {
-                    account: key.0.clone(),
-                    user_id: key.1.clone(),
-                    last_seen: u.last_seen,
-                });
-            } else {
-                u.track_visibility(&before, now);
-            }
-
-            if u.current() != before {
-                u.note_change(now, &cfg);
-                if session_ended {
-                    // The grace already absorbed flicker: announce offline now.
-                    if let Some(p) = u.pending.as_mut() {
-                        p.due = now;
-                    }
-                }
-            }
-            if u.pending.is_some_and(|p| p.due <= now) {
-                u.pending = None;
-                let current = u.current();
-                let visible_change = !current.same_publication(&u.published);
-                let previous = std::mem::replace(&mut u.published, current.clone());
-                if visible_change {
-                    events.push(PresenceEvent::Changed { account: key.0.clone(), previous, current });
-                }
-            }
-            if u.removable() {
+            events.extend(u.state.tick(&key.0, now, &cfg));
+            if u.state.removable() {
                 self.users.remove(&key);
             } else {
                 self.reschedule(&key);
@@ -946,31 +1061,25 @@ impl PresenceTracker {
     /// `presence:subscribe`. `None`: this process knows nothing, use the database row
     /// (`Presence::offline(user, lastSeen)`).
     pub fn get(&self, account: &str, user_id: &str) -> Option<&Presence> {
-        self.users.get(&Self::key(account, user_id)).map(|u| &u.published)
+        self.users.get(&Self::key(account, user_id)).map(|u| u.state.published())
     }
 
     /// The live effective presence, including changes still inside the coalescing window.
     pub fn current(&self, account: &str, user_id: &str) -> Option<Presence> {
-        self.users.get(&Self::key(account, user_id)).map(UserState::current)
+        self.users.get(&Self::key(account, user_id)).map(|u| u.state.current())
     }
 
     /// Whether the user has a live socket or is inside the offline grace.
     pub fn is_connected(&self, account: &str, user_id: &str) -> bool {
-        self.users.get(&Self::key(account, user_id)).is_some_and(|u| !u.sockets.is_empty() || u.grace.is_some())
+        self.users.get(&Self::key(account, user_id)).is_some_and(|u| u.state.is_connected())
     }
 
     /// Connected users of an account by published status, for `/api/stats`.
     pub fn breakdown(&self, account: &str) -> StatusBreakdown {
         let mut b = StatusBreakdown::default();
         for ((acc, _), u) in &self.users {
-            if acc != account || (u.sockets.is_empty() && u.grace.is_none()) {
-                continue;
-            }
-            match u.published.status {
-                PublicStatus::Online => b.online += 1,
-                PublicStatus::Away => b.away += 1,
-                PublicStatus::Busy => b.busy += 1,
-                PublicStatus::Offline => b.offline += 1,
+            if acc == account && u.state.is_connected() {
+                b.add(u.state.published().status);
             }
         }
         b
@@ -984,6 +1093,18 @@ pub struct StatusBreakdown {
     pub away: usize,
     pub busy: usize,
     pub offline: usize,
+}
+
+impl StatusBreakdown {
+    /// Counts one connected user with this published status.
+    pub fn add(&mut self, status: PublicStatus) {
+        match status {
+            PublicStatus::Online => self.online += 1,
+            PublicStatus::Away => self.away += 1,
+            PublicStatus::Busy => self.busy += 1,
+            PublicStatus::Offline => self.offline += 1,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Longest id or room name accepted (bytes). Bigger inputs get `PAYLOAD_TOO_LARGE`.
 pub const MAX_ID_LEN: usize = 256;
@@ -120,7 +120,7 @@ impl Default for TypingConfig {
 // ---------------------------------------------------------------------------------------------
 
 /// `roomType` of docs/protocol.md §9. Serialized in lowercase, as received.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RoomType {
     Channel,
@@ -154,7 +154,7 @@ impl RoomType {
 /// `room_name` is the BARE id (nchat sends bare ids); a prefixed name such as
 /// `channel:abc` or `dm:alice:bob` is normalised to the bare id so both spellings share
 /// one list.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TypingRoom {
     pub account: String,
     pub room_type: RoomType,
@@ -358,7 +358,7 @@ pub struct TypingEvent {
 // In-memory state machine
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
     user_id: String,
     user_name: Option<String>,
@@ -382,8 +382,11 @@ impl Entry {
     }
 }
 
-#[derive(Debug, Default)]
-struct RoomState {
+/// One room's typing list and what is pending for it: the rules of this module act on it one room at a
+/// time. [`TypingState`] keeps one per room in memory; a shared backend keeps each as a record it replaces
+/// atomically (hence the serde derives; the record is never sent to clients).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomState {
     entries: Vec<Entry>,
     /// Something changed since the last emission.
     dirty: bool,
@@ -396,8 +399,6 @@ struct RoomState {
     changed: HashSet<String>,
     /// dm recipients of entries removed since the last emission (for the routing of the stop).
     removed_recipients: Vec<String>,
-    /// This room's entry in the deadline queue (exactly one while it has work).
-    scheduled: Option<DateTime<Utc>>,
 }
 
 impl RoomState {
@@ -410,7 +411,8 @@ impl RoomState {
         }
     }
 
-    fn next_deadline(&self, cfg: &TypingConfig) -> Option<DateTime<Utc>> {
+    /// When [`RoomState::flush`] next has work for this room, if ever.
+    pub fn next_deadline(&self, cfg: &TypingConfig) -> Option<DateTime<Utc>> {
         let expiry = self.entries.iter().map(|e| e.started_at + cfg.timeout).min();
         let emit = if self.dirty { self.due } else { None };
         let cleanup =
@@ -418,8 +420,19 @@ impl RoomState {
         [expiry, emit, cleanup].into_iter().flatten().min()
     }
 
-    fn removable(&self, now: DateTime<Utc>, cfg: &TypingConfig) -> bool {
+    /// Nothing left to remember at `now`: no entry, nothing pending, the coalescing window over.
+    pub fn removable(&self, now: DateTime<Utc>, cfg: &TypingConfig) -> bool {
         self.entries.is_empty() && !self.dirty && self.last_emit.is_none_or(|t| now >= t + cfg.coalesce)
+    }
+
+    /// Users with an entry (typing, or expired and not yet flushed).
+    pub fn users(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.user_id.as_str())
+    }
+
+    /// Sockets with a start in the list: `(user, socket)`.
+    pub fn sockets(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().flat_map(|e| e.sockets.keys().map(|s| (e.user_id.as_str(), s.as_str())))
     }
 
     /// Remove entry `idx`, remembering its dm recipient for the routing of the next event.
@@ -432,64 +445,10 @@ impl RoomState {
         }
         self.mark_dirty(&e.user_id, now, cfg);
     }
-}
 
-/// The state machine. Not synchronised: a `cluster::TypingBackend` keeps it (behind a mutex in memory).
-#[derive(Debug, Default)]
-pub struct TypingState {
-    cfg: TypingConfig,
-    rooms: HashMap<TypingRoom, RoomState>,
-    /// (account, user) → rooms where the user has an entry (for disconnects).
-    by_user: HashMap<(String, String), HashSet<TypingRoom>>,
-    /// Deadline queue: one `(when, room)` per room with pending work, earliest first.
-    queue: BTreeSet<(DateTime<Utc>, TypingRoom)>,
-}
-
-impl TypingState {
-    pub fn new(cfg: TypingConfig) -> Self {
-        TypingState { cfg, ..Default::default() }
-    }
-
-    pub fn config(&self) -> TypingConfig {
-        self.cfg
-    }
-
-    fn index_add(&mut self, room: &TypingRoom, user_id: &str) {
-        self.by_user.entry((room.account.clone(), user_id.to_string())).or_default().insert(room.clone());
-    }
-
-    fn index_remove(&mut self, room: &TypingRoom, user_id: &str) {
-        let key = (room.account.clone(), user_id.to_string());
-        if let Some(set) = self.by_user.get_mut(&key) {
-            set.remove(room);
-            if set.is_empty() {
-                self.by_user.remove(&key);
-            }
-        }
-    }
-
-    /// Put the room in the queue at its next deadline (or take it out when it has none).
-    fn reschedule(&mut self, room: &TypingRoom) {
-        let Some(state) = self.rooms.get_mut(room) else {
-            return;
-        };
-        let next = state.next_deadline(&self.cfg);
-        if next == state.scheduled {
-            return;
-        }
-        if let Some(old) = state.scheduled.take() {
-            self.queue.remove(&(old, room.clone()));
-        }
-        if let Some(t) = next {
-            state.scheduled = Some(t);
-            self.queue.insert((t, room.clone()));
-        }
-    }
-
-    pub fn start(&mut self, room: &TypingRoom, typist: &Typist, recipient_id: Option<&str>, now: DateTime<Utc>) {
-        let cfg = self.cfg;
-        let state = self.rooms.entry(room.clone()).or_default();
-        match state.entries.iter_mut().find(|e| e.user_id == typist.user_id) {
+    /// See [`TypingState::start`].
+    pub fn start(&mut self, typist: &Typist, recipient_id: Option<&str>, now: DateTime<Utc>, cfg: &TypingConfig) {
+        match self.entries.iter_mut().find(|e| e.user_id == typist.user_id) {
             Some(e) => {
                 e.started_at = now;
                 e.sockets.insert(typist.socket_id.clone(), now);
@@ -503,7 +462,7 @@ impl TypingState {
                     e.recipient_id = Some(r.to_string());
                 }
             }
-            None => state.entries.push(Entry {
+            None => self.entries.push(Entry {
                 user_id: typist.user_id.clone(),
                 user_name: typist.user_name.clone(),
                 user_avatar: typist.user_avatar.clone(),
@@ -512,40 +471,24 @@ impl TypingState {
                 recipient_id: recipient_id.map(str::to_string),
             }),
         }
-        state.mark_dirty(&typist.user_id, now, &cfg);
-        self.index_add(room, &typist.user_id);
-        self.reschedule(room);
+        self.mark_dirty(&typist.user_id, now, cfg);
     }
 
-    pub fn stop(
+    /// A socket stops typing (`user_level`: an explicit stop, which stops the user even from a socket that
+    /// was not typing) or closed (only its own start goes). True when the user's entry went.
+    pub fn withdraw(
         &mut self,
-        room: &TypingRoom,
         user_id: &str,
         socket_id: &str,
         recipient_id: Option<&str>,
         now: DateTime<Utc>,
-    ) -> bool {
-        self.withdraw(room, user_id, socket_id, recipient_id, now, true)
-    }
-
-    /// Shared by stop and disconnect. `user_level`: a socket that is not typing stops the user.
-    fn withdraw(
-        &mut self,
-        room: &TypingRoom,
-        user_id: &str,
-        socket_id: &str,
-        recipient_id: Option<&str>,
-        now: DateTime<Utc>,
+        cfg: &TypingConfig,
         user_level: bool,
     ) -> bool {
-        let cfg = self.cfg;
-        let Some(state) = self.rooms.get_mut(room) else {
+        let Some(idx) = self.entries.iter().position(|e| e.user_id == user_id) else {
             return false;
         };
-        let Some(idx) = state.entries.iter().position(|e| e.user_id == user_id) else {
-            return false;
-        };
-        let entry = &mut state.entries[idx];
+        let entry = &mut self.entries[idx];
         let remove = if entry.sockets.remove(socket_id).is_some() {
             entry.sockets.retain(|_, t| *t + cfg.timeout > now);
             match entry.sockets.values().max() {
@@ -562,93 +505,49 @@ impl TypingState {
         if !remove {
             return false;
         }
-        state.remove_entry(idx, now, &cfg, recipient_id);
-        self.index_remove(room, user_id);
-        self.reschedule(room);
+        self.remove_entry(idx, now, cfg, recipient_id);
         true
     }
 
-    pub fn remove_socket(&mut self, account: &str, user_id: &str, socket_id: &str, now: DateTime<Utc>) {
-        let key = (account.to_string(), user_id.to_string());
-        let Some(rooms) = self.by_user.get(&key) else {
-            return;
-        };
-        let mut rooms: Vec<TypingRoom> = rooms.iter().cloned().collect();
-        rooms.sort();
-        for room in rooms {
-            self.withdraw(&room, user_id, socket_id, None, now, false);
-        }
-    }
-
-    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        self.queue.first().map(|(t, _)| *t)
-    }
-
-    pub fn flush(&mut self, now: DateTime<Utc>) -> Vec<TypingEvent> {
-        let mut due = Vec::new();
-        while self.queue.first().is_some_and(|(t, _)| *t <= now) {
-            let (_, room) = self.queue.pop_first().expect("non-empty");
-            if let Some(s) = self.rooms.get_mut(&room) {
-                s.scheduled = None;
-            }
-            due.push(room);
-        }
-        let mut events = Vec::new();
-        for room in due {
-            if let Some(ev) = self.process_room(&room, now) {
-                events.push(ev);
-            }
-            let removable = self.rooms.get(&room).is_some_and(|s| s.removable(now, &self.cfg));
-            if removable {
-                self.rooms.remove(&room);
-            } else {
-                self.reschedule(&room);
-            }
-        }
-        events
-    }
-
-    fn process_room(&mut self, room: &TypingRoom, now: DateTime<Utc>) -> Option<TypingEvent> {
-        let cfg = self.cfg;
-        let state = self.rooms.get_mut(room)?;
-
-        // Expiry.
+    /// Everything due for this room at `now`: expiries, and the event whose coalescing window ended.
+    /// Returns the event and the users whose entry expired. Harmless before the room's deadline.
+    pub fn flush(
+        &mut self,
+        room: &TypingRoom,
+        now: DateTime<Utc>,
+        cfg: &TypingConfig,
+    ) -> (Option<TypingEvent>, Vec<String>) {
         let mut expired = Vec::new();
         let mut i = 0;
-        while i < state.entries.len() {
-            if state.entries[i].started_at + cfg.timeout <= now {
-                expired.push(state.entries[i].user_id.clone());
-                state.remove_entry(i, now, &cfg, None);
+        while i < self.entries.len() {
+            if self.entries[i].started_at + cfg.timeout <= now {
+                expired.push(self.entries[i].user_id.clone());
+                self.remove_entry(i, now, cfg, None);
             } else {
                 i += 1;
             }
         }
-
-        let event =
-            if state.dirty && state.due.is_some_and(|d| d <= now) { Self::emit(room, state, now) } else { None };
-        for user in expired {
-            self.index_remove(room, &user);
-        }
-        event
+        let event = if self.dirty && self.due.is_some_and(|d| d <= now) { self.emit(room, now) } else { None };
+        (event, expired)
     }
 
-    fn emit(room: &TypingRoom, state: &mut RoomState, now: DateTime<Utc>) -> Option<TypingEvent> {
-        state.dirty = false;
-        state.due = None;
-        let changed = std::mem::take(&mut state.changed);
-        let removed_recipients = std::mem::take(&mut state.removed_recipients);
+    fn emit(&mut self, room: &TypingRoom, now: DateTime<Utc>) -> Option<TypingEvent> {
+        self.dirty = false;
+        self.due = None;
+        let changed = std::mem::take(&mut self.changed);
+        let removed_recipients = std::mem::take(&mut self.removed_recipients);
         let snapshot: Vec<(String, DateTime<Utc>)> =
-            state.entries.iter().map(|e| (e.user_id.clone(), e.started_at)).collect();
-        if snapshot == state.last_emitted {
+            self.entries.iter().map(|e| (e.user_id.clone(), e.started_at)).collect();
+        if snapshot == self.last_emitted {
             // Start and stop within one window, or a no-op: nothing to tell anyone.
             return None;
         }
-        state.last_emitted = snapshot;
-        state.last_emit = Some(now);
+        self.last_emitted = snapshot;
+        self.last_emit = Some(now);
 
-        let users: Vec<TypingUser> = state.entries.iter().map(Entry::view).collect();
+        let users: Vec<TypingUser> = self.entries.iter().map(Entry::view).collect();
         let mut recipients: Vec<&str> = Vec::new();
-        for r in state
+        for r in self
             .entries
             .iter()
             .filter_map(|e| e.recipient_id.as_deref())
@@ -681,11 +580,171 @@ impl TypingState {
         })
     }
 
+    /// The list at `now` (entries past their expiry left out even before the flush removes them).
+    pub fn typing_users(&self, now: DateTime<Utc>, cfg: &TypingConfig) -> Vec<TypingUser> {
+        self.entries.iter().filter(|e| e.started_at + cfg.timeout > now).map(Entry::view).collect()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tracked {
+    state: RoomState,
+    /// This room's entry in the deadline queue (exactly one while it has work).
+    scheduled: Option<DateTime<Utc>>,
+}
+
+/// The state machine. Not synchronised: a `cluster::TypingBackend` keeps it (behind a mutex in memory).
+#[derive(Debug, Default)]
+pub struct TypingState {
+    cfg: TypingConfig,
+    rooms: HashMap<TypingRoom, Tracked>,
+    /// (account, user) → rooms where the user has an entry (for disconnects).
+    by_user: HashMap<(String, String), HashSet<TypingRoom>>,
+    /// Deadline queue: one `(when, room)` per room with pending work, earliest first.
+    queue: BTreeSet<(DateTime<Utc>, TypingRoom)>,
+}
+
+impl TypingState {
+    pub fn new(cfg: TypingConfig) -> Self {
+        TypingState { cfg, ..Default::default() }
+    }
+
+    pub fn config(&self) -> TypingConfig {
+        self.cfg
+    }
+
+    fn index_add(&mut self, room: &TypingRoom, user_id: &str) {
+        self.by_user.entry((room.account.clone(), user_id.to_string())).or_default().insert(room.clone());
+    }
+
+    fn index_remove(&mut self, room: &TypingRoom, user_id: &str) {
+        let key = (room.account.clone(), user_id.to_string());
+        if let Some(set) = self.by_user.get_mut(&key) {
+            set.remove(room);
+            if set.is_empty() {
+                self.by_user.remove(&key);
+            }
+        }
+    }
+
+    /// Put the room in the queue at its next deadline (or take it out when it has none).
+    fn reschedule(&mut self, room: &TypingRoom) {
+        let Some(t) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let next = t.state.next_deadline(&self.cfg);
+        if next == t.scheduled {
+            return;
+        }
+        if let Some(old) = t.scheduled.take() {
+            self.queue.remove(&(old, room.clone()));
+        }
+        if let Some(when) = next {
+            t.scheduled = Some(when);
+            self.queue.insert((when, room.clone()));
+        }
+    }
+
+    pub fn start(&mut self, room: &TypingRoom, typist: &Typist, recipient_id: Option<&str>, now: DateTime<Utc>) {
+        let cfg = self.cfg;
+        self.rooms.entry(room.clone()).or_default().state.start(typist, recipient_id, now, &cfg);
+        self.index_add(room, &typist.user_id);
+        self.reschedule(room);
+    }
+
+    pub fn stop(
+        &mut self,
+        room: &TypingRoom,
+        user_id: &str,
+        socket_id: &str,
+        recipient_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        self.withdraw(room, user_id, socket_id, recipient_id, now, true)
+    }
+
+    /// Shared by stop and disconnect. `user_level`: a socket that is not typing stops the user.
+    fn withdraw(
+        &mut self,
+        room: &TypingRoom,
+        user_id: &str,
+        socket_id: &str,
+        recipient_id: Option<&str>,
+        now: DateTime<Utc>,
+        user_level: bool,
+    ) -> bool {
+        let cfg = self.cfg;
+        let Some(t) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        if !t.state.withdraw(user_id, socket_id, recipient_id, now, &cfg, user_level) {
+            return false;
+        }
+        self.index_remove(room, user_id);
+        self.reschedule(room);
+        true
+    }
+
+    pub fn remove_socket(&mut self, account: &str, user_id: &str, socket_id: &str, now: DateTime<Utc>) {
+        let key = (account.to_string(), user_id.to_string());
+        let Some(rooms) = self.by_user.get(&key) else {
+            return;
+        };
+        let mut rooms: Vec<TypingRoom> = rooms.iter().cloned().collect();
+        rooms.sort();
+        for room in rooms {
+            self.withdraw(&room, user_id, socket_id, None, now, false);
+        }
+    }
+
+    /// Every socket with a start in some list: `(account, user, socket)`.
+    pub fn sockets(&self) -> Vec<(String, String, String)> {
+        let mut out: Vec<(String, String, String)> = self
+            .rooms
+            .iter()
+            .flat_map(|(room, t)| {
+                t.state.sockets().map(move |(u, s)| (room.account.clone(), u.to_string(), s.to_string()))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        self.queue.first().map(|(t, _)| *t)
+    }
+
+    pub fn flush(&mut self, now: DateTime<Utc>) -> Vec<TypingEvent> {
+        let mut due = Vec::new();
+        while self.queue.first().is_some_and(|(t, _)| *t <= now) {
+            let (_, room) = self.queue.pop_first().expect("non-empty");
+            if let Some(t) = self.rooms.get_mut(&room) {
+                t.scheduled = None;
+            }
+            due.push(room);
+        }
+        let cfg = self.cfg;
+        let mut events = Vec::new();
+        for room in due {
+            let Some(t) = self.rooms.get_mut(&room) else { continue };
+            let (event, expired) = t.state.flush(&room, now, &cfg);
+            let removable = t.state.removable(now, &cfg);
+            events.extend(event);
+            for user in expired {
+                self.index_remove(&room, &user);
+            }
+            if removable {
+                self.rooms.remove(&room);
+            } else {
+                self.reschedule(&room);
+            }
+        }
+        events
+    }
+
     pub fn typing_users(&self, room: &TypingRoom, now: DateTime<Utc>) -> Vec<TypingUser> {
-        self.rooms
-            .get(room)
-            .map(|s| s.entries.iter().filter(|e| e.started_at + self.cfg.timeout > now).map(Entry::view).collect())
-            .unwrap_or_default()
+        self.rooms.get(room).map(|t| t.state.typing_users(now, &self.cfg)).unwrap_or_default()
     }
 }
 
