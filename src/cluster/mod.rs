@@ -10,8 +10,14 @@
 //!
 //! Every method takes the time it acts at (`now`) where time matters, so the rules stay testable and two
 //! nodes never disagree because of whose clock read first.
+//!
+//! A shared implementation also answers for nodes that are gone: `purge_node` removes what a dead node had
+//! registered (its sockets leave as if they had disconnected then, so their users go offline after the
+//! grace unless they reconnected elsewhere), and `poll_interval` tells the timers how often to look for
+//! deadlines that another node set (and may not be there to act on).
 
 pub mod memory;
+pub mod redis;
 #[cfg(test)]
 pub mod suite;
 
@@ -160,6 +166,15 @@ pub trait Roster: Send + Sync {
     async fn disconnect(&self, sid: &str, now: DateTime<Utc>) -> Option<Vec<String>>;
     /// The socket enters a room; `muted`: its user may read but not write or type there.
     async fn enter(&self, sid: &str, room: &str, muted: bool) -> Entered;
+    /// The socket enters several rooms (room, muted) at once, as `enter` would one after the other (a socket's
+    /// admission: one exchange with a shared backend instead of one per room).
+    async fn enter_all(&self, sid: &str, rooms: &[(String, bool)]) -> Vec<Entered> {
+        let mut out = Vec::with_capacity(rooms.len());
+        for (room, muted) in rooms {
+            out.push(self.enter(sid, room, *muted).await);
+        }
+        out
+    }
     /// The socket leaves a room.
     async fn exit(&self, sid: &str, room: &str) -> Left;
     /// Users whose offline grace ran out in a room by `now` (announce `user:left`), removed from the roster.
@@ -184,6 +199,15 @@ pub trait Roster: Send + Sync {
     async fn users_online(&self, account: Option<&str>) -> usize;
     /// A room was deleted: nobody is in it any more.
     async fn forget_room(&self, account: &str, room: &str);
+    /// A node is gone (its heartbeat expired, or it restarted and repairs its own stale state): each of its
+    /// sockets closes as by `disconnect` at `now`, so its users stay present for the grace and then leave,
+    /// unless they are back through another socket. Returns the sockets removed (none the second time).
+    async fn purge_node(&self, node: &str, now: DateTime<Utc>) -> Vec<SocketEntry>;
+    /// How often the departures timer must look again although `next_departure` named nothing sooner: a
+    /// shared roster's graces are also started by other nodes. None: only this node sets deadlines.
+    fn poll_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// The rooms a socket is in.
@@ -247,7 +271,10 @@ pub trait PresenceBackend: Send + Sync {
     async fn due(&self, now: DateTime<Utc>) -> Vec<PresenceEvent>;
     /// When `due` next has work.
     async fn next_deadline(&self) -> Option<DateTime<Utc>>;
-    /// Shutdown: ends every running grace now.
+    /// Shutdown: the sessions whose offline grace this node started and will not see run out, as
+    /// `SessionEnded` (their last seen is stored now). On one node the graces end here. A shared backend
+    /// leaves them running for the nodes that remain, which end them as usual (publishing offline) unless the
+    /// user reconnected to one of them meanwhile: a rolling restart does not flash its users offline.
     async fn end_all_graces(&self) -> Vec<PresenceEvent>;
     /// Users per published status.
     async fn breakdown(&self, account: &str) -> StatusBreakdown;
@@ -263,6 +290,12 @@ pub trait PresenceBackend: Send + Sync {
 
     /// The user is in `room` (their announcements reach its members).
     async fn joined_room(&self, account: &str, user: &str, room: &str);
+    /// The user is in each of `rooms` (a socket's admission, in one exchange with a shared backend).
+    async fn joined_rooms(&self, account: &str, user: &str, rooms: &[String]) {
+        for room in rooms {
+            self.joined_room(account, user, room).await;
+        }
+    }
     /// The user left `room`.
     async fn left_room(&self, account: &str, user: &str, room: &str);
     /// Rooms the user was last seen in.
@@ -277,6 +310,16 @@ pub trait PresenceBackend: Send + Sync {
     async fn remember_last_seen(&self, account: &str, user: &str, at: DateTime<Utc>);
     /// Forgets what is kept of users with nothing connected, subscribed or pending (the database has it).
     async fn sweep(&self);
+
+    /// A node is gone: each device it had connected goes as by `disconnect` at `now` (the user's grace starts
+    /// when that was their last device anywhere), and its sockets' subscriptions end. Returns how many devices
+    /// went.
+    async fn purge_node(&self, node: &str, now: DateTime<Utc>) -> usize;
+    /// How often the timer must call `due` although `next_deadline` named nothing sooner (see
+    /// [`Roster::poll_interval`]).
+    fn poll_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,6 +340,14 @@ pub trait TypingBackend: Send + Sync {
     async fn next_deadline(&self) -> Option<DateTime<Utc>>;
     /// The room's current list.
     async fn typing_users(&self, room: &TypingRoom, now: DateTime<Utc>) -> Vec<TypingUser>;
+    /// A node is gone: each of its sockets stops typing as by `remove_socket` at `now` (the change is pushed
+    /// by the next `flush`). Returns how many sockets stopped.
+    async fn purge_node(&self, node: &str, now: DateTime<Utc>) -> usize;
+    /// How often the timer must call `flush` although `next_deadline` named nothing sooner (see
+    /// [`Roster::poll_interval`]).
+    fn poll_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,7 +364,8 @@ pub enum Budget {
 }
 
 /// Token buckets. Synchronous on purpose: it is asked on every inbound event before anything else, so a
-/// shared implementation keeps a local view and reconciles in the background.
+/// shared implementation keeps a local view and reconciles in the background (see `redis::ratelimit` for
+/// how far a budget can be exceeded across nodes, and for how long).
 pub trait RateLimiter: Send + Sync {
     /// Takes one point of the budget; false when it is spent.
     fn allow(&self, budget: &Budget, now: std::time::Instant) -> bool;

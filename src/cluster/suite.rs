@@ -1,6 +1,11 @@
 //! Contract tests of the cluster traits, written once and run against every implementation: each
-//! implementation's test module calls the suite with a constructor (the memory ones in `memory/`; a Redis
-//! implementation calls the same functions with its own constructor and a throwaway server).
+//! implementation's test module calls the suite with a constructor (the memory ones in `memory/`; the Redis
+//! ones in `redis/` call the same functions with their own constructor and a throwaway server).
+//!
+//! `roster`, `presence`, `typing` and `rate_limiter` are what every implementation does, a purge of a dead
+//! node included. The `*_cluster` suites are what a shared implementation adds: the constructor is called
+//! once per node, and every instance it returns must see one state (one user online through sockets on two
+//! nodes, one typing list, a departure or an expiry handed out once although every node asks, one budget).
 //!
 //! Time is passed in, never read, so the suites are exact.
 
@@ -14,6 +19,7 @@ use async_trait::async_trait;
 use super::{
     Audience, Budget, Entered, Fanout, Left, PresenceBackend, RateLimiter, Roster, SocketEntry, Target, TypingBackend,
 };
+use crate::domain::presence::PrivacySettings;
 use crate::domain::presence::{PresenceConfig, PresenceEvent, PresenceUpdate, PublicStatus, Status, UpdateOutcome};
 use crate::domain::ratelimit::Rate;
 use crate::domain::typing::{RoomType, TypingConfig, TypingRoom, Typist};
@@ -23,11 +29,15 @@ fn t(ms: i64) -> DateTime<Utc> {
 }
 
 fn socket(sid: &str, account: &str, user: Option<&str>) -> SocketEntry {
+    socket_on("n1", sid, account, user)
+}
+
+fn socket_on(node: &str, sid: &str, account: &str, user: Option<&str>) -> SocketEntry {
     SocketEntry {
         sid: sid.into(),
         account: account.into(),
         user: user.map(Into::into),
-        node: "n1".into(),
+        node: node.into(),
         name: user.map(|u| format!("{u} name")),
         avatar: None,
     }
@@ -102,15 +112,90 @@ pub async fn roster(make: impl Fn(Duration) -> Arc<dyn Roster>) {
     assert!(r.users_in("acc", "doomed").await.is_empty());
     assert!(!r.rooms_of("s2").await.unwrap().contains("doomed"));
     assert_eq!(r.enter("s2", "doomed", false).await, Entered::Arrived, "and can be entered anew");
+
+    // Several rooms at once, as one by one.
+    let rooms = vec![("hall".to_string(), false), ("doomed".to_string(), true), ("quiet".to_string(), true)];
+    assert_eq!(r.enter_all("s2", &rooms).await, vec![Entered::Arrived, Entered::Already, Entered::Arrived]);
+    let s2 = r.rooms_of("s2").await.unwrap();
+    assert!(s2.contains("hall") && s2.is_muted("quiet") && !s2.is_muted("doomed"), "{s2:?}");
+    assert_eq!(r.enter_all("gone", &rooms).await, vec![Entered::Closed; 3]);
+    assert_eq!(r.exit("s2", "quiet").await, Left::UserLeft);
+
+    // A dead node: its sockets close then (their users' graces start); the other node's sockets stay.
+    r.connect(socket_on("n2", "d1", "acc", Some("dan"))).await;
+    r.connect(socket_on("n1", "d2", "acc", Some("dan"))).await;
+    r.connect(socket_on("n2", "e1", "acc", Some("eve"))).await;
+    r.connect(socket_on("n2", "e2", "acc", None)).await;
+    for sid in ["d1", "d2", "e1", "e2"] {
+        assert!(r.enter(sid, "hall", false).await.entered());
+    }
+    let mut gone: Vec<String> = r.purge_node("n2", t(40_000)).await.into_iter().map(|s| s.sid).collect();
+    gone.sort();
+    assert_eq!(gone, vec!["d1", "e1", "e2"]);
+    assert_eq!(r.sockets_of("acc", "dan").await, vec!["d2"]);
+    assert!(r.rooms_of("e1").await.is_none());
+    assert_eq!(sorted(r.users_in("acc", "hall").await), vec!["ann", "dan"], "eve is in her grace");
+    assert!(r.sockets(None).await.iter().all(|s| s.node == "n1"));
+    assert_eq!(r.next_departure().await, Some(t(45_000)));
+    let gone = r.departures(t(45_000)).await;
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert_eq!((gone[0].room.as_str(), gone[0].user.as_str()), ("hall", "eve"));
+    assert!(r.purge_node("n2", t(50_000)).await.is_empty(), "a node is purged once");
+}
+
+/// [`Roster`] shared by nodes: `make` is called once per node; the instances see one roster.
+pub async fn roster_cluster(make: impl Fn(Duration) -> Arc<dyn Roster>) {
+    let (a, b) = (make(Duration::from_secs(5)), make(Duration::from_secs(5)));
+    a.connect(socket_on("n1", "a1", "acc", Some("ann"))).await;
+    b.connect(socket_on("n2", "a2", "acc", Some("ann"))).await;
+    b.connect(socket_on("n2", "b1", "acc", Some("bob"))).await;
+    for r in [&a, &b] {
+        assert_eq!(r.connections().await, 3);
+        assert_eq!(r.users_online(Some("acc")).await, 2);
+        assert_eq!(sorted(r.sockets_of("acc", "ann").await), vec!["a1", "a2"]);
+    }
+
+    // One user through sockets on two nodes is present once, and leaves with the last of them.
+    assert_eq!(a.enter("a1", "room", false).await, Entered::Arrived);
+    assert_eq!(b.enter("a2", "room", false).await, Entered::Present, "the other node's socket counts");
+    assert_eq!(b.enter("b1", "room", true).await, Entered::Arrived);
+    assert!(a.rooms_of("b1").await.unwrap().is_muted("room"), "a node reads the other's sockets");
+    assert_eq!(a.present("acc", "room").await, 2);
+    assert_eq!(a.exit("a1", "room").await, Left::StillPresent);
+    assert_eq!(b.exit("a2", "room").await, Left::UserLeft);
+
+    // A departure is handed out once although both nodes ask.
+    b.disconnect("b1", t(0)).await;
+    assert_eq!(a.next_departure().await, Some(t(5000)), "a grace started by the other node");
+    let (da, db) = (a.departures(t(5000)).await, b.departures(t(5000)).await);
+    assert_eq!(da.len() + db.len(), 1, "{da:?} {db:?}");
+
+    // Node 2 dies: ann stays online through node 1; bob, only on node 2, leaves after the grace unless he
+    // comes back through node 1.
+    b.connect(socket_on("n2", "b2", "acc", Some("bob"))).await;
+    b.connect(socket_on("n2", "c1", "acc", Some("cid"))).await;
+    for (sid, r) in [("a1", &a), ("a2", &b), ("b2", &b), ("c1", &b)] {
+        assert!(r.enter(sid, "hall", false).await.entered());
+    }
+    let gone = a.purge_node("n2", t(10_000)).await;
+    assert_eq!(gone.len(), 3, "{gone:?}");
+    assert!(b.purge_node("n2", t(10_000)).await.is_empty(), "purged once, whichever survivor asks");
+    assert_eq!(a.users_in("acc", "hall").await, vec!["ann"]);
+    assert_eq!(a.users_online(Some("acc")).await, 1);
+    a.connect(socket_on("n1", "b3", "acc", Some("bob"))).await;
+    assert_eq!(a.enter("b3", "hall", false).await, Entered::Present, "back within the grace, elsewhere");
+    let gone = a.departures(t(15_000)).await;
+    assert_eq!(gone.iter().map(|d| d.user.as_str()).collect::<Vec<_>>(), vec!["cid"]);
 }
 
 fn typist(user: &str, sid: &str) -> Typist {
     Typist { user_id: user.into(), socket_id: sid.into(), user_name: None, user_avatar: None }
 }
 
-/// [`TypingBackend`]: one deduplicated list per room, coalesced, expiring, handed out once.
-pub async fn typing(make: impl Fn(TypingConfig) -> Arc<dyn TypingBackend>) {
-    let b = make(TypingConfig::from_millis(5_000, 250));
+/// [`TypingBackend`]: one deduplicated list per room, coalesced, expiring, handed out once. `make(node,
+/// cfg)`: the instance is node `node`'s.
+pub async fn typing(make: impl Fn(&str, TypingConfig) -> Arc<dyn TypingBackend>) {
+    let b = make("n1", TypingConfig::from_millis(5_000, 250));
     let room = TypingRoom::new("acc", RoomType::Channel, "c1", None).expect("valid");
     b.start(&room, &typist("ann", "s1"), None, t(0)).await;
     let evs = b.flush(t(0)).await;
@@ -149,6 +234,55 @@ pub async fn typing(make: impl Fn(TypingConfig) -> Arc<dyn TypingBackend>) {
     let evs = b.flush(t(7000)).await;
     assert_eq!(evs.len(), 1);
     assert!(evs[0].payload.users.is_empty());
+
+    // The node's sockets stop typing when it is purged (a restart repairs its own state so).
+    b.start(&room, &typist("dan", "d1"), None, t(10_000)).await;
+    b.flush(t(10_000)).await;
+    assert_eq!(b.purge_node("n1", t(10_100)).await, 1);
+    assert!(b.typing_users(&room, t(10_100)).await.is_empty());
+    let evs = b.flush(t(10_250)).await;
+    assert_eq!(evs.len(), 1, "the stop is pushed");
+    assert!(evs[0].payload.users.is_empty());
+    assert_eq!(b.purge_node("n1", t(10_300)).await, 0);
+}
+
+/// [`TypingBackend`] shared by nodes: `make(node, cfg)` is called once per node; one list per room.
+pub async fn typing_cluster(make: impl Fn(&str, TypingConfig) -> Arc<dyn TypingBackend>) {
+    let cfg = TypingConfig::from_millis(5_000, 250);
+    let (a, b) = (make("n1", cfg), make("n2", cfg));
+    let room = TypingRoom::new("acc", RoomType::Channel, "c1", None).expect("valid");
+    a.start(&room, &typist("ann", "a1"), None, t(0)).await;
+    let (ea, eb) = (a.flush(t(0)).await, b.flush(t(0)).await);
+    assert_eq!(ea.len() + eb.len(), 1, "the leading edge goes out once");
+
+    // Starts on both nodes are one list, merged into one event.
+    b.start(&room, &typist("bob", "b1"), None, t(10)).await;
+    a.start(&room, &typist("ann", "a2"), None, t(20)).await;
+    assert_eq!(b.next_deadline().await, Some(t(250)));
+    let evs: Vec<_> = [b.flush(t(250)).await, a.flush(t(250)).await].concat();
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    let users: Vec<&str> = evs[0].payload.users.iter().map(|u| u.user_id.as_str()).collect();
+    assert_eq!(users, vec!["ann", "bob"]);
+    assert_eq!(a.typing_users(&room, t(300)).await, b.typing_users(&room, t(300)).await);
+
+    // Node 2 dies: bob, who typed there, stops; ann types through node 1.
+    assert_eq!(a.purge_node("n2", t(400)).await, 1);
+    let users: Vec<String> = a.typing_users(&room, t(400)).await.into_iter().map(|u| u.user_id).collect();
+    assert_eq!(users, vec!["ann"]);
+    let evs: Vec<_> = [a.flush(t(500)).await, b.flush(t(500)).await].concat();
+    assert_eq!(evs.len(), 1);
+
+    // Stops through one node of starts made through the other.
+    assert!(!b.stop(&room, "ann", "a1", None, t(600)).await, "ann still types on a2");
+    assert!(b.stop(&room, "ann", "a2", None, t(600)).await);
+    assert!(a.typing_users(&room, t(600)).await.is_empty());
+
+    // An expiry is pushed once although both nodes flush.
+    b.start(&room, &typist("cid", "c1"), None, t(1000)).await;
+    let _ = [a.flush(t(1000)).await, b.flush(t(1000)).await];
+    let evs: Vec<_> = [a.flush(t(6000)).await, b.flush(t(6000)).await].concat();
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert!(evs[0].payload.users.is_empty());
 }
 
 fn upd(status: Status) -> PresenceUpdate {
@@ -164,9 +298,46 @@ async fn run_until(b: &Arc<dyn PresenceBackend>, until: DateTime<Utc>) -> Vec<Pr
     out
 }
 
-/// [`PresenceBackend`]: aggregation with coalescing and grace, subscriptions, audiences, settings.
-pub async fn presence(make: impl Fn(PresenceConfig) -> Arc<dyn PresenceBackend>) {
-    let b = make(PresenceConfig::from_millis(5_000, 300_000, 400));
+/// Drains what is due up to `until` on every node, as their timers would.
+async fn run_all(nodes: &[&Arc<dyn PresenceBackend>], until: DateTime<Utc>) -> Vec<PresenceEvent> {
+    let mut out = Vec::new();
+    loop {
+        let mut next = None;
+        for n in nodes {
+            next = [next, n.next_deadline().await.filter(|d| *d <= until)].into_iter().flatten().min();
+        }
+        let Some(next) = next else { return out };
+        for n in nodes {
+            out.extend(n.due(next).await);
+        }
+    }
+}
+
+fn ended<'a>(evs: &'a [PresenceEvent]) -> Vec<&'a str> {
+    let mut out: Vec<&str> = evs
+        .iter()
+        .filter_map(|e| match e {
+            PresenceEvent::SessionEnded { user_id, .. } => Some(user_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn changed<'a>(evs: &'a [PresenceEvent]) -> Vec<(&'a str, PublicStatus)> {
+    evs.iter()
+        .filter_map(|e| match e {
+            PresenceEvent::Changed { current, .. } => Some((current.user_id.as_str(), current.status)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// [`PresenceBackend`]: aggregation with coalescing and grace, subscriptions, audiences, settings. `make(node,
+/// cfg)`: the instance is node `node`'s.
+pub async fn presence(make: impl Fn(&str, PresenceConfig) -> Arc<dyn PresenceBackend>) {
+    let b = make("n1", PresenceConfig::from_millis(5_000, 300_000, 400));
     b.connect("acc", "ann", "s1", t(0)).await;
     assert!(b.is_connected("acc", "ann").await);
     assert_eq!(b.current("acc", "ann").await.map(|p| p.status), Some(PublicStatus::Online), "live at once");
@@ -230,6 +401,107 @@ pub async fn presence(make: impl Fn(PresenceConfig) -> Arc<dyn PresenceBackend>)
     assert_eq!(b.settings("acc", "ann").await, Some(s));
     b.remember_last_seen("acc", "ann", t(4000)).await;
     assert_eq!(b.remembered_last_seen("acc", "ann").await, Some(t(4000)));
+    b.joined_rooms("acc", "ann", &["r3".to_string(), "r2".to_string()]).await;
+    assert_eq!(sorted(b.rooms_of("acc", "ann").await), vec!["r2", "r3"]);
+
+    // Restored facts of a user not tracked yet; nothing is published for them.
+    let custom = crate::domain::presence::CustomStatus {
+        text: Some("away for lunch".into()),
+        emoji: None,
+        expires_at: Some(t(120_000)),
+    };
+    b.restore("acc", "gus", Some(t(1)), Some(custom.clone()), t(40_000)).await;
+    let gus = b.published("acc", "gus").await.expect("kept: it has a custom status");
+    assert_eq!((gus.status, gus.last_seen, gus.custom_status), (PublicStatus::Offline, Some(t(1)), Some(custom)));
+    b.restore("acc", "hal", Some(t(1)), None, t(40_000)).await;
+    assert!(b.published("acc", "hal").await.is_none(), "nothing beyond the database row");
+
+    // The node's devices go when it is purged (a restart repairs its own state so), their subscriptions too.
+    b.connect("acc", "fay", "f1", t(50_000)).await;
+    b.subscribe("acc", "fay", "f1", &["ann".to_string()]).await;
+    run_until(&b, t(51_000)).await;
+    assert_eq!(b.breakdown("acc").await.online, 1);
+    assert_eq!(b.purge_node("n1", t(52_000)).await, 1);
+    assert!(b.subscribers("acc", "ann").await.is_empty());
+    assert!(b.is_connected("acc", "fay").await, "inside the grace");
+    let evs = run_until(&b, t(60_000)).await;
+    assert!(ended(&evs).contains(&"fay"), "{evs:?}");
+    assert!(changed(&evs).contains(&("fay", PublicStatus::Offline)), "{evs:?}");
+    assert_eq!(b.purge_node("n1", t(61_000)).await, 0);
+    assert_eq!(b.breakdown("acc").await, Default::default());
+}
+
+/// [`PresenceBackend`] shared by nodes: `make(node, cfg)` is called once per node; one presence per user.
+pub async fn presence_cluster(make: impl Fn(&str, PresenceConfig) -> Arc<dyn PresenceBackend>) {
+    let cfg = PresenceConfig::from_millis(5_000, 300_000, 400);
+    let (a, b) = (make("n1", cfg), make("n2", cfg));
+    let both = [&a, &b];
+
+    // A user with a socket on each node is one presence, published once.
+    a.connect("acc", "ann", "a1", t(0)).await;
+    b.connect("acc", "ann", "a2", t(100)).await;
+    assert_eq!(changed(&run_all(&both, t(1000)).await), vec![("ann", PublicStatus::Online)]);
+    assert_eq!(b.published("acc", "ann").await.map(|p| p.status), Some(PublicStatus::Online));
+    assert_eq!(a.breakdown("acc").await.online, 1);
+    assert_eq!(a.update("acc", "ann", "a1", upd(Status::Busy), t(1100)).await, UpdateOutcome::Unchanged);
+    assert_eq!(b.update("acc", "ann", "a2", upd(Status::Away), t(1200)).await, UpdateOutcome::Changed);
+    assert_eq!(changed(&run_all(&both, t(2000)).await), vec![("ann", PublicStatus::Away)]);
+
+    // She leaves after the last socket of either node, once.
+    a.disconnect("acc", "ann", "a1", t(3000)).await;
+    assert!(run_all(&both, t(20_000)).await.is_empty(), "still connected through node 2");
+    b.disconnect("acc", "ann", "a2", t(20_000)).await;
+    let evs = run_all(&both, t(30_000)).await;
+    assert_eq!(ended(&evs), vec!["ann"]);
+    assert_eq!(changed(&evs), vec![("ann", PublicStatus::Offline)]);
+
+    // Subscriptions, audiences, settings and last seen are the same on every node.
+    b.subscribe("acc", "cid", "c1", &["ann".to_string()]).await;
+    a.subscribe("acc", "cid", "c2", &["ann".to_string()]).await;
+    assert_eq!(a.subscribers("acc", "ann").await, vec!["cid"]);
+    b.drop_subscriptions("acc", "cid", "c1").await;
+    assert_eq!(b.subscribers("acc", "ann").await, vec!["cid"], "c2 on node 1 still subscribes");
+    a.joined_room("acc", "ann", "r1").await;
+    assert_eq!(b.rooms_of("acc", "ann").await, vec!["r1"]);
+    let s = PrivacySettings { show_last_seen: false, ..Default::default() };
+    b.set_settings("acc", "ann", s).await;
+    assert_eq!(a.settings("acc", "ann").await, Some(s));
+    a.remember_last_seen("acc", "ann", t(20_000)).await;
+    assert_eq!(b.remembered_last_seen("acc", "ann").await, Some(t(20_000)));
+
+    // Node 2 dies: eve, also on node 1, stays online; dan, only on node 2, goes offline after the grace;
+    // the subscriptions of node 2's sockets end.
+    a.connect("acc", "eve", "e1", t(40_000)).await;
+    b.connect("acc", "eve", "e2", t(40_000)).await;
+    b.connect("acc", "dan", "d1", t(40_000)).await;
+    b.subscribe("acc", "dan", "d1", &["eve".to_string()]).await;
+    run_all(&both, t(41_000)).await;
+    assert_eq!(a.purge_node("n2", t(42_000)).await, 2);
+    assert_eq!(a.purge_node("n2", t(42_000)).await, 0, "purged once");
+    assert!(a.subscribers("acc", "eve").await.is_empty());
+    let evs = run_all(&[&a], t(50_000)).await;
+    assert_eq!(ended(&evs), vec!["dan"]);
+    assert_eq!(changed(&evs), vec![("dan", PublicStatus::Offline)]);
+    assert!(a.is_connected("acc", "eve").await);
+
+    // Shutdown of node 1 reports the sessions it ended last (so their last seen is stored) and leaves the
+    // graces running: node 2 ends them, unless the user is back on node 2 meanwhile.
+    let b = make("n2", cfg);
+    a.connect("acc", "gil", "g1", t(60_000)).await;
+    a.connect("acc", "hal", "h1", t(60_000)).await;
+    b.connect("acc", "ivy", "i1", t(60_000)).await;
+    run_all(&[&a, &b], t(61_000)).await;
+    for (n, u, d) in [(&a, "gil", "g1"), (&a, "hal", "h1"), (&b, "ivy", "i1")] {
+        n.disconnect("acc", u, d, t(62_000)).await;
+    }
+    a.disconnect("acc", "eve", "e1", t(62_000)).await;
+    let evs = a.end_all_graces().await;
+    assert_eq!(ended(&evs), vec!["eve", "gil", "hal"], "node 1's graces only");
+    assert!(evs.iter().all(|e| matches!(e, PresenceEvent::SessionEnded { last_seen: Some(s), .. } if *s == t(62_000))));
+    b.connect("acc", "hal", "h2", t(63_000)).await;
+    let evs = run_all(&[&b], t(70_000)).await;
+    assert_eq!(ended(&evs), vec!["eve", "gil", "ivy"], "hal is back on node 2");
+    assert!(b.is_connected("acc", "hal").await);
 }
 
 /// [`RateLimiter`]: a burst of the capacity, then the steady rate; budgets are independent.
@@ -327,4 +599,25 @@ pub async fn fanout<E: Send + Sync, H: FanoutHarness<E>>(h: &H, event: impl Fn(&
     h.fanout(last).disconnect("acc", Target::User("ann".into())).await;
     assert!(ann.closed(wait).await && ann2.closed(wait).await, "a whole user is disconnected");
     assert!(!cid.closed(Duration::from_millis(50)).await);
+}
+
+/// [`RateLimiter`] shared by nodes: `a` and `b` are two nodes' limiters with the same rates (`events`: 4 per
+/// 10 minutes); `settle` lets them reconcile (what their background task does). One budget: what a user
+/// spends on one node is gone on the other.
+pub async fn rate_limiter_cluster<F: std::future::Future<Output = ()>>(
+    a: Arc<dyn RateLimiter>,
+    b: Arc<dyn RateLimiter>,
+    settle: impl Fn() -> F,
+) {
+    let now = Instant::now();
+    let ann = Budget::Events { account: "acc".into(), subject: "ann".into() };
+    let bob = Budget::Events { account: "acc".into(), subject: "bob".into() };
+    assert!(a.allow(&ann, now) && a.allow(&ann, now));
+    assert!(b.allow(&ann, now));
+    settle().await;
+    assert!(a.allow(&ann, now), "one point of four is left, on either node");
+    settle().await;
+    assert!(!b.allow(&ann, now), "the budget is shared");
+    assert!(!a.allow(&ann, now));
+    assert!(b.allow(&bob, now), "another user has their own budget");
 }

@@ -24,16 +24,33 @@ impl TokenBucket {
 
     /// Takes one point; false when the bucket is empty.
     pub fn take(&mut self, rate: Rate, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        let per_sec = rate.capacity as f64 / rate.period.as_secs_f64().max(0.001);
-        self.tokens = (self.tokens + elapsed * per_sec).min(rate.capacity as f64);
-        self.updated = now;
+        self.refill(rate, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
         }
+    }
+
+    /// Points left at `now` (refilled to then); negative while a debt is being repaid.
+    pub fn tokens(&mut self, rate: Rate, now: Instant) -> f64 {
+        self.refill(rate, now);
+        self.tokens
+    }
+
+    /// Lowers the points left to `max` if there are more (a shared budget was spent elsewhere); `max` may be
+    /// negative: the bucket refuses until it has refilled past it.
+    pub fn limit(&mut self, rate: Rate, max: f64, now: Instant) {
+        self.refill(rate, now);
+        self.tokens = self.tokens.min(max);
+    }
+
+    fn refill(&mut self, rate: Rate, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        let per_sec = rate.capacity as f64 / rate.period.as_secs_f64().max(0.001);
+        self.tokens = (self.tokens + elapsed * per_sec).min(rate.capacity as f64);
+        self.updated = self.updated.max(now);
     }
 
     /// True when the bucket has refilled completely, so its entry can be forgotten.
@@ -58,5 +75,17 @@ mod tests {
         assert!(!b.take(rate, t0 + Duration::from_secs(11)), "one point needs 12 s");
         assert!(b.take(rate, t0 + Duration::from_secs(12)));
         assert!(b.is_idle(rate, t0 + Duration::from_secs(80)));
+    }
+
+    #[test]
+    fn a_limit_lowers_the_points_and_a_debt_is_repaid_by_refill() {
+        let rate = Rate { capacity: 5, period: Duration::from_secs(5) };
+        let t0 = Instant::now();
+        let mut b = TokenBucket::full(rate, t0);
+        b.limit(rate, 10.0, t0);
+        assert_eq!(b.tokens(rate, t0), 5.0, "a limit never raises");
+        b.limit(rate, -2.0, t0);
+        assert!(!b.take(rate, t0 + Duration::from_secs(2)), "-2 + 2 refilled: still under one point");
+        assert!(b.take(rate, t0 + Duration::from_secs(3)));
     }
 }

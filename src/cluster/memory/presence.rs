@@ -21,12 +21,14 @@ fn key(account: &str, user: &str) -> UserKey {
 }
 
 pub struct MemoryPresence {
+    /// The node whose devices these are (all of them: memory is one node's).
+    node: String,
     tracker: Mutex<PresenceTracker>,
     settings: DashMap<UserKey, PrivacySettings>,
     /// target → viewer → how many of the viewer's sockets subscribed.
     subscribers: DashMap<UserKey, HashMap<String, u32>>,
-    /// socket → the targets it subscribed to (undone when it closes).
-    by_socket: DashMap<String, HashSet<String>>,
+    /// socket → its (account, viewer) and the targets it subscribed to (undone when it closes).
+    by_socket: DashMap<String, (UserKey, HashSet<String>)>,
     /// Rooms each user was last seen in, so an offline announcement reaches room-mates after the user's
     /// sockets are gone.
     rooms: DashMap<UserKey, Vec<String>>,
@@ -37,6 +39,7 @@ pub struct MemoryPresence {
 impl MemoryPresence {
     pub fn new(cfg: PresenceConfig) -> MemoryPresence {
         MemoryPresence {
+            node: String::new(),
             tracker: Mutex::new(PresenceTracker::new(cfg)),
             settings: DashMap::new(),
             subscribers: DashMap::new(),
@@ -44,6 +47,12 @@ impl MemoryPresence {
             rooms: DashMap::new(),
             last_seen: DashMap::new(),
         }
+    }
+
+    /// Names the node these devices are on (for [`PresenceBackend::purge_node`]).
+    pub fn on_node(mut self, node: &str) -> MemoryPresence {
+        self.node = node.to_string();
+        self
     }
 
     fn unsubscribe_one(&self, account: &str, viewer: &str, target: &str) {
@@ -131,9 +140,9 @@ impl PresenceBackend for MemoryPresence {
     }
 
     async fn subscribe(&self, account: &str, viewer: &str, sid: &str, targets: &[String]) {
-        let mut mine = self.by_socket.entry(sid.to_string()).or_default();
+        let mut mine = self.by_socket.entry(sid.to_string()).or_insert_with(|| (key(account, viewer), HashSet::new()));
         for t in targets {
-            if mine.insert(t.clone()) {
+            if mine.1.insert(t.clone()) {
                 *self.subscribers.entry(key(account, t)).or_default().entry(viewer.to_string()).or_insert(0) += 1;
             }
         }
@@ -141,7 +150,7 @@ impl PresenceBackend for MemoryPresence {
 
     async fn unsubscribe(&self, account: &str, viewer: &str, sid: &str, targets: &[String]) {
         let removed: Vec<String> = match self.by_socket.get_mut(sid) {
-            Some(mut mine) => targets.iter().filter(|t| mine.remove(*t)).cloned().collect(),
+            Some(mut mine) => targets.iter().filter(|t| mine.1.remove(*t)).cloned().collect(),
             None => Vec::new(),
         };
         for t in removed {
@@ -150,7 +159,7 @@ impl PresenceBackend for MemoryPresence {
     }
 
     async fn drop_subscriptions(&self, account: &str, viewer: &str, sid: &str) {
-        if let Some((_, targets)) = self.by_socket.remove(sid) {
+        if let Some((_, (_, targets))) = self.by_socket.remove(sid) {
             for t in targets {
                 self.unsubscribe_one(account, viewer, &t);
             }
@@ -201,12 +210,32 @@ impl PresenceBackend for MemoryPresence {
         self.rooms.retain(|k, _| !gone(k));
         self.last_seen.retain(|k, _| !gone(k));
     }
+
+    async fn purge_node(&self, node: &str, now: DateTime<Utc>) -> usize {
+        if node != self.node {
+            return 0;
+        }
+        let devices = self.tracker.lock().devices();
+        for (account, user, device) in &devices {
+            self.tracker.lock().disconnect(account, user, device, now);
+        }
+        let sockets: Vec<String> = self.by_socket.iter().map(|e| e.key().clone()).collect();
+        for sid in sockets {
+            if let Some((_, ((account, viewer), targets))) = self.by_socket.remove(&sid) {
+                for t in targets {
+                    self.unsubscribe_one(&account, &viewer, &t);
+                }
+            }
+        }
+        devices.len()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[tokio::test]
     async fn meets_the_presence_contract() {
-        crate::cluster::suite::presence(|cfg| std::sync::Arc::new(super::MemoryPresence::new(cfg))).await;
+        crate::cluster::suite::presence(|node, cfg| std::sync::Arc::new(super::MemoryPresence::new(cfg).on_node(node)))
+            .await;
     }
 }

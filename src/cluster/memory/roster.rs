@@ -183,6 +183,17 @@ impl Roster for MemoryRoster {
             s.rooms.muted.retain(|r| r != room);
         }
     }
+
+    async fn purge_node(&self, node: &str, now: DateTime<Utc>) -> Vec<SocketEntry> {
+        let gone: Vec<SocketEntry> = {
+            let st = self.state.lock();
+            st.sockets.values().filter(|s| s.entry.node == node).map(|s| s.entry.clone()).collect()
+        };
+        for s in &gone {
+            self.disconnect(&s.sid, now).await;
+        }
+        gone
+    }
 }
 
 #[cfg(test)]

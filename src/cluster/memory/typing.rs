@@ -8,12 +8,20 @@ use crate::cluster::TypingBackend;
 use crate::domain::typing::{TypingConfig, TypingEvent, TypingRoom, TypingState, TypingUser, Typist};
 
 pub struct MemoryTyping {
+    /// The node whose sockets these are (all of them: memory is one node's).
+    node: String,
     state: Mutex<TypingState>,
 }
 
 impl MemoryTyping {
     pub fn new(cfg: TypingConfig) -> MemoryTyping {
-        MemoryTyping { state: Mutex::new(TypingState::new(cfg)) }
+        MemoryTyping { node: String::new(), state: Mutex::new(TypingState::new(cfg)) }
+    }
+
+    /// Names the node these sockets are on (for [`TypingBackend::purge_node`]).
+    pub fn on_node(mut self, node: &str) -> MemoryTyping {
+        self.node = node.to_string();
+        self
     }
 }
 
@@ -49,12 +57,25 @@ impl TypingBackend for MemoryTyping {
     async fn typing_users(&self, room: &TypingRoom, now: DateTime<Utc>) -> Vec<TypingUser> {
         self.state.lock().typing_users(room, now)
     }
+
+    async fn purge_node(&self, node: &str, now: DateTime<Utc>) -> usize {
+        if node != self.node {
+            return 0;
+        }
+        let mut state = self.state.lock();
+        let sockets = state.sockets();
+        for (account, user, sid) in &sockets {
+            state.remove_socket(account, user, sid, now);
+        }
+        sockets.len()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[tokio::test]
     async fn meets_the_typing_contract() {
-        crate::cluster::suite::typing(|cfg| std::sync::Arc::new(super::MemoryTyping::new(cfg))).await;
+        crate::cluster::suite::typing(|node, cfg| std::sync::Arc::new(super::MemoryTyping::new(cfg).on_node(node)))
+            .await;
     }
 }
