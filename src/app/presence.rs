@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::events::Event;
 use super::receipts::Receipts;
-use super::worker::{Worker, until};
+use super::worker::{Worker, until, within};
 use super::{Fanout, RosterRef};
 use crate::cluster::{Audience, PresenceBackend};
 use crate::domain::presence::{
@@ -113,7 +113,7 @@ impl Presence {
     pub fn start(self: &Arc<Self>) {
         self.worker.every_deadline(self, self.wake.clone(), |p| async move {
             p.tick().await;
-            p.next_deadline().await.map(until)
+            within(p.next_deadline().await.map(until), p.backend.poll_interval())
         });
     }
 
@@ -237,6 +237,11 @@ impl Presence {
     /// The user is in a room: its members hear about them.
     pub async fn joined_room(&self, account: &str, user: &str, room: &str) {
         self.backend.joined_room(account, user, room).await;
+    }
+
+    /// The user is in each of `rooms` (a socket's admission).
+    pub async fn joined_rooms(&self, account: &str, user: &str, rooms: &[String]) {
+        self.backend.joined_rooms(account, user, rooms).await;
     }
 
     /// The user's last socket left a room: its members no longer hear about them.
@@ -426,6 +431,14 @@ impl Presence {
 
     pub async fn breakdown(&self, account: &str) -> StatusBreakdown {
         self.backend.breakdown(account).await
+    }
+
+    /// A node is gone (or this node restarted): its devices go as if disconnected now (their users go
+    /// offline after the grace unless connected elsewhere), and its sockets' subscriptions end.
+    pub async fn purge_node(&self, node: &str) -> usize {
+        let n = self.backend.purge_node(node, Utc::now()).await;
+        self.wake.notify_one();
+        n
     }
 
     /// Forgets what is kept of departed users (the database has it).

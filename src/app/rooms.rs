@@ -10,7 +10,7 @@ use super::events::{Author, Event, RoomPresence};
 use super::presence::Presence;
 use super::receipts::Receipts;
 use super::session::{Audit, Session, Sessions};
-use super::worker::{Worker, until};
+use super::worker::{Worker, until, within};
 use super::{Fanout, RosterRef};
 use crate::cluster::{Audience, Entered, Left, SocketEntry, Target};
 use crate::domain::names::{RoomName, user_room};
@@ -91,7 +91,7 @@ impl Rooms {
                 let author = Author { name: d.name, avatar: d.avatar };
                 r.announce(&d.account, &d.room, &d.user, author, false).await;
             }
-            r.roster.next_departure().await.map(until)
+            within(r.roster.next_departure().await.map(until), r.roster.poll_interval())
         });
     }
 
@@ -194,8 +194,20 @@ impl Rooms {
             .await;
         if let Some(u) = s.user() {
             s.link.join(&user_room(u));
-            for (room, muted) in memberships {
-                self.admit(Sockets::One(s), room, *muted).await;
+            // As `admit` for each room, with one exchange with the roster and one with presence for them all.
+            let entered = self.roster.enter_all(&s.sid, memberships).await;
+            let mut joined = Vec::new();
+            for ((room, _), e) in memberships.iter().zip(&entered) {
+                if e.entered() {
+                    s.link.join(room);
+                    joined.push(room.clone());
+                }
+            }
+            self.presence.joined_rooms(&s.account, u, &joined).await;
+            for ((room, _), e) in memberships.iter().zip(entered) {
+                if e == Entered::Arrived {
+                    self.announce(&s.account, room, u, s.author(), true).await;
+                }
             }
         }
     }
@@ -204,6 +216,15 @@ impl Rooms {
     pub async fn disconnected(&self, s: &Session) {
         self.roster.disconnect(&s.sid, Utc::now()).await;
         self.wake.notify_one();
+    }
+
+    /// A node is gone (its heartbeat expired), or this node restarted and repairs its own stale state: its
+    /// sockets leave every room as if they had disconnected now, so their users leave (`user:left`) after
+    /// the grace unless they are back through another socket. Returns the sockets removed.
+    pub async fn purge_node(&self, node: &str) -> Vec<SocketEntry> {
+        let gone = self.roster.purge_node(node, Utc::now()).await;
+        self.wake.notify_one();
+        gone
     }
 
     // ----- room:join / room:leave ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::events::{Author, Event};
-use super::worker::{Worker, until};
+use super::worker::{Worker, until, within};
 use super::{Fanout, RosterRef};
 use crate::cluster::{Audience, SocketRooms, Target, TypingBackend};
 use crate::domain::names::RoomName;
@@ -60,7 +60,7 @@ impl Typing {
         self.worker.every_deadline(self, self.wake.clone(), |t| async move {
             let events = t.backend.flush(Utc::now()).await;
             t.emit(events).await;
-            t.backend.next_deadline().await.map(until)
+            within(t.backend.next_deadline().await.map(until), t.backend.poll_interval())
         });
     }
 
@@ -150,6 +150,13 @@ impl Typing {
     pub async fn socket_closed(&self, account: &str, user: &str, sid: &str) {
         self.backend.remove_socket(account, user, sid, Utc::now()).await;
         self.wake.notify_one();
+    }
+
+    /// A node is gone (or this node restarted): its sockets stop typing; the timer pushes the change.
+    pub async fn purge_node(&self, node: &str) -> usize {
+        let n = self.backend.purge_node(node, Utc::now()).await;
+        self.wake.notify_one();
+        n
     }
 
     async fn emit(&self, events: Vec<TypingEvent>) {

@@ -106,6 +106,12 @@ async fn sleep_or_forever(d: Option<Duration>) {
     }
 }
 
+/// How long a deadline timer sleeps: until its next deadline, but no longer than `poll` (a shared backend's
+/// deadlines are also set by other nodes, see `cluster::Roster::poll_interval`).
+pub fn within(wait: Option<Duration>, poll: Option<Duration>) -> Option<Duration> {
+    [wait, poll].into_iter().flatten().min()
+}
+
 /// How long until `t`, for a deadline timer (zero when it has passed).
 pub fn until(t: chrono::DateTime<chrono::Utc>) -> Duration {
     (t - chrono::Utc::now()).to_std().unwrap_or_default()

@@ -313,7 +313,7 @@ async fn run_all(nodes: &[&Arc<dyn PresenceBackend>], until: DateTime<Utc>) -> V
     }
 }
 
-fn ended<'a>(evs: &'a [PresenceEvent]) -> Vec<&'a str> {
+fn ended(evs: &[PresenceEvent]) -> Vec<&str> {
     let mut out: Vec<&str> = evs
         .iter()
         .filter_map(|e| match e {
@@ -325,7 +325,7 @@ fn ended<'a>(evs: &'a [PresenceEvent]) -> Vec<&'a str> {
     out
 }
 
-fn changed<'a>(evs: &'a [PresenceEvent]) -> Vec<(&'a str, PublicStatus)> {
+fn changed(evs: &[PresenceEvent]) -> Vec<(&str, PublicStatus)> {
     evs.iter()
         .filter_map(|e| match e {
             PresenceEvent::Changed { current, .. } => Some((current.user_id.as_str(), current.status)),

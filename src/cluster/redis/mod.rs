@@ -188,7 +188,7 @@ fn parts(member: &str) -> Vec<String> {
 /// A deadline as a sorted-set score: milliseconds, rounded up, so a timer woken at the score finds it due.
 fn score(t: DateTime<Utc>) -> i64 {
     let ms = t.timestamp_millis();
-    if t.timestamp_subsec_nanos() % 1_000_000 == 0 { ms } else { ms + 1 }
+    if t.timestamp_subsec_nanos().is_multiple_of(1_000_000) { ms } else { ms + 1 }
 }
 
 fn from_score(ms: i64) -> Option<DateTime<Utc>> {

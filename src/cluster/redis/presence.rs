@@ -236,8 +236,7 @@ impl RedisPresence {
     async fn change<T: Copy>(
         &self,
         what: &str,
-        account: &str,
-        user: &str,
+        (account, user): (&str, &str),
         create: bool,
         fallback: T,
         op: impl Fn(&mut UserState, &PresenceConfig) -> T,
@@ -334,13 +333,13 @@ impl PresenceBackend for RedisPresence {
     async fn connect(&self, account: &str, user: &str, device: &str, now: DateTime<Utc>) {
         let op = |u: &mut UserState, cfg: &PresenceConfig| u.connect(device, now, cfg);
         let out = ConnectOutcome { new_session: false };
-        self.change("presence connect", account, user, true, out, op, same).await;
+        self.change("presence connect", (account, user), true, out, op, same).await;
     }
 
     async fn disconnect(&self, account: &str, user: &str, device: &str, now: DateTime<Utc>) {
         let op = |u: &mut UserState, cfg: &PresenceConfig| u.disconnect(device, now, cfg);
         let out = DisconnectOutcome { last_socket: false };
-        self.change("presence disconnect", account, user, false, out, op, same).await;
+        self.change("presence disconnect", (account, user), false, out, op, same).await;
     }
 
     async fn update(
@@ -352,7 +351,7 @@ impl PresenceBackend for RedisPresence {
         now: DateTime<Utc>,
     ) -> UpdateOutcome {
         let op = |u: &mut UserState, cfg: &PresenceConfig| u.update(device, update.clone(), now, cfg);
-        self.change("presence update", account, user, true, UpdateOutcome::Unchanged, op, same).await
+        self.change("presence update", (account, user), true, UpdateOutcome::Unchanged, op, same).await
     }
 
     /// Written only when it changes more than the device's activity by less than `touch_within` (most
@@ -366,7 +365,7 @@ impl PresenceBackend for RedisPresence {
             }
             (b, a) => b == a,
         };
-        self.change("presence touch", account, user, false, UpdateOutcome::Unchanged, op, quiet).await
+        self.change("presence touch", (account, user), false, UpdateOutcome::Unchanged, op, quiet).await
     }
 
     async fn restore(
