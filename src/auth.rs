@@ -26,6 +26,8 @@ pub enum AuthError {
     Invalid(String),
     #[error("Connection refused: {0}")]
     Refused(String),
+    #[error("Invalid protocol: {0}")]
+    Protocol(String),
 }
 
 const MAX_TOKEN_LEN: usize = 16 * 1024;

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use crate::app::Fanout;
+use crate::app::calls::Calls;
 use crate::app::connections::Connections;
 use crate::app::messages::Messages;
 use crate::app::presence::Presence;
@@ -47,6 +48,7 @@ pub struct Node {
     pub typing: Arc<Typing>,
     pub receipts: Arc<Receipts>,
     pub reactions: Arc<Reactions>,
+    pub calls: Arc<Calls>,
     pub upkeep: Arc<Upkeep>,
 
     /// Handshakes in progress (admitted against `REALTIME_MAX_CONNECTIONS` with the open sessions).

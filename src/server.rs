@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 use crate::app::Fanout;
+use crate::app::calls::Calls;
 use crate::app::connections::Connections;
+use crate::app::dms::Dms;
 use crate::app::messages::Messages;
 use crate::app::presence::{Presence, PresenceCfg};
 use crate::app::reactions::Reactions;
@@ -19,8 +21,10 @@ use crate::app::session::{Audit, Sessions};
 use crate::app::typing::Typing;
 use crate::app::upkeep::Upkeep;
 use crate::auth::Verifier;
-use crate::cluster::memory::{MemoryPresence, MemoryRateLimiter, MemoryRoster, MemoryTyping};
-use crate::cluster::{RateLimiter, Roster};
+use crate::cluster::memory::{
+    MemoryCalls, MemoryCensus, MemoryDmClaims, MemoryPresence, MemoryRateLimiter, MemoryRoster, MemoryTyping,
+};
+use crate::cluster::{Census, RateLimiter, Roster};
 use crate::config::Config;
 use crate::domain::names::DEFAULT_ACCOUNT;
 use crate::domain::policy::Visibility;
@@ -79,7 +83,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
 
     let (sio_layer, io) = crate::transport::socketio::build(&cfg);
-    let node = assemble(cfg, store, Arc::new(SocketIoFanout::new(io.clone())))?;
+    // Sockets counted per wire dialect: the fan-out renders for the dialects present only.
+    let census: Arc<dyn Census> = Arc::new(MemoryCensus::default());
+    let node = assemble(cfg, store, Arc::new(SocketIoFanout::new(io.clone(), census.clone())))?;
     if node.redis.is_some() {
         tracing::warn!(
             "REALTIME_REDIS_URL is set: /health reports Redis, but fan-out, presence and typing stay in this \
@@ -95,7 +101,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
     start(&node);
-    let edge = Edge::register(io, node.clone());
+    let edge = Edge::register(io, node.clone(), census);
 
     let mut router = crate::transport::http::router(node.clone())
         .layer(sio_layer)
@@ -188,17 +194,20 @@ fn assemble(cfg: Config, store: Store, fanout: Arc<Fanout>) -> anyhow::Result<Ar
         cfg.auto_create_rooms,
         id.clone(),
     ));
+    let dms = Arc::new(Dms::new(store.clone(), rooms.clone(), Arc::new(MemoryDmClaims::default())));
     let typing = Arc::new(Typing::new(
         typing_backend,
         roster.clone(),
         store.clone(),
         fanout.clone(),
         metrics.clone(),
+        dms,
         cfg.enable_typing,
     ));
     let messages =
         Arc::new(Messages::new(store.clone(), writer.clone(), fanout.clone(), receipts.clone(), metrics.clone()));
     let reactions = Arc::new(Reactions::new(store.clone(), fanout.clone(), metrics.clone()));
+    let calls = Arc::new(Calls::new(Arc::new(MemoryCalls::default()), fanout.clone(), cfg.call_ring_timeout));
     let connections = Arc::new(Connections::new(
         store.clone(),
         sessions.clone(),
@@ -206,6 +215,7 @@ fn assemble(cfg: Config, store: Store, fanout: Arc<Fanout>) -> anyhow::Result<Ar
         rooms.clone(),
         presence.clone(),
         typing.clone(),
+        calls.clone(),
         audit.clone(),
         verifier.clone(),
         metrics.clone(),
@@ -241,6 +251,7 @@ fn assemble(cfg: Config, store: Store, fanout: Arc<Fanout>) -> anyhow::Result<Ar
         typing,
         receipts,
         reactions,
+        calls,
         upkeep,
         handshakes: AtomicUsize::new(0),
         stopping: tokio::sync::watch::Sender::new(false),
@@ -253,6 +264,7 @@ fn start(node: &Node) {
     node.rooms.start();
     node.presence.start();
     node.typing.start();
+    node.calls.start();
     node.receipts.start(node.cfg.receipt_flush_interval);
     node.upkeep.start();
 }
@@ -263,6 +275,7 @@ async fn stop(node: &Node) {
     node.rooms.stop().await;
     node.presence.stop().await;
     node.typing.stop().await;
+    node.calls.stop().await;
     node.upkeep.stop().await;
     node.receipts.stop().await;
 }

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use super::RosterRef;
+use super::calls::Calls;
 use super::events::Event;
 use super::presence::Presence;
 use super::rooms::Rooms;
@@ -38,6 +39,7 @@ pub struct Connections {
     rooms: Arc<Rooms>,
     presence: Arc<Presence>,
     typing: Arc<Typing>,
+    calls: Arc<Calls>,
     audit: Arc<Audit>,
     verifier: Arc<Verifier>,
     metrics: Arc<Metrics>,
@@ -57,6 +59,7 @@ impl Connections {
         rooms: Arc<Rooms>,
         presence: Arc<Presence>,
         typing: Arc<Typing>,
+        calls: Arc<Calls>,
         audit: Arc<Audit>,
         verifier: Arc<Verifier>,
         metrics: Arc<Metrics>,
@@ -69,6 +72,7 @@ impl Connections {
             rooms,
             presence,
             typing,
+            calls,
             audit,
             verifier,
             metrics,
@@ -201,6 +205,12 @@ impl Connections {
             self.typing.socket_closed(&s.account, u, &s.sid).await;
         }
         self.rooms.disconnected(s).await;
+        // A user whose last socket closed leaves their calls (the others learn it at once).
+        if let Some(u) = s.user()
+            && self.roster.sockets_of(&s.account, u).await.is_empty()
+        {
+            self.calls.user_gone(&s.account, u, s.author()).await;
+        }
         self.metrics.connections.set(self.sessions.len() as i64);
         self.metrics.users_online.set(self.roster.users_online(None).await as i64);
         self.audit.record(s, "disconnect", None, Some(json!({ "reason": reason })));

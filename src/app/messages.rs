@@ -103,12 +103,14 @@ impl Messages {
     }
 
     /// Waits for the commit, then (after `before`, the previous message of the same socket) broadcasts it.
+    /// `origin`: the socket that sent it, if any.
     pub async fn complete(
         &self,
         account: &str,
         author: Author,
         pending: Pending,
         before: Option<tokio::sync::oneshot::Receiver<()>>,
+        origin: Option<String>,
     ) -> AppResult<Sent> {
         let Pending { queued, room, received } = pending;
         let outcome = queued.committed().await;
@@ -118,7 +120,7 @@ impl Messages {
         match outcome? {
             WriteOutcome::Inserted(message) => {
                 let to = Audience::room(account, &message.room);
-                self.fanout.emit(to, Event::MessageNew { message: message.clone(), author }).await;
+                self.fanout.emit(to, Event::MessageNew { message: message.clone(), author, origin }).await;
                 self.metrics.messages.inc();
                 self.metrics.broadcasts.inc();
                 self.metrics.latency_ms.observe(received.elapsed().as_secs_f64() * 1000.0);

@@ -2,7 +2,9 @@
 //! cluster backend) and its timer; parts talk to sockets only through the fan-out and a session's link, and
 //! never see a wire payload. Shared by the socket dialects and the HTTP API.
 
+pub mod calls;
 pub mod connections;
+pub mod dms;
 pub mod events;
 pub mod health;
 pub mod messages;

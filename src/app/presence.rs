@@ -80,9 +80,15 @@ pub struct Presence {
     /// Users whose presence an HTTP client posts, with the time of the latest post. Held across the
     /// backend calls that connect or end such a device, so a post and the expiry never interleave.
     http_devices: tokio::sync::Mutex<HashMap<UserKey, Instant>>,
+    /// Announcements about one user are computed and sent one at a time (a publication and a settings change
+    /// racing each other must not leave a viewer with the older of the two). Striped by user.
+    order: Vec<tokio::sync::Mutex<()>>,
     wake: Arc<tokio::sync::Notify>,
     worker: Worker,
 }
+
+/// Stripes of [`Presence::order`].
+const ORDER_STRIPES: usize = 64;
 
 impl Presence {
     pub fn new(
@@ -103,6 +109,7 @@ impl Presence {
             metrics,
             cfg,
             http_devices: tokio::sync::Mutex::new(HashMap::new()),
+            order: (0..ORDER_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             wake: Arc::new(tokio::sync::Notify::new()),
             worker: Worker::default(),
         }
@@ -121,6 +128,14 @@ impl Presence {
         self.worker.stop().await;
     }
 
+    /// The lock that orders announcements about one user.
+    async fn ordered(&self, account: &str, user: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (account, user).hash(&mut h);
+        self.order[(h.finish() as usize) % ORDER_STRIPES].lock().await
+    }
+
     async fn tick(&self) {
         self.expire_http_devices().await;
         let events = self.backend.due(Utc::now()).await;
@@ -131,8 +146,8 @@ impl Presence {
         }
         for ev in events {
             match ev {
-                PresenceEvent::Changed { account, previous, current } => {
-                    self.publish(&account, &previous, &current).await;
+                PresenceEvent::Changed { account, previous, current, answers } => {
+                    self.publish(&account, &previous, &current, answers).await;
                     if previous.custom_status != current.custom_status {
                         self.persist(&account, &current, None).await;
                     }
@@ -140,6 +155,7 @@ impl Presence {
                 PresenceEvent::SessionEnded { account, user_id, last_seen } => {
                     self.session_ended(&account, &user_id, last_seen).await;
                 }
+                PresenceEvent::Settled { account, current, answers } => self.settle(&account, &current, answers).await,
             }
         }
     }
@@ -294,10 +310,49 @@ impl Presence {
         }
     }
 
-    async fn publish(&self, account: &str, previous: &UserPresence, current: &UserPresence) {
-        let settings = self.backend.settings(account, &current.user_id).await.unwrap_or_default();
-        let viewers = self.audience(account, &current.user_id, &settings).await;
-        let groups = domain::changed_views((previous, &settings), (current, &settings), viewers);
+    /// A published change: every viewer whose view changed hears it. A viewer who was answered with the live
+    /// state inside the window is compared with what that answer showed, not with the previous publication.
+    async fn publish(
+        &self,
+        account: &str,
+        previous: &UserPresence,
+        current: &UserPresence,
+        answers: Vec<(String, ViewedPresence)>,
+    ) {
+        let user = &current.user_id;
+        let _ordered = self.ordered(account, user).await;
+        let settings = self.backend.settings(account, user).await.unwrap_or_default();
+        let viewers = self.audience(account, user, &settings).await;
+        let answered: HashMap<String, ViewedPresence> = answers.into_iter().collect();
+        let (told, rest): (Vec<_>, Vec<_>) = viewers.into_iter().partition(|(v, _)| answered.contains_key(v));
+        let mut groups = domain::changed_views((previous, &settings), (current, &settings), rest);
+        for (viewer, rel) in told {
+            let view = domain::view_as(rel, current, &settings);
+            if answered.get(&viewer) != Some(&view) {
+                add_to_groups(&mut groups, viewer, view);
+            }
+        }
+        self.send_groups(account, groups).await;
+    }
+
+    /// A window closed with nothing announced: viewers whose answer showed a state that did not last are told
+    /// the published one.
+    async fn settle(&self, account: &str, current: &UserPresence, answers: Vec<(String, ViewedPresence)>) {
+        let user = &current.user_id;
+        let _ordered = self.ordered(account, user).await;
+        let answered: HashMap<String, ViewedPresence> = answers.into_iter().collect();
+        if answered.is_empty() {
+            return;
+        }
+        let settings = self.backend.settings(account, user).await.unwrap_or_default();
+        let mut groups = Vec::new();
+        for (viewer, rel) in self.audience(account, user, &settings).await {
+            let Some(told) = answered.get(&viewer) else { continue };
+            let view = domain::view_as(rel, current, &settings);
+            if *told != view {
+                add_to_groups(&mut groups, viewer, view);
+            }
+        }
         self.send_groups(account, groups).await;
     }
 
@@ -329,6 +384,8 @@ impl Presence {
                 None => {
                     let s = row.map(settings_from).unwrap_or_default();
                     self.backend.set_settings(account, u, s).await;
+                    // The stored choice holds from the first time the user is seen, not only after a change.
+                    self.receipts.set_read_receipts(account, u, s.allow_read_receipts);
                     s
                 }
             };
@@ -347,7 +404,9 @@ impl Presence {
         Ok(out)
     }
 
-    /// What `viewer` may see of each of `targets`.
+    /// What `viewer` may see of each of `targets` now: the live state, changes inside the coalescing window
+    /// included (a user who connected a moment ago is online). Such an answer is remembered, so that the
+    /// viewer is set right when the window closes on another state (docs/protocol.md §10.4).
     pub async fn views_for(
         &self,
         account: &str,
@@ -357,7 +416,7 @@ impl Presence {
         let loaded = self.load(account, targets).await?;
         let mut out = Vec::with_capacity(targets.len());
         for t in targets {
-            let Some((settings, presence)) = loaded.get(t) else { continue };
+            let Some((settings, stored)) = loaded.get(t) else { continue };
             let rel = match viewer {
                 Some(v) if v == t => Viewer::Owner,
                 // Only a contacts-only user needs the contact question answered.
@@ -368,7 +427,13 @@ impl Presence {
                 }
                 _ => Viewer::Other,
             };
-            out.push(domain::view_as(rel, presence, settings));
+            let settings = *settings;
+            let view = move |p: &UserPresence| domain::view_as(rel, p, &settings);
+            let shown = match self.backend.answer(account, t, viewer, &view).await {
+                Some(v) => v,
+                None => view(stored),
+            };
+            out.push(shown);
         }
         Ok(out)
     }
@@ -390,6 +455,7 @@ impl Presence {
             .remove(user)
             .unwrap_or_else(|| (PrivacySettings::default(), UserPresence::offline(user, None)));
         let after = before.merged(patch);
+        let _ordered = self.ordered(account, user).await;
         let row = SettingsRow {
             visibility: after.visibility.as_str(),
             show_online_status: after.show_online_status,
@@ -401,6 +467,9 @@ impl Presence {
         self.backend.set_settings(account, user, after).await;
         self.receipts.set_read_receipts(account, user, after.allow_read_receipts);
         if before != after {
+            // What viewers were told is the published state as it is now, after the new settings are in place
+            // (a publication racing this change used either the old settings before it, or the new ones).
+            let presence = self.backend.published(account, user).await.unwrap_or(presence);
             let mut viewers = self.audience(account, user, &after).await;
             if before.visibility == Visibility::Contacts && after.visibility != Visibility::Contacts {
                 let c = self.contacts(account, user).await?;
@@ -416,11 +485,12 @@ impl Presence {
         Ok(after)
     }
 
-    /// A user's effective presence as the owner sees it, and their settings.
+    /// A user's effective presence as the owner sees it (live), and their settings.
     pub async fn describe(&self, account: &str, user: &str) -> AppResult<Described> {
         let mut loaded = self.load(account, &[user.to_string()]).await?;
-        let (settings, presence) =
+        let (settings, stored) =
             loaded.remove(user).unwrap_or_else(|| (PrivacySettings::default(), UserPresence::offline(user, None)));
+        let presence = self.backend.current(account, user).await.unwrap_or(stored);
         Ok(Described {
             presence: domain::view_as(Viewer::Owner, &presence, &settings),
             appear_offline: presence.appear_offline,
@@ -473,5 +543,13 @@ impl Presence {
         if let Err(e) = self.store.save_presence(account, &p.user_id, p.status.as_str(), custom, last_seen).await {
             tracing::warn!(error = %e, user = %p.user_id, "cannot store presence");
         }
+    }
+}
+
+/// Adds a viewer to the group of its view (a new group when no other viewer gets that view).
+fn add_to_groups(groups: &mut Vec<domain::ViewGroup<String>>, viewer: String, view: ViewedPresence) {
+    match groups.iter_mut().find(|g| g.view == view) {
+        Some(g) => g.viewers.push(viewer),
+        None => groups.push(domain::ViewGroup { view, viewers: vec![viewer] }),
     }
 }

@@ -48,6 +48,7 @@ impl Reactions {
             emoji: emoji.to_string(),
             count,
             added: add,
+            at: crate::store::now_ms(),
         };
         if changed {
             self.fanout.emit(Audience::room(account, &change.room), Event::Reaction(change.clone())).await;

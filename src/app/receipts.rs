@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
-use super::events::Event;
+use super::events::{Event, ReadPosition};
 use super::rooms::resolve_channel;
 use super::worker::Worker;
 use super::{Fanout, RosterRef};
@@ -222,17 +222,26 @@ impl Receipts {
         Ok((m.room, m.seq))
     }
 
-    /// Every read event advances the reader's watermark in the room; the reader's socket must be in it.
-    pub async fn read(&self, account: &str, user: &str, sid: &str, req: ReadRequest) -> AppResult<ReadResult> {
+    /// Every read event advances the reader's watermark in the room; the reader's socket must be in it. When
+    /// it moved to a known message, the room's other members hear it (`thread`: where the reader said they
+    /// read), unless the reader turned read receipts off.
+    pub async fn read(
+        &self,
+        account: &str,
+        user: &str,
+        sid: &str,
+        req: ReadRequest,
+        thread: Option<String>,
+    ) -> AppResult<ReadResult> {
         let in_room = self.roster.rooms_of(sid).await.unwrap_or_default();
         let check_in_room = |room: &str| {
             if in_room.contains(room) { Ok(()) } else { Err(AppError::not_a_member(room)) }
         };
         let now = Utc::now();
-        let (room, seq, batch) = match req {
+        let (room, seq, batch, read_id) = match req {
             ReadRequest::Message(id) => {
                 let (room, seq) = self.locate(account, &id).await?;
-                (room, seq, false)
+                (room, seq, false, Some(id))
             }
             ReadRequest::Receipt { message_id, read } => {
                 let (room, seq) = self.locate(account, &message_id).await?;
@@ -244,28 +253,28 @@ impl Receipts {
                     self.emit_delivered(account, n.into_iter().collect()).await;
                     return Ok(ReadResult::Delivered { message_id });
                 }
-                (room, seq, false)
+                (room, seq, false, Some(message_id))
             }
             ReadRequest::Batch(ids) => {
-                let mut best: Option<(String, i64)> = None;
+                let mut best: Option<(String, i64, &String)> = None;
                 for id in &ids {
                     let (room, seq) = self.locate(account, id).await?;
-                    if best.as_ref().is_some_and(|(r, _)| *r != room) {
+                    if best.as_ref().is_some_and(|(r, _, _)| *r != room) {
                         return Err(AppError::validation("messageIds must all belong to one room"));
                     }
-                    if best.as_ref().is_none_or(|(_, s)| seq > *s) {
-                        best = Some((room, seq));
+                    if best.as_ref().is_none_or(|(_, s, _)| seq > *s) {
+                        best = Some((room, seq, id));
                     }
                 }
-                let (room, seq) = best.ok_or_else(|| AppError::validation("messageIds is empty"))?;
-                (room, seq, true)
+                let (room, seq, id) = best.ok_or_else(|| AppError::validation("messageIds is empty"))?;
+                (room, seq, true, Some(id.clone()))
             }
             ReadRequest::Channel(id) => {
                 let room = resolve_channel(&self.store, account, user, &id).await?;
                 // Large rooms' messages are not tracked in memory: the stored last seq covers them.
                 let tracked = self.tracker.lock().last_seq(account, &room.name);
                 let stored = self.store.room(account, &room.name).await?.map(|r| r.last_seq).unwrap_or(0);
-                (room.name, tracked.max(stored), true)
+                (room.name, tracked.max(stored), true, None)
             }
         };
         check_in_room(&room)?;
@@ -280,6 +289,19 @@ impl Receipts {
             for n in outcome.reads {
                 self.fanout.emit(Audience::user(account, &n.sender_id), Event::Read(n.read)).await;
             }
+        }
+        let shown = self.tracker.lock().allows_read_receipts(account, user);
+        if let (true, true, Some(message_id)) = (outcome.advanced, shown, read_id)
+            && outcome.watermark == seq
+        {
+            let position = ReadPosition {
+                room: room.clone(),
+                user: user.to_string(),
+                message_id,
+                thread_id: thread,
+                at: now.timestamp_millis(),
+            };
+            self.fanout.emit(Audience::room(account, &room).except_user(user), Event::ReadUpdate(position)).await;
         }
         Ok(ReadResult::Read { room, watermark: outcome.watermark })
     }

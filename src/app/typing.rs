@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::events::{Author, Event};
+use super::dms::Dms;
+use super::events::{Author, Event, TypingChange};
 use super::worker::{Worker, until, within};
 use super::{Fanout, RosterRef};
 use crate::cluster::{Audience, SocketRooms, Target, TypingBackend};
@@ -29,6 +30,7 @@ pub struct Typing {
     store: Store,
     fanout: Arc<Fanout>,
     metrics: Arc<Metrics>,
+    dms: Arc<Dms>,
     enabled: bool,
     wake: Arc<tokio::sync::Notify>,
     worker: Worker,
@@ -41,6 +43,7 @@ impl Typing {
         store: Store,
         fanout: Arc<Fanout>,
         metrics: Arc<Metrics>,
+        dms: Arc<Dms>,
         enabled: bool,
     ) -> Typing {
         Typing {
@@ -49,6 +52,7 @@ impl Typing {
             store,
             fanout,
             metrics,
+            dms,
             enabled,
             wake: Arc::new(tokio::sync::Notify::new()),
             worker: Worker::default(),
@@ -68,10 +72,22 @@ impl Typing {
         self.worker.stop().await;
     }
 
-    /// A typing start or stop from a socket: it must be in the room (and not muted there, to start).
+    /// A typing start or stop from a socket: it must be in the room (and not muted there, to start). A dm the
+    /// server does not know yet is learned from both participants' use (`Dms::used`); until then its typing
+    /// reaches nobody, without an error.
     pub async fn socket_typing(&self, typer: Typer<'_>, req: TypingRequest) -> AppResult<()> {
         self.check_enabled()?;
-        let rooms = self.roster.rooms_of(typer.device).await.unwrap_or_default();
+        let mut rooms = self.roster.rooms_of(typer.device).await.unwrap_or_default();
+        if req.room_type == RoomType::Dm {
+            let room = RoomName::parse(&req.room(typer.account)?.socket_room()).map_err(AppError::validation)?;
+            if !rooms.contains(&room.name) && room.dm_pair().is_none() {
+                if !self.dms.used(typer.account, typer.user, &room, req.recipient_id.as_deref()).await? {
+                    tracing::debug!(room = %room.name, user = typer.user, "typing in a dm not (yet) known: dropped");
+                    return Ok(());
+                }
+                rooms = self.roster.rooms_of(typer.device).await.unwrap_or_default();
+            }
+        }
         self.apply(typer, req, &rooms).await
     }
 
@@ -167,10 +183,11 @@ impl Typing {
                 to: ev.targets.iter().map(|t| Target::Room(t.clone())).collect(),
                 except_users: ev.except_users.clone(),
             };
-            self.fanout.emit(to, Event::Typing(ev.payload)).await;
+            self.fanout.emit(to, Event::Typing(TypingChange { list: ev.payload, delta: ev.delta })).await;
             self.metrics.broadcasts.inc();
             for p in ev.personal {
-                self.fanout.emit(Audience::user(account, &p.user_id), Event::Typing(p.payload)).await;
+                let change = TypingChange { list: p.payload, delta: p.delta };
+                self.fanout.emit(Audience::user(account, &p.user_id), Event::Typing(change)).await;
             }
         }
     }

@@ -24,8 +24,9 @@ pub mod suite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::domain::calls::{Call, CallError};
 use crate::domain::presence::{
-    Presence, PresenceEvent, PresenceUpdate, PrivacySettings, StatusBreakdown, UpdateOutcome,
+    Presence, PresenceEvent, PresenceUpdate, PrivacySettings, StatusBreakdown, UpdateOutcome, ViewedPresence,
 };
 use crate::domain::typing::{TypingEvent, TypingRoom, TypingUser, Typist};
 
@@ -265,6 +266,17 @@ pub trait PresenceBackend: Send + Sync {
     async fn published(&self, account: &str, user: &str) -> Option<Presence>;
     /// The user's live presence, changes still inside the coalescing window included, if tracked.
     async fn current(&self, account: &str, user: &str) -> Option<Presence>;
+    /// An answer about `target` (`presence:get`, `presence:subscribe`, HTTP): the live presence, as `view`
+    /// shows it, or None when the user is not tracked. Inside a coalescing window the view is remembered as
+    /// what `viewer` was told, atomically with the read, and handed out once with the window's close
+    /// (`Changed` or `Settled` of `due`; see `domain::presence::UserState::answer`).
+    async fn answer(
+        &self,
+        account: &str,
+        target: &str,
+        viewer: Option<&str>,
+        view: &(dyn for<'p> Fn(&'p Presence) -> ViewedPresence + Send + Sync),
+    ) -> Option<ViewedPresence>;
     /// Whether a device of the user is connected.
     async fn is_connected(&self, account: &str, user: &str) -> bool;
     /// Changes and session ends due by `now` (coalesced publications, idles, custom status expiry, graces).
@@ -371,4 +383,76 @@ pub trait RateLimiter: Send + Sync {
     fn allow(&self, budget: &Budget, now: std::time::Instant) -> bool;
     /// Forgets budgets that have refilled completely (idle users cost nothing).
     fn sweep(&self, now: std::time::Instant);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire dialects present
+// ---------------------------------------------------------------------------------------------
+
+/// How many sockets of each wire dialect are connected (a dialect is a small index, `< DIALECT_SLOTS`,
+/// given by the edge). The fan-out renders a room event once for each dialect present and skips the others,
+/// so with every socket on one dialect an event costs one rendering and one broadcast. Asked on every
+/// broadcast, so synchronous: an implementation shared by several nodes keeps a local view of the union of
+/// every node's counts (a dialect present anywhere must be present everywhere, or its sockets on other
+/// nodes miss room events).
+pub trait Census: Send + Sync {
+    /// A socket of the dialect connected.
+    fn arrived(&self, dialect: usize);
+    /// A socket of the dialect is gone.
+    fn left(&self, dialect: usize);
+    /// Whether a socket of the dialect is connected.
+    fn present(&self, dialect: usize) -> bool;
+}
+
+/// How many dialects a [`Census`] counts.
+pub const DIALECT_SLOTS: usize = 8;
+
+// ---------------------------------------------------------------------------------------------
+// Calls
+// ---------------------------------------------------------------------------------------------
+
+/// A change to one call, applied atomically to its current state (None: no such call). Ok(None) removes the
+/// call.
+pub type CallChange<'a> = dyn Fn(Option<&Call>) -> Result<Option<Call>, CallError> + Send + Sync + 'a;
+
+/// The calls going on (docs/protocol.md §15.3): who is in each, who is invited, when the ringing gives up.
+/// Session descriptions are never stored here (they are relayed, never kept).
+#[async_trait]
+pub trait CallRegistry: Send + Sync {
+    /// The call, if it is going on.
+    async fn get(&self, account: &str, call_id: &str) -> Option<Call>;
+    /// Applies `change` to the call's current state, atomically; returns (before, after).
+    async fn update(
+        &self,
+        account: &str,
+        call_id: &str,
+        change: &CallChange<'_>,
+    ) -> Result<(Option<Call>, Option<Call>), CallError>;
+    /// The calls a user takes part in or is invited to.
+    async fn calls_of(&self, account: &str, user: &str) -> Vec<String>;
+    /// Calls whose ringing ran out by `now` with nobody answering: removed, with their account.
+    async fn expired(&self, now: DateTime<Utc>) -> Vec<(String, Call)>;
+    /// When the next ringing runs out.
+    async fn next_deadline(&self) -> Option<DateTime<Utc>>;
+    /// How often the timer must call `expired` although `next_deadline` named nothing sooner (see
+    /// [`Roster::poll_interval`]).
+    fn poll_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dm claims
+// ---------------------------------------------------------------------------------------------
+
+/// How long a claim on a dm waits for its counterpart.
+pub const DM_CLAIM_TTL: chrono::Duration = chrono::Duration::minutes(10);
+
+/// First use of a dm the server does not know (docs/protocol.md §15.4): a participant claims that a dm id is
+/// theirs and another user's. One claim delivers nothing; the other user's matching claim confirms the pair.
+#[async_trait]
+pub trait DmClaims: Send + Sync {
+    /// `from` claims `dm` for `from` and `to`. True when `to` claimed it for `from` within
+    /// [`DM_CLAIM_TTL`]: the pair is confirmed (and the claims are used up).
+    async fn claim(&self, account: &str, dm: &str, from: &str, to: &str, now: DateTime<Utc>) -> bool;
 }

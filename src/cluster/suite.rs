@@ -17,8 +17,10 @@ use chrono::{DateTime, Utc};
 use async_trait::async_trait;
 
 use super::{
-    Audience, Budget, Entered, Fanout, Left, PresenceBackend, RateLimiter, Roster, SocketEntry, Target, TypingBackend,
+    Audience, Budget, CallRegistry, Census, DmClaims, Entered, Fanout, Left, PresenceBackend, RateLimiter, Roster,
+    SocketEntry, Target, TypingBackend,
 };
+use crate::domain::calls::{Call, CallError};
 use crate::domain::presence::PrivacySettings;
 use crate::domain::presence::{PresenceConfig, PresenceEvent, PresenceUpdate, PublicStatus, Status, UpdateOutcome};
 use crate::domain::ratelimit::Rate;
@@ -620,4 +622,81 @@ pub async fn rate_limiter_cluster<F: std::future::Future<Output = ()>>(
     assert!(!b.allow(&ann, now), "the budget is shared");
     assert!(!a.allow(&ann, now));
     assert!(b.allow(&bob, now), "another user has their own budget");
+}
+
+/// [`Census`]: a dialect is present while one of its sockets is; counts never go below zero.
+pub fn census(make: impl Fn() -> Arc<dyn Census>) {
+    let c = make();
+    assert!(!c.present(0) && !c.present(3));
+    c.arrived(3);
+    c.arrived(3);
+    assert!(c.present(3) && !c.present(0), "dialects are counted apart");
+    c.left(3);
+    assert!(c.present(3), "one socket of the dialect is still there");
+    c.left(3);
+    assert!(!c.present(3));
+    c.left(3);
+    c.arrived(3);
+    assert!(c.present(3), "an extra departure does not hide a later arrival");
+    c.arrived(super::DIALECT_SLOTS + 5);
+    assert!(!c.present(super::DIALECT_SLOTS + 5), "out-of-range dialects are ignored");
+}
+
+/// [`CallRegistry`]: atomic changes, the index by user, ringing deadlines handed out once.
+pub async fn calls(make: impl Fn() -> Arc<dyn CallRegistry>) {
+    let r = make();
+    let open = |caller: &'static str, callee: &'static str, ring: i64| {
+        move |before: Option<&Call>| -> Result<Option<Call>, CallError> {
+            match before {
+                Some(_) => Err(CallError::Invalid("exists".into())),
+                None => Call::new("c1", caller, callee, "voice", None, t(0), t(ring)).map(Some),
+            }
+        }
+    };
+    let (before, after) = r.update("acc", "c1", &open("ann", "bob", 30_000)).await.expect("opened");
+    assert!(before.is_none() && after.is_some());
+    assert!(r.update("acc", "c1", &open("ann", "bob", 30_000)).await.is_err(), "a refused change changes nothing");
+    assert_eq!(r.get("acc", "c1").await.map(|c| c.caller), Some("ann".to_string()));
+    assert!(r.get("other", "c1").await.is_none(), "accounts are isolated");
+    assert_eq!(r.calls_of("acc", "bob").await, vec!["c1"]);
+    assert_eq!(r.next_deadline().await, Some(t(30_000)));
+
+    // Accepting stops the ringing; the index follows every change.
+    let accept = |before: Option<&Call>| -> Result<Option<Call>, CallError> {
+        let mut c = before.cloned().ok_or_else(|| CallError::NoCall("gone".into()))?;
+        c.accept("bob", t(10))?;
+        c.invite("ann", "cid")?;
+        Ok(Some(c))
+    };
+    r.update("acc", "c1", &accept).await.expect("accepted");
+    assert_eq!(r.next_deadline().await, None, "an answered call rings no more");
+    assert_eq!(r.calls_of("acc", "cid").await, vec!["c1"]);
+    assert!(r.expired(t(60_000)).await.is_empty());
+    let end = |_: Option<&Call>| -> Result<Option<Call>, CallError> { Ok(None) };
+    let (before, after) = r.update("acc", "c1", &end).await.expect("ended");
+    assert!(before.is_some() && after.is_none());
+    assert!(r.calls_of("acc", "bob").await.is_empty() && r.get("acc", "c1").await.is_none());
+
+    // An unanswered call is handed out once when its ringing runs out, and is gone.
+    r.update("acc", "c1", &open("ann", "dan", 5_000)).await.expect("opened again");
+    assert!(r.expired(t(4_999)).await.is_empty());
+    let gone = r.expired(t(5_000)).await;
+    assert_eq!(gone.len(), 1);
+    assert_eq!((gone[0].0.as_str(), gone[0].1.id.as_str()), ("acc", "c1"));
+    assert!(r.expired(t(5_000)).await.is_empty(), "handed out once");
+    assert!(r.get("acc", "c1").await.is_none() && r.calls_of("acc", "ann").await.is_empty());
+}
+
+/// [`DmClaims`]: one claim confirms nothing; the counterpart's claim confirms once; claims expire.
+pub async fn dm_claims(make: impl Fn() -> Arc<dyn DmClaims>) {
+    let c = make();
+    assert!(!c.claim("acc", "d1", "ann", "bob", t(0)).await, "a single claim confirms nothing");
+    assert!(!c.claim("acc", "d1", "ann", "bob", t(10)).await, "nor does repeating it");
+    assert!(!c.claim("acc", "d1", "eve", "ann", t(20)).await, "another pair's claim confirms nothing");
+    assert!(!c.claim("other", "d1", "bob", "ann", t(30)).await, "accounts are isolated");
+    assert!(c.claim("acc", "d1", "bob", "ann", t(40)).await, "the counterpart confirms");
+    assert!(!c.claim("acc", "d1", "bob", "ann", t(50)).await, "the claims were used up");
+    assert!(!c.claim("acc", "d2", "ann", "bob", t(0)).await);
+    let late = t(0) + super::DM_CLAIM_TTL;
+    assert!(!c.claim("acc", "d2", "bob", "ann", late).await, "an expired claim confirms nothing");
 }

@@ -26,7 +26,7 @@
 //!   `showOnlineStatus = false` shows `offline` but still the stored `lastSeen` when
 //!   `showLastSeen` allows it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, Duration, Utc};
@@ -325,7 +325,7 @@ impl Presence {
 }
 
 /// `customStatus` as sent: `{text, emoji}` (both keys always present, `null` when unset).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CustomStatusView {
     pub text: Option<String>,
     pub emoji: Option<String>,
@@ -333,15 +333,15 @@ pub struct CustomStatusView {
 
 /// What one viewer is told: the `presence:changed` payload (also the entries of
 /// `presence:bulk.presences` and `presence:get` `data.presences`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ViewedPresence {
     pub user_id: String,
     pub status: PublicStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_status: Option<CustomStatusView>,
     /// ISO-8601 UTC with milliseconds; only with status `offline`.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::domain::time::ser::opt_iso")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "crate::domain::time::ser::opt_iso")]
     pub last_seen: Option<DateTime<Utc>>,
 }
 
@@ -526,11 +526,15 @@ impl Default for PresenceConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PresenceEvent {
     /// The user's published presence changed: broadcast `presence:changed` to the audience
-    /// through [`changed_views`] (same settings on both sides), and persist `current`.
-    Changed { account: String, previous: Presence, current: Presence },
+    /// through [`changed_views`] (same settings on both sides), and persist `current`. `answers`: what
+    /// viewers were answered inside the window ([`UserState::answer`]): compare those viewers with it.
+    Changed { account: String, previous: Presence, current: Presence, answers: Vec<(String, ViewedPresence)> },
     /// The offline grace ended with no socket back: the session is over. Emit `user:left`
     /// to the user's rooms and persist `last_seen`.
     SessionEnded { account: String, user_id: String, last_seen: Option<DateTime<Utc>> },
+    /// A coalescing window closed with nothing to announce, after answers had shown the user's live state
+    /// inside it: the viewers in `answers` who were told something else than `current` are set right.
+    Settled { account: String, current: Presence, answers: Vec<(String, ViewedPresence)> },
 }
 
 /// Result of [`PresenceTracker::connect`].
@@ -599,6 +603,10 @@ pub struct UserState {
     grace: Option<Grace>,
     published: Presence,
     pending: Option<Pending>,
+    /// What viewers were answered inside the current coalescing window (viewer → the view they were shown),
+    /// handed out with the window's close.
+    #[serde(default)]
+    answers: BTreeMap<String, ViewedPresence>,
 }
 
 impl UserState {
@@ -612,6 +620,7 @@ impl UserState {
             grace: None,
             published: Presence::offline(user_id, None),
             pending: None,
+            answers: BTreeMap::new(),
         }
     }
 
@@ -659,6 +668,29 @@ impl UserState {
     /// The presence last published (what subscribers were told).
     pub fn published(&self) -> &Presence {
         &self.published
+    }
+
+    /// An answer to `viewer` about this user (`presence:get`, `presence:subscribe`, …): the live presence as
+    /// `view` shows it. Inside a coalescing window that would announce something else than what is published,
+    /// the view is remembered as what the viewer was told, and handed out with the window's close
+    /// ([`PresenceEvent::Changed`] or [`PresenceEvent::Settled`]), so that viewer can be set right if the
+    /// window ends on another state. True in the second place when it was remembered.
+    pub fn answer(
+        &mut self,
+        viewer: Option<&str>,
+        view: &(dyn Fn(&Presence) -> ViewedPresence + Send + Sync),
+    ) -> (ViewedPresence, bool) {
+        let live = self.current();
+        let shown = view(&live);
+        let remember = self.pending.is_some() && !live.same_publication(&self.published);
+        match viewer {
+            Some(v) if remember => {
+                let changed = self.answers.get(v) != Some(&shown);
+                self.answers.insert(v.to_string(), shown.clone());
+                (shown, changed)
+            }
+            _ => (shown, false),
+        }
     }
 
     /// A device is connected, or the offline grace runs.
@@ -869,8 +901,12 @@ impl UserState {
             let current = self.current();
             let visible_change = !current.same_publication(&self.published);
             let previous = std::mem::replace(&mut self.published, current.clone());
+            let answers: Vec<(String, ViewedPresence)> = std::mem::take(&mut self.answers).into_iter().collect();
+            let account = account.to_string();
             if visible_change {
-                events.push(PresenceEvent::Changed { account: account.to_string(), previous, current });
+                events.push(PresenceEvent::Changed { account, previous, current, answers });
+            } else if !answers.is_empty() {
+                events.push(PresenceEvent::Settled { account, current, answers });
             }
         }
         events
@@ -1067,6 +1103,17 @@ impl PresenceTracker {
     /// The live effective presence, including changes still inside the coalescing window.
     pub fn current(&self, account: &str, user_id: &str) -> Option<Presence> {
         self.users.get(&Self::key(account, user_id)).map(|u| u.state.current())
+    }
+
+    /// An answer about a tracked user (see [`UserState::answer`]); None when the user is not tracked.
+    pub fn answer(
+        &mut self,
+        account: &str,
+        user_id: &str,
+        viewer: Option<&str>,
+        view: &(dyn Fn(&Presence) -> ViewedPresence + Send + Sync),
+    ) -> Option<ViewedPresence> {
+        self.users.get_mut(&Self::key(account, user_id)).map(|u| u.state.answer(viewer, view).0)
     }
 
     /// Whether the user has a live socket or is inside the offline grace.

@@ -431,6 +431,11 @@ impl ReceiptTracker {
         }
     }
 
+    /// Whether the user lets others see their reads (`allowReadReceipts`).
+    pub fn allows_read_receipts(&self, account: &str, user_id: &str) -> bool {
+        !self.receipts_off.contains(&(account.to_string(), user_id.to_string()))
+    }
+
     /// Mirror of the user's `allowReadReceipts` privacy setting.
     pub fn set_read_receipts(&mut self, account: &str, user_id: &str, allowed: bool) {
         let key = (account.to_string(), user_id.to_string());

@@ -329,11 +329,32 @@ pub struct TypingEventPayload {
     pub users: Vec<TypingUser>,
 }
 
+/// What changed since the previous event of a list: the users who started (or refreshed their start) and
+/// the users who stopped (or expired). The list carries the state; the delta lets a dialect that announces
+/// single typers (`typing:start` / `typing:stop`) say who changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TypingDelta {
+    pub started: Vec<TypingUser>,
+    pub stopped: Vec<String>,
+}
+
+impl TypingDelta {
+    /// The delta without one user's own changes (what that user's personal copy tells them).
+    pub fn without(&self, user_id: &str) -> TypingDelta {
+        TypingDelta {
+            started: self.started.iter().filter(|u| u.user_id != user_id).cloned().collect(),
+            stopped: self.stopped.iter().filter(|u| *u != user_id).cloned().collect(),
+        }
+    }
+}
+
 /// A copy of the list for one typer, without themselves (see [`TypingEvent`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PersonalTypingEvent {
     pub user_id: String,
     pub payload: TypingEventPayload,
+    /// The changes of the other users.
+    pub delta: TypingDelta,
 }
 
 /// One due broadcast. Glue:
@@ -350,6 +371,8 @@ pub struct TypingEvent {
     pub except_users: Vec<String>,
     /// The full, deduplicated list.
     pub payload: TypingEventPayload,
+    /// Who started and who stopped since the previous event of this list.
+    pub delta: TypingDelta,
     /// Per-typer copies (list minus that typer), only for typers who have something new to see.
     pub personal: Vec<PersonalTypingEvent>,
 }
@@ -563,12 +586,18 @@ impl RoomState {
             thread_id: room.thread_id.clone(),
             users,
         };
+        let mut stopped: Vec<String> =
+            changed.iter().filter(|c| !users.iter().any(|u| u.user_id == **c)).cloned().collect();
+        stopped.sort();
+        let delta =
+            TypingDelta { started: users.iter().filter(|u| changed.contains(&u.user_id)).cloned().collect(), stopped };
         let personal = users
             .iter()
             .filter(|u| changed.iter().any(|c| *c != u.user_id))
             .map(|u| PersonalTypingEvent {
                 user_id: u.user_id.clone(),
                 payload: payload_with(users.iter().filter(|o| o.user_id != u.user_id).cloned().collect()),
+                delta: delta.without(&u.user_id),
             })
             .collect();
         Some(TypingEvent {
@@ -576,6 +605,7 @@ impl RoomState {
             targets: room.targets(recipients),
             except_users: users.iter().map(|u| u.user_id.clone()).collect(),
             payload: payload_with(users),
+            delta,
             personal,
         })
     }
@@ -993,6 +1023,32 @@ mod tests {
         assert_eq!(ev.personal.len(), 1);
         assert_eq!(ev.personal[0].user_id, "bob");
         assert!(ev.personal[0].payload.users.is_empty());
+    }
+
+    #[test]
+    fn events_say_who_started_and_who_stopped() {
+        let mut s = store();
+        let room = channel("general");
+        s.start(&room, &typist("alice", "s1"), None, t(0));
+        let ev = s.flush(t(0)).remove(0);
+        assert_eq!(ids(&ev.delta.started), vec!["alice"]);
+        assert!(ev.delta.stopped.is_empty());
+        // Bob starts and Alice refreshes inside one window: both started, each typer's copy has the other.
+        s.start(&room, &typist("bob", "s2"), None, t(100));
+        s.start(&room, &typist("alice", "s1"), None, t(120));
+        let ev = s.flush(t(250)).remove(0);
+        assert_eq!(ids(&ev.delta.started), vec!["alice", "bob"]);
+        assert_eq!(ev.delta.started[0].started_at, t(120), "a refresh carries the new start");
+        let alice = ev.personal.iter().find(|p| p.user_id == "alice").expect("alice's copy");
+        assert_eq!(ids(&alice.delta.started), vec!["bob"]);
+        // Bob stops; Alice's entry expires later: each is a stop.
+        s.stop(&room, "bob", "s2", None, t(600));
+        let ev = s.flush(t(600)).remove(0);
+        assert_eq!(ev.delta.stopped, vec!["bob"]);
+        assert!(ev.delta.started.is_empty());
+        let ev = s.flush(t(5120)).remove(0);
+        assert_eq!(ev.delta.stopped, vec!["alice"]);
+        assert!(ev.payload.users.is_empty());
     }
 
     #[test]

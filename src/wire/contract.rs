@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use serde_json::{Value, json};
 
-use super::{Cx, Payload, Reply, limits};
+use super::{Cx, Packet, Payload, Refusal, Reply, Tell, limits};
 use crate::app::connections::RefreshError;
 use crate::app::events::{Author, Event, RoomPresence};
 use crate::app::messages::{Channels, Sent, SyncPage};
@@ -32,8 +32,8 @@ pub async fn handle(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
 
         "room:join" => join(cx, data).await,
         "room:leave" => leave(cx, data).await,
-        "channel:join" => channel_join(cx, data).await,
-        "channel:leave" => channel_leave(cx, data).await,
+        "channel:join" => channel_join(cx, data).await.map(|(_, j)| Reply::Data(joined_ack(&j))),
+        "channel:leave" => channel_leave(cx, data).await.map(Reply::Data),
 
         "message:send" => send(cx, data).await,
         "message:edit" => edit(cx, data).await,
@@ -49,16 +49,25 @@ pub async fn handle(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
 
         "typing:start" | "typing:stop" | "typing" => typing(cx, event, data).await,
 
-        "message:read-ack" | "read:update" => read(cx, ReadRequest::Message(required_id(&data, "messageId")?)).await,
-        "receipt:update" => read(cx, receipt_update(&data)?).await,
-        "message:batch-read-ack" => read(cx, ReadRequest::Batch(Payload::object(&data)?.ids("messageIds")?)).await,
-        "channel:read" => read(cx, ReadRequest::Channel(required_id(&data, "channelId")?)).await,
+        "message:read-ack" | "read:update" => {
+            read(cx, ReadRequest::Message(required_id(&data, "messageId")?), None).await
+        }
+        "receipt:update" => read(cx, receipt_update(&data)?, None).await,
+        "message:batch-read-ack" => {
+            read(cx, ReadRequest::Batch(Payload::object(&data)?.ids("messageIds")?), None).await
+        }
+        "channel:read" => read(cx, ReadRequest::Channel(required_id(&data, "channelId")?), None).await,
         "delivery:sync" => delivery_sync(cx, data).await,
         "reaction:add" => react(cx, data, true).await,
         "reaction:remove" => react(cx, data, false).await,
 
-        _ => Err(AppError::new(ErrorCode::UnknownEvent, format!("unknown event {:?}", truncate(event, 64)))),
+        _ => Err(unknown(event)),
     }
+}
+
+/// `UNKNOWN_EVENT` for an event name no dialect of this socket knows.
+pub(super) fn unknown(event: &str) -> AppError {
+    AppError::new(ErrorCode::UnknownEvent, format!("unknown event {:?}", truncate(event, 64)))
 }
 
 /// Events that are liveness, not load: exempt from the rate limit and from touching presence.
@@ -66,25 +75,19 @@ pub fn is_liveness(event: &str) -> bool {
     matches!(event, "ping" | "pong")
 }
 
-/// What a refusal of this event must also tell besides the ack or `error`: a `message:send` with a
-/// `clientMessageId` tells the offline queue with `message:failed`. Read before the payload is handled.
-pub fn refusal_note(event: &str, data: Option<&Value>) -> Option<String> {
-    if event != "message:send" {
-        return None;
-    }
-    let cid = data?.get("clientMessageId")?.as_str()?;
-    Some(cid.chars().take(limits::ID).collect())
+/// How a refusal is told (read before the payload is handled): a `message:send` with a `clientMessageId`
+/// also tells the offline queue with `message:failed`; a refused `auth:refresh` is told by its `auth:error`
+/// alone (one signal); everything else without an ack gets `error`.
+pub fn refusal(event: &str, data: Option<&Value>) -> Refusal {
+    let failed = (event == "message:send").then(|| client_message_id(data, "clientMessageId")).flatten();
+    let tell = if event == "auth:refresh" { Tell::Quietly } else { Tell::Error };
+    Refusal { failed, tell }
 }
 
-/// Sends what [`refusal_note`] kept, once the event was refused.
-pub fn refused(out: &dyn super::Outbox, note: Option<&str>, e: &AppError) {
-    if let Some(cid) = note {
-        out.emit(
-            "message:failed",
-            &json!({ "clientMessageId": cid, "errorCode": e.code, "errorMessage": e.message,
-                     "retryable": e.code.retryable() }),
-        );
-    }
+/// A string id field of a payload, cut to the id limit (for refusals, read before validation).
+pub(super) fn client_message_id(data: Option<&Value>, field: &str) -> Option<String> {
+    let cid = data?.get(field)?.as_str()?;
+    Some(cid.chars().take(limits::ID).collect())
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -94,7 +97,7 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-fn required_id(data: &Value, field: &str) -> AppResult<String> {
+pub(super) fn required_id(data: &Value, field: &str) -> AppResult<String> {
     Payload::object(data)?.opt_id(field)?.ok_or_else(|| AppError::validation(format!("{field} is required")))
 }
 
@@ -102,7 +105,7 @@ fn required_id(data: &Value, field: &str) -> AppResult<String> {
 
 /// With an ack: the client's own `{timestamp}` back, raw (nchat computes latency from it).
 /// Without: `pong {timestamp: server ms}`.
-fn ping(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+pub(super) fn ping(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
     let timestamp = match &data {
         Value::Object(m) => m.get("timestamp").cloned().unwrap_or(Value::Null),
         Value::Number(_) => data.clone(),
@@ -157,7 +160,7 @@ async fn refresh(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
 
 // ----- rooms -------------------------------------------------------------------------------------------
 
-fn joined_ack(j: &Joined) -> Value {
+pub(super) fn joined_ack(j: &Joined) -> Value {
     let mut v = json!({ "roomName": j.room.name, "type": j.room.kind, "memberCount": j.member_count });
     if let Some(m) = &j.members {
         v["members"] = m.iter().map(|m| json!({ "userId": m.user_id, "joinedAt": iso_ms(m.joined_at) })).collect();
@@ -175,43 +178,59 @@ async fn leave(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
     let name = p.str("roomName", limits::ID)?;
     let forget = p.opt_bool("forget")?.unwrap_or(false);
     let room = cx.node.rooms.leave(cx.session, name, forget).await?;
+    cx.state.left(&room.name);
     Ok(Reply::Data(json!({ "roomName": room.name })))
 }
 
-async fn channel_join(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+/// `channel:join {channelId}`: the room `channel:<id>`. The socket hears `channel:joined` once per room: a
+/// repeated join (nchat's hooks join twice per mount) is answered by its ack only.
+pub(super) async fn channel_join(cx: &Cx<'_>, data: Value) -> AppResult<(RoomName, Joined)> {
     let room = RoomName::from_channel_id(&required_id(&data, "channelId")?).map_err(AppError::validation)?;
     let joined = cx.node.rooms.join(cx.session, &room.name).await?;
-    cx.out.emit("channel:joined", &json!({ "channelId": room.channel_id(), "userId": cx.session.user() }));
-    Ok(Reply::Data(joined_ack(&joined)))
+    if cx.state.first_join(&room.name) {
+        cx.out.emit("channel:joined", &json!({ "channelId": room.channel_id(), "userId": cx.session.user() }));
+    }
+    Ok((room, joined))
 }
 
-async fn channel_leave(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+/// `channel:leave {channelId}`: answered with `channel:left` (and the ack).
+pub(super) async fn channel_leave(cx: &Cx<'_>, data: Value) -> AppResult<Value> {
     let room = RoomName::from_channel_id(&required_id(&data, "channelId")?).map_err(AppError::validation)?;
     cx.node.rooms.leave(cx.session, &room.name, false).await?;
+    cx.state.left(&room.name);
     let payload = json!({ "channelId": room.channel_id(), "userId": cx.session.user() });
     cx.out.emit("channel:left", &payload);
-    Ok(Reply::Data(payload))
+    Ok(payload)
 }
 
 // ----- messages ----------------------------------------------------------------------------------------
 
 async fn send(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
-    let user = cx.user()?;
     let out = super::outgoing(&data, cx.node.cfg.max_message_length)?;
+    Ok(Reply::Later(Box::pin(commit(cx, out).await?)))
+}
+
+/// Queues a message for its commit; the future completes it (broadcast, `message:sent`) and answers the ack.
+pub(super) async fn commit(
+    cx: &Cx<'_>,
+    out: crate::app::messages::Outgoing,
+) -> AppResult<impl std::future::Future<Output = AppResult<Reply>> + Send + 'static> {
+    let user = cx.user()?;
     let pending = cx.node.messages.begin(&cx.session.account, user, out).await?;
     // The commit is awaited outside the socket's queue: its next events (often more messages of an offline
     // queue) go on meanwhile and share the writer's transaction. The chain keeps the broadcast order.
     let (before, done) = cx.session.next_send();
     let (node, session) = (cx.node.clone(), cx.session.clone());
-    Ok(Reply::Later(Box::pin(async move {
+    Ok(async move {
         let account = &session.account;
         let user = session.user().unwrap_or_default();
-        let result = node.messages.complete(account, session.author(), pending, before).await;
+        let origin = Some(session.sid.clone());
+        let result = node.messages.complete(account, session.author(), pending, before, origin).await;
         drop(done);
         let sent = result?;
         node.messages.confirm_to_sender(account, user, &sent.message).await;
         Ok(Reply::Data(sent_ack(&sent)))
-    })))
+    })
 }
 
 /// The ack of a committed `message:send` (and the body of `POST /messages`).
@@ -227,7 +246,7 @@ pub fn sent_ack(sent: &Sent) -> Value {
     ack
 }
 
-async fn edit(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+pub(super) async fn edit(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
     let user = cx.user()?;
     let p = Payload::object(&data)?;
     let id = p.opt_id("messageId")?.ok_or_else(|| AppError::validation("messageId is required"))?;
@@ -236,7 +255,7 @@ async fn edit(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
     Ok(Reply::Data(json!({ "messageId": m.id, "editedAt": iso_ms(m.updated_at) })))
 }
 
-async fn delete(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+pub(super) async fn delete(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
     let user = cx.user()?;
     let id = required_id(&data, "messageId")?;
     let m = cx.node.messages.change(&cx.session.account, user, &id, None).await?;
@@ -307,26 +326,35 @@ async fn undo_if_closed(cx: &Cx<'_>, user: &str) {
 }
 
 async fn presence_update(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+    apply_presence(cx, super::presence_update(&data)?).await
+}
+
+/// A presence change of this socket.
+pub(super) async fn apply_presence(cx: &Cx<'_>, update: crate::domain::presence::PresenceUpdate) -> AppResult<Reply> {
     let user = cx.user()?;
-    let update = super::presence_update(&data)?;
     cx.node.presence.update(&cx.session.account, user, &cx.session.sid, update).await?;
     undo_if_closed(cx, user).await;
     Ok(Reply::Done)
 }
 
 async fn presence_subscribe(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
-    let user = cx.user()?;
-    let ids = Payload::object(&data)?.ids("userIds")?;
-    let account = &cx.session.account;
-    cx.node.presence.subscribe(account, user, &cx.session.sid, &ids).await;
-    undo_if_closed(cx, user).await;
-    let presences = cx.node.presence.views_for(account, Some(user), &ids).await?;
+    let presences = subscribe(cx, data).await?;
     let payload = json!({ "presences": presences });
     cx.out.emit("presence:bulk", &payload);
     Ok(Reply::Data(payload))
 }
 
-async fn presence_unsubscribe(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+/// Subscribes this socket to `{userIds}`; what it may see of each now.
+pub(super) async fn subscribe(cx: &Cx<'_>, data: Value) -> AppResult<Vec<crate::domain::presence::ViewedPresence>> {
+    let user = cx.user()?;
+    let ids = Payload::object(&data)?.ids("userIds")?;
+    let account = &cx.session.account;
+    cx.node.presence.subscribe(account, user, &cx.session.sid, &ids).await;
+    undo_if_closed(cx, user).await;
+    cx.node.presence.views_for(account, Some(user), &ids).await
+}
+
+pub(super) async fn presence_unsubscribe(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
     let user = cx.user()?;
     let ids = Payload::object(&data)?.ids("userIds")?;
     cx.node.presence.unsubscribe(&cx.session.account, user, &cx.session.sid, &ids).await;
@@ -360,8 +388,12 @@ async fn presence_settings(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
 // ----- typing ------------------------------------------------------------------------------------------
 
 async fn typing(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
+    apply_typing(cx, super::typing_request(event, &data)?).await
+}
+
+/// A typing start or stop of this socket.
+pub(super) async fn apply_typing(cx: &Cx<'_>, req: crate::domain::typing::TypingRequest) -> AppResult<Reply> {
     let user = cx.user()?;
-    let req = super::typing_request(event, &data)?;
     let typer = Typer { account: &cx.session.account, user, device: &cx.session.sid, author: cx.session.author() };
     cx.node.typing.socket_typing(typer, req).await?;
     Ok(Reply::Done)
@@ -380,9 +412,9 @@ fn receipt_update(data: &Value) -> AppResult<ReadRequest> {
     Ok(ReadRequest::Receipt { message_id, read })
 }
 
-async fn read(cx: &Cx<'_>, req: ReadRequest) -> AppResult<Reply> {
+pub(super) async fn read(cx: &Cx<'_>, req: ReadRequest, thread: Option<String>) -> AppResult<Reply> {
     let user = cx.user()?;
-    let result = cx.node.receipts.read(&cx.session.account, user, &cx.session.sid, req).await?;
+    let result = cx.node.receipts.read(&cx.session.account, user, &cx.session.sid, req, thread).await?;
     Ok(Reply::Data(match result {
         ReadResult::Delivered { message_id } => json!({ "messageId": message_id, "status": "delivered" }),
         ReadResult::Read { room, watermark } => {
@@ -400,7 +432,7 @@ async fn delivery_sync(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
     Ok(Reply::Data(response))
 }
 
-async fn react(cx: &Cx<'_>, data: Value, add: bool) -> AppResult<Reply> {
+pub(super) async fn react(cx: &Cx<'_>, data: Value, add: bool) -> AppResult<Reply> {
     let user = cx.user()?;
     let p = Payload::object(&data)?;
     let id = p.opt_id("messageId")?.ok_or_else(|| AppError::validation("messageId is required"))?;
@@ -409,7 +441,7 @@ async fn react(cx: &Cx<'_>, data: Value, add: bool) -> AppResult<Reply> {
     Ok(Reply::Data(reaction(&change)))
 }
 
-fn reaction(c: &crate::app::events::ReactionChange) -> Value {
+pub(super) fn reaction(c: &crate::app::events::ReactionChange) -> Value {
     json!({ "messageId": c.message_id, "channelId": channel_id_of(&c.room), "roomName": c.room,
             "userId": c.user, "emoji": c.emoji, "count": c.count })
 }
@@ -418,7 +450,7 @@ fn reaction(c: &crate::app::events::ReactionChange) -> Value {
 // Outbound
 // ---------------------------------------------------------------------------------------------
 
-fn put(v: &mut Value, key: &str, val: Option<Value>) {
+pub(super) fn put(v: &mut Value, key: &str, val: Option<Value>) {
     if let (Some(o), Some(val)) = (v.as_object_mut(), val) {
         o.insert(key.to_string(), val);
     }
@@ -475,7 +507,7 @@ pub fn synced_message(m: &MessageRow) -> Value {
     v
 }
 
-fn room_presence(p: &RoomPresence) -> Value {
+pub(super) fn room_presence(p: &RoomPresence) -> Value {
     json!({
         "roomName": p.room,
         "userId": p.user,
@@ -489,28 +521,32 @@ fn to_value(v: &impl serde::Serialize) -> Value {
     serde_json::to_value(v).expect("outbound payloads serialise")
 }
 
-/// The event name and payload of an outbound event in this dialect.
-pub fn render(event: &Event) -> (Cow<'_, str>, Value) {
+/// `message:update`.
+pub(super) fn message_update(m: &MessageRow, by: &str) -> Value {
+    json!({ "id": m.id, "messageId": m.id, "channelId": channel_id_of(&m.room), "roomName": m.room,
+            "content": m.content, "editedBy": by, "editedAt": iso_ms(m.updated_at) })
+}
+
+/// `message:delete`.
+pub(super) fn message_delete(m: &MessageRow, by: &str) -> Value {
+    json!({ "id": m.id, "messageId": m.id, "channelId": channel_id_of(&m.room), "roomName": m.room,
+            "deletedBy": by, "deletedAt": iso_ms(m.updated_at) })
+}
+
+/// The event name and payload of an outbound event in this dialect (None: the dialect has no such event).
+pub fn render(event: &Event) -> Option<Packet<'_>> {
     let (name, payload) = match event {
-        Event::MessageNew { message, author } => ("message:new", message_new(message, author)),
+        Event::MessageNew { message, author, .. } => ("message:new", message_new(message, author)),
         Event::MessageSent { message } => (
             "message:sent",
             json!({ "clientMessageId": message.client_message_id, "messageId": message.id,
                     "sentAt": iso_ms(message.created_at) }),
         ),
-        Event::MessageUpdated { message: m, by } => (
-            "message:update",
-            json!({ "id": m.id, "messageId": m.id, "channelId": channel_id_of(&m.room), "roomName": m.room,
-                    "content": m.content, "editedBy": by, "editedAt": iso_ms(m.updated_at) }),
-        ),
-        Event::MessageDeleted { message: m, by } => (
-            "message:delete",
-            json!({ "id": m.id, "messageId": m.id, "channelId": channel_id_of(&m.room), "roomName": m.room,
-                    "deletedBy": by, "deletedAt": iso_ms(m.updated_at) }),
-        ),
+        Event::MessageUpdated { message: m, by } => ("message:update", message_update(m, by)),
+        Event::MessageDeleted { message: m, by } => ("message:delete", message_delete(m, by)),
         Event::UserJoined(p) => ("user:joined", room_presence(p)),
         Event::UserLeft(p) => ("user:left", room_presence(p)),
-        Event::Typing(p) => ("typing:event", to_value(p)),
+        Event::Typing(p) => ("typing:event", to_value(&p.list)),
         Event::PresenceChanged(v) => ("presence:changed", to_value(v)),
         Event::Delivered(d) => ("message:delivered", to_value(d)),
         Event::Acked(a) => ("message:ack", to_value(a)),
@@ -521,9 +557,10 @@ pub fn render(event: &Event) -> (Cow<'_, str>, Value) {
             "auth:error",
             json!({ "code": "TOKEN_EXPIRED", "message": "the token expired; reconnect with a new token" }),
         ),
-        Event::Custom { name, payload } => return (Cow::Borrowed(name.as_str()), payload.clone()),
+        Event::Custom { name, payload } => return Some((Cow::Borrowed(name.as_str()), payload.clone())),
+        Event::ReadUpdate(_) | Event::Call(_) => return None,
     };
-    (Cow::Borrowed(name), payload)
+    Some((Cow::Borrowed(name), payload))
 }
 
 #[cfg(test)]
@@ -570,7 +607,7 @@ mod tests {
     fn every_event_has_its_contract_name() {
         let m = row();
         let cases = [
-            (Event::MessageNew { message: m.clone(), author: Author::default() }, "message:new"),
+            (Event::MessageNew { message: m.clone(), author: Author::default(), origin: None }, "message:new"),
             (Event::MessageSent { message: m.clone() }, "message:sent"),
             (Event::MessageUpdated { message: m.clone(), by: "u".into() }, "message:update"),
             (Event::MessageDeleted { message: m.clone(), by: "u".into() }, "message:delete"),
@@ -578,9 +615,9 @@ mod tests {
             (Event::Custom { name: "app:thing".into(), payload: json!({"a": 1}) }, "app:thing"),
         ];
         for (event, name) in cases {
-            assert_eq!(render(&event).0, name);
+            assert_eq!(render(&event).expect("rendered").0, name);
         }
-        let (_, v) = render(&Event::MessageDeleted { message: m, by: "mod".into() });
+        let (_, v) = render(&Event::MessageDeleted { message: m, by: "mod".into() }).expect("rendered");
         assert_eq!((v["deletedBy"].as_str(), v["channelId"].as_str()), (Some("mod"), Some("c1")));
     }
 }

@@ -1,16 +1,31 @@
 //! The wire: what clients send and receive. Inbound payloads are read field by field here (type and size
 //! checked, with the protocol's error codes) into the application's typed requests; outbound events and
-//! answers are rendered here, one module per dialect (`contract`: the dialect of docs/protocol.md).
+//! answers are rendered here, one module per dialect (docs/protocol.md §15):
+//!
+//! - `contract`: the dialect of docs/protocol.md (nchat's `services/realtime`);
+//! - `socket`: nchat's `lib/socket` SocketProvider and `socketManager` (with the WebRTC call signalling);
+//! - `compat`: both at once, for clients that only send `{token}`;
+//! - `plugin`: the event set of nchat's realtime plugin test suite.
+//!
+//! A socket's dialect is chosen once, at its handshake ([`detect`]).
 
+pub mod compat;
 pub mod contract;
+pub mod plugin;
+pub mod socket;
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
+use crate::app::events::Event;
 use crate::app::messages::Outgoing;
 use crate::app::session::Session;
 use crate::domain::names::RoomName;
@@ -19,15 +34,250 @@ use crate::domain::typing::{RoomType, TypingError, TypingRequest};
 use crate::error::{AppError, AppResult};
 use crate::node::Node;
 
+// ---------------------------------------------------------------------------------------------
+// Dialects
+// ---------------------------------------------------------------------------------------------
+
+/// The wire dialect of a socket (docs/protocol.md §15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// docs/protocol.md (nchat's `services/realtime`, sockets that send `auth.device`).
+    Contract,
+    /// The contract and nchat's `lib/socket` and `socketManager` together (sockets that send `{token}` only).
+    Compat,
+    /// nchat's `lib/socket` and `socketManager` alone (`auth.protocol: "socket"`).
+    Socket,
+    /// nchat's realtime plugin test dialect (sockets that send `auth.userId`).
+    Plugin,
+}
+
+/// An outbound packet: an event name and its payload.
+pub type Packet<'a> = (Cow<'a, str>, Value);
+
+impl Dialect {
+    pub const ALL: [Dialect; 4] = [Dialect::Contract, Dialect::Compat, Dialect::Socket, Dialect::Plugin];
+
+    /// A small index (for counting sockets per dialect).
+    pub fn index(self) -> usize {
+        match self {
+            Dialect::Contract => 0,
+            Dialect::Compat => 1,
+            Dialect::Socket => 2,
+            Dialect::Plugin => 3,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Contract => "contract",
+            Dialect::Compat => "compat",
+            Dialect::Socket => "socket",
+            Dialect::Plugin => "plugin",
+        }
+    }
+
+    /// The dialect `auth.protocol` names.
+    pub fn parse(name: &str) -> Option<Dialect> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "contract" | "realtime" | "services/realtime" => Some(Dialect::Contract),
+            "compat" => Some(Dialect::Compat),
+            "socket" | "lib/socket" | "socketmanager" => Some(Dialect::Socket),
+            "plugin" => Some(Dialect::Plugin),
+            _ => None,
+        }
+    }
+
+    /// The Socket.IO room key of one of an account's rooms for this dialect's sockets: the contract keeps
+    /// `<account>/<room>`, the others prefix it with `<dialect>|` (an account name never holds a `|`). A room
+    /// event is rendered once per dialect and broadcast to that dialect's key.
+    pub fn room_key(self, account: &str, room: &str) -> String {
+        match self {
+            Dialect::Contract => crate::domain::names::room_key(account, room),
+            d => {
+                let mut key = String::with_capacity(d.name().len() + 2 + account.len() + room.len());
+                key.push_str(d.name());
+                key.push('|');
+                key.push_str(account);
+                key.push('/');
+                key.push_str(room);
+                key
+            }
+        }
+    }
+}
+
+/// What the handshake's `auth` object says about the socket's dialect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Detected {
+    pub dialect: Dialect,
+    /// The user the client claims to be (`auth.userId` of the plugin dialect): must be the token's user.
+    pub claimed_user: Option<String>,
+}
+
+/// The dialect rule (docs/protocol.md §15.1): `auth.protocol` when present; else `auth.device` → contract;
+/// else `auth.userId` → plugin; else compat. An unknown `auth.protocol` is refused (the message says why).
+pub fn detect(auth: &Value) -> Result<Detected, String> {
+    let claimed = |v: Option<&Value>| -> Result<Option<String>, String> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= limits::ID => Ok(Some(s.trim().to_string())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(_) => Err("auth.userId must be a user id string".into()),
+        }
+    };
+    let user = claimed(auth.get("userId"))?;
+    let dialect = match auth.get("protocol") {
+        None | Some(Value::Null) => {
+            if auth.get("device").is_some_and(|d| !d.is_null()) {
+                Dialect::Contract
+            } else if user.is_some() {
+                Dialect::Plugin
+            } else {
+                Dialect::Compat
+            }
+        }
+        Some(Value::String(p)) => Dialect::parse(p).ok_or_else(|| {
+            format!(
+                "auth.protocol {:?} is not a dialect of this server; use contract, compat, socket or plugin",
+                p.chars().take(64).collect::<String>()
+            )
+        })?,
+        Some(_) => return Err("auth.protocol must be a string (contract, compat, socket or plugin)".into()),
+    };
+    Ok(Detected { dialect, claimed_user: user })
+}
+
+/// The name and payload(s) of an outbound event in a dialect: empty when the dialect has no such event.
+pub fn render(dialect: Dialect, event: &Event) -> Vec<Packet<'_>> {
+    match dialect {
+        Dialect::Contract => contract::render(event).into_iter().collect(),
+        Dialect::Compat => compat::render(event),
+        Dialect::Socket => socket::render(event),
+        Dialect::Plugin => plugin::render(event),
+    }
+}
+
+/// What the socket an event came from gets instead of [`render`], when it differs (the sender's own copy of a
+/// message carries its `tempId`). None: the same as everyone.
+pub fn render_origin(dialect: Dialect, event: &Event) -> Option<Vec<Packet<'_>>> {
+    match dialect {
+        Dialect::Compat => compat::render_origin(event),
+        Dialect::Socket => socket::render_origin(event),
+        Dialect::Contract | Dialect::Plugin => None,
+    }
+}
+
+/// Handles one inbound event of a socket in its dialect.
+pub async fn handle(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
+    match cx.dialect {
+        Dialect::Contract => contract::handle(cx, event, data).await,
+        Dialect::Compat | Dialect::Socket => socket::handle(cx, event, data).await,
+        Dialect::Plugin => plugin::handle(cx, event, data).await,
+    }
+}
+
+/// Which budget an inbound event is charged to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Charge {
+    /// Liveness (`ping`, `pong`): free, and not activity.
+    Free,
+    /// The user's event budget.
+    Events,
+    /// The user's call-signalling budget (ICE candidates come in bursts; docs/protocol.md §15.3).
+    Calls,
+}
+
+/// The budget an event is charged to, in a dialect.
+pub fn charge(dialect: Dialect, event: &str) -> Charge {
+    if contract::is_liveness(event) {
+        Charge::Free
+    } else if matches!(dialect, Dialect::Compat | Dialect::Socket) && event.starts_with("call:") {
+        Charge::Calls
+    } else {
+        Charge::Events
+    }
+}
+
+/// How a refused event is told when the client asked for no ack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tell {
+    /// `error {code, message, details?}`.
+    Error,
+    /// Nothing more (the handler already sent the one signal the client listens for, or the client treats a
+    /// generic `error` as fatal and the event is routine); the refusal is logged.
+    Quietly,
+    /// `call:error {callId, code, message}` (calls never get a generic `error`).
+    CallError { call_id: String },
+}
+
+/// What a refusal of an event must send, read from the event before it is handled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// A `message:send` with a `clientMessageId` also tells the offline queue with `message:failed`.
+    pub failed: Option<String>,
+    pub tell: Tell,
+}
+
+/// How a refusal of `event` is told in a dialect.
+pub fn refusal(dialect: Dialect, event: &str, data: Option<&Value>) -> Refusal {
+    match dialect {
+        Dialect::Compat | Dialect::Socket => socket::refusal(event, data),
+        Dialect::Contract | Dialect::Plugin => contract::refusal(event, data),
+    }
+}
+
+/// Sends what a refusal needs besides the ack: `message:failed`, then (without an ack) `error` or
+/// `call:error` or nothing.
+pub fn refused(out: &dyn Outbox, refusal: &Refusal, e: &AppError, has_ack: bool) {
+    if let Some(cid) = &refusal.failed {
+        out.emit(
+            "message:failed",
+            &json!({ "clientMessageId": cid, "errorCode": e.code, "errorMessage": e.message,
+                     "retryable": e.code.retryable() }),
+        );
+    }
+    if has_ack {
+        return;
+    }
+    match &refusal.tell {
+        Tell::Error => out.emit("error", &serde_json::to_value(e).expect("errors serialise")),
+        Tell::Quietly => {}
+        Tell::CallError { call_id } => {
+            out.emit("call:error", &json!({ "callId": call_id, "code": e.code, "message": e.message }))
+        }
+    }
+}
+
 /// A socket's own channel back, for answers that go to it alone (rendered by the dialect).
 pub trait Outbox: Send + Sync {
     fn emit(&self, event: &str, data: &Value);
+}
+
+/// What the wire remembers per socket.
+#[derive(Default)]
+pub struct SocketState {
+    /// Rooms whose `channel:join` was answered with `channel:joined` (a repeated join is not answered again;
+    /// a leave forgets it).
+    joined: Mutex<HashSet<String>>,
+}
+
+impl SocketState {
+    /// True the first time a room's join is answered on this socket.
+    pub fn first_join(&self, room: &str) -> bool {
+        self.joined.lock().insert(room.to_string())
+    }
+
+    pub fn left(&self, room: &str) {
+        self.joined.lock().remove(room);
+    }
 }
 
 /// What a dialect's handler gets for one inbound event.
 pub struct Cx<'a> {
     pub node: &'a Arc<Node>,
     pub session: &'a Arc<Session>,
+    pub dialect: Dialect,
+    pub state: &'a SocketState,
     /// The client asked for an ack.
     pub has_ack: bool,
     pub out: &'a Arc<dyn Outbox>,

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use crate::cluster::PresenceBackend;
 use crate::domain::presence::{
     CustomStatus, Presence, PresenceConfig, PresenceEvent, PresenceTracker, PresenceUpdate, PrivacySettings,
-    StatusBreakdown, UpdateOutcome,
+    StatusBreakdown, UpdateOutcome, ViewedPresence,
 };
 
 type UserKey = (String, String);
@@ -117,6 +117,16 @@ impl PresenceBackend for MemoryPresence {
 
     async fn current(&self, account: &str, user: &str) -> Option<Presence> {
         self.tracker.lock().current(account, user)
+    }
+
+    async fn answer(
+        &self,
+        account: &str,
+        target: &str,
+        viewer: Option<&str>,
+        view: &(dyn for<'p> Fn(&'p Presence) -> ViewedPresence + Send + Sync),
+    ) -> Option<ViewedPresence> {
+        self.tracker.lock().answer(account, target, viewer, view)
     }
 
     async fn is_connected(&self, account: &str, user: &str) -> bool {

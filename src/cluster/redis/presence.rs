@@ -26,7 +26,7 @@ use super::{POLL_INTERVAL, Records, Redis, esc, first_deadline, member, parts, s
 use crate::cluster::PresenceBackend;
 use crate::domain::presence::{
     ConnectOutcome, CustomStatus, DisconnectOutcome, Presence, PresenceConfig, PresenceEvent, PresenceUpdate,
-    PrivacySettings, StatusBreakdown, UpdateOutcome, UserState,
+    PrivacySettings, StatusBreakdown, UpdateOutcome, UserState, ViewedPresence,
 };
 
 /// One user's record.
@@ -401,6 +401,38 @@ impl PresenceBackend for RedisPresence {
 
     async fn current(&self, account: &str, user: &str) -> Option<Presence> {
         self.read("presence current", account, user).await.map(|r| r.state.current())
+    }
+
+    /// Remembered in the user's record (written only when the answer is remembered, i.e. inside a window).
+    async fn answer(
+        &self,
+        account: &str,
+        target: &str,
+        viewer: Option<&str>,
+        view: &(dyn for<'p> Fn(&'p Presence) -> ViewedPresence + Send + Sync),
+    ) -> Option<ViewedPresence> {
+        let id = member(account, target);
+        let r = self
+            .users
+            .apply(
+                &id,
+                None,
+                |before| match before {
+                    None => (None, None),
+                    Some(b) => {
+                        let mut rec = b.clone();
+                        let (shown, _) = rec.state.answer(viewer, view);
+                        (Some(rec), Some(shown))
+                    }
+                },
+                |b, a| self.side(&id, b, a),
+                same,
+            )
+            .await;
+        r.unwrap_or_else(|e| {
+            self.redis.failed("presence answer", &e);
+            None
+        })
     }
 
     async fn is_connected(&self, account: &str, user: &str) -> bool {

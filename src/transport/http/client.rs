@@ -115,7 +115,7 @@ async fn send(State(app): State<App>, caller: Caller, ApiJson(body): ApiJson<Val
     let out = crate::wire::outgoing(&body, app.cfg.max_message_length)?;
     let pending = app.messages.begin(account, &identity.user_id, out).await?;
     let author = Author { name: identity.name.clone(), avatar: identity.avatar.clone() };
-    let sent = app.messages.complete(account, author, pending, None).await?;
+    let sent = app.messages.complete(account, author, pending, None, None).await?;
     app.messages.confirm_to_sender(account, &identity.user_id, &sent.message).await;
     let status = if sent.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(sent_ack(&sent))).into_response())

@@ -1,5 +1,5 @@
-//! What the transport keeps per socket: the session it belongs to, the link the application acts through,
-//! and the socket's serial event queue.
+//! What the transport keeps per socket: the session it belongs to, its wire dialect, the link the application
+//! acts through, and the socket's serial event queue.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
@@ -13,8 +13,8 @@ use socketioxide::socket::Socket;
 use super::Adapter;
 use crate::app::events::Event;
 use crate::app::session::{Session, SocketLink};
-use crate::domain::names::room_key;
-use crate::wire::Outbox;
+use crate::cluster::Census;
+use crate::wire::{Dialect, Outbox, SocketState};
 
 /// One inbound event waiting for its turn.
 pub struct Job {
@@ -34,8 +34,32 @@ pub struct Queue {
 /// Stored in the socket's extensions.
 pub struct Conn {
     pub session: Arc<Session>,
+    pub dialect: Dialect,
+    /// What the dialect remembers about this socket.
+    pub state: SocketState,
     pub link: Arc<Link>,
     pub queue: Mutex<Queue>,
+    /// Counts the socket in the census of dialects while it lives.
+    pub counted: Counted,
+}
+
+/// A socket counted in the census of its dialect, until dropped (with the socket).
+pub struct Counted {
+    census: Arc<dyn Census>,
+    dialect: Dialect,
+}
+
+impl Counted {
+    pub fn new(census: Arc<dyn Census>, dialect: Dialect) -> Counted {
+        census.arrived(dialect.index());
+        Counted { census, dialect }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.census.left(self.dialect.index());
+    }
 }
 
 /// The socket as the application reaches it. Holds the socket weakly: the session lives in the socket's
@@ -43,11 +67,12 @@ pub struct Conn {
 pub struct Link {
     socket: Weak<Socket<Adapter>>,
     account: String,
+    dialect: Dialect,
 }
 
 impl Link {
-    pub fn new(socket: &WeakSocket, account: &str) -> Link {
-        Link { socket: socket.0.clone(), account: account.to_string() }
+    pub fn new(socket: &WeakSocket, account: &str, dialect: Dialect) -> Link {
+        Link { socket: socket.0.clone(), account: account.to_string(), dialect }
     }
 
     fn socket(&self) -> Option<SocketRef<Adapter>> {
@@ -58,19 +83,20 @@ impl Link {
 impl SocketLink for Link {
     fn join(&self, room: &str) {
         if let Some(s) = self.socket() {
-            s.join(room_key(&self.account, room));
+            s.join(self.dialect.room_key(&self.account, room));
         }
     }
 
     fn leave(&self, room: &str) {
         if let Some(s) = self.socket() {
-            s.leave(room_key(&self.account, room));
+            s.leave(self.dialect.room_key(&self.account, room));
         }
     }
 
     fn emit(&self, event: &Event) {
-        let (name, payload) = crate::wire::contract::render(event);
-        Outbox::emit(self, &name, &payload);
+        for (name, payload) in crate::wire::render(self.dialect, event) {
+            Outbox::emit(self, &name, &payload);
+        }
     }
 
     fn disconnect(&self) {

@@ -18,7 +18,7 @@ use super::conn::{Conn, Job};
 use crate::cluster::Budget;
 use crate::error::{AppError, AppResult, ErrorCode, ack_err, ack_ok};
 use crate::node::Node;
-use crate::wire::{self, Cx, Outbox, Reply, contract};
+use crate::wire::{self, Charge, Cx, Refusal, Reply};
 
 /// The most events a socket may have waiting; beyond it the client is flooding.
 const MAX_QUEUED: usize = 1024;
@@ -51,15 +51,21 @@ impl MessageHandler<Adapter, ViaDispatcher> for Dispatcher {
         let Some(conn) = s.extensions.get::<Arc<Conn>>() else { return };
         let job = Job { event, data, ack, has_ack };
 
-        // Rate limit before queueing, so a flood never grows the queue.
-        if !contract::is_liveness(&job.event) {
-            let budget = Budget::Events { account: conn.session.account.clone(), subject: conn.session.rate_subject() };
+        // Rate limit before queueing, so a flood never grows the queue. Call signalling has a budget of its own
+        // (ICE candidates come in bursts).
+        let subject = match wire::charge(conn.dialect, &job.event) {
+            Charge::Free => None,
+            Charge::Events => Some(conn.session.rate_subject()),
+            Charge::Calls => Some(format!("calls:{}", conn.session.rate_subject())),
+        };
+        if let Some(subject) = subject {
+            let budget = Budget::Events { account: conn.session.account.clone(), subject };
             if !self.node.limiter.allow(&budget, std::time::Instant::now()) {
                 self.node.metrics.rate_limited.inc();
                 tracing::debug!(sid = %conn.session.sid, event = %job.event, "rate limited");
                 let e = AppError::rate_limited(self.node.cfg.rate_limit_points, self.node.cfg.rate_limit_duration);
-                let note = contract::refusal_note(&job.event, job.data.as_ref());
-                answer_error(&conn, job, note.as_deref(), &e);
+                let refusal = wire::refusal(conn.dialect, &job.event, job.data.as_ref());
+                answer_error(&conn, job, &refusal, &e);
                 return;
             }
         }
@@ -68,13 +74,8 @@ impl MessageHandler<Adapter, ViaDispatcher> for Dispatcher {
             let mut q = conn.queue.lock();
             if q.jobs.len() >= MAX_QUEUED {
                 drop(q);
-                let note = contract::refusal_note(&job.event, job.data.as_ref());
-                answer_error(
-                    &conn,
-                    job,
-                    note.as_deref(),
-                    &AppError::new(ErrorCode::RateLimited, "too many events waiting"),
-                );
+                let refusal = wire::refusal(conn.dialect, &job.event, job.data.as_ref());
+                answer_error(&conn, job, &refusal, &AppError::new(ErrorCode::RateLimited, "too many events waiting"));
                 return;
             }
             q.jobs.push_back(job);
@@ -105,35 +106,36 @@ async fn drain(node: Arc<Node>, conn: Arc<Conn>) {
 
 async fn handle(node: &Arc<Node>, conn: &Arc<Conn>, mut job: Job) {
     let data = job.data.take();
-    let note = contract::refusal_note(&job.event, data.as_ref());
+    let refusal = wire::refusal(conn.dialect, &job.event, data.as_ref());
     let s = &conn.session;
     if let Some(user) = s.user()
-        && !contract::is_liveness(&job.event)
+        && wire::charge(conn.dialect, &job.event) != Charge::Free
         && job.event != "presence:update"
     {
         node.presence.touch(&s.account, user, &s.sid).await;
     }
-    let out: Arc<dyn Outbox> = conn.link.clone();
+    let out: Arc<dyn wire::Outbox> = conn.link.clone();
     let result = match data {
         None => Err(AppError::validation("payload could not be decoded as JSON")),
         Some(data) => {
-            let cx = Cx { node, session: s, has_ack: job.has_ack, out: &out };
-            contract::handle(&cx, &job.event, data).await
+            let cx =
+                Cx { node, session: s, dialect: conn.dialect, state: &conn.state, has_ack: job.has_ack, out: &out };
+            wire::handle(&cx, &job.event, data).await
         }
     };
     if let Ok(Reply::Later(later)) = result {
         let (node, conn) = (node.clone(), conn.clone());
         tokio::spawn(async move {
             let result = later.await;
-            answer(&node, &conn, job, note, result);
+            answer(&node, &conn, job, &refusal, result);
         });
     } else {
-        answer(node, conn, job, note, result);
+        answer(node, conn, job, &refusal, result);
     }
 }
 
 /// Answers an event: the ack (or nothing) on success, the ack or an `error` event on failure, logged once.
-fn answer(node: &Node, conn: &Conn, job: Job, note: Option<String>, result: AppResult<Reply>) {
+fn answer(node: &Node, conn: &Conn, job: Job, refusal: &Refusal, result: AppResult<Reply>) {
     match result {
         Ok(Reply::Raw(v)) => {
             let _ = job.ack.send(&v);
@@ -154,17 +156,16 @@ fn answer(node: &Node, conn: &Conn, job: Job, note: Option<String>, result: AppR
             }
             let details = serde_json::json!({"event": job.event, "code": e.code, "message": e.message});
             node.audit.record(s, "error", None, Some(details));
-            answer_error(conn, job, note.as_deref(), &e);
+            answer_error(conn, job, refusal, &e);
         }
     }
 }
 
-/// A refusal goes to the ack when the client asked for one, else as an `error` event.
-fn answer_error(conn: &Conn, job: Job, note: Option<&str>, e: &AppError) {
-    contract::refused(conn.link.as_ref(), note, e);
+/// A refusal goes to the ack when the client asked for one, else as the dialect tells it for this event
+/// (`error`, `call:error`, or nothing more).
+fn answer_error(conn: &Conn, job: Job, refusal: &Refusal, e: &AppError) {
+    wire::refused(conn.link.as_ref(), refusal, e, job.has_ack);
     if job.has_ack {
         let _ = job.ack.send(&ack_err(e));
-    } else {
-        wire::Outbox::emit(conn.link.as_ref(), "error", &serde_json::to_value(e).expect("errors serialise"));
     }
 }

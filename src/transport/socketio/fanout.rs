@@ -1,82 +1,144 @@
 //! The fan-out over socketioxide rooms. Every account's rooms and every user's personal room are
-//! Socket.IO rooms (`<account>/<room>`), so a room event is one broadcast, encoded once by socketioxide for
-//! every socket that receives it; with a cluster adapter the same calls reach the sockets of every node.
+//! Socket.IO rooms, one per wire dialect (`Dialect::room_key`: the contract's `<account>/<room>`, the other
+//! dialects' `<dialect>|<account>/<room>`), so a room event is rendered once per dialect with sockets
+//! connected and broadcast once to that dialect's room, encoded once by socketioxide for every socket that
+//! receives it. With every socket on one dialect that is one rendering and one broadcast, as with a single
+//! dialect. With a cluster adapter the same calls reach the sockets of every node.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use socketioxide::SocketIo;
+use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
 
 use super::Adapter;
+use super::conn::Conn;
 use crate::app::events::Event;
-use crate::cluster::{Audience, Fanout, Target};
-use crate::domain::names::{room_key, user_room};
+use crate::cluster::{Audience, Census, Fanout, Target};
+use crate::domain::names::user_room;
+use crate::wire::{self, Dialect, Packet};
 
 pub struct SocketIoFanout {
     io: SocketIo<Adapter>,
+    census: Arc<dyn Census>,
 }
 
 impl SocketIoFanout {
-    pub fn new(io: SocketIo<Adapter>) -> SocketIoFanout {
-        SocketIoFanout { io }
+    pub fn new(io: SocketIo<Adapter>, census: Arc<dyn Census>) -> SocketIoFanout {
+        SocketIoFanout { io, census }
     }
 
-    /// The operators for an audience. None once shutdown has closed the namespace (timers still running
-    /// then have nobody left to tell; socketioxide's `io.to()` would panic), or for an empty audience.
-    fn operators(&self, to: &Audience) -> Option<BroadcastOperators<Adapter>> {
+    /// The dialects with sockets connected.
+    fn present(&self) -> impl Iterator<Item = Dialect> + '_ {
+        Dialect::ALL.into_iter().filter(|d| self.census.present(d.index()))
+    }
+
+    /// The rooms and exclusions of an audience in a dialect.
+    fn keys(d: Dialect, to: &Audience) -> (Vec<String>, Vec<String>) {
+        let rooms = to.to.iter().map(|t| key(d, &to.account, t)).collect();
+        let except = to.except_users.iter().map(|u| d.room_key(&to.account, &user_room(u))).collect();
+        (rooms, except)
+    }
+
+    /// The operators for an audience in a dialect. None once shutdown has closed the namespace (timers still
+    /// running then have nobody left to tell; socketioxide's `io.to()` would panic), or for an empty audience.
+    fn operators(&self, d: Dialect, to: &Audience) -> Option<BroadcastOperators<Adapter>> {
         if to.to.is_empty() {
             return None;
         }
         let ns = self.io.of("/")?;
-        let rooms: Vec<String> = to.to.iter().map(|t| key(&to.account, t)).collect();
+        let (rooms, except) = Self::keys(d, to);
         let ops = ns.to(rooms);
-        Some(if to.except_users.is_empty() {
-            ops
-        } else {
-            ops.except(to.except_users.iter().map(|u| room_key(&to.account, &user_room(u))).collect::<Vec<_>>())
-        })
+        Some(if except.is_empty() { ops } else { ops.except(except) })
+    }
+
+    async fn send(ops: BroadcastOperators<Adapter>, packets: Vec<Packet<'_>>) {
+        let last = packets.len().saturating_sub(1);
+        let mut ops = Some(ops);
+        for (i, (name, payload)) in packets.into_iter().enumerate() {
+            let o = if i == last { ops.take().expect("once") } else { ops.clone().expect("kept") };
+            if let Err(e) = o.emit(name.as_ref(), &payload).await {
+                tracing::debug!(event = %name, error = %e, "broadcast failed");
+            }
+        }
+    }
+
+    /// The socket an event came from, when it is on this node, with its dialect.
+    fn origin(&self, event: &Event) -> Option<(SocketRef<Adapter>, Dialect)> {
+        let sid = event.origin()?.parse().ok()?;
+        let socket = self.io.of("/")?.get_socket(sid)?;
+        let dialect = socket.extensions.get::<Arc<Conn>>()?.dialect;
+        Some((socket, dialect))
     }
 }
 
-fn key(account: &str, target: &Target) -> String {
+fn key(d: Dialect, account: &str, target: &Target) -> String {
     match target {
-        Target::Room(room) => room_key(account, room),
-        Target::User(user) => room_key(account, &user_room(user)),
+        Target::Room(room) => d.room_key(account, room),
+        Target::User(user) => d.room_key(account, &user_room(user)),
     }
 }
 
 #[async_trait]
 impl Fanout<Event> for SocketIoFanout {
     async fn emit(&self, to: Audience, event: Event) {
-        let Some(ops) = self.operators(&to) else { return };
-        let (name, payload) = crate::wire::contract::render(&event);
-        if let Err(e) = ops.emit(name.as_ref(), &payload).await {
-            tracing::debug!(event = %name, error = %e, "broadcast failed");
+        let origin = self.origin(&event);
+        for d in self.present() {
+            let packets = wire::render(d, &event);
+            if packets.is_empty() {
+                continue;
+            }
+            // The sending socket's own copy differs (its temporary id): everyone else gets the common one.
+            if let Some((socket, _)) = origin.as_ref().filter(|(_, od)| *od == d)
+                && let Some(own) = wire::render_origin(d, &event)
+            {
+                let (rooms, except) = Self::keys(d, &to);
+                let in_audience = socket.rooms().iter().any(|r| rooms.iter().any(|k| k == r.as_ref()))
+                    && !socket.rooms().iter().any(|r| except.iter().any(|k| k == r.as_ref()));
+                Self::send(socket.to(rooms).except(except), packets).await;
+                if in_audience {
+                    for (name, payload) in own {
+                        let _ = socket.emit(name.as_ref(), &payload);
+                    }
+                }
+                continue;
+            }
+            if let Some(ops) = self.operators(d, &to) {
+                Self::send(ops, packets).await;
+            }
         }
     }
 
     async fn join(&self, account: &str, who: Target, room: &str) {
         let Some(ns) = self.io.of("/") else { return };
-        if let Err(e) = ns.to(key(account, &who)).join(room_key(account, room)).await {
-            tracing::warn!(room, error = %e, "cannot put sockets into a room");
+        for d in self.present() {
+            if let Err(e) = ns.clone().to(key(d, account, &who)).join(d.room_key(account, room)).await {
+                tracing::warn!(room, error = %e, "cannot put sockets into a room");
+            }
         }
     }
 
     async fn leave(&self, account: &str, who: Target, room: &str) {
         let Some(ns) = self.io.of("/") else { return };
-        if let Err(e) = ns.to(key(account, &who)).leave(room_key(account, room)).await {
-            tracing::warn!(room, error = %e, "cannot take sockets out of a room");
+        for d in self.present() {
+            if let Err(e) = ns.clone().to(key(d, account, &who)).leave(d.room_key(account, room)).await {
+                tracing::warn!(room, error = %e, "cannot take sockets out of a room");
+            }
         }
     }
 
     async fn disconnect(&self, account: &str, who: Target) {
         let Some(ns) = self.io.of("/") else { return };
-        if let Err(e) = ns.to(key(account, &who)).disconnect().await {
-            tracing::warn!(error = %e, "cannot disconnect sockets");
+        for d in self.present() {
+            if let Err(e) = ns.clone().to(key(d, account, &who)).disconnect().await {
+                tracing::warn!(error = %e, "cannot disconnect sockets");
+            }
         }
     }
 
     async fn reach(&self, to: &Audience) -> usize {
-        self.operators(to).map_or(0, |ops| ops.sockets().len())
+        self.present().map(|d| self.operators(d, to).map_or(0, |ops| ops.sockets().len())).sum()
     }
 }
 
@@ -168,7 +230,10 @@ mod tests {
                 s.join(room_key("acc", r.as_str().unwrap_or_default()));
             }
         });
-        let h = OneNode { fanout: Arc::new(SocketIoFanout::new(io.clone())), io };
+        // The test's sockets join the contract dialect's room keys.
+        let census = Arc::new(crate::cluster::memory::MemoryCensus::default());
+        crate::cluster::Census::arrived(census.as_ref(), crate::wire::Dialect::Contract.index());
+        let h = OneNode { fanout: Arc::new(SocketIoFanout::new(io.clone(), census)), io };
         suite::fanout(&h, |name| Event::Custom { name: name.to_string(), payload: Value::Null }).await;
     }
 }

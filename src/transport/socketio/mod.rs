@@ -20,12 +20,12 @@ use socketioxide::{SocketIo, TransportType};
 use crate::app::session::{Device, Origin, Session};
 use crate::app::worker::Worker;
 use crate::auth::AuthError;
-use crate::cluster::Budget;
+use crate::cluster::{Budget, Census};
 use crate::config::Config;
 use crate::domain::names::normalize_account;
 use crate::node::Node;
 use crate::store::now_ms;
-use conn::{Conn, Link, WeakSocket};
+use conn::{Conn, Counted, Link, WeakSocket};
 use dispatch::Dispatcher;
 
 /// The adapter the node runs on (one node: socketioxide's local adapter).
@@ -56,15 +56,16 @@ pub struct Edge {
 
 impl Edge {
     /// Registers the namespace: the handshake middleware admits or refuses, then the connect handler greets.
-    pub fn register(io: SocketIo<Adapter>, node: Arc<Node>) -> Arc<Edge> {
+    /// `census` counts the sockets of each wire dialect (the fan-out reads it).
+    pub fn register(io: SocketIo<Adapter>, node: Arc<Node>, census: Arc<dyn Census>) -> Arc<Edge> {
         let (for_connect, for_handshake) = (node.clone(), node.clone());
         let on_connect = move |s: SocketRef<Adapter>| {
             let node = for_connect.clone();
             async move { greet(s, node).await }
         };
         let handshake = move |s: SocketRef<Adapter>, weak: WeakSocket, TryData(auth): TryData<Value>| {
-            let node = for_handshake.clone();
-            async move { handshake(s, weak, auth.unwrap_or(Value::Null), node).await }
+            let (node, census) = (for_handshake.clone(), census.clone());
+            async move { handshake(s, weak, auth.unwrap_or(Value::Null), node, census).await }
         };
         io.ns("/", on_connect.with(handshake));
         let edge = Arc::new(Edge { io, node, reaper: Worker::default() });
@@ -129,7 +130,13 @@ impl Drop for HandshakeSlot {
 
 /// The connect middleware: everything that can refuse a connection, and every handler registration, happens
 /// here, before socketioxide sends the CONNECT packet.
-async fn handshake(s: SocketRef<Adapter>, weak: WeakSocket, auth: Value, node: Arc<Node>) -> Result<(), AuthError> {
+async fn handshake(
+    s: SocketRef<Adapter>,
+    weak: WeakSocket,
+    auth: Value,
+    node: Arc<Node>,
+    census: Arc<dyn Census>,
+) -> Result<(), AuthError> {
     let refuse = |e: AuthError| {
         node.metrics.connections_rejected.inc();
         e
@@ -182,6 +189,17 @@ async fn handshake(s: SocketRef<Adapter>, weak: WeakSocket, auth: Value, node: A
         None if node.cfg.allow_anonymous => None,
         None => return Err(refuse(AuthError::Missing)),
     };
+    // The wire dialect (docs/protocol.md §15.1). A user id claimed in `auth.userId` is never an identity: it
+    // must be the token's.
+    let detected = crate::wire::detect(&auth).map_err(|e| refuse(AuthError::Protocol(e)))?;
+    if let Some(claimed) = &detected.claimed_user {
+        match &identity {
+            Some(i) if &i.user_id == claimed => {}
+            Some(_) => return Err(refuse(AuthError::Invalid("auth.userId does not match the token".into()))),
+            None => return Err(refuse(AuthError::Invalid("auth.userId needs a token that names that user".into()))),
+        }
+    }
+    let dialect = detected.dialect;
 
     let device = auth.get("device").map(|d| Device {
         kind: short(d.get("type")),
@@ -197,9 +215,16 @@ async fn handshake(s: SocketRef<Adapter>, weak: WeakSocket, auth: Value, node: A
         device: device.unwrap_or_default(),
         user_agent: header("user-agent").map(|ua| ua.chars().take(256).collect()),
     };
-    let link = Arc::new(Link::new(&weak, &account));
+    let link = Arc::new(Link::new(&weak, &account, dialect));
     let session = Arc::new(Session::new(s.id.to_string(), account, identity, origin, link.clone()));
-    let conn = Arc::new(Conn { session: session.clone(), link, queue: Default::default() });
+    let conn = Arc::new(Conn {
+        session: session.clone(),
+        dialect,
+        state: Default::default(),
+        link,
+        queue: Default::default(),
+        counted: Counted::new(census, dialect),
+    });
     s.extensions.insert(conn);
     s.on_fallback(Dispatcher { node: node.clone() });
     let for_disconnect = node.clone();

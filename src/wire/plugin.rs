@@ -1,0 +1,76 @@
+//! nchat's realtime plugin test dialect (docs/protocol.md §15.4; the plugin's seed "WebSocket Events" and
+//! `__tests__/plugins/realtime-plugin.test.ts`): `auth {token, userId}`, `channel:join` → `channel:joined` and
+//! `channel:members`, `typing {channelId, isTyping}` → `typing`, `presence:update` → `presence`,
+//! `message:send` → `message`. Its other inbound events are the contract's.
+
+use std::borrow::Cow;
+
+use serde_json::{Value, json};
+
+use super::{Cx, Packet, Reply, contract, socket};
+use crate::app::events::Event;
+use crate::domain::names::channel_id_of;
+use crate::domain::presence::PublicStatus;
+use crate::domain::time::iso_ms;
+use crate::error::AppResult;
+
+/// Handles one inbound event of a plugin socket.
+pub async fn handle(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
+    match event {
+        "channel:join" => {
+            let (room, joined) = contract::channel_join(cx, data).await?;
+            let members: Vec<Value> = joined
+                .members
+                .iter()
+                .flatten()
+                .map(|m| json!({ "userId": m.user_id, "joinedAt": iso_ms(m.joined_at) }))
+                .collect();
+            cx.out.emit("channel:members", &json!({ "channelId": room.channel_id(), "members": members }));
+            Ok(Reply::Data(contract::joined_ack(&joined)))
+        }
+        // `{channelId, content, mentions: []}`: the lenient reading of nchat's shapes.
+        "message:send" => {
+            let out = socket::outgoing(&data, cx.node.cfg.max_message_length)?;
+            Ok(Reply::Later(Box::pin(contract::commit(cx, out).await?)))
+        }
+        _ => contract::handle(cx, event, data).await,
+    }
+}
+
+fn status_word(s: PublicStatus) -> &'static str {
+    match s {
+        PublicStatus::Busy => "dnd",
+        other => other.as_str(),
+    }
+}
+
+/// An event as the plugin's clients read it.
+pub fn render(event: &Event) -> Vec<Packet<'_>> {
+    match event {
+        Event::MessageNew { message: m, .. } => vec![(
+            Cow::Borrowed("message"),
+            json!({ "id": m.id, "userId": m.user_id, "channelId": channel_id_of(&m.room), "content": m.content,
+                    "createdAt": iso_ms(m.created_at) }),
+        )],
+        Event::Typing(change) => {
+            let channel = &change.list.room_name;
+            let started = change.delta.started.iter().map(|u| (u.user_id.as_str(), true));
+            let stopped = change.delta.stopped.iter().map(|u| (u.as_str(), false));
+            started
+                .chain(stopped)
+                .map(|(user, on)| {
+                    (Cow::Borrowed("typing"), json!({ "userId": user, "channelId": channel, "isTyping": on }))
+                })
+                .collect()
+        }
+        Event::PresenceChanged(v) => {
+            vec![(Cow::Borrowed("presence"), json!({ "userId": v.user_id, "status": status_word(v.status) }))]
+        }
+        Event::TokenExpired => vec![(
+            Cow::Borrowed("error"),
+            json!({ "type": "auth", "code": "TOKEN_EXPIRED", "message": "the token expired; reconnect with a new token" }),
+        )],
+        Event::Custom { name, payload } => vec![(Cow::Borrowed(name.as_str()), payload.clone())],
+        _ => Vec::new(),
+    }
+}
