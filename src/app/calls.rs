@@ -1,4 +1,4 @@
-//! Calls (docs/protocol.md §15.3): nchat's WebRTC signalling relayed between the users of a call. The part
+//! Calls (docs/protocol.md §13.5): nchat's WebRTC signalling relayed between the users of a call. The part
 //! keeps who is in which call (a [`CallRegistry`], shareable by several nodes), checks every signal against
 //! it, relays the client's payload unchanged to the users it is for, and tells what the clients cannot know
 //! (ringing, a participant who joined or dropped, a call nobody answered). It never reads or keeps a session

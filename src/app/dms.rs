@@ -1,4 +1,4 @@
-//! Direct messages the server has not seen (docs/protocol.md §15.5). nchat creates its dms in its own backend
+//! Direct messages the server has not seen (docs/protocol.md §13.7). nchat creates its dms in its own backend
 //! and knows them by ids (`dm:<uuid>`) that do not name their participants, so the server learns a dm:
 //!
 //! - from the admin API (`POST /api/rooms` with `type: dm`, then `POST /api/rooms/:name/members` for each

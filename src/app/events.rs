@@ -71,7 +71,7 @@ pub struct CallParty {
     pub joined_at: i64,
 }
 
-/// What the users of a call are told (docs/protocol.md §15.3).
+/// What the users of a call are told (docs/protocol.md §13.5).
 #[derive(Clone, Debug, PartialEq)]
 pub enum CallEvent {
     /// A client's signal, passed on exactly as it was sent (descriptions and candidates are never read).

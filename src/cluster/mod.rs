@@ -415,7 +415,7 @@ pub const DIALECT_SLOTS: usize = 8;
 /// call.
 pub type CallChange<'a> = dyn Fn(Option<&Call>) -> Result<Option<Call>, CallError> + Send + Sync + 'a;
 
-/// The calls going on (docs/protocol.md §15.3): who is in each, who is invited, when the ringing gives up.
+/// The calls going on (docs/protocol.md §13.5): who is in each, who is invited, when the ringing gives up.
 /// Session descriptions are never stored here (they are relayed, never kept).
 #[async_trait]
 pub trait CallRegistry: Send + Sync {
@@ -448,7 +448,7 @@ pub trait CallRegistry: Send + Sync {
 /// How long a claim on a dm waits for its counterpart.
 pub const DM_CLAIM_TTL: chrono::Duration = chrono::Duration::minutes(10);
 
-/// First use of a dm the server does not know (docs/protocol.md §15.4): a participant claims that a dm id is
+/// First use of a dm the server does not know (docs/protocol.md §13.7): a participant claims that a dm id is
 /// theirs and another user's. One claim delivers nothing; the other user's matching claim confirms the pair.
 #[async_trait]
 pub trait DmClaims: Send + Sync {

@@ -1,4 +1,4 @@
-//! Calls (docs/protocol.md §15.3): the server relays nchat's WebRTC signalling between the users of a call.
+//! Calls (docs/protocol.md §13.5): the server relays nchat's WebRTC signalling between the users of a call.
 //! It routes by call id and user and never reads a session description. These are the rules: who takes
 //! part in a call, who may send which signal to whom, and when a call is over. Pure and clock-free: every
 //! transition takes `now`.

@@ -1,4 +1,4 @@
-//! The `compat` dialect (docs/protocol.md §15.2): a socket that sends only `{token}` may be the QUICKSTART
+//! The `compat` dialect (docs/protocol.md §13.3): a socket that sends only `{token}` may be the QUICKSTART
 //! page or a client of docs/protocol.md, or nchat's `lib/socket` or `socketManager` (they cannot be told
 //! apart). It gets every event of the contract exactly as the contract renders it, and the events of those
 //! stacks besides; a name both use is sent once, as one payload every reader accepts. Inbound, it takes the

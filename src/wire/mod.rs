@@ -1,6 +1,6 @@
 //! The wire: what clients send and receive. Inbound payloads are read field by field here (type and size
 //! checked, with the protocol's error codes) into the application's typed requests; outbound events and
-//! answers are rendered here, one module per dialect (docs/protocol.md §15):
+//! answers are rendered here, one module per dialect (docs/protocol.md §13):
 //!
 //! - `contract`: the dialect of docs/protocol.md (nchat's `services/realtime`);
 //! - `socket`: nchat's `lib/socket` SocketProvider and `socketManager` (with the WebRTC call signalling);
@@ -38,7 +38,7 @@ use crate::node::Node;
 // Dialects
 // ---------------------------------------------------------------------------------------------
 
-/// The wire dialect of a socket (docs/protocol.md §15).
+/// The wire dialect of a socket (docs/protocol.md §13).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dialect {
     /// docs/protocol.md (nchat's `services/realtime`, sockets that send `auth.device`).
@@ -114,7 +114,7 @@ pub struct Detected {
     pub claimed_user: Option<String>,
 }
 
-/// The dialect rule (docs/protocol.md §15.1): `auth.protocol` when present; else `auth.device` → contract;
+/// The dialect rule (docs/protocol.md §13.1): `auth.protocol` when present; else `auth.device` → contract;
 /// else `auth.userId` → plugin; else compat. An unknown `auth.protocol` is refused (the message says why).
 pub fn detect(auth: &Value) -> Result<Detected, String> {
     let claimed = |v: Option<&Value>| -> Result<Option<String>, String> {
@@ -183,7 +183,7 @@ pub enum Charge {
     Free,
     /// The user's event budget.
     Events,
-    /// The user's call-signalling budget (ICE candidates come in bursts; docs/protocol.md §15.3).
+    /// The user's call-signalling budget (ICE candidates come in bursts; docs/protocol.md §13.5).
     Calls,
 }
 

@@ -1,4 +1,4 @@
-//! nchat's realtime plugin test dialect (docs/protocol.md §15.4; the plugin's seed "WebSocket Events" and
+//! nchat's realtime plugin test dialect (docs/protocol.md §13.6; the plugin's seed "WebSocket Events" and
 //! `__tests__/plugins/realtime-plugin.test.ts`): `auth {token, userId}`, `channel:join` → `channel:joined` and
 //! `channel:members`, `typing {channelId, isTyping}` → `typing`, `presence:update` → `presence`,
 //! `message:send` → `message`. Its other inbound events are the contract's.

@@ -1,6 +1,6 @@
 //! nchat's `lib/socket` (the mounted SocketProvider and its hooks, `lib/socket/events.ts`) and `socketManager`
 //! (`lib/realtime/typed-events.ts`, the delivery handler and the WebRTC signalling of `lib/webrtc/
-//! signaling.ts`): docs/protocol.md §15.2–15.3. Inbound, the events these stacks send that the contract does
+//! signaling.ts`): docs/protocol.md §13.4–13.5. Inbound, the events these stacks send that the contract does
 //! not know, and the contract's events in the shapes these stacks send them; everything else is the
 //! contract's. Outbound, the events their hooks listen to.
 //!

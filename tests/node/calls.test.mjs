@@ -1,4 +1,4 @@
-// docs/protocol.md §15.3: the WebRTC call signalling of nchat's lib/webrtc/signaling.ts relayed between the
+// docs/protocol.md §13.5: the WebRTC call signalling of nchat's lib/webrtc/signaling.ts relayed between the
 // users of a call, with its exact payloads (CallOfferPayload, CallIceCandidatePayload, …): routed by call id
 // and user, the sender must take part (or be invited) and be who it says, refusals as `call:error`, the
 // description passed on unchanged, a call whose peers are gone ends. SQLite and PostgreSQL.

@@ -1,4 +1,4 @@
-// docs/protocol.md §15.1 and the served dialect's fixes, driven the way nchat's services/realtime drives it
+// docs/protocol.md §13.1 and the served dialect's fixes, driven the way nchat's services/realtime drives it
 // (`auth {token, device}`): presence answers show the live state and nobody is left holding a state that did
 // not last; a privacy change racing a publication always reaches the viewer (repeated many times); a refused
 // auth:refresh is one signal; channel:join answers channel:joined once per room; dm typing in a dm the server

@@ -1,4 +1,4 @@
-// docs/protocol.md §15: several dialects in one room, and several of nchat's stacks of one browser tab
+// docs/protocol.md §13: several dialects in one room, and several of nchat's stacks of one browser tab
 // (one user, two sockets of different dialects) at the same time. Each socket gets each event once, in its
 // own dialect; no socket gets another dialect's events. SQLite and PostgreSQL.
 import { describe, it, before, after } from 'node:test';

@@ -1,4 +1,4 @@
-// docs/protocol.md §15.4: nchat's realtime plugin test dialect (seed "WebSocket Events",
+// docs/protocol.md §13.6: nchat's realtime plugin test dialect (seed "WebSocket Events",
 // __tests__/plugins/realtime-plugin.test.ts): `auth {token, userId}`, channel:joined exactly once, typing,
 // presence and message in its own shapes; auth.userId must be the token's user. SQLite and PostgreSQL.
 import { describe, it, before, after } from 'node:test';

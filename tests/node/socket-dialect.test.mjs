@@ -1,4 +1,4 @@
-// docs/protocol.md §15.2: nchat's lib/socket (the mounted SocketProvider and its hooks), which connects with
+// docs/protocol.md §13.4: nchat's lib/socket (the mounted SocketProvider and its hooks), which connects with
 // `{token}` only and so gets the compat dialect. Its exact payloads and listeners (lib/socket/events.ts,
 // hooks/use-typing, use-presence, use-channel-events, use-read-receipts, use-notifications): joins sent twice
 // per mount, typing:start/stop with server times, message:send with a tempId and mention objects and no ack,

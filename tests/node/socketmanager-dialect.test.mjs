@@ -1,4 +1,4 @@
-// docs/protocol.md §15.2: nchat's socketManager (lib/realtime/socket-manager.ts, typed-events.ts, the
+// docs/protocol.md §13.4: nchat's socketManager (lib/realtime/socket-manager.ts, typed-events.ts, the
 // delivery handler, hooks/use-typing), which connects with `{token}` only (compat). Its acks
 // `{success, messageId?, error?}`, `message:typing`, the bare `ping` heartbeat, and the delivery retry that
 // re-sends a message as an inbound `message:new {clientMessageId, …}`. Its provider treats any `error` event

@@ -94,6 +94,11 @@ impl Shared {
         if let Some(app) = &self.app {
             auth.insert("sourceAccountId".into(), app.clone().into());
         }
+        if !auth.is_empty() {
+            // The load speaks the dialect of docs/protocol.md: say so, rather than be served the compat dialect
+            // (which adds nchat's lib/socket events to every room event). Baselines ignore the field.
+            auth.insert("protocol".into(), "contract".into());
+        }
         Ok(if auth.is_empty() { serde_json::Value::Null } else { auth.into() })
     }
 

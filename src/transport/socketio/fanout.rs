@@ -94,8 +94,9 @@ impl Fanout<Event> for SocketIoFanout {
                 && let Some(own) = wire::render_origin(d, &event)
             {
                 let (rooms, except) = Self::keys(d, &to);
-                let in_audience = socket.rooms().iter().any(|r| rooms.iter().any(|k| k == r.as_ref()))
-                    && !socket.rooms().iter().any(|r| except.iter().any(|k| k == r.as_ref()));
+                let own_rooms = socket.rooms();
+                let has = |keys: &[String]| own_rooms.iter().any(|r| keys.iter().any(|k| k == r.as_ref()));
+                let in_audience = has(&rooms) && !has(&except);
                 Self::send(socket.to(rooms).except(except), packets).await;
                 if in_audience {
                     for (name, payload) in own {

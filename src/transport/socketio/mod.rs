@@ -189,7 +189,7 @@ async fn handshake(
         None if node.cfg.allow_anonymous => None,
         None => return Err(refuse(AuthError::Missing)),
     };
-    // The wire dialect (docs/protocol.md §15.1). A user id claimed in `auth.userId` is never an identity: it
+    // The wire dialect (docs/protocol.md §13.1). A user id claimed in `auth.userId` is never an identity: it
     // must be the token's.
     let detected = crate::wire::detect(&auth).map_err(|e| refuse(AuthError::Protocol(e)))?;
     if let Some(claimed) = &detected.claimed_user {
