@@ -57,6 +57,8 @@ pub struct ReadPosition {
     pub thread_id: Option<String>,
     /// Epoch ms.
     pub at: i64,
+    /// Everyone who read that message now, with when (epoch ms), when the message is tracked in memory.
+    pub readers: Option<Vec<(String, i64)>>,
 }
 
 /// A user in a call, as the other parties are told.

@@ -290,16 +290,21 @@ impl Receipts {
                 self.fanout.emit(Audience::user(account, &n.sender_id), Event::Read(n.read)).await;
             }
         }
-        let shown = self.tracker.lock().allows_read_receipts(account, user);
+        let (shown, readers) = {
+            let t = self.tracker.lock();
+            (t.allows_read_receipts(account, user), t.readers(account, &room, seq))
+        };
         if let (true, true, Some(message_id)) = (outcome.advanced, shown, read_id)
             && outcome.watermark == seq
         {
+            let readers = readers.map(|r| r.into_iter().map(|(u, at)| (u, at.timestamp_millis())).collect());
             let position = ReadPosition {
                 room: room.clone(),
                 user: user.to_string(),
                 message_id,
                 thread_id: thread,
                 at: now.timestamp_millis(),
+                readers,
             };
             self.fanout.emit(Audience::room(account, &room).except_user(user), Event::ReadUpdate(position)).await;
         }

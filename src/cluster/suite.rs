@@ -21,8 +21,10 @@ use super::{
     SocketEntry, Target, TypingBackend,
 };
 use crate::domain::calls::{Call, CallError};
-use crate::domain::presence::PrivacySettings;
-use crate::domain::presence::{PresenceConfig, PresenceEvent, PresenceUpdate, PublicStatus, Status, UpdateOutcome};
+use crate::domain::presence::{
+    Presence, PresenceConfig, PresenceEvent, PresenceUpdate, PrivacySettings, PublicStatus, Status, UpdateOutcome,
+    Viewer, view_as,
+};
 use crate::domain::ratelimit::Rate;
 use crate::domain::typing::{RoomType, TypingConfig, TypingRoom, Typist};
 
@@ -337,6 +339,22 @@ fn changed(evs: &[PresenceEvent]) -> Vec<(&str, PublicStatus)> {
 }
 
 /// [`PresenceBackend`]: aggregation with coalescing and grace, subscriptions, audiences, settings. `make(node,
+/// The answers handed out with the close of a user's windows: (event kind, viewer, status shown).
+fn answers_of(evs: &[PresenceEvent], user: &str) -> Vec<(&'static str, String, PublicStatus)> {
+    let mut out = Vec::new();
+    for e in evs {
+        let (kind, current, answers) = match e {
+            PresenceEvent::Changed { current, answers, .. } => ("changed", current, answers),
+            PresenceEvent::Settled { current, answers, .. } => ("settled", current, answers),
+            PresenceEvent::SessionEnded { .. } => continue,
+        };
+        if current.user_id == user {
+            out.extend(answers.iter().map(|(v, view)| (kind, v.clone(), view.status)));
+        }
+    }
+    out
+}
+
 /// cfg)`: the instance is node `node`'s.
 pub async fn presence(make: impl Fn(&str, PresenceConfig) -> Arc<dyn PresenceBackend>) {
     let b = make("n1", PresenceConfig::from_millis(5_000, 300_000, 400));
@@ -431,6 +449,28 @@ pub async fn presence(make: impl Fn(&str, PresenceConfig) -> Arc<dyn PresenceBac
     assert!(changed(&evs).contains(&("fay", PublicStatus::Offline)), "{evs:?}");
     assert_eq!(b.purge_node("n1", t(61_000)).await, 0);
     assert_eq!(b.breakdown("acc").await, Default::default());
+
+    // Answers show the live state; inside a coalescing window they are remembered per viewer and handed out
+    // once, with the window's close; a window that closes with nothing to announce is reported as settled.
+    let seen = |p: &Presence| view_as(Viewer::Other, p, &PrivacySettings::default());
+    assert_eq!(b.answer("acc", "nobody", Some("cid"), &seen).await, None, "an untracked user");
+    b.connect("acc", "zoe", "z1", t(200_000)).await;
+    let shown = b.answer("acc", "zoe", Some("cid"), &seen).await.expect("tracked");
+    assert_eq!(shown.status, PublicStatus::Online, "the live state, before the announcement");
+    b.answer("acc", "zoe", None, &seen).await.expect("an anonymous viewer is answered, not remembered");
+    let evs = run_until(&b, t(201_000)).await;
+    assert_eq!(answers_of(&evs, "zoe"), vec![("changed", "cid".to_string(), PublicStatus::Online)]);
+    b.answer("acc", "zoe", Some("cid"), &seen).await;
+    b.update("acc", "zoe", "z1", upd(Status::Offline), t(202_000)).await;
+    assert_eq!(b.answer("acc", "zoe", Some("dan"), &seen).await.map(|v| v.status), Some(PublicStatus::Offline));
+    b.update("acc", "zoe", "z1", upd(Status::Online), t(202_100)).await;
+    let evs = run_until(&b, t(205_000)).await;
+    assert_eq!(
+        answers_of(&evs, "zoe"),
+        vec![("settled", "dan".to_string(), PublicStatus::Offline)],
+        "a reverted window is settled, with what dan was told (cid's answer outside a window was not kept): {evs:?}"
+    );
+    assert!(run_until(&b, t(210_000)).await.iter().all(|e| answers_of(std::slice::from_ref(e), "zoe").is_empty()));
 }
 
 /// [`PresenceBackend`] shared by nodes: `make(node, cfg)` is called once per node; one presence per user.
@@ -504,6 +544,13 @@ pub async fn presence_cluster(make: impl Fn(&str, PresenceConfig) -> Arc<dyn Pre
     let evs = run_all(&[&b], t(70_000)).await;
     assert_eq!(ended(&evs), vec!["eve", "gil", "ivy"], "hal is back on node 2");
     assert!(b.is_connected("acc", "hal").await);
+
+    // An answer given on one node is handed out by whichever node closes the window, once.
+    let seen = |p: &Presence| view_as(Viewer::Other, p, &PrivacySettings::default());
+    a.connect("acc", "yan", "y1", t(300_000)).await;
+    assert_eq!(b.answer("acc", "yan", Some("cid"), &seen).await.map(|v| v.status), Some(PublicStatus::Online));
+    let evs = run_all(&both, t(301_000)).await;
+    assert_eq!(answers_of(&evs, "yan"), vec![("changed", "cid".to_string(), PublicStatus::Online)]);
 }
 
 /// [`RateLimiter`]: a burst of the capacity, then the steady rate; budgets are independent.

@@ -431,6 +431,23 @@ impl ReceiptTracker {
         }
     }
 
+    /// Who read the tracked message at `seq` of a room: its recipients whose watermark reached it and who let
+    /// others see their reads, each with the time their watermark last moved. None when the message is not
+    /// tracked.
+    pub fn readers(&self, account: &str, room: &str, seq: Seq) -> Option<Vec<(String, DateTime<Utc>)>> {
+        let r = self.rooms.get(&Self::rk(account, room))?;
+        let m = r.messages.get(&seq)?;
+        let off = self.receipts_off_fn(account);
+        let mut out: Vec<(String, DateTime<Utc>)> = r
+            .watermarks
+            .iter()
+            .filter(|(u, w)| w.seq >= seq && r.is_recipient(u, seq, m) && !off(u))
+            .map(|(u, w)| (u.clone(), w.at))
+            .collect();
+        out.sort();
+        Some(out)
+    }
+
     /// Whether the user lets others see their reads (`allowReadReceipts`).
     pub fn allows_read_receipts(&self, account: &str, user_id: &str) -> bool {
         !self.receipts_off.contains(&(account.to_string(), user_id.to_string()))
@@ -910,6 +927,21 @@ mod tests {
         );
         assert_eq!(batches[1].sender_id, "bob");
         assert_eq!(batches[1].payload.message_ids, vec!["m2"]);
+    }
+
+    #[test]
+    fn readers_are_the_recipients_who_read_and_show_it() {
+        let mut r = room4();
+        r.set_read_receipts(A, "bob", false);
+        assert_eq!(r.readers(A, ROOM, 1), Some(vec![]));
+        r.mark_read(A, ROOM, "carol", 1, t(100));
+        r.mark_read(A, ROOM, "bob", 1, t(150));
+        r.mark_read(A, ROOM, "alice", 1, t(160));
+        assert_eq!(r.readers(A, ROOM, 1), Some(vec![("carol".to_string(), t(100))]), "not the sender, not bob");
+        r.mark_read(A, ROOM, "dave", 5, t(200));
+        let readers = r.readers(A, ROOM, 1).unwrap();
+        assert_eq!(readers.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>(), vec!["carol", "dave"]);
+        assert_eq!(r.readers(A, ROOM, 99), None, "an untracked message");
     }
 
     #[test]

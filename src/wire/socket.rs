@@ -60,6 +60,8 @@ pub async fn handle(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
             Ok(Reply::Done)
         }
         e if e.starts_with("call:") => call(cx, e, data).await,
+        // socketManager names live-stream events; streams are not served here (refused without an `error`).
+        e if e.starts_with("stream:") => Err(AppError::forbidden("live streams are not served by this server")),
         _ => contract::handle(cx, event, data).await,
     }
 }
@@ -74,6 +76,7 @@ pub fn refusal(event: &str, data: Option<&Value>) -> Refusal {
         "message:typing" | "auth:refresh" | "notification:read" | "notification:read:all" => {
             Refusal { failed: None, tell: Tell::Quietly }
         }
+        e if e.starts_with("stream:") => Refusal { failed: None, tell: Tell::Quietly },
         e if e.starts_with("call:") => {
             let call_id = contract::client_message_id(data, "callId").unwrap_or_default();
             Refusal { failed: None, tell: Tell::CallError { call_id } }
@@ -489,7 +492,16 @@ pub(super) fn extras(event: &Event) -> Vec<Packet<'_>> {
         Event::PresenceChanged(v) => vec![(Cow::Borrowed("presence:update"), presence_event(v))],
         Event::UserJoined(p) => member(p, true),
         Event::UserLeft(p) => member(p, false),
-        Event::ReadUpdate(r) => vec![(Cow::Borrowed("read:update"), read_update(r))],
+        Event::ReadUpdate(r) => {
+            let mut out = vec![(Cow::Borrowed("read:update"), read_update(r))];
+            // lib/socket's useReadReceipts replaces a message's readers with this list: only ever the full one.
+            if let Some(readers) = &r.readers {
+                let readers: Vec<Value> =
+                    readers.iter().map(|(u, at)| json!({ "userId": u, "readAt": iso_ms(*at) })).collect();
+                out.push((Cow::Borrowed("read:message"), json!({ "messageId": r.message_id, "readers": readers })));
+            }
+            out
+        }
         Event::Call(c) => vec![call_event(c)],
         _ => Vec::new(),
     }

@@ -99,7 +99,7 @@ for (const backend of backends()) {
     });
 
     it('message:send with a tempId and mention objects: the sender\'s copy alone carries the tempId; a retry is not sent twice', async () => {
-      const { channelId, alice, A, B } = await pair(server);
+      const { channelId, alice, bob, A, B } = await pair(server);
       const content = uid('hello');
       const tempId = uid('tmp');
       const mine = waitFor(A, 'message:new', (m) => m.content === content);
@@ -134,11 +134,15 @@ for (const backend of backends()) {
       B.emit('reaction:remove', { messageId: m.id, channelId, emoji: '👍' });
       fresh((await removed).removedAt, 'removedAt');
       const read = waitFor(A, 'read:update', (e) => e.messageId === m.id);
+      const readers = waitFor(A, 'read:message', (e) => e.messageId === m.id);
       B.emit('read:update', { channelId, messageId: m.id });
       const rd = await read;
       assert.equal(rd.channelId, channelId);
       fresh(rd.readAt, 'readAt');
       assert.ok(!('threadId' in rd), show(rd));
+      const rm = await readers; // the full list: useReadReceipts replaces the message's readers with it
+      assert.deepEqual(rm.readers.map((x) => x.userId), [bob], show(rm));
+      fresh(rm.readers[0].readAt, 'readers[].readAt');
 
       // a refusal: `error {code, message}` (the only thing lib/socket could read)
       const err = waitFor(A, 'error', (e) => e.code === 'VALIDATION_ERROR');
