@@ -69,6 +69,39 @@ for (const backend of backends()) {
       await nothing(O, ['typing:event', 'user:joined', 'presence:changed', 'typing', 'message'], { from: marks[3], ms: 0, what: 'the socket-only socket:' });
     });
 
+    it('no event any of nchat\'s stacks sends is unknown to its dialect', async () => {
+      const libSocket = ['presence:update', 'presence:subscribe', 'presence:unsubscribe', 'typing:start', 'typing:stop',
+        'message:send', 'reaction:add', 'reaction:remove', 'channel:join', 'channel:leave', 'notification:read',
+        'notification:read:all', 'read:update', 'user:status'];
+      const socketManager = ['message:send', 'message:edit', 'message:delete', 'message:typing', 'channel:join',
+        'channel:leave', 'presence:update', 'presence:subscribe', 'reaction:add', 'reaction:remove', 'ping', 'message:new',
+        ...['initiate', 'accept', 'decline', 'end', 'busy', 'cancelled', 'offer', 'answer', 'ice-candidate', 'renegotiate',
+          'mute:changed', 'video:changed', 'screen-share:started', 'screen-share:stopped'].map((n) => `call:${n}`),
+        ...['start', 'end', 'quality-update', 'viewer-joined', 'viewer-left', 'viewer-count', 'chat-message', 'chat-deleted',
+          'chat-pinned', 'reaction', 'error'].map((n) => `stream:${n}`)];
+      const realtime = ['ping', 'auth:refresh', 'room:join', 'room:leave', 'message:send', 'message:edit', 'message:delete',
+        'typing:start', 'typing:stop', 'presence:update', 'presence:subscribe', 'presence:unsubscribe', 'presence:get',
+        'presence:settings', 'read:update', 'message:read-ack', 'reaction:add', 'reaction:remove', 'sync:messages',
+        'sync:channels', 'delivery:sync'];
+      const plugin = ['channel:join', 'channel:leave', 'typing', 'presence:update', 'message:send'];
+      const cases = [
+        [await stack(server, uid('a')), [...libSocket, ...socketManager]],
+        [await stack(server, uid('r'), { auth: { device: { type: 'web' } } }), realtime],
+        [await stack(server, uid('p'), { auth: { protocol: 'socket' } }), [...libSocket, ...socketManager]],
+      ];
+      const pia = uid('p');
+      cases.push([await stack(server, pia, { auth: { userId: pia } }), plugin]);
+      for (const [{ socket }, events] of cases) {
+        for (const event of events) {
+          const ack = await emitAck(socket, event, {});
+          assert.ok(!(ack && ack.success === false && ack.error?.code === 'UNKNOWN_EVENT'), `${event}: ${show(ack)}`);
+        }
+      }
+      const [{ socket }] = cases[0];
+      const ack = await emitAck(socket, 'no:such-event', {});
+      assert.equal(ack.error?.code, 'UNKNOWN_EVENT', 'names no stack sends are still unknown');
+    });
+
     it('one user, two stacks in one tab (compat and contract): each socket hears the other user once, in its dialect', async () => {
       const channelId = uid('c');
       const [sam, tom] = [uid('sam'), uid('tom')];
