@@ -11,6 +11,7 @@
 //   REALTIME_TEST_SERVICES=skip  skip the postgres variants (and say so)
 //   REALTIME_TEST_VERBOSE=1      stream the servers' output to stderr
 
+import * as nodeTest from 'node:test';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
@@ -53,11 +54,17 @@ export function show(v, max = 1500) {
   return s.length > max ? `${s.slice(0, max)}…` : s;
 }
 
+if (SERVICES_SKIPPED && process.env.CI === 'true') {
+  throw new Error('REALTIME_TEST_SERVICES=skip is refused under CI=true: CI must run the PostgreSQL variants');
+}
+
+export const PG_SKIP_REASON = 'postgres variant skipped: REALTIME_TEST_SERVICES=skip';
+
 /** Backends for the parametrized suites. */
 export function backends() {
   return [
     { name: 'sqlite', skip: false },
-    { name: 'postgres', skip: SERVICES_SKIPPED ? 'postgres variant skipped: REALTIME_TEST_SERVICES=skip' : false },
+    { name: 'postgres', skip: SERVICES_SKIPPED ? PG_SKIP_REASON : false },
   ];
 }
 
@@ -65,6 +72,54 @@ export function noteSkips() {
   if (SERVICES_SKIPPED) {
     console.log('# NOTE: PostgreSQL variants are SKIPPED because REALTIME_TEST_SERVICES=skip');
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// describe / it / before / after with skips that count
+//
+// node:test does not count the tests of a skipped `describe` (its summary says "skipped 0"), so a
+// skipped PostgreSQL variant would vanish from the numbers. These wrappers turn a suite's `skip`
+// into a skip of every test inside it (each one shows as skipped and is counted), and its hooks
+// into no-ops (no server is started for a skipped variant). Test files import them from here.
+
+let skipReason = false;
+
+function withSkip(reason, fn) {
+  const prev = skipReason;
+  skipReason = reason;
+  try {
+    return fn();
+  } finally {
+    skipReason = prev;
+  }
+}
+
+function splitArgs(opts, fn) {
+  return typeof opts === 'function' ? [{}, opts] : [opts || {}, fn];
+}
+
+export function describe(name, opts, fn) {
+  const [o, body] = splitArgs(opts, fn);
+  const { skip, ...rest } = o;
+  const reason = skip || skipReason;
+  return nodeTest.describe(name, rest, () => withSkip(reason, body));
+}
+
+export function it(name, opts, fn) {
+  const [o, body] = splitArgs(opts, fn);
+  return nodeTest.it(name, skipReason ? { ...o, skip: skipReason } : o, body);
+}
+
+export function before(fn, o) {
+  return nodeTest.before(skipReason ? () => {} : fn, o);
+}
+
+export function after(fn, o) {
+  return nodeTest.after(skipReason ? () => {} : fn, o);
+}
+
+export function afterEach(fn, o) {
+  return nodeTest.afterEach(skipReason ? () => {} : fn, o);
 }
 
 // ---------------------------------------------------------------------------------------------
