@@ -667,3 +667,81 @@ export async function join(socket, roomName, extra = {}) {
   const ack = await emitAck(socket, 'room:join', { roomName, ...extra });
   return assertOk(ack, `room:join ${roomName}`);
 }
+
+/**
+ * Send a fresh message from `sender` to `roomName` and wait until `receiver` has it. Broadcasts to one
+ * socket go out in the order the server emits them, so any event the server emitted to `receiver`
+ * before this message (for example the broadcast of a refused or duplicate send whose ack already
+ * arrived) is in receiver.received once this resolves: an event-driven replacement for "wait a bit
+ * and check nothing came".
+ */
+export async function barrier(sender, receiver, roomName, timeoutMs = 10_000) {
+  const content = uid('barrier');
+  const got = waitFor(receiver, 'message:new', (m) => m && m.content === content, timeoutMs);
+  assertOk(await emitAck(sender, 'message:send', { roomName, content }, timeoutMs), `barrier message:send to ${roomName}`);
+  await got;
+}
+
+/** Poll `check` (async, returns a truthy value when done) until it succeeds; fails with `what` and the last value. */
+export async function eventually(what, check, { timeoutMs = 10_000, intervalMs = 100 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await check();
+    if (last && last.done !== false) return last;
+    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${show(last)}`);
+    await sleep(intervalMs);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the server's database, from the outside
+
+/** The server's SQLite file (sqlite backend). */
+export function sqlitePath(server) {
+  return path.join(server.dataDir, 'realtime.db');
+}
+
+/**
+ * Run SQL against the server's own database (psql for postgres, sqlite3 for sqlite) and return
+ * stdout (unaligned, tuples only, '|' between columns). Fails, with stderr, on a non-zero exit.
+ */
+export function sql(server, query, { timeoutMs = 15_000 } = {}) {
+  const [cmd, args] = server.backend === 'postgres'
+    ? ['psql', [server.databaseUrl, '-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1', '-c', query]]
+    : ['sqlite3', ['-batch', '-bail', sqlitePath(server), query]];
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs });
+  if (r.error) throw new Error(`${cmd} failed to run (${r.error.message}); is it installed?`);
+  assert.equal(r.status, 0, `${cmd} ${show(query, 300)} exited ${r.status}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/**
+ * Hold the write lock of the server's database for `ms` from the outside: PostgreSQL locks the
+ * given tables IN EXCLUSIVE MODE (reads go on, writes to them wait), SQLite takes the database's
+ * write lock (BEGIN IMMEDIATE; readers go on, every writer waits, up to its busy_timeout of 5 s).
+ * (`mode` 'ACCESS EXCLUSIVE' makes readers of those tables wait too: PostgreSQL only.)
+ * Resolves once the lock is held, with {released: Promise<exit code>} settling when it is let go.
+ */
+export async function holdWriteLock(server, { tables, ms, mode = 'EXCLUSIVE' }) {
+  const secs = (ms / 1000).toFixed(2);
+  const [cmd, args, script] = server.backend === 'postgres'
+    ? ['psql', [server.databaseUrl, '-X', '-q', '-v', 'ON_ERROR_STOP=1'],
+      `BEGIN;\nLOCK TABLE ${tables.join(', ')} IN ${mode} MODE;\n\\echo locked\nSELECT pg_sleep(${secs});\nCOMMIT;\n`]
+    : ['sqlite3', ['-batch', '-bail', sqlitePath(server)], `BEGIN IMMEDIATE;\n.print locked\n.shell sleep ${secs}\nCOMMIT;\n`];
+  const proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  const released = new Promise((resolve) => proc.on('exit', (code) => resolve(code)));
+  const locked = new Promise((resolve, reject) => {
+    proc.stdout.on('data', (b) => {
+      out += b.toString();
+      if (out.includes('locked')) resolve();
+    });
+    proc.stderr.on('data', (b) => { err += b.toString(); });
+    proc.on('exit', (code) => reject(new Error(`${cmd} ended (exit ${code}) before it held the lock: ${err}`)));
+  });
+  proc.stdin.end(script);
+  await locked;
+  return { released: released.then((code) => { assert.equal(code, 0, `${cmd} holding the lock exited ${code}: ${err}`); return code; }) };
+}
