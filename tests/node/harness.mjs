@@ -251,19 +251,26 @@ export async function startServer(opts = {}) {
 }
 
 async function launch(server) {
+  // A restart keeps the port: the server's node id is host:port, and its crash repair (stale connections,
+  // last seen) only looks at rows of its own node id.
+  const keep = server.port;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await launchOnce(server);
+      return await launchOnce(server, keep && attempt <= 3 ? keep : null);
     } catch (e) {
-      // another process took the port between our check and the server's bind: try another port
-      if (attempt < 4 && /address already in use|os error 98|EADDRINUSE/i.test(server.output)) continue;
+      // another process took the port between our check and the server's bind: try again (another port
+      // only for a first start, or when the old port stays taken)
+      if (attempt < 6 && /address already in use|os error 98|EADDRINUSE/i.test(server.output)) {
+        await sleep(200);
+        continue;
+      }
       throw e;
     }
   }
 }
 
-async function launchOnce(server) {
-  const port = await freePort();
+async function launchOnce(server, samePort) {
+  const port = samePort || await freePort();
   const env = {
     ...baseEnv(),
     NO_COLOR: '1',
