@@ -307,8 +307,6 @@ describe(`HTTP API [${backend.name}]`, { skip: backend.skip }, () => {
     const events = listOf(res.body, 'events');
     assert.equal(events.length, 2, `exactly limit=2 entries: ${show(res.body)}`);
     assert.ok(Date.parse(events[0].createdAt) >= Date.parse(events[1].createdAt), `newest first: ${show(events)}`);
-    const bad = await http(server, 'GET', '/api/events?limit=0', { apiKey: API_KEY });
-    assert.equal(bad.status, 400, `limit 0 is out of 1–1000: ${show(bad.body)}`);
   });
 
   it('admin API timestamps (…At fields) are ISO-8601 strings, as everywhere on the wire', async () => {
