@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import {
   describe, it, before, after, backends, noteSkips, startServer, shutdown, connectClient, emitAck, assertOk, assertErr, assertIso, show, uid, join, sleep,
+  sql, eventually, http, listOf, API_KEY,
 } from './harness.mjs';
 
 noteSkips();
@@ -225,6 +226,62 @@ for (const backend of backends()) {
       assert.equal(retry.messageId, sent[2].messageId, `retry after restart must ack the original messageId: ${show(retry)}`);
       const next = assertOk(await emitAck(a2.socket, 'message:send', { channelId, content: 'after-restart', type: 'text', clientMessageId: 'cm-3' }), 'send after restart');
       assert.ok(next.seq > sent[2].seq, `seq after restart must be greater: before=${sent[2].seq} after=${next.seq}`);
+      a2.socket.disconnect();
+      b2.socket.disconnect();
+    });
+  });
+
+  describe(`retention [${backend.name}] (REALTIME_MESSAGE_RETENTION_DAYS=2, REALTIME_EVENT_RETENTION_DAYS=2)`, { skip: backend.skip }, () => {
+    let server;
+    before(async () => {
+      server = await startServer({ backend: backend.name, env: { REALTIME_MESSAGE_RETENTION_DAYS: '2', REALTIME_EVENT_RETENTION_DAYS: '2' } });
+    });
+    after(() => shutdown(server));
+
+    it('messages and audit events past their retention are deleted (the pass runs at start); the rest stays', async () => {
+      const channelId = uid('chan');
+      const alice = uid('alice');
+      const bob = uid('bob');
+      const a = await connectClient(server, { user: alice });
+      const b = await connectClient(server, { user: bob });
+      await join(a.socket, `channel:${channelId}`);
+      await join(b.socket, `channel:${channelId}`);
+      const sent = [];
+      for (const content of ['old-1', 'old-2', 'fresh']) {
+        sent.push(assertOk(await emitAck(a.socket, 'message:send', { channelId, content, type: 'text', clientMessageId: uid('c') }), 'send'));
+      }
+      assertOk(await emitAck(b.socket, 'reaction:add', { messageId: sent[0].messageId, emoji: '👍' }), 'reaction on an old message');
+      a.socket.disconnect();
+      await eventually('alice\'s audit events', async () => {
+        const evs = listOf((await http(server, 'GET', '/api/events?limit=1000', { apiKey: API_KEY })).body, 'events');
+        return evs.filter((e) => e.userId === alice).length >= 2;
+      });
+      b.socket.disconnect();
+      await server.stop();
+
+      // three days back: past the 2-day retention
+      const back = 3 * 86_400_000;
+      const old = sent.slice(0, 2).map((x) => `'${x.messageId}'`).join(',');
+      sql(server, `UPDATE np_realtime_messages SET created_at = created_at - ${back}, updated_at = updated_at - ${back} WHERE id IN (${old})`);
+      sql(server, `UPDATE np_realtime_events SET created_at = created_at - ${back} WHERE user_id = '${alice}'`);
+      // one day back: inside the retention
+      sql(server, `UPDATE np_realtime_events SET created_at = created_at - 86400000 WHERE user_id = '${bob}'`);
+      await server.start();
+
+      const b2 = await connectClient(server, { user: bob });
+      const kept = await eventually('the retention pass to remove the two old messages', async () => {
+        const d = await sync(b2.socket, { channelId, since: null, limit: 100 });
+        return d.messages.length === 1 ? d.messages : { done: false, messages: d.messages.map((m) => m.content) };
+      });
+      assert.deepEqual(kept.map((m) => m.id), [sent[2].messageId], `only the fresh message is kept: ${show(kept)}`);
+      assert.equal(sql(server, `SELECT count(*) FROM np_realtime_reactions WHERE message_id = '${sent[0].messageId}'`), '0', 'reactions go with their message');
+      const evs = listOf((await http(server, 'GET', '/api/events?limit=1000', { apiKey: API_KEY })).body, 'events');
+      assert.deepEqual(evs.filter((e) => e.userId === alice), [], `alice's 3-day-old audit events are gone: ${show(evs.filter((e) => e.userId === alice))}`);
+      assert.ok(evs.filter((e) => e.userId === bob).length >= 2, `bob's 1-day-old audit events stay: ${show(evs)}`);
+      // seq goes on from where it was: the room remembers its last seq
+      const a2 = await connectClient(server, { user: alice });
+      const next = assertOk(await emitAck(a2.socket, 'message:send', { channelId, content: 'after', type: 'text', clientMessageId: uid('c') }), 'send');
+      assert.equal(next.seq, 4, show(next));
       a2.socket.disconnect();
       b2.socket.disconnect();
     });
