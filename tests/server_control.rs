@@ -97,16 +97,43 @@ fn start_status_logs_stop_round_trip() {
 
     // logs -f prints what is written after it started: the shutdown lines.
     let mut follow = e.cmd(&["server", "logs", "-f", "-n", "0"]).stdout(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // It follows once it has the log file open (then everything written later reaches it).
+    let fd_dir = format!("/proc/{}/fd", follow.id());
+    let log = e.log_file();
+    common::wait_for("logs -f to open the log file", Duration::from_secs(20), || {
+        std::fs::read_dir(&fd_dir)
+            .ok()?
+            .filter_map(|d| std::fs::read_link(d.ok()?.path()).ok())
+            .any(|target| target == log)
+            .then_some(())
+    });
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let mut stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                break;
+            }
+        }
+    });
     let (code, out, _) = e.run(&["server", "stop"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("stopped (pid {pid})")), "{out}");
-    std::thread::sleep(Duration::from_millis(700));
-    follow.kill().unwrap();
     let mut followed = String::new();
-    follow.stdout.take().unwrap().read_to_string(&mut followed).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !followed.contains("stopped") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => followed.push_str(&chunk),
+            Err(_) => break,
+        }
+    }
+    follow.kill().unwrap();
     let _ = follow.wait();
-    assert!(followed.contains("shutting down"), "logs -f did not show new lines: {followed:?}");
+    let _ = reader.join();
+    followed.extend(rx.try_iter());
+    assert!(followed.contains("shutting down"), "logs -f did not show new lines within 20 s: {followed:?}");
     assert!(!followed.contains("listening on"), "-n 0 shows no old lines: {followed:?}");
 
     assert!(!common::accepts(e.port), "the port is closed after stop");
