@@ -7,7 +7,8 @@
 //! always shows them.
 //!
 //! Environment: `REALTIME_TEST_JOBS` (files run at once, default 4), `REALTIME_TEST_FILES` (comma list of
-//! substrings: run only the matching files), and the variables of `tests/node/README.md`.
+//! substrings: run only the matching files), `REALTIME_TEST_FILE_TIMEOUT` (seconds a file may take, default
+//! 900), and the variables of `tests/node/README.md`.
 //! `REALTIME_TEST_SERVICES=skip` under `CI=true` fails the run: CI has to prove both databases.
 
 use std::collections::VecDeque;
@@ -108,23 +109,63 @@ fn say(line: &str) {
     let _ = err.flush();
 }
 
+/// Longest a file may run before its node process is killed (a hang must not eat CI's 90 minutes). Each test
+/// has its own timeout too (`TEST_TIMEOUT_MS` in harness.mjs); node 20's `--test-timeout` would bound the
+/// whole file instead, so it is not used.
+fn file_timeout() -> Duration {
+    let secs = std::env::var("REALTIME_TEST_FILE_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(900);
+    Duration::from_secs(secs)
+}
+
 fn run_file(dir: &Path, file: &Path) -> FileRun {
+    use std::io::Read;
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
     let t0 = Instant::now();
-    let out = Command::new("node")
-        .args(["--test", "--test-timeout=120000", "--test-reporter=spec"])
+    let mut child = Command::new("node");
+    child
+        .args(["--test", "--test-reporter=spec"])
         .arg(file)
         .env("REALTIME_BIN", env!("CARGO_BIN_EXE_nself-realtime"))
         .current_dir(dir)
-        .output()
-        .expect("node is needed for the interop tests; install Node.js 20");
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // Its own process group, so that a kill on timeout takes the servers it started along.
+    std::os::unix::process::CommandExt::process_group(&mut child, 0);
+    let mut child = child.spawn().expect("node is needed for the interop tests; install Node.js 20");
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out_pipe.read_to_end(&mut b);
+        b
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err_pipe.read_to_end(&mut b);
+        b
+    });
+    let limit = file_timeout();
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for node") {
+            break status;
+        }
+        if t0.elapsed() > limit {
+            timed_out = true;
+            let _ = Command::new("kill").args(["-KILL", &format!("-{}", child.id())]).status();
+            let _ = child.kill();
+            break child.wait().expect("wait for node");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let took = t0.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
+    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
     let counts = Counts::parse(&stdout);
     // A file that ran no test at all (a syntax error, a crash at import) is a failure too.
-    let ok = out.status.success() && counts.tests > 0 && counts.fail == 0 && counts.cancelled == 0;
-    FileRun { name, took, ok, counts, output: format!("{stdout}\n{stderr}") }
+    let ok = !timed_out && status.success() && counts.tests > 0 && counts.fail == 0 && counts.cancelled == 0;
+    let note = if timed_out { format!("\nKILLED after {} s (REALTIME_TEST_FILE_TIMEOUT)\n", limit.as_secs()) } else { String::new() };
+    FileRun { name, took, ok, counts, output: format!("{stdout}\n{stderr}{note}") }
 }
 
 #[test]

@@ -105,9 +105,13 @@ export function describe(name, opts, fn) {
   return nodeTest.describe(name, rest, () => withSkip(reason, body));
 }
 
+/** Per-test timeout unless a test sets its own (tests/interop.rs bounds each file's process as well). */
+export const TEST_TIMEOUT_MS = 120_000;
+
 export function it(name, opts, fn) {
   const [o, body] = splitArgs(opts, fn);
-  return nodeTest.it(name, skipReason ? { ...o, skip: skipReason } : o, body);
+  const withTimeout = { timeout: TEST_TIMEOUT_MS, ...o };
+  return nodeTest.it(name, skipReason ? { ...withTimeout, skip: skipReason } : withTimeout, body);
 }
 
 export function before(fn, o) {

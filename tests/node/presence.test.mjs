@@ -130,8 +130,10 @@ async function noGhosts(server) {
 
 // ---------------------------------------------------------------------------------------------
 
+// the two databases' suites run side by side (each with its own servers); inside one, tests run one at a time
+describe('presence', { concurrency: 2 }, () => {
 for (const backend of backends()) {
-describe(`presence [${backend.name}]`, { skip: backend.skip }, () => {
+describe(`presence [${backend.name}]`, { skip: backend.skip, concurrency: 1 }, () => {
   let server;
   before(async () => {
     server = await startServer({ backend: backend.name, env: { REALTIME_PRESENCE_OFFLINE_GRACE: String(GRACE), REALTIME_ALLOW_ANONYMOUS: 'true' } });
@@ -706,7 +708,7 @@ describe(`presence [${backend.name}]`, { skip: backend.skip }, () => {
   });
 });
 
-describe(`presence with a long offline grace: quick reconnects (REALTIME_PRESENCE_OFFLINE_GRACE=${LONG_GRACE}) [${backend.name}]`, { skip: backend.skip }, () => {
+describe(`presence with a long offline grace: quick reconnects (REALTIME_PRESENCE_OFFLINE_GRACE=${LONG_GRACE}) [${backend.name}]`, { skip: backend.skip, concurrency: 1 }, () => {
   let server;
   before(async () => {
     server = await startServer({ backend: backend.name, env: { REALTIME_PRESENCE_OFFLINE_GRACE: String(LONG_GRACE) } });
@@ -800,7 +802,7 @@ describe(`presence with a long offline grace: quick reconnects (REALTIME_PRESENC
 
 });
 
-describe(`presence idle → away (REALTIME_PRESENCE_TIMEOUT=3000) [${backend.name}]`, { skip: backend.skip }, () => {
+describe(`presence idle → away (REALTIME_PRESENCE_TIMEOUT=3000) [${backend.name}]`, { skip: backend.skip, concurrency: 1 }, () => {
   let server;
   before(async () => {
     server = await startServer({ backend: backend.name, env: { REALTIME_PRESENCE_OFFLINE_GRACE: String(GRACE), REALTIME_PRESENCE_TIMEOUT: '3000' } });
@@ -831,3 +833,4 @@ describe(`presence idle → away (REALTIME_PRESENCE_TIMEOUT=3000) [${backend.nam
   });
 });
 }
+});

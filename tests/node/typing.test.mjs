@@ -69,8 +69,10 @@ function disconnectAll(...cs) {
 
 // ---------------------------------------------------------------------------------------------
 
+// the two databases' suites run side by side (each with its own servers); inside one, tests run one at a time
+describe('typing', { concurrency: 2 }, () => {
 for (const backend of backends()) {
-describe(`typing [${backend.name}]`, { skip: backend.skip }, () => {
+describe(`typing [${backend.name}]`, { skip: backend.skip, concurrency: 1 }, () => {
   let server;
   before(async () => {
     server = await startServer({ backend: backend.name, env: { REALTIME_TYPING_TIMEOUT: String(TIMEOUT), REALTIME_TYPING_COALESCE: String(COALESCE) } });
@@ -374,7 +376,7 @@ describe(`typing [${backend.name}]`, { skip: backend.skip }, () => {
 });
 
 // zero database writes: on SQLite the database file and its WAL stay untouched (PostgreSQL: below)
-if (backend.name === 'sqlite') describe('typing writes nothing to the database [sqlite]', () => {
+if (backend.name === 'sqlite') describe('typing writes nothing to the database [sqlite]', { concurrency: 1 }, () => {
   let server;
   before(async () => {
     server = await startServer({ backend: backend.name, env: { REALTIME_TYPING_TIMEOUT: String(TIMEOUT) } });
@@ -423,6 +425,7 @@ if (backend.name === 'sqlite') describe('typing writes nothing to the database [
   });
 });
 }
+});
 
 // ---------------------------------------------------------------------------------------------
 // zero database writes (PostgreSQL): CONTRACT §8 "State is ephemeral ... zero database writes"
