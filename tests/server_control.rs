@@ -97,16 +97,6 @@ fn start_status_logs_stop_round_trip() {
 
     // logs -f prints what is written after it started: the shutdown lines.
     let mut follow = e.cmd(&["server", "logs", "-f", "-n", "0"]).stdout(Stdio::piped()).spawn().unwrap();
-    // It follows once it has the log file open (then everything written later reaches it).
-    let fd_dir = format!("/proc/{}/fd", follow.id());
-    let log = e.log_file();
-    common::wait_for("logs -f to open the log file", Duration::from_secs(20), || {
-        std::fs::read_dir(&fd_dir)
-            .ok()?
-            .filter_map(|d| std::fs::read_link(d.ok()?.path()).ok())
-            .any(|target| target == log)
-            .then_some(())
-    });
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let mut stdout = follow.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
@@ -117,10 +107,25 @@ fn start_status_logs_stop_round_trip() {
             }
         }
     });
+    // It follows once it has read to the end of the file: from then on a line appended shows up. Append probe
+    // lines until one does (an event, instead of guessing how long the start takes).
+    let mut followed = String::new();
+    let ready = std::time::Instant::now() + Duration::from_secs(20);
+    for i in 0.. {
+        assert!(std::time::Instant::now() < ready, "logs -f printed none of the lines appended for 20 s: {followed:?}");
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(e.log_file()).unwrap();
+        writeln!(f, "follow-probe-{i}").unwrap();
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(500)) {
+            followed.push_str(&chunk);
+        }
+        if followed.contains("follow-probe-") {
+            break;
+        }
+    }
     let (code, out, _) = e.run(&["server", "stop"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("stopped (pid {pid})")), "{out}");
-    let mut followed = String::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !followed.contains("stopped") {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
