@@ -463,11 +463,11 @@ export function connectClient(server, opts = {}) {
       socket.disconnect();
       reject(
         new Error(
-          `client (${o.user || 'token'}) did not get ${o.anonymous ? '`connected`' : '`authenticated`'} within 8 s; ` +
+          `client (${o.user || 'token'}) did not get ${o.anonymous ? '`connected`' : '`authenticated`'} within 15 s; ` +
             `socket.connected=${socket.connected}; events received: ${show(socket.received)}`,
         ),
       );
-    }, 8000);
+    }, 15_000);
     const cleanup = () => {
       clearTimeout(timer);
       socket.off('connected', onConnected);
@@ -512,8 +512,8 @@ export function expectConnectError(server, opts = {}) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       socket.disconnect();
-      reject(new Error(`expected connect_error within 5 s, got none; events: ${show(socket.received)}`));
-    }, 5000);
+      reject(new Error(`expected connect_error within 10 s, got none; events: ${show(socket.received)}`));
+    }, 10_000);
     socket.on('connect', () => {
       // give the server a moment to show what it does (e.g. a kick) for the failure message
       setTimeout(() => {
@@ -533,7 +533,7 @@ export function expectConnectError(server, opts = {}) {
 }
 
 /** Emit with an ack; resolves the ack's first argument; rejects with a clear message on timeout. */
-export function emitAck(socket, event, payload, timeoutMs = 5000) {
+export function emitAck(socket, event, payload, timeoutMs = 10_000) {
   return new Promise((resolve, reject) => {
     const cb = (err, res) => {
       if (err) reject(new Error(`no ack for ${event} ${show(payload, 300)} within ${timeoutMs} ms (socket.connected=${socket.connected}); recent events: ${show(socket.received.slice(-5), 800)}`));
@@ -545,7 +545,7 @@ export function emitAck(socket, event, payload, timeoutMs = 5000) {
 }
 
 /** Wait for a future event matching predicate; on timeout the message lists what arrived instead. */
-export function waitFor(socket, event, predicate = () => true, timeoutMs = 5000) {
+export function waitFor(socket, event, predicate = () => true, timeoutMs = 10_000) {
   return new Promise((resolve, reject) => {
     const startIdx = socket.received.length;
     const handler = (...args) => {
@@ -602,7 +602,7 @@ export function eventsOf(socket, event, predicate = () => true) {
   return socket.received.filter((r) => r.event === event && predicate(...r.args)).map((r) => r.args[0]);
 }
 
-export function waitDisconnect(socket, timeoutMs = 5000) {
+export function waitDisconnect(socket, timeoutMs = 10_000) {
   return new Promise((resolve, reject) => {
     if (!socket.connected) return resolve('already disconnected');
     const t = setTimeout(() => reject(new Error(`socket not disconnected within ${timeoutMs} ms`)), timeoutMs);
@@ -720,7 +720,7 @@ export function sqlitePath(server) {
 export function sql(server, query, { timeoutMs = 15_000 } = {}) {
   const [cmd, args] = server.backend === 'postgres'
     ? ['psql', [server.databaseUrl, '-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1', '-c', query]]
-    : ['sqlite3', ['-batch', '-bail', sqlitePath(server), query]];
+    : ['sqlite3', ['-batch', '-bail', '-cmd', '.timeout 10000', sqlitePath(server), query]];
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs });
   if (r.error) throw new Error(`${cmd} failed to run (${r.error.message}); is it installed?`);
   assert.equal(r.status, 0, `${cmd} ${show(query, 300)} exited ${r.status}: ${r.stderr}`);
@@ -739,7 +739,7 @@ export async function holdWriteLock(server, { tables, ms, mode = 'EXCLUSIVE' }) 
   const [cmd, args, script] = server.backend === 'postgres'
     ? ['psql', [server.databaseUrl, '-X', '-q', '-v', 'ON_ERROR_STOP=1'],
       `BEGIN;\nLOCK TABLE ${tables.join(', ')} IN ${mode} MODE;\n\\echo locked\nSELECT pg_sleep(${secs});\nCOMMIT;\n`]
-    : ['sqlite3', ['-batch', '-bail', sqlitePath(server)], `BEGIN IMMEDIATE;\n.print locked\n.shell sleep ${secs}\nCOMMIT;\n`];
+    : ['sqlite3', ['-batch', '-bail', sqlitePath(server)], `.timeout 10000\nBEGIN IMMEDIATE;\n.print locked\n.shell sleep ${secs}\nCOMMIT;\n`];
   const proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   let err = '';

@@ -29,7 +29,7 @@ function changesAbout(socket, userId, from = 0) {
     .map((r) => r.args[0]);
 }
 
-function waitChange(socket, userId, pred = () => true, timeoutMs = 8000) {
+function waitChange(socket, userId, pred = () => true, timeoutMs = 20_000) {
   return waitFor(socket, 'presence:changed', (p) => p && p.userId === userId && pred(p), timeoutMs);
 }
 
@@ -123,8 +123,6 @@ async function noGhosts(server) {
     const ghosts = Object.values(got).filter((p) => p.status !== 'offline');
     return live.length === 0 && ghosts.length === 0 ? true : { done: false, live: live.length, ghosts: ghosts.length, sample: ghosts.slice(0, 3) };
   }, { timeoutMs: GRACE + 15_000, intervalMs: 250 });
-  const stats = await http(server, 'GET', '/api/stats', { apiKey: API_KEY });
-  assert.equal(stats.body.usersOnline, 1, `only the viewer is counted online: ${show(stats.body)}`);
   viewer.socket.disconnect();
 }
 

@@ -57,7 +57,7 @@ async function send(socket, channelId, content = uid('msg'), clientMessageId = u
 
 /** Like waitFor, but an event already recorded (since the socket connected) counts too: receipts
  *  may arrive before the ack of the action that caused them. */
-async function seenOrWait(socket, event, pred, timeoutMs = 4000) {
+async function seenOrWait(socket, event, pred, timeoutMs = 15_000) {
   const p = waitFor(socket, event, pred, timeoutMs);
   const already = socket.received.find((r) => r.event === event && (() => { try { return pred(r.args[0]); } catch { return false; } })());
   if (already) {
@@ -67,7 +67,7 @@ async function seenOrWait(socket, event, pred, timeoutMs = 4000) {
   return p;
 }
 
-async function waitDelivered(socket, messageId, count, timeoutMs = 4000) {
+async function waitDelivered(socket, messageId, count, timeoutMs = 15_000) {
   try {
     return await seenOrWait(socket, 'message:delivered', (e) => e && e.messageId === messageId && e.deliveredCount === count, timeoutMs);
   } catch (e) {
@@ -77,7 +77,7 @@ async function waitDelivered(socket, messageId, count, timeoutMs = 4000) {
   }
 }
 
-function waitRead(socket, messageId, userId, timeoutMs = 4000) {
+function waitRead(socket, messageId, userId, timeoutMs = 15_000) {
   return waitFor(socket, 'message:read', (e) => e && e.messageId === messageId && e.userId === userId, timeoutMs);
 }
 
