@@ -438,6 +438,38 @@ for (const backend of backends()) {
       }
     });
 
+    it('a NUL byte in a stored string (content, edit, clientMessageId, threadId, emoji) is kept, or refused as invalid: never an internal error',
+      { todo: backend.name === 'postgres' ? 'server: PostgreSQL text cannot hold NUL; these sends, edits and reactions answer INTERNAL_ERROR' : false }, async () => {
+        const room = uid('nul');
+        const a = await connectClient(server, { user: uid('alice') });
+        await join(a.socket, room);
+        try {
+          const target = assertOk(await emitAck(a.socket, 'message:send', { roomName: room, content: 'plain' }), 'send');
+          const cases = [
+            ['content', 'message:send', { roomName: room, content: 'a\u0000b' }],
+            ['clientMessageId', 'message:send', { roomName: room, content: 'c', clientMessageId: `c\u0000${uid('d')}` }],
+            ['threadId', 'message:send', { roomName: room, content: 't', threadId: 't\u0000d' }],
+            ['edited content', 'message:edit', { messageId: target.messageId, content: 'e\u0000f' }],
+            ['reaction emoji', 'reaction:add', { messageId: target.messageId, emoji: 'x\u0000' }],
+          ];
+          const accepted = {};
+          for (const [what, event, payload] of cases) {
+            const ack = await emitAck(a.socket, event, payload);
+            if (ack.success === false) assertErr(ack, 'VALIDATION_ERROR', `${what} with a NUL byte`);
+            else accepted[what] = ack.data;
+          }
+          // what was accepted reads back exactly as sent
+          const stored = assertOk(await emitAck(a.socket, 'sync:messages', { roomName: room, since: null, limit: 100 }), 'sync').messages;
+          const byId = Object.fromEntries(stored.map((m) => [m.id, m]));
+          if (accepted.content) assert.equal(byId[accepted.content.messageId]?.content, 'a\u0000b', show(stored));
+          if (accepted.threadId) assert.equal(byId[accepted.threadId.messageId]?.threadId, 't\u0000d', show(stored));
+          if (accepted['edited content']) assert.equal(byId[target.messageId]?.content, 'e\u0000f', show(stored));
+          if (accepted.clientMessageId) assert.ok(byId[accepted.clientMessageId.messageId]?.clientMessageId.startsWith('c\u0000'), show(stored));
+        } finally {
+          a.socket.disconnect();
+        }
+      });
+
     it('message:send without content/room → VALIDATION_ERROR', async () => {
       const { socket } = await connectClient(server, { user: uid('v') });
       assertErr(await emitAck(socket, 'message:send', { content: 'no room' }), 'VALIDATION_ERROR', 'send without room');
