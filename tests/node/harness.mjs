@@ -436,7 +436,7 @@ export function makeClient(server, opts = {}) {
     auth,
     query: opts.query,
     extraHeaders: opts.extraHeaders,
-    timeout: 5000,
+    timeout: 15_000, // socket.io-client's handshake timeout: a debug server on a loaded 2-core machine can take seconds
     autoConnect: opts.autoConnect ?? true,
   });
   socket.received = [];
@@ -463,11 +463,11 @@ export function connectClient(server, opts = {}) {
       socket.disconnect();
       reject(
         new Error(
-          `client (${o.user || 'token'}) did not get ${o.anonymous ? '`connected`' : '`authenticated`'} within 15 s; ` +
+          `client (${o.user || 'token'}) did not get ${o.anonymous ? '`connected`' : '`authenticated`'} within 20 s; ` +
             `socket.connected=${socket.connected}; events received: ${show(socket.received)}`,
         ),
       );
-    }, 15_000);
+    }, 20_000);
     const cleanup = () => {
       clearTimeout(timer);
       socket.off('connected', onConnected);
@@ -512,8 +512,8 @@ export function expectConnectError(server, opts = {}) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       socket.disconnect();
-      reject(new Error(`expected connect_error within 10 s, got none; events: ${show(socket.received)}`));
-    }, 10_000);
+      reject(new Error(`expected connect_error within 20 s, got none; events: ${show(socket.received)}`));
+    }, 20_000);
     socket.on('connect', () => {
       // give the server a moment to show what it does (e.g. a kick) for the failure message
       setTimeout(() => {
