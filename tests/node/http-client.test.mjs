@@ -13,7 +13,9 @@ for (const backend of backends()) {
 describe(`HTTP routes for clients without a socket [${backend.name}]`, { skip: backend.skip }, () => {
   let server;
   before(async () => {
-    server = await startServer({ backend: backend.name, env: { REALTIME_PRESENCE_OFFLINE_GRACE: '300', REALTIME_PRESENCE_TIMEOUT: '1500' } });
+    // An HTTP presence lasts 3/4 of REALTIME_PRESENCE_TIMEOUT (here 4.5 s): long enough that its "online" is
+    // announced before it ends even when a loaded machine delays the server's 400 ms coalescing timer.
+    server = await startServer({ backend: backend.name, env: { REALTIME_PRESENCE_OFFLINE_GRACE: '300', REALTIME_PRESENCE_TIMEOUT: '6000' } });
   });
   after(() => shutdown(server));
 
@@ -100,8 +102,13 @@ describe(`HTTP routes for clients without a socket [${backend.name}]`, { skip: b
     d.socket.disconnect();
     const e = await connectClient(server, { user: uid('erin') });
     await join(e.socket, `channel:${channelId}`);
+    // dave's socket session is over (grace included) before his HTTP presence starts
+    await eventually('dave to be offline after his socket left', async () => {
+      const r = await http(server, 'GET', `/api/users/${encodeURIComponent(dave)}/presence`, { apiKey: API_KEY });
+      return r.body.connected === false && r.body.presence.status === 'offline';
+    });
 
-    const online = waitFor(e.socket, 'presence:changed', (p) => p && p.userId === dave && p.status === 'online');
+    const online = waitFor(e.socket, 'presence:changed', (p) => p && p.userId === dave && p.status === 'online', 20_000);
     const post = await http(server, 'POST', `/presence/${channelId}`, { headers: bearer(dave), body: { status: 'online' } });
     assert.equal(post.status, 200, show(post.body));
     await online;
@@ -124,7 +131,7 @@ describe(`HTTP routes for clients without a socket [${backend.name}]`, { skip: b
     assert.equal(bad.status, 400, `an unknown status word is a VALIDATION_ERROR: ${show(bad.body)}`);
     assert.equal(bad.body.error.code, 'VALIDATION_ERROR', show(bad.body));
 
-    const offline = waitFor(e.socket, 'presence:changed', (p) => p && p.userId === dave && p.status === 'offline', 5000);
+    const offline = waitFor(e.socket, 'presence:changed', (p) => p && p.userId === dave && p.status === 'offline', 4500 + 300 + 20_000);
     await offline;
     const outsider = await http(server, 'GET', `/presence/${channelId}`, { headers: bearer(uid('stranger')) });
     assert.equal(outsider.status, 403, show(outsider.body));
