@@ -112,7 +112,10 @@ fn every_bench_scenario_runs_against_the_server() {
         "at most one typing:event per member per room per 250 ms window: {} received > {bound} ({windows} windows): {r}",
         n(&r, "broadcasts")
     );
-    assert!(bound < naive / 2.0, "the scenario must be one where coalescing shows: bound {bound} vs naive relay {naive}: {r}");
+    assert!(
+        bound < naive / 2.0,
+        "the scenario must be one where coalescing shows: bound {bound} vs naive relay {naive}: {r}"
+    );
 
     let r = server.bench(&["presence", "--rooms", "2", "--members", "4", "--rate", "20", "--duration", "2s"]);
     assert!(n(&r, "broadcasts") > 0.0, "presence changes reach room-mates: {r}");

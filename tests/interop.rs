@@ -85,7 +85,9 @@ impl Counts {
 
     fn line(&self) -> String {
         let mut s = format!("{} tests, {} passed", self.tests, self.pass);
-        for (n, what) in [(self.fail, "failed"), (self.cancelled, "cancelled"), (self.skipped, "SKIPPED"), (self.todo, "todo")] {
+        for (n, what) in
+            [(self.fail, "failed"), (self.cancelled, "cancelled"), (self.skipped, "SKIPPED"), (self.todo, "todo")]
+        {
             if n > 0 {
                 s.push_str(&format!(", {n} {what}"));
             }
@@ -164,7 +166,11 @@ fn run_file(dir: &Path, file: &Path) -> FileRun {
     let counts = Counts::parse(&stdout);
     // A file that ran no test at all (a syntax error, a crash at import) is a failure too.
     let ok = !timed_out && status.success() && counts.tests > 0 && counts.fail == 0 && counts.cancelled == 0;
-    let note = if timed_out { format!("\nKILLED after {} s (REALTIME_TEST_FILE_TIMEOUT)\n", limit.as_secs()) } else { String::new() };
+    let note = if timed_out {
+        format!("\nKILLED after {} s (REALTIME_TEST_FILE_TIMEOUT)\n", limit.as_secs())
+    } else {
+        String::new()
+    };
     FileRun { name, took, ok, counts, output: format!("{stdout}\n{stderr}{note}") }
 }
 
@@ -192,7 +198,11 @@ fn socket_io_client_interop_suite() {
     files.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)));
 
     let jobs: usize = std::env::var("REALTIME_TEST_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(4).max(1);
-    say(&format!("interop: {} files, {jobs} at a time{}", files.len(), if skip { " (REALTIME_TEST_SERVICES=skip)" } else { "" }));
+    say(&format!(
+        "interop: {} files, {jobs} at a time{}",
+        files.len(),
+        if skip { " (REALTIME_TEST_SERVICES=skip)" } else { "" }
+    ));
     let t0 = Instant::now();
     let queue = Mutex::new(files.into_iter().collect::<VecDeque<_>>());
     let done = Mutex::new(Vec::<FileRun>::new());
@@ -216,7 +226,7 @@ fn socket_io_client_interop_suite() {
     });
     let wall = t0.elapsed();
     let mut runs = done.into_inner().unwrap();
-    runs.sort_by(|a, b| b.took.cmp(&a.took));
+    runs.sort_by_key(|r| std::cmp::Reverse(r.took));
 
     let mut total = Counts::default();
     say("interop: time per file (longest first)");

@@ -96,9 +96,17 @@ fn start_status_logs_stop_round_trip() {
     assert!(all.contains("listening on"), "{all}");
 
     // logs -f prints what is written after it started: the shutdown lines.
-    let mut follow = e.cmd(&["server", "logs", "-f", "-n", "0"]).stdout(Stdio::piped()).spawn().unwrap();
+    // Killed however the test ends (a failed assertion must not leave it following forever).
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut follow = KillOnDrop(e.cmd(&["server", "logs", "-f", "-n", "0"]).stdout(Stdio::piped()).spawn().unwrap());
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let mut stdout = follow.stdout.take().unwrap();
+    let mut stdout = follow.0.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = stdout.read(&mut buf) {
@@ -134,8 +142,7 @@ fn start_status_logs_stop_round_trip() {
             Err(_) => break,
         }
     }
-    follow.kill().unwrap();
-    let _ = follow.wait();
+    drop(follow);
     let _ = reader.join();
     followed.extend(rx.try_iter());
     assert!(followed.contains("shutting down"), "logs -f did not show new lines within 20 s: {followed:?}");
