@@ -94,10 +94,28 @@ fn every_bench_scenario_runs_against_the_server() {
         "fanout: every member of the room gets every message: {r}"
     );
 
-    // Typing is coalesced per room: fewer broadcasts than a naive one-per-member relay.
-    let r = server.bench(&["typing", "--rooms", "2", "--members", "4", "--rate", "40", "--duration", "2s"]);
+    // Typing is coalesced per room: each member socket gets at most one `typing:event` per room per
+    // REALTIME_TYPING_COALESCE window (250 ms; the first change after a quiet window goes out at once), however
+    // many members type. That bounds what the room receives by rooms × members × windows, whatever the rate.
+    // (Received per sent event is NOT below the naive M − 1 in general: BENCHMARKS.md measures 249 vs 199 at
+    // 200 members, the typers' personal copies included.) The window is the whole bench run, measured, so a
+    // slow machine only loosens the bound; at 200 events/s it stays far below one relay per event.
+    let (rooms, members) = (2.0, 4.0);
+    let t0 = std::time::Instant::now();
+    let r = server.bench(&["typing", "--rooms", "2", "--members", "4", "--rate", "200", "--duration", "2s"]);
+    let windows = (t0.elapsed().as_secs_f64() / 0.250).ceil() + 1.0;
+    let bound = rooms * members * windows;
+    let naive = n(&r, "sent") * (members - 1.0);
     assert!(n(&r, "broadcasts") > 0.0, "typing reaches the room: {r}");
-    assert!(n(&r, "amplification") < n(&r, "naive_amplification"), "typing is coalesced: {r}");
+    assert!(
+        n(&r, "broadcasts") <= bound,
+        "at most one typing:event per member per room per 250 ms window: {} received > {bound} ({windows} windows): {r}",
+        n(&r, "broadcasts")
+    );
+    assert!(
+        bound < naive / 2.0,
+        "the scenario must be one where coalescing shows: bound {bound} vs naive relay {naive}: {r}"
+    );
 
     let r = server.bench(&["presence", "--rooms", "2", "--members", "4", "--rate", "20", "--duration", "2s"]);
     assert!(n(&r, "broadcasts") > 0.0, "presence changes reach room-mates: {r}");

@@ -96,17 +96,56 @@ fn start_status_logs_stop_round_trip() {
     assert!(all.contains("listening on"), "{all}");
 
     // logs -f prints what is written after it started: the shutdown lines.
-    let mut follow = e.cmd(&["server", "logs", "-f", "-n", "0"]).stdout(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Killed however the test ends (a failed assertion must not leave it following forever).
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut follow = KillOnDrop(e.cmd(&["server", "logs", "-f", "-n", "0"]).stdout(Stdio::piped()).spawn().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let mut stdout = follow.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                break;
+            }
+        }
+    });
+    // It follows once it has read to the end of the file: from then on a line appended shows up. Append probe
+    // lines until one does (an event, instead of guessing how long the start takes).
+    let mut followed = String::new();
+    let ready = std::time::Instant::now() + Duration::from_secs(20);
+    for i in 0.. {
+        assert!(std::time::Instant::now() < ready, "logs -f printed none of the lines appended for 20 s: {followed:?}");
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(e.log_file()).unwrap();
+        writeln!(f, "follow-probe-{i}").unwrap();
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(500)) {
+            followed.push_str(&chunk);
+        }
+        if followed.contains("follow-probe-") {
+            break;
+        }
+    }
     let (code, out, _) = e.run(&["server", "stop"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("stopped (pid {pid})")), "{out}");
-    std::thread::sleep(Duration::from_millis(700));
-    follow.kill().unwrap();
-    let mut followed = String::new();
-    follow.stdout.take().unwrap().read_to_string(&mut followed).unwrap();
-    let _ = follow.wait();
-    assert!(followed.contains("shutting down"), "logs -f did not show new lines: {followed:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !followed.contains("stopped") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => followed.push_str(&chunk),
+            Err(_) => break,
+        }
+    }
+    drop(follow);
+    let _ = reader.join();
+    followed.extend(rx.try_iter());
+    assert!(followed.contains("shutting down"), "logs -f did not show new lines within 20 s: {followed:?}");
     assert!(!followed.contains("listening on"), "-n 0 shows no old lines: {followed:?}");
 
     assert!(!common::accepts(e.port), "the port is closed after stop");

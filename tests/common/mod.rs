@@ -45,12 +45,20 @@ pub fn run(c: &mut Command) -> (i32, String, String) {
     )
 }
 
+/// True when `REALTIME_TEST_SERVICES=skip` asks to skip the tests that need PostgreSQL. Under `CI=true` a skip
+/// fails the test instead: CI must prove every backend. The notice is written to the process's stderr directly
+/// (not through `eprintln!`, which the test harness captures), so it shows in the output of `cargo test`.
 pub fn services_skipped(what: &str) -> bool {
-    if std::env::var("REALTIME_TEST_SERVICES").as_deref() == Ok("skip") {
-        eprintln!("SKIPPED {what}: REALTIME_TEST_SERVICES=skip");
-        return true;
+    if std::env::var("REALTIME_TEST_SERVICES").as_deref() != Ok("skip") {
+        return false;
     }
-    false
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what}: REALTIME_TEST_SERVICES=skip is refused under CI=true (CI must run the PostgreSQL tests)"
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}: REALTIME_TEST_SERVICES=skip (needs PostgreSQL)");
+    true
 }
 
 pub fn pg_base() -> String {

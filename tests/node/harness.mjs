@@ -11,6 +11,7 @@
 //   REALTIME_TEST_SERVICES=skip  skip the postgres variants (and say so)
 //   REALTIME_TEST_VERBOSE=1      stream the servers' output to stderr
 
+import * as nodeTest from 'node:test';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
@@ -53,11 +54,17 @@ export function show(v, max = 1500) {
   return s.length > max ? `${s.slice(0, max)}…` : s;
 }
 
+if (SERVICES_SKIPPED && process.env.CI === 'true') {
+  throw new Error('REALTIME_TEST_SERVICES=skip is refused under CI=true: CI must run the PostgreSQL variants');
+}
+
+export const PG_SKIP_REASON = 'postgres variant skipped: REALTIME_TEST_SERVICES=skip';
+
 /** Backends for the parametrized suites. */
 export function backends() {
   return [
     { name: 'sqlite', skip: false },
-    { name: 'postgres', skip: SERVICES_SKIPPED ? 'postgres variant skipped: REALTIME_TEST_SERVICES=skip' : false },
+    { name: 'postgres', skip: SERVICES_SKIPPED ? PG_SKIP_REASON : false },
   ];
 }
 
@@ -65,6 +72,58 @@ export function noteSkips() {
   if (SERVICES_SKIPPED) {
     console.log('# NOTE: PostgreSQL variants are SKIPPED because REALTIME_TEST_SERVICES=skip');
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// describe / it / before / after with skips that count
+//
+// node:test does not count the tests of a skipped `describe` (its summary says "skipped 0"), so a
+// skipped PostgreSQL variant would vanish from the numbers. These wrappers turn a suite's `skip`
+// into a skip of every test inside it (each one shows as skipped and is counted), and its hooks
+// into no-ops (no server is started for a skipped variant). Test files import them from here.
+
+let skipReason = false;
+
+function withSkip(reason, fn) {
+  const prev = skipReason;
+  skipReason = reason;
+  try {
+    return fn();
+  } finally {
+    skipReason = prev;
+  }
+}
+
+function splitArgs(opts, fn) {
+  return typeof opts === 'function' ? [{}, opts] : [opts || {}, fn];
+}
+
+export function describe(name, opts, fn) {
+  const [o, body] = splitArgs(opts, fn);
+  const { skip, ...rest } = o;
+  const reason = skip || skipReason;
+  return nodeTest.describe(name, rest, () => withSkip(reason, body));
+}
+
+/** Per-test timeout unless a test sets its own (tests/interop.rs bounds each file's process as well). */
+export const TEST_TIMEOUT_MS = 120_000;
+
+export function it(name, opts, fn) {
+  const [o, body] = splitArgs(opts, fn);
+  const withTimeout = { timeout: TEST_TIMEOUT_MS, ...o };
+  return nodeTest.it(name, skipReason ? { ...withTimeout, skip: skipReason } : withTimeout, body);
+}
+
+export function before(fn, o) {
+  return nodeTest.before(skipReason ? () => {} : fn, o);
+}
+
+export function after(fn, o) {
+  return nodeTest.after(skipReason ? () => {} : fn, o);
+}
+
+export function afterEach(fn, o) {
+  return nodeTest.afterEach(skipReason ? () => {} : fn, o);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,19 +255,26 @@ export async function startServer(opts = {}) {
 }
 
 async function launch(server) {
+  // A restart keeps the port: the server's node id is host:port, and its crash repair (stale connections,
+  // last seen) only looks at rows of its own node id.
+  const keep = server.port;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await launchOnce(server);
+      return await launchOnce(server, keep && attempt <= 3 ? keep : null);
     } catch (e) {
-      // another process took the port between our check and the server's bind: try another port
-      if (attempt < 4 && /address already in use|os error 98|EADDRINUSE/i.test(server.output)) continue;
+      // another process took the port between our check and the server's bind: try again (another port
+      // only for a first start, or when the old port stays taken)
+      if (attempt < 6 && /address already in use|os error 98|EADDRINUSE/i.test(server.output)) {
+        await sleep(200);
+        continue;
+      }
       throw e;
     }
   }
 }
 
-async function launchOnce(server) {
-  const port = await freePort();
+async function launchOnce(server, samePort) {
+  const port = samePort || await freePort();
   const env = {
     ...baseEnv(),
     NO_COLOR: '1',
@@ -370,7 +436,7 @@ export function makeClient(server, opts = {}) {
     auth,
     query: opts.query,
     extraHeaders: opts.extraHeaders,
-    timeout: 5000,
+    timeout: 15_000, // socket.io-client's handshake timeout: a debug server on a loaded 2-core machine can take seconds
     autoConnect: opts.autoConnect ?? true,
   });
   socket.received = [];
@@ -397,11 +463,11 @@ export function connectClient(server, opts = {}) {
       socket.disconnect();
       reject(
         new Error(
-          `client (${o.user || 'token'}) did not get ${o.anonymous ? '`connected`' : '`authenticated`'} within 8 s; ` +
+          `client (${o.user || 'token'}) did not get ${o.anonymous ? '`connected`' : '`authenticated`'} within 20 s; ` +
             `socket.connected=${socket.connected}; events received: ${show(socket.received)}`,
         ),
       );
-    }, 8000);
+    }, 20_000);
     const cleanup = () => {
       clearTimeout(timer);
       socket.off('connected', onConnected);
@@ -446,8 +512,8 @@ export function expectConnectError(server, opts = {}) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       socket.disconnect();
-      reject(new Error(`expected connect_error within 5 s, got none; events: ${show(socket.received)}`));
-    }, 5000);
+      reject(new Error(`expected connect_error within 20 s, got none; events: ${show(socket.received)}`));
+    }, 20_000);
     socket.on('connect', () => {
       // give the server a moment to show what it does (e.g. a kick) for the failure message
       setTimeout(() => {
@@ -467,7 +533,7 @@ export function expectConnectError(server, opts = {}) {
 }
 
 /** Emit with an ack; resolves the ack's first argument; rejects with a clear message on timeout. */
-export function emitAck(socket, event, payload, timeoutMs = 5000) {
+export function emitAck(socket, event, payload, timeoutMs = 10_000) {
   return new Promise((resolve, reject) => {
     const cb = (err, res) => {
       if (err) reject(new Error(`no ack for ${event} ${show(payload, 300)} within ${timeoutMs} ms (socket.connected=${socket.connected}); recent events: ${show(socket.received.slice(-5), 800)}`));
@@ -479,7 +545,7 @@ export function emitAck(socket, event, payload, timeoutMs = 5000) {
 }
 
 /** Wait for a future event matching predicate; on timeout the message lists what arrived instead. */
-export function waitFor(socket, event, predicate = () => true, timeoutMs = 5000) {
+export function waitFor(socket, event, predicate = () => true, timeoutMs = 10_000) {
   return new Promise((resolve, reject) => {
     const startIdx = socket.received.length;
     const handler = (...args) => {
@@ -536,7 +602,7 @@ export function eventsOf(socket, event, predicate = () => true) {
   return socket.received.filter((r) => r.event === event && predicate(...r.args)).map((r) => r.args[0]);
 }
 
-export function waitDisconnect(socket, timeoutMs = 5000) {
+export function waitDisconnect(socket, timeoutMs = 10_000) {
   return new Promise((resolve, reject) => {
     if (!socket.connected) return resolve('already disconnected');
     const t = setTimeout(() => reject(new Error(`socket not disconnected within ${timeoutMs} ms`)), timeoutMs);
@@ -611,4 +677,82 @@ export function listOf(body, key) {
 export async function join(socket, roomName, extra = {}) {
   const ack = await emitAck(socket, 'room:join', { roomName, ...extra });
   return assertOk(ack, `room:join ${roomName}`);
+}
+
+/**
+ * Send a fresh message from `sender` to `roomName` and wait until `receiver` has it. Broadcasts to one
+ * socket go out in the order the server emits them, so any event the server emitted to `receiver`
+ * before this message (for example the broadcast of a refused or duplicate send whose ack already
+ * arrived) is in receiver.received once this resolves: an event-driven replacement for "wait a bit
+ * and check nothing came".
+ */
+export async function barrier(sender, receiver, roomName, timeoutMs = 10_000) {
+  const content = uid('barrier');
+  const got = waitFor(receiver, 'message:new', (m) => m && m.content === content, timeoutMs);
+  assertOk(await emitAck(sender, 'message:send', { roomName, content }, timeoutMs), `barrier message:send to ${roomName}`);
+  await got;
+}
+
+/** Poll `check` (async, returns a truthy value when done) until it succeeds; fails with `what` and the last value. */
+export async function eventually(what, check, { timeoutMs = 10_000, intervalMs = 100 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await check();
+    if (last && last.done !== false) return last;
+    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${show(last)}`);
+    await sleep(intervalMs);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the server's database, from the outside
+
+/** The server's SQLite file (sqlite backend). */
+export function sqlitePath(server) {
+  return path.join(server.dataDir, 'realtime.db');
+}
+
+/**
+ * Run SQL against the server's own database (psql for postgres, sqlite3 for sqlite) and return
+ * stdout (unaligned, tuples only, '|' between columns). Fails, with stderr, on a non-zero exit.
+ */
+export function sql(server, query, { timeoutMs = 15_000 } = {}) {
+  const [cmd, args] = server.backend === 'postgres'
+    ? ['psql', [server.databaseUrl, '-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1', '-c', query]]
+    : ['sqlite3', ['-batch', '-bail', '-cmd', '.timeout 10000', sqlitePath(server), query]];
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs });
+  if (r.error) throw new Error(`${cmd} failed to run (${r.error.message}); is it installed?`);
+  assert.equal(r.status, 0, `${cmd} ${show(query, 300)} exited ${r.status}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/**
+ * Hold the write lock of the server's database for `ms` from the outside: PostgreSQL locks the
+ * given tables IN EXCLUSIVE MODE (reads go on, writes to them wait), SQLite takes the database's
+ * write lock (BEGIN IMMEDIATE; readers go on, every writer waits, up to its busy_timeout of 5 s).
+ * (`mode` 'ACCESS EXCLUSIVE' makes readers of those tables wait too: PostgreSQL only.)
+ * Resolves once the lock is held, with {released: Promise<exit code>} settling when it is let go.
+ */
+export async function holdWriteLock(server, { tables, ms, mode = 'EXCLUSIVE' }) {
+  const secs = (ms / 1000).toFixed(2);
+  const [cmd, args, script] = server.backend === 'postgres'
+    ? ['psql', [server.databaseUrl, '-X', '-q', '-v', 'ON_ERROR_STOP=1'],
+      `BEGIN;\nLOCK TABLE ${tables.join(', ')} IN ${mode} MODE;\n\\echo locked\nSELECT pg_sleep(${secs});\nCOMMIT;\n`]
+    : ['sqlite3', ['-batch', '-bail', sqlitePath(server)], `.timeout 10000\nBEGIN IMMEDIATE;\n.print locked\n.shell sleep ${secs}\nCOMMIT;\n`];
+  const proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  const released = new Promise((resolve) => proc.on('exit', (code) => resolve(code)));
+  const locked = new Promise((resolve, reject) => {
+    proc.stdout.on('data', (b) => {
+      out += b.toString();
+      if (out.includes('locked')) resolve();
+    });
+    proc.stderr.on('data', (b) => { err += b.toString(); });
+    proc.on('exit', (code) => reject(new Error(`${cmd} ended (exit ${code}) before it held the lock: ${err}`)));
+  });
+  proc.stdin.end(script);
+  await locked;
+  return { released: released.then((code) => { assert.equal(code, 0, `${cmd} holding the lock exited ${code}: ${err}`); return code; }) };
 }

@@ -1,111 +1,245 @@
-// CONTRACT §1 limits and §4 room policy knobs: REALTIME_MAX_CONNECTIONS, REALTIME_RATE_LIMIT
-// (new connections per IP per minute), REALTIME_AUTO_CREATE_ROOMS=false (ROOM_NOT_FOUND).
-import { describe, it, before, after } from 'node:test';
+// Limits and feature switches: REALTIME_MAX_CONNECTIONS, REALTIME_RATE_LIMIT (new connections per IP per minute),
+// REALTIME_AUTO_CREATE_ROOMS=false, REALTIME_CORS_ORIGIN (polling and /api), gzip, and the feature flags
+// REALTIME_ENABLE_PRESENCE / _TYPING / _COMPRESSION, REALTIME_RATE_LIMIT_ENABLED, REALTIME_LOG_EVENTS.
+// Run against SQLite and PostgreSQL.
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { gunzipSync } from 'node:zlib';
 import {
-  startServer, shutdown, connectClient, emitAck, waitDisconnect, assertOk, assertErr, show, uid, join, http, API_KEY, sleep,
+  describe, it, before, after, backends, noteSkips, startServer, shutdown, connectClient, emitAck, waitDisconnect,
+  assertOk, assertErr, show, uid, join, http, API_KEY, mintToken, eventually, listOf, sleep,
 } from './harness.mjs';
 
-/** Resolves 'ok' when the client authenticates, else the reason it did not. */
-async function tryConnect(server, user) {
+noteSkips();
+
+const MAX_CONNECTIONS_REFUSAL = 'Connection refused: the server is at REALTIME_MAX_CONNECTIONS';
+const RATE_REFUSAL = 'Connection refused: too many new connections from this address (REALTIME_RATE_LIMIT)';
+
+/** Resolves {ok, c} when the client authenticates, else {ok: false, reason: the connect_error message}. */
+async function tryConnect(server, user, opts = {}) {
   try {
-    const c = await connectClient(server, { user });
+    const c = await connectClient(server, { user, ...opts });
     return { ok: true, c };
   } catch (e) {
-    return { ok: false, reason: e.message };
+    return { ok: false, reason: e.connectError ? e.connectError.message : e.message };
   }
 }
 
-describe('REALTIME_MAX_CONNECTIONS=2', () => {
-  let server;
-  before(async () => {
-    server = await startServer({ env: { REALTIME_MAX_CONNECTIONS: '2' } });
-  });
-  after(() => shutdown(server));
+async function connectionCount(server) {
+  const r = await http(server, 'GET', '/api/stats', { apiKey: API_KEY });
+  assert.equal(r.status, 200, show(r.body));
+  return r.body.connections;
+}
 
-  it('a third concurrent connection is refused; a slot frees up when one leaves', async () => {
-    const a = await connectClient(server, { user: uid('a') });
-    const b = await connectClient(server, { user: uid('b') });
-    const third = await tryConnect(server, uid('c'));
-    assert.equal(third.ok, false, 'the third connection must not be admitted');
-    assert.ok(a.socket.connected && b.socket.connected, 'the admitted clients stay connected');
-    const gone = waitDisconnect(a.socket);
-    a.socket.disconnect();
-    await gone;
-    await sleep(300);
-    const again = await tryConnect(server, uid('d'));
-    assert.equal(again.ok, true, `after a disconnect a new connection is admitted: ${again.reason}`);
-    again.c.socket.disconnect();
-    b.socket.disconnect();
+/** A raw request with chosen headers (no automatic decompression); resolves {status, headers, text}, the
+ *  body gunzipped by hand when it came gzip-encoded. */
+function rawRequest(server, method, p, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = request(`${server.url}${p}`, { method, headers }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const body = Buffer.concat(chunks);
+        const text = (res.headers['content-encoding'] === 'gzip' ? gunzipSync(body) : body).toString('utf8');
+        resolve({ status: res.statusCode, headers: res.headers, text });
+      });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+for (const backend of backends()) {
+  describe(`REALTIME_MAX_CONNECTIONS=2 [${backend.name}]`, { skip: backend.skip }, () => {
+    let server;
+    before(async () => {
+      server = await startServer({ backend: backend.name, env: { REALTIME_MAX_CONNECTIONS: '2' } });
+    });
+    after(() => shutdown(server));
+
+    it('a third concurrent connection is refused naming the limit; a slot frees up when one leaves', async () => {
+      const a = await connectClient(server, { user: uid('a') });
+      const b = await connectClient(server, { user: uid('b') });
+      const third = await tryConnect(server, uid('c'));
+      assert.equal(third.ok, false, 'the third connection must not be admitted');
+      assert.equal(third.reason, MAX_CONNECTIONS_REFUSAL);
+      assert.ok(a.socket.connected && b.socket.connected, 'the admitted clients stay connected');
+      const gone = waitDisconnect(a.socket);
+      a.socket.disconnect();
+      await gone;
+      await eventually('the server to count one connection', async () => (await connectionCount(server)) === 1);
+      const again = await tryConnect(server, uid('d'));
+      assert.equal(again.ok, true, `after a disconnect a new connection is admitted: ${again.reason}`);
+      again.c.socket.disconnect();
+      b.socket.disconnect();
+      await eventually('the server to count no connection', async () => (await connectionCount(server)) === 0);
+    });
+
+    it('a burst of simultaneous handshakes admits exactly the limit', async () => {
+      const results = await Promise.all(Array.from({ length: 8 }, (_, i) => tryConnect(server, uid(`burst${i}`))));
+      const admitted = results.filter((r) => r.ok);
+      assert.equal(admitted.length, 2, `admitted ${admitted.length} of 8 with REALTIME_MAX_CONNECTIONS=2: ${show(results.map((r) => r.ok || r.reason))}`);
+      for (const r of results.filter((x) => !x.ok)) assert.equal(r.reason, MAX_CONNECTIONS_REFUSAL);
+      for (const r of admitted) r.c.socket.disconnect();
+    });
   });
 
-  it('a burst of simultaneous handshakes admits no more than the limit', async () => {
-    await sleep(300); // the previous test's sockets are gone
-    const results = await Promise.all(Array.from({ length: 8 }, (_, i) => tryConnect(server, uid(`burst${i}`))));
-    const admitted = results.filter((r) => r.ok);
-    assert.ok(admitted.length <= 2, `admitted ${admitted.length} of 8 with REALTIME_MAX_CONNECTIONS=2`);
-    assert.ok(admitted.length >= 1, 'at least one is admitted');
-    for (const r of admitted) r.c.socket.disconnect();
-  });
-});
+  describe(`REALTIME_RATE_LIMIT=3 (new connections per IP per minute) [${backend.name}]`, { skip: backend.skip }, () => {
+    let server;
+    before(async () => {
+      server = await startServer({ backend: backend.name, env: { REALTIME_RATE_LIMIT: '3' } });
+    });
+    after(() => shutdown(server));
 
-describe('REALTIME_RATE_LIMIT=3 (new connections per IP per minute)', () => {
-  let server;
-  before(async () => {
-    server = await startServer({ env: { REALTIME_RATE_LIMIT: '3' } });
+    it('a refused token costs a point too; the 4th handshake within a minute from one IP is refused naming the limit', async () => {
+      const bad = await tryConnect(server, undefined, { token: mintToken(uid('x'), {}, { secret: 'wrong' }) });
+      assert.equal(bad.ok, false);
+      assert.ok(bad.reason.startsWith('Invalid token'), bad.reason);
+      const results = [];
+      for (let i = 0; i < 4; i++) {
+        const r = await tryConnect(server, uid(`c${i}`));
+        results.push(r);
+        if (r.ok) r.c.socket.disconnect();
+      }
+      assert.deepEqual(results.map((r) => r.ok || r.reason), [true, true, RATE_REFUSAL, RATE_REFUSAL],
+        'the bad token took the first point, two good handshakes the others');
+      const h = await http(server, 'GET', '/health');
+      assert.equal(h.status, 200, 'HTTP is not affected');
+    });
   });
-  after(() => shutdown(server));
 
-  it('the 4th connection within a minute from one IP is refused', async () => {
-    const results = [];
-    for (let i = 0; i < 5; i++) {
-      const r = await tryConnect(server, uid(`c${i}`));
-      results.push(r);
-      if (r.ok) r.c.socket.disconnect();
-    }
-    const admitted = results.filter((r) => r.ok).length;
-    assert.ok(results[0].ok && results[1].ok && results[2].ok, `the first 3 are admitted: ${show(results.map((r) => r.ok || r.reason))}`);
-    assert.equal(admitted, 3, `exactly 3 of 5 admitted: ${show(results.map((r) => r.ok || r.reason))}`);
-    const h = await http(server, 'GET', '/health');
-    assert.equal(h.status, 200, 'HTTP is not affected');
-  });
-});
+  describe(`REALTIME_AUTO_CREATE_ROOMS=false [${backend.name}]`, { skip: backend.skip }, () => {
+    let server;
+    before(async () => {
+      server = await startServer({ backend: backend.name, env: { REALTIME_AUTO_CREATE_ROOMS: 'false' } });
+    });
+    after(() => shutdown(server));
 
-describe('REALTIME_AUTO_CREATE_ROOMS=false', () => {
-  let server;
-  before(async () => {
-    server = await startServer({ env: { REALTIME_AUTO_CREATE_ROOMS: 'false' } });
+    it('joining a room that does not exist → ROOM_NOT_FOUND; an admin-created room is joinable', async () => {
+      const { socket } = await connectClient(server, { user: uid('u') });
+      const missing = uid('nowhere');
+      assertErr(await emitAck(socket, 'room:join', { roomName: missing }), 'ROOM_NOT_FOUND', 'room:join of a missing room');
+      const rooms = listOf((await http(server, 'GET', '/api/rooms', { apiKey: API_KEY })).body, 'rooms');
+      assert.ok(!rooms.some((r) => r.name === missing), `a refused join created nothing: ${show(rooms)}`);
+      const name = uid('made');
+      const res = await http(server, 'POST', '/api/rooms', { apiKey: API_KEY, body: { name } });
+      assert.equal(res.status, 201, show(res.body));
+      const d = await join(socket, name);
+      assert.equal(d.roomName, name, show(d));
+      assertOk(await emitAck(socket, 'message:send', { roomName: name, content: 'hi' }), 'send');
+      socket.disconnect();
+    });
   });
-  after(() => shutdown(server));
 
-  it('joining a room that does not exist → ROOM_NOT_FOUND; an admin-created room is joinable', async () => {
-    const { socket } = await connectClient(server, { user: uid('u') });
-    assertErr(await emitAck(socket, 'room:join', { roomName: uid('nowhere') }), 'ROOM_NOT_FOUND', 'room:join of a missing room');
-    const name = uid('made');
-    const res = await http(server, 'POST', '/api/rooms', { apiKey: API_KEY, body: { name } });
-    assert.equal(res.status, 201, show(res.body));
-    const d = await join(socket, name);
-    assert.equal(d.roomName, name, show(d));
-    assertOk(await emitAck(socket, 'message:send', { roomName: name, content: 'hi' }), 'send');
-    socket.disconnect();
-  });
-});
+  describe(`REALTIME_CORS_ORIGIN=http://good.test [${backend.name}]`, { skip: backend.skip }, () => {
+    let server;
+    before(async () => {
+      server = await startServer({ backend: backend.name, env: { REALTIME_CORS_ORIGIN: 'http://good.test' } });
+    });
+    after(() => shutdown(server));
 
-describe('REALTIME_CORS_ORIGIN=http://good.test', () => {
-  let server;
-  before(async () => {
-    server = await startServer({ env: { REALTIME_CORS_ORIGIN: 'http://good.test' } });
-  });
-  after(() => shutdown(server));
+    it('the configured origin is allowed on the polling transport and on /api (preflight included), another is not', async () => {
+      const poll = '/socket.io/?EIO=4&transport=polling';
+      const good = await rawRequest(server, 'GET', poll, { Origin: 'http://good.test' });
+      assert.equal(good.status, 200);
+      assert.equal(good.headers['access-control-allow-origin'], 'http://good.test');
+      const evil = await rawRequest(server, 'GET', poll, { Origin: 'http://evil.test' });
+      assert.equal(evil.headers['access-control-allow-origin'], undefined, `evil origin must not be allowed: ${show(evil.headers)}`);
 
-  it('the configured origin is allowed, another is not', async () => {
-    const path = '/socket.io/?EIO=4&transport=polling';
-    const good = await fetch(`${server.url}${path}`, { headers: { Origin: 'http://good.test' } });
-    await good.text();
-    assert.equal(good.headers.get('access-control-allow-origin'), 'http://good.test');
-    const evil = await fetch(`${server.url}${path}`, { headers: { Origin: 'http://evil.test' } });
-    await evil.text();
-    const acao = evil.headers.get('access-control-allow-origin');
-    assert.ok(acao !== '*' && acao !== 'http://evil.test', `evil origin must not be allowed, got Access-Control-Allow-Origin: ${acao}`);
+      const pre = { 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'x-api-key,content-type' };
+      const okPre = await rawRequest(server, 'OPTIONS', '/api/broadcast', { Origin: 'http://good.test', ...pre });
+      assert.ok(okPre.status >= 200 && okPre.status < 300, `preflight → ${okPre.status}`);
+      assert.equal(okPre.headers['access-control-allow-origin'], 'http://good.test', show(okPre.headers));
+      assert.match(okPre.headers['access-control-allow-methods'] || '', /POST/i, show(okPre.headers));
+      assert.match(okPre.headers['access-control-allow-headers'] || '', /x-api-key/i, show(okPre.headers));
+      const badPre = await rawRequest(server, 'OPTIONS', '/api/broadcast', { Origin: 'http://evil.test', ...pre });
+      assert.equal(badPre.headers['access-control-allow-origin'], undefined, show(badPre.headers));
+      const api = await rawRequest(server, 'GET', '/api/rooms', { Origin: 'http://good.test', 'X-API-Key': API_KEY });
+      assert.equal(api.status, 200);
+      assert.equal(api.headers['access-control-allow-origin'], 'http://good.test', show(api.headers));
+    });
   });
-});
+
+  describe(`compression on (the default) [${backend.name}]`, { skip: backend.skip }, () => {
+    let server;
+    before(async () => {
+      server = await startServer({ backend: backend.name });
+    });
+    after(() => shutdown(server));
+
+    it('API and long-polling responses are gzip-compressed when the client accepts it, and only then', async () => {
+      for (let i = 0; i < 5; i++) {
+        assert.equal((await http(server, 'POST', '/api/rooms', { apiKey: API_KEY, body: { name: uid('padding-room-name-for-a-longer-response') } })).status, 201);
+      }
+      const gz = await rawRequest(server, 'GET', '/api/rooms', { 'X-API-Key': API_KEY, 'Accept-Encoding': 'gzip' });
+      assert.equal(gz.status, 200);
+      assert.equal(gz.headers['content-encoding'], 'gzip', `GET /api/rooms with Accept-Encoding: gzip: ${show(gz.headers)}`);
+      const plain = await rawRequest(server, 'GET', '/api/rooms', { 'X-API-Key': API_KEY });
+      assert.equal(plain.headers['content-encoding'], undefined, show(plain.headers));
+      assert.deepEqual(JSON.parse(gz.text), JSON.parse(plain.text), 'the compressed body is the same JSON');
+      const poll = await rawRequest(server, 'GET', '/socket.io/?EIO=4&transport=polling', { 'Accept-Encoding': 'gzip' });
+      assert.equal(poll.status, 200);
+      assert.equal(poll.headers['content-encoding'], 'gzip', `polling handshake with Accept-Encoding: gzip: ${show(poll.headers)}`);
+      assert.match(poll.text, /^0\{"sid":"[^"]+"/, `the gunzipped body is an Engine.IO open packet: ${show(poll.text)}`);
+    });
+  });
+
+  describe(`feature flags off (presence, typing, compression, per-user rate limit, audit log) [${backend.name}]`, { skip: backend.skip }, () => {
+    let server;
+    before(async () => {
+      server = await startServer({
+        backend: backend.name,
+        env: {
+          REALTIME_ENABLE_PRESENCE: 'false', REALTIME_ENABLE_TYPING: 'false', REALTIME_ENABLE_COMPRESSION: 'false',
+          REALTIME_RATE_LIMIT_ENABLED: 'false', REALTIME_RATE_LIMIT_POINTS: '3', REALTIME_LOG_EVENTS: 'false',
+        },
+      });
+    });
+    after(() => shutdown(server));
+
+    it('presence:update and typing are FORBIDDEN (over HTTP too); subscriptions and presence:get still work', async () => {
+      const room = uid('flags');
+      const alice = uid('alice');
+      const a = await connectClient(server, { user: alice });
+      const b = await connectClient(server, { user: uid('bob') });
+      await join(a.socket, room);
+      await join(b.socket, room);
+      assertErr(await emitAck(a.socket, 'presence:update', { status: 'away' }), 'FORBIDDEN', 'presence:update with presence off');
+      assertErr(await emitAck(a.socket, 'typing:start', { roomName: room, roomType: 'channel' }), 'FORBIDDEN', 'typing:start with typing off');
+      const typing = await http(server, 'POST', '/typing', { headers: { Authorization: `Bearer ${mintToken(alice)}` }, body: { channelId: room, roomType: 'channel', isTyping: true } });
+      assert.equal(typing.status, 403, show(typing.body));
+      assert.equal(typing.body.error.code, 'FORBIDDEN', show(typing.body));
+      // connection-driven presence still works
+      const sub = assertOk(await emitAck(b.socket, 'presence:subscribe', { userIds: [alice] }), 'presence:subscribe');
+      assert.equal(sub.presences.length, 1, show(sub));
+      await eventually('alice to read as online', async () => {
+        const got = assertOk(await emitAck(b.socket, 'presence:get', { userIds: [alice] }), 'presence:get');
+        return got.presences[0].status === 'online';
+      });
+      a.socket.disconnect();
+      b.socket.disconnect();
+    });
+
+    it('REALTIME_RATE_LIMIT_ENABLED=false: events beyond REALTIME_RATE_LIMIT_POINTS are not refused', async () => {
+      const { socket } = await connectClient(server, { user: uid('busy') });
+      for (let i = 0; i < 10; i++) assertOk(await emitAck(socket, 'room:join', { roomName: uid(`r${i}`) }), `join #${i + 1} of 10 with 3 points`);
+      socket.disconnect();
+    });
+
+    it('REALTIME_ENABLE_COMPRESSION=false: no gzip even when the client asks; REALTIME_LOG_EVENTS=false: no audit rows', async () => {
+      const gz = await rawRequest(server, 'GET', '/api/rooms', { 'X-API-Key': API_KEY, 'Accept-Encoding': 'gzip' });
+      assert.equal(gz.status, 200);
+      assert.equal(gz.headers['content-encoding'], undefined, show(gz.headers));
+      const u = uid('unlogged');
+      const { socket } = await connectClient(server, { user: u });
+      socket.disconnect();
+      await eventually('the connection to be gone', async () => {
+        const list = listOf((await http(server, 'GET', '/api/connections', { apiKey: API_KEY })).body, 'connections');
+        return !list.some((c) => c.userId === u);
+      });
+      await sleep(1500); // audit rows are written within about 250 ms when logging is on
+      const events = listOf((await http(server, 'GET', '/api/events?limit=1000', { apiKey: API_KEY })).body, 'events');
+      assert.deepEqual(events, [], `no audit events with REALTIME_LOG_EVENTS=false: ${show(events)}`);
+    });
+  });
+}

@@ -1,10 +1,9 @@
 // CONTRACT §5: message:send (both shapes), acks, the superset message:new, message:sent /
 // message:failed, idempotent retries, edit/delete. Run against SQLite and PostgreSQL.
-import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  backends, noteSkips, startServer, shutdown, connectClient, emitAck, waitFor, expectNoEvent, countEvents,
-  assertOk, assertErr, assertIso, show, uid, join, sleep, http, API_KEY,
+  describe, it, before, after, backends, noteSkips, startServer, shutdown, connectClient, emitAck, waitFor, expectNoEvent, countEvents,
+  assertOk, assertErr, assertIso, show, uid, join, http, API_KEY, barrier,
 } from './harness.mjs';
 
 noteSkips();
@@ -205,7 +204,7 @@ for (const backend of backends()) {
       socket.disconnect();
     });
 
-    it('retry with the same clientMessageId → same messageId, broadcast once', async () => {
+    it('retry with the same clientMessageId → the original ack with duplicate: true, message:sent again, broadcast once', async () => {
       const room = uid('idem');
       const alice = uid('alice');
       const a = await connectClient(server, { user: alice });
@@ -214,41 +213,94 @@ for (const backend of backends()) {
       await join(b.socket, room);
       const cmid = uid('cmid');
       const content = uid('once');
+      const gotFirst = waitFor(b.socket, 'message:new', (m) => m && m.content === content);
       const d1 = assertOk(await emitAck(a.socket, 'message:send', { roomName: room, content, clientMessageId: cmid }), 'first send');
-      await waitFor(b.socket, 'message:new', (m) => m && m.messageId === d1.messageId).catch(() => {});
+      assert.equal(d1.duplicate, undefined, `a first send is no duplicate: ${show(d1)}`);
+      assert.equal((await gotFirst).messageId, d1.messageId);
+      const sentAgain = waitFor(a.socket, 'message:sent', (m) => m && m.clientMessageId === cmid && m.messageId === d1.messageId);
       const d2 = assertOk(await emitAck(a.socket, 'message:send', { roomName: room, content, clientMessageId: cmid }), 'retry');
       assert.equal(d2.messageId, d1.messageId, `retry must ack the same messageId: first=${show(d1)} retry=${show(d2)}`);
       assert.equal(d2.seq, d1.seq, `retry must ack the same seq: first=${show(d1)} retry=${show(d2)}`);
+      assert.equal(d2.createdAt, d1.createdAt, `retry must ack the same createdAt: first=${show(d1)} retry=${show(d2)}`);
+      assert.equal(d2.duplicate, true, `a retry is acked with duplicate: true: ${show(d2)}`);
+      await sentAgain;
 
       // a retry from the user's other device (offline queue flushed elsewhere) is the same message too
       const a2 = await connectClient(server, { user: alice });
       const d3 = assertOk(await emitAck(a2.socket, 'message:send', { roomName: room, content, clientMessageId: cmid }), 'retry from 2nd device');
       assert.equal(d3.messageId, d1.messageId, show(d3));
+      assert.equal(d3.duplicate, true, show(d3));
 
-      await sleep(700);
+      // whatever the retries broadcast reached bob before this later message does
+      await barrier(a.socket, b.socket, room);
       const n = countEvents(b.socket, 'message:new', (m) => m && m.content === content);
       assert.equal(n, 1, `bob must see exactly one message:new, saw ${n}: ${show(b.socket.received.filter((r) => r.event === 'message:new'))}`);
+      const hist = assertOk(await emitAck(b.socket, 'sync:messages', { roomName: room, since: null, limit: 100 }), 'sync');
+      assert.equal(hist.messages.filter((m) => m.content === content).length, 1, `stored once: ${show(hist.messages)}`);
       for (const c of [a, a2, b]) c.socket.disconnect();
     });
 
-    it('concurrent duplicates with one clientMessageId → one message', async () => {
+    it('concurrent duplicates from two devices of the user (one clientMessageId) → one message, the others duplicate: true', async () => {
       const room = uid('idem2');
-      const a = await connectClient(server, { user: uid('alice') });
+      const alice = uid('alice');
+      const a1 = await connectClient(server, { user: alice });
+      const a2 = await connectClient(server, { user: alice });
       const b = await connectClient(server, { user: uid('bob') });
-      await join(a.socket, room);
+      await join(a1.socket, room);
       await join(b.socket, room);
       const cmid = uid('cmid');
       const content = uid('burst');
-      const acks = await Promise.all(
-        [0, 1, 2, 3].map(() => emitAck(a.socket, 'message:send', { roomName: room, content, clientMessageId: cmid })),
-      );
-      const ids = new Set(acks.map((x) => assertOk(x, 'concurrent send').messageId));
+      // both devices flush the same offline queue at once: events of different sockets run concurrently
+      const payload = { roomName: room, content, clientMessageId: cmid };
+      const acks = await Promise.all([a1, a2, a1, a2, a1, a2].map((c) => emitAck(c.socket, 'message:send', payload, 10_000)));
+      const datas = acks.map((x) => assertOk(x, 'concurrent send'));
+      const ids = new Set(datas.map((d) => d.messageId));
       assert.equal(ids.size, 1, `all acks must carry one messageId: ${show(acks)}`);
-      await sleep(700);
+      assert.equal(new Set(datas.map((d) => d.seq)).size, 1, `all acks must carry one seq: ${show(acks)}`);
+      assert.equal(datas.filter((d) => d.duplicate !== true).length, 1, `exactly one ack is the original, the others duplicate: true: ${show(datas)}`);
+      await barrier(a1.socket, b.socket, room);
       const n = countEvents(b.socket, 'message:new', (m) => m && m.content === content);
       assert.equal(n, 1, `bob must see exactly one message:new, saw ${n}`);
+      const hist = assertOk(await emitAck(b.socket, 'sync:messages', { roomName: room, since: null, limit: 100 }), 'sync');
+      assert.equal(hist.messages.filter((m) => m.content === content).length, 1, `stored once: ${show(hist.messages)}`);
+      assert.deepEqual(hist.messages.map((m) => m.seq), hist.messages.map((_, i) => i + 1), `seqs stay gap-free: ${show(hist.messages)}`);
+      for (const c of [a1, a2, b]) c.socket.disconnect();
+    });
+
+    it('a clientMessageId reused for another room → VALIDATION_ERROR naming the first room; nothing stored or broadcast', async () => {
+      const first = uid('first');
+      const second = uid('second');
+      const a = await connectClient(server, { user: uid('alice') });
+      const b = await connectClient(server, { user: uid('bob') });
+      for (const r of [first, second]) {
+        await join(a.socket, r);
+        await join(b.socket, r);
+      }
+      const cmid = uid('cmid');
+      assertOk(await emitAck(a.socket, 'message:send', { roomName: first, content: 'one', clientMessageId: cmid }), 'first send');
+      const failed = waitFor(a.socket, 'message:failed', (f) => f && f.clientMessageId === cmid);
+      const err = assertErr(await emitAck(a.socket, 'message:send', { roomName: second, content: 'two', clientMessageId: cmid }), 'VALIDATION_ERROR', 'reuse in another room');
+      assert.ok(err.message.includes(first), `the error names the room the id was used in: ${show(err)}`);
+      assert.equal((await failed).errorCode, 'VALIDATION_ERROR');
+      await barrier(a.socket, b.socket, second);
+      assert.equal(countEvents(b.socket, 'message:new', (m) => m && m.content === 'two'), 0, 'nothing broadcast');
+      const hist = assertOk(await emitAck(b.socket, 'sync:messages', { roomName: second, since: null, limit: 100 }), 'sync');
+      assert.ok(!hist.messages.some((m) => m.content === 'two'), `nothing stored: ${show(hist.messages)}`);
       a.socket.disconnect();
       b.socket.disconnect();
+    });
+
+    it('a retry after losing write access is refused, not acked as a duplicate', async () => {
+      const room = uid('lost-access');
+      const alice = uid('alice');
+      const a = await connectClient(server, { user: alice });
+      await join(a.socket, room);
+      const cmid = uid('cmid');
+      assertOk(await emitAck(a.socket, 'message:send', { roomName: room, content: 'before', clientMessageId: cmid }), 'send');
+      const ban = await http(server, 'POST', `/api/rooms/${encodeURIComponent(room)}/members`, { apiKey: API_KEY, body: { userId: alice, banned: true } });
+      assert.equal(ban.status, 200, show(ban.body));
+      assertErr(await emitAck(a.socket, 'message:send', { roomName: room, content: 'before', clientMessageId: cmid }), 'FORBIDDEN', 'retry after a ban');
+      a.socket.disconnect();
     });
 
     it('the same clientMessageId from two different users is two messages', async () => {
@@ -274,12 +326,13 @@ for (const backend of backends()) {
       const content = uid('intruder');
       const failedP = waitFor(c.socket, 'message:failed', (f) => f && f.clientMessageId === cmid);
       const ack = await emitAck(c.socket, 'message:send', { roomName: room, content, clientMessageId: cmid });
-      const err = assertErr(ack, ['NOT_A_MEMBER', 'FORBIDDEN'], 'message:send by a non-member');
+      const err = assertErr(ack, 'NOT_A_MEMBER', 'message:send by a non-member');
       const failed = await failedP;
       assert.equal(failed.errorCode, err.code, `message:failed.errorCode should match the ack: ${show(failed)}`);
       assert.equal(typeof failed.errorMessage, 'string', show(failed));
-      assert.equal(typeof failed.retryable, 'boolean', show(failed));
-      await expectNoEvent(a.socket, 'message:new', 500, (m) => m && m.content === content);
+      assert.equal(failed.retryable, false, `a refusal for membership is not retryable: ${show(failed)}`);
+      await barrier(a.socket, a.socket, room);
+      assert.equal(countEvents(a.socket, 'message:new', (m) => m && m.content === content), 0, 'nothing reached the room');
       a.socket.disconnect();
       c.socket.disconnect();
     });
@@ -337,11 +390,85 @@ for (const backend of backends()) {
       const data = assertOk(await emitAck(a.socket, 'message:send', { roomName: room, content: 'mine' }), 'send');
       assertErr(await emitAck(b.socket, 'message:edit', { messageId: data.messageId, content: 'hijacked' }), 'FORBIDDEN', 'edit by non-author');
       assertErr(await emitAck(b.socket, 'message:delete', { messageId: data.messageId }), 'FORBIDDEN', 'delete by non-author');
-      await expectNoEvent(a.socket, 'message:update', 400);
-      await expectNoEvent(a.socket, 'message:delete', 100);
+      await barrier(b.socket, a.socket, room);
+      assert.equal(countEvents(a.socket, 'message:update'), 0, 'no message:update broadcast');
+      assert.equal(countEvents(a.socket, 'message:delete'), 0, 'no message:delete broadcast');
       a.socket.disconnect();
       b.socket.disconnect();
     });
+
+    // docs/protocol.md §2.3 and §6.5 say NOT_FOUND; the server answers VALIDATION_ERROR (CONTRACT §3 lists no
+    // NOT_FOUND for sockets). The refusal itself is asserted here; the code is the todo test below.
+    const missingCases = async (a, room) => {
+      const missing = uid('no-such-message');
+      const data = assertOk(await emitAck(a.socket, 'message:send', { roomName: room, content: 'soon gone' }), 'send');
+      assertOk(await emitAck(a.socket, 'message:delete', { messageId: data.messageId }), 'delete');
+      return [
+        ['edit of an unknown id', 'message:edit', { messageId: missing, content: 'x' }, missing],
+        ['delete of an unknown id', 'message:delete', { messageId: missing }, missing],
+        ['edit of a deleted message', 'message:edit', { messageId: data.messageId, content: 'back' }, data.messageId],
+        ['delete of a deleted message', 'message:delete', { messageId: data.messageId }, data.messageId],
+        ['reaction to a deleted message', 'reaction:add', { messageId: data.messageId, emoji: '👍' }, data.messageId],
+      ];
+    };
+
+    it('edit / delete / react to a message that does not exist or was deleted → refused naming the id, nothing broadcast', async () => {
+      const room = uid('room');
+      const a = await connectClient(server, { user: uid('alice') });
+      await join(a.socket, room);
+      const mark = a.socket.received.length;
+      for (const [what, event, payload, id] of await missingCases(a, room)) {
+        const err = assertErr(await emitAck(a.socket, event, payload), ['NOT_FOUND', 'VALIDATION_ERROR'], what);
+        assert.ok(err.message.includes(id), `${what}: the error names the message: ${show(err)}`);
+      }
+      await barrier(a.socket, a.socket, room);
+      const after = a.socket.received.slice(mark).map((r) => r.event).filter((e) => ['message:update', 'reaction:add'].includes(e));
+      assert.deepEqual(after, [], 'nothing broadcast for a refused edit or reaction');
+      a.socket.disconnect();
+    });
+
+    it('… with the documented code NOT_FOUND', { todo: 'server: answers VALIDATION_ERROR for a missing or deleted message id (docs/protocol.md §2.3 says NOT_FOUND)' }, async () => {
+      const room = uid('room');
+      const a = await connectClient(server, { user: uid('alice') });
+      await join(a.socket, room);
+      try {
+        for (const [what, event, payload] of await missingCases(a, room)) assertErr(await emitAck(a.socket, event, payload), 'NOT_FOUND', what);
+      } finally {
+        a.socket.disconnect();
+      }
+    });
+
+    it('a NUL byte in a stored string (content, edit, clientMessageId, threadId, emoji) is kept, or refused as invalid: never an internal error',
+      { todo: backend.name === 'postgres' ? 'server: PostgreSQL text cannot hold NUL; these sends, edits and reactions answer INTERNAL_ERROR' : false }, async () => {
+        const room = uid('nul');
+        const a = await connectClient(server, { user: uid('alice') });
+        await join(a.socket, room);
+        try {
+          const target = assertOk(await emitAck(a.socket, 'message:send', { roomName: room, content: 'plain' }), 'send');
+          const cases = [
+            ['content', 'message:send', { roomName: room, content: 'a\u0000b' }],
+            ['clientMessageId', 'message:send', { roomName: room, content: 'c', clientMessageId: `c\u0000${uid('d')}` }],
+            ['threadId', 'message:send', { roomName: room, content: 't', threadId: 't\u0000d' }],
+            ['edited content', 'message:edit', { messageId: target.messageId, content: 'e\u0000f' }],
+            ['reaction emoji', 'reaction:add', { messageId: target.messageId, emoji: 'x\u0000' }],
+          ];
+          const accepted = {};
+          for (const [what, event, payload] of cases) {
+            const ack = await emitAck(a.socket, event, payload);
+            if (ack.success === false) assertErr(ack, 'VALIDATION_ERROR', `${what} with a NUL byte`);
+            else accepted[what] = ack.data;
+          }
+          // what was accepted reads back exactly as sent
+          const stored = assertOk(await emitAck(a.socket, 'sync:messages', { roomName: room, since: null, limit: 100 }), 'sync').messages;
+          const byId = Object.fromEntries(stored.map((m) => [m.id, m]));
+          if (accepted.content) assert.equal(byId[accepted.content.messageId]?.content, 'a\u0000b', show(stored));
+          if (accepted.threadId) assert.equal(byId[accepted.threadId.messageId]?.threadId, 't\u0000d', show(stored));
+          if (accepted['edited content']) assert.equal(byId[target.messageId]?.content, 'e\u0000f', show(stored));
+          if (accepted.clientMessageId) assert.ok(byId[accepted.clientMessageId.messageId]?.clientMessageId.startsWith('c\u0000'), show(stored));
+        } finally {
+          a.socket.disconnect();
+        }
+      });
 
     it('message:send without content/room → VALIDATION_ERROR', async () => {
       const { socket } = await connectClient(server, { user: uid('v') });

@@ -2,19 +2,21 @@
 // unrelated socket), the offline grace and lastSeen, custom status and its expiry, the nchat flicker,
 // heartbeats, busy = dnd, invisible, the privacy table per viewer (contact / non-contact), settings
 // over the socket and the admin API taking effect at once, subscribe/unsubscribe/get, idle → away.
-import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startServer, shutdown, connectClient, makeClient, mintToken, emitAck, waitFor, expectNoEvent,
+  describe, it, before, after, backends, eventually, startServer, shutdown, connectClient, makeClient, mintToken, emitAck, waitFor, expectNoEvent,
   assertOk, assertErr, assertIso, show, uid, join, sleep, http, API_KEY, SERVICES_SKIPPED, noteSkips,
 } from './harness.mjs';
 
 noteSkips();
 
-const GRACE = 1000; // REALTIME_PRESENCE_OFFLINE_GRACE for these servers
-// The server coalesces presence changes for a short window (nchat's offline→online flicker); a
-// change must reach viewers well within this.
-const SETTLE = 900;
+const GRACE = 1000; // REALTIME_PRESENCE_OFFLINE_GRACE for the main servers
+// For quick reconnects, which must fit in the grace even on a loaded machine.
+const LONG_GRACE = 4000;
+// The server coalesces presence changes (400 ms after the latest change, at most 2000 ms after the first;
+// fixed windows, see /work/notes/server-requests.md): before a "nothing more arrives" check, earlier
+// changes must have gone out. Generous for a loaded 2-core machine.
+const SETTLE = 1500;
 
 // ---------------------------------------------------------------------------------------------
 // local helpers
@@ -27,7 +29,7 @@ function changesAbout(socket, userId, from = 0) {
     .map((r) => r.args[0]);
 }
 
-function waitChange(socket, userId, pred = () => true, timeoutMs = 4000) {
+function waitChange(socket, userId, pred = () => true, timeoutMs = 20_000) {
   return waitFor(socket, 'presence:changed', (p) => p && p.userId === userId && pred(p), timeoutMs);
 }
 
@@ -113,24 +115,26 @@ async function noGhosts(server) {
     sock.connect();
   }
   await Promise.all(done);
-  await sleep(GRACE + 2000);
-  const conns = await http(server, 'GET', '/api/connections', { apiKey: API_KEY });
-  const live = (conns.body?.connections || []).filter((c) => users.includes(c.userId));
-  assert.equal(live.length, 0, `the server still holds their connections: ${show(live)}`);
-  const got = await getPresence(viewer.socket, users);
-  const ghosts = Object.values(got).filter((p) => p.status !== 'offline');
-  assert.equal(ghosts.length, 0,
-    `${ghosts.length} of 100 users whose only socket closed right after connecting are still shown online ` +
-    `${GRACE + 2000} ms later, with no connection left on the server: ${show(ghosts.slice(0, 3))}`);
+  // after the grace (and a generous margin for a loaded machine) nobody is left online or connected
+  await eventually('the 100 users to be offline with no connection left', async () => {
+    const conns = await http(server, 'GET', '/api/connections', { apiKey: API_KEY });
+    const live = (conns.body?.connections || []).filter((c) => users.includes(c.userId));
+    const got = await getPresence(viewer.socket, users);
+    const ghosts = Object.values(got).filter((p) => p.status !== 'offline');
+    return live.length === 0 && ghosts.length === 0 ? true : { done: false, live: live.length, ghosts: ghosts.length, sample: ghosts.slice(0, 3) };
+  }, { timeoutMs: GRACE + 15_000, intervalMs: 250 });
   viewer.socket.disconnect();
 }
 
 // ---------------------------------------------------------------------------------------------
 
-describe('presence', () => {
+// the two databases' suites run side by side (each with its own servers); inside one, tests run one at a time
+describe('presence', { concurrency: 2 }, () => {
+for (const backend of backends()) {
+describe(`presence [${backend.name}]`, { skip: backend.skip, concurrency: 1 }, () => {
   let server;
   before(async () => {
-    server = await startServer({ env: { REALTIME_PRESENCE_OFFLINE_GRACE: String(GRACE) } });
+    server = await startServer({ backend: backend.name, env: { REALTIME_PRESENCE_OFFLINE_GRACE: String(GRACE), REALTIME_ALLOW_ANONYMOUS: 'true' } });
   });
   after(() => shutdown(server));
 
@@ -222,50 +226,6 @@ describe('presence', () => {
     disconnectAll(a, carol, spy);
   });
 
-  it('offline grace: a quick reconnect announces nothing; a real disconnect announces offline with lastSeen after the grace', async () => {
-    const alice = uid('alice');
-    const room = uid('grace');
-    const bob = await connectClient(server, { user: uid('bob') });
-    await join(bob.socket, room);
-    const carol = await connectClient(server, { user: uid('carol') });
-    await subscribe(carol.socket, [alice]);
-    const a1 = await connectClient(server, { user: alice });
-    await join(a1.socket, room);
-    await waitChange(carol.socket, alice, (p) => p.status === 'online');
-    await sleep(SETTLE);
-
-    // network blip: drop and reconnect within the grace
-    const mb = bob.socket.received.length;
-    const mc = carol.socket.received.length;
-    a1.socket.disconnect();
-    await sleep(150);
-    const a2 = await connectClient(server, { user: alice });
-    a2.socket.emit('presence:update', { status: 'online' });
-    await noChange(carol.socket, alice, GRACE + 1000, mc, (p) => p.status === 'offline');
-    await noChange(bob.socket, alice, 0, mb, (p) => p.status === 'offline');
-    assert.equal((await getPresence(carol.socket, [alice]))[alice].status, 'online');
-
-    // real disconnect: offline only after the grace, with lastSeen ≈ when the user left
-    const offB = waitChange(bob.socket, alice, (p) => p.status === 'offline', GRACE + 4000);
-    const offC = waitChange(carol.socket, alice, (p) => p.status === 'offline', GRACE + 4000);
-    const t0 = Date.now();
-    a2.socket.disconnect();
-    const off = await offC;
-    const t1 = Date.now();
-    await offB;
-    assert.ok(t1 - t0 >= GRACE - 100, `offline must wait for the grace (${GRACE} ms), came after ${t1 - t0} ms: ${show(off)}`);
-    assert.ok(t1 - t0 <= GRACE + 2500, `offline came too late: ${t1 - t0} ms after the disconnect`);
-    assert.ok(hasLastSeen(off), `offline after a real disconnect must carry lastSeen: ${show(off)}`);
-    assertIso(off.lastSeen, 'presence:changed.lastSeen');
-    const ls = Date.parse(off.lastSeen);
-    assert.ok(ls >= t0 - 1000 && ls <= t1 + 50, `lastSeen ${off.lastSeen} must be about when the user left (${new Date(t0).toISOString()})`);
-
-    const got = (await getPresence(carol.socket, [alice]))[alice];
-    assert.equal(got.status, 'offline', show(got));
-    assert.equal(got.lastSeen, off.lastSeen, `presence:get lastSeen must match the announcement: ${show(got)}`);
-    disconnectAll(bob, carol);
-  });
-
   it('a socket that disconnects right after connecting leaves no ghost: the user goes offline after the grace', async () => {
     await noGhosts(server);
   });
@@ -294,14 +254,14 @@ describe('presence', () => {
     assert.equal(g1.customStatus?.text, 'In a meeting', `presence:get must show the custom status: ${show(g1)}`);
 
     // the client stays silent: the server itself clears it at expiresAt
-    const clearB = waitChange(bob.socket, alice, noCustom, 6000);
-    const clearC = waitChange(carol.socket, alice, noCustom, 6000);
+    const clearB = waitChange(bob.socket, alice, noCustom, 15_000);
+    const clearC = waitChange(carol.socket, alice, noCustom, 15_000);
     const cleared = await clearC;
     const at = Date.now();
     await clearB;
     assert.equal(cleared.status, 'online', `expiry clears the custom status, not the status: ${show(cleared)}`);
     assert.ok(at >= Date.parse(expiresAt) - 150, `cleared ${Date.parse(expiresAt) - at} ms BEFORE expiresAt`);
-    assert.ok(at <= Date.parse(expiresAt) + 2000, `cleared ${at - Date.parse(expiresAt)} ms after expiresAt`);
+    assert.ok(at <= Date.parse(expiresAt) + 8000, `cleared ${at - Date.parse(expiresAt)} ms after expiresAt`);
     const g2 = (await getPresence(carol.socket, [alice]))[alice];
     assert.ok(noCustom(g2), `presence:get after expiry must have no custom status: ${show(g2)}`);
 
@@ -317,46 +277,6 @@ describe('presence', () => {
     a.socket.emit('presence:update', { status: 'online' });
     await clr;
     disconnectAll(a, bob, carol);
-  });
-
-  it('nchat flicker: {status:"offline"} right after connecting then "online" → no offline broadcast (fresh connect and quick reconnect)', async () => {
-    const alice = uid('alice');
-    const carol = await connectClient(server, { user: uid('carol') });
-    await subscribe(carol.socket, [alice]);
-    const bob = await connectClient(server, { user: uid('bob') });
-    const room = uid('flicker');
-    await join(bob.socket, room);
-    // alice is a persisted member of the room, so her next connections join it before anything is sent
-    const a0 = await connectClient(server, { user: alice });
-    await join(a0.socket, room);
-    a0.socket.disconnect();
-    await sleep(GRACE + 1200); // alice is offline now
-    const mc0 = carol.socket.received.length;
-    const mb0 = bob.socket.received.length;
-
-    // fresh connect: offline then online
-    const flicker = (s) => s.emit('presence:update', { status: 'offline' });
-    const a1 = await connectClient(server, { user: alice, onConnect: flicker });
-    await sleep(120);
-    a1.socket.emit('presence:update', { status: 'online' });
-    await waitChange(carol.socket, alice, (p) => p.status === 'online');
-    await sleep(SETTLE + 400);
-    for (const [who, s, m] of [['carol', carol.socket, mc0], ['bob', bob.socket, mb0]]) {
-      const seen = changesAbout(s, alice, m);
-      assert.deepEqual(seen.map((p) => p.status), ['online'], `${who} must see alice come online once, no offline flicker: ${show(seen)}`);
-    }
-
-    // quick reconnect with the same flicker: nothing at all
-    const mc = carol.socket.received.length;
-    const mb = bob.socket.received.length;
-    a1.socket.disconnect();
-    await sleep(100);
-    const a2 = await connectClient(server, { user: alice, onConnect: flicker });
-    await sleep(120);
-    a2.socket.emit('presence:update', { status: 'online' });
-    await noChange(carol.socket, alice, GRACE + 800, mc);
-    await noChange(bob.socket, alice, 0, mb);
-    disconnectAll(a2, carol, bob);
   });
 
   it('heartbeat: re-sending the same presence:update does not broadcast', async () => {
@@ -575,7 +495,7 @@ describe('presence', () => {
 
     // a real disconnect: the contact gets offline with lastSeen; the stranger hears nothing and never gets lastSeen
     const ms2 = s.socket.received.length;
-    const offC = waitChange(c.socket, target, (p) => p.status === 'offline', GRACE + 4000);
+    const offC = waitChange(c.socket, target, (p) => p.status === 'offline', GRACE + 10_000);
     t.socket.disconnect();
     t2.socket.disconnect();
     const oc = await offC;
@@ -632,8 +552,8 @@ describe('presence', () => {
     await noChange(s.socket, target, 0, ms, (p) => p.status !== 'online');
     assert.equal((await getPresence(s.socket, [target]))[target].status, 'online');
 
-    const offC = waitChange(c.socket, target, (p) => p.status === 'offline', GRACE + 4000);
-    const offS = waitChange(s.socket, target, (p) => p.status === 'offline', GRACE + 4000);
+    const offC = waitChange(c.socket, target, (p) => p.status === 'offline', GRACE + 10_000);
+    const offS = waitChange(s.socket, target, (p) => p.status === 'offline', GRACE + 10_000);
     t.socket.disconnect();
     t2.socket.disconnect();
     for (const p of [await offC, await offS]) assert.ok(!hasLastSeen(p), `showLastSeen=false → no lastSeen: ${show(p)}`);
@@ -653,7 +573,10 @@ describe('presence', () => {
     await hidden;
     t.socket.disconnect();
     t2.socket.disconnect();
-    await sleep(GRACE + 1500); // the session has ended; lastSeen is recorded
+    await eventually('the session to have ended with a last seen (owner view)', async () => {
+      const own = await http(server, 'GET', `/api/users/${encodeURIComponent(target)}/presence`, { apiKey: API_KEY });
+      return own.body.connected === false && hasLastSeen(own.body.presence);
+    }, { timeoutMs: GRACE + 10_000 });
     const before = (await getPresence(s.socket, [target]))[target];
     assert.ok(!hasLastSeen(before), show(before));
     const back = waitChange(s.socket, target, (p) => p.status === 'offline' && hasLastSeen(p));
@@ -667,7 +590,7 @@ describe('presence', () => {
 
   it('a settings change while the user is offline is pushed too: lastSeen disappears (showLastSeen=false)', async () => {
     const { target, t, t2, s } = await privacyCast(server);
-    const off = waitChange(s.socket, target, (p) => p.status === 'offline', GRACE + 4000);
+    const off = waitChange(s.socket, target, (p) => p.status === 'offline', GRACE + 10_000);
     t.socket.disconnect();
     t2.socket.disconnect();
     assert.ok(hasLastSeen(await off), 'lastSeen shown by default');
@@ -679,6 +602,95 @@ describe('presence', () => {
     assert.ok(!hasLastSeen(now), `after showLastSeen=false presence:get hides lastSeen: ${show(now)}`);
     await gone; // the viewer who lost sight of lastSeen is told at once
     s.socket.disconnect();
+  });
+
+  it('contacts are directional: POST /api/users/U/contacts {V} lets V see U under visibility=contacts, not U see V', async () => {
+    const u = uid('u');
+    const v = uid('v');
+    for (const who of [u, v]) {
+      const put = await http(server, 'PUT', `/api/users/${encodeURIComponent(who)}/presence-settings`, { apiKey: API_KEY, body: { visibility: 'contacts' } });
+      assert.equal(put.status, 200, show(put.body));
+    }
+    const add = await addContact(server, u, v);
+    assert.equal(add.status, 201, show(add.body));
+    assert.deepEqual(add.body, { userId: u, contactUserId: v, added: true }, show(add.body));
+    const again = await addContact(server, u, v);
+    assert.equal(again.status, 200, show(again.body));
+    assert.equal(again.body.added, false, show(again.body));
+    const cu = await connectClient(server, { user: u });
+    const cv = await connectClient(server, { user: v });
+    await eventually('both to be published online (owner views)', async () => {
+      const [pu, pv] = [await getPresence(cu.socket, [u]), await getPresence(cv.socket, [v])];
+      return pu[u].status === 'online' && pv[v].status === 'online';
+    });
+    assert.equal((await getPresence(cv.socket, [u]))[u].status, 'online', 'v is a contact of u: sees u');
+    assert.equal((await getPresence(cu.socket, [v]))[v].status, 'offline', 'u is no contact of v: sees v offline');
+    const list = await http(server, 'GET', `/api/users/${encodeURIComponent(u)}/contacts`, { apiKey: API_KEY });
+    assert.deepEqual(list.body.contacts, [v], show(list.body));
+    assert.deepEqual((await http(server, 'GET', `/api/users/${encodeURIComponent(v)}/contacts`, { apiKey: API_KEY })).body.contacts, [], 'nothing the other way');
+    // removing the contact takes the sight away at once
+    const del = await http(server, 'DELETE', `/api/users/${encodeURIComponent(u)}/contacts/${encodeURIComponent(v)}`, { apiKey: API_KEY });
+    assert.equal(del.status, 200, show(del.body));
+    assert.equal((await getPresence(cv.socket, [u]))[u].status, 'offline', 'after the removal v sees u offline');
+    disconnectAll(cu, cv);
+  });
+
+  it('anonymous viewers see what a stranger sees and are never contacts', async () => {
+    const open = uid('open');
+    const closed = uid('closed');
+    const friend = uid('friend');
+    await addContact(server, closed, friend);
+    assert.equal((await http(server, 'PUT', `/api/users/${encodeURIComponent(closed)}/presence-settings`, { apiKey: API_KEY, body: { visibility: 'contacts' } })).status, 200);
+    const co = await connectClient(server, { user: open });
+    const cc = await connectClient(server, { user: closed });
+    const cf = await connectClient(server, { user: friend });
+    await eventually('both to be published online', async () => (await getPresence(cf.socket, [open, closed]))[closed].status === 'online' &&
+      (await getPresence(cf.socket, [open]))[open].status === 'online');
+    const anon = await connectClient(server, { anonymous: true });
+    const seen = await getPresence(anon.socket, [open, closed]);
+    assert.equal(seen[open].status, 'online', `visibility everyone: an anonymous viewer sees the status: ${show(seen)}`);
+    assert.equal(seen[closed].status, 'offline', `visibility contacts: an anonymous viewer is no contact: ${show(seen)}`);
+    assert.ok(!hasLastSeen(seen[closed]), show(seen));
+    assertErr(await emitAck(anon.socket, 'presence:subscribe', { userIds: [open] }), 'UNAUTHENTICATED', 'anonymous presence:subscribe');
+    disconnectAll(co, cc, cf, anon);
+  });
+
+  it('showOnlineStatus=false: viewers see offline (with lastSeen when allowed); the owner\'s own view is unfiltered', async () => {
+    const { target, t, t2, c, s } = await privacyCast(server);
+    t.socket.emit('presence:update', { status: 'busy', customStatus: { text: 'focus', emoji: '🎧' } });
+    t2.socket.emit('presence:update', { status: 'busy', customStatus: { text: 'focus', emoji: '🎧' } });
+    await waitChange(s.socket, target, (p) => p.status === 'busy');
+    const hidden = waitChange(s.socket, target, (p) => p.status === 'offline');
+    const merged = await settings(t.socket, { showOnlineStatus: false });
+    assert.equal(merged.showOnlineStatus, false, show(merged));
+    const h = await hidden;
+    assert.ok(noCustom(h), `no custom status for a viewer: ${show(h)}`);
+    for (const [who, sock] of [['contact', c.socket], ['stranger', s.socket]]) {
+      const v = (await getPresence(sock, [target]))[target];
+      assert.equal(v.status, 'offline', `${who}: ${show(v)}`);
+      assert.ok(noCustom(v), `${who}: ${show(v)}`);
+    }
+    // the owner: presence:get about oneself, the own sockets' push stream and the admin API are unfiltered
+    const own = (await getPresence(t2.socket, [target]))[target];
+    assert.equal(own.status, 'busy', `owner view: ${show(own)}`);
+    assert.equal(own.customStatus?.text, 'focus', `owner view keeps the custom status: ${show(own)}`);
+    const admin = await http(server, 'GET', `/api/users/${encodeURIComponent(target)}/presence`, { apiKey: API_KEY });
+    assert.equal(admin.body.presence.status, 'busy', show(admin.body));
+    assert.equal(admin.body.connected, true, show(admin.body));
+    assert.equal(admin.body.appearOffline, false, show(admin.body));
+    assert.equal(admin.body.settings.showOnlineStatus, false, show(admin.body));
+    // appearing offline shows as offline in the owner view too, with appearOffline
+    const ownOff = waitChange(t2.socket, target, (p) => p.status === 'offline');
+    t.socket.emit('presence:update', { status: 'invisible' });
+    t2.socket.emit('presence:update', { status: 'invisible' });
+    await ownOff;
+    const admin2 = await eventually('the admin view to show appear-offline', async () => {
+      const r = await http(server, 'GET', `/api/users/${encodeURIComponent(target)}/presence`, { apiKey: API_KEY });
+      return r.body.appearOffline === true ? r : null;
+    });
+    assert.equal(admin2.body.presence.status, 'offline', show(admin2.body));
+    assert.equal(admin2.body.connected, true, show(admin2.body));
+    disconnectAll(t, t2, c, s);
   });
 
   it('presence:settings validates its input and keeps omitted fields', async () => {
@@ -694,10 +706,106 @@ describe('presence', () => {
   });
 });
 
-describe('presence idle → away (REALTIME_PRESENCE_TIMEOUT=1500)', () => {
+describe(`presence with a long offline grace: quick reconnects (REALTIME_PRESENCE_OFFLINE_GRACE=${LONG_GRACE}) [${backend.name}]`, { skip: backend.skip, concurrency: 1 }, () => {
   let server;
   before(async () => {
-    server = await startServer({ env: { REALTIME_PRESENCE_OFFLINE_GRACE: String(GRACE), REALTIME_PRESENCE_TIMEOUT: '1500' } });
+    server = await startServer({ backend: backend.name, env: { REALTIME_PRESENCE_OFFLINE_GRACE: String(LONG_GRACE) } });
+  });
+  after(() => shutdown(server));
+
+  it('offline grace: a quick reconnect announces nothing; a real disconnect announces offline with lastSeen after the grace', async () => {
+    const alice = uid('alice');
+    const room = uid('grace');
+    const bob = await connectClient(server, { user: uid('bob') });
+    await join(bob.socket, room);
+    const carol = await connectClient(server, { user: uid('carol') });
+    await subscribe(carol.socket, [alice]);
+    const a1 = await connectClient(server, { user: alice });
+    await join(a1.socket, room);
+    await waitChange(carol.socket, alice, (p) => p.status === 'online');
+    await sleep(SETTLE);
+
+    // network blip: drop and reconnect within the grace
+    const mb = bob.socket.received.length;
+    const mc = carol.socket.received.length;
+    a1.socket.disconnect();
+    await sleep(150);
+    const a2 = await connectClient(server, { user: alice });
+    a2.socket.emit('presence:update', { status: 'online' });
+    await noChange(carol.socket, alice, LONG_GRACE + 1000, mc, (p) => p.status === 'offline');
+    await noChange(bob.socket, alice, 0, mb, (p) => p.status === 'offline');
+    assert.equal((await getPresence(carol.socket, [alice]))[alice].status, 'online');
+
+    // real disconnect: offline only after the grace, with lastSeen ≈ when the user left
+    const offB = waitChange(bob.socket, alice, (p) => p.status === 'offline', LONG_GRACE + 10_000);
+    const offC = waitChange(carol.socket, alice, (p) => p.status === 'offline', LONG_GRACE + 10_000);
+    const t0 = Date.now();
+    a2.socket.disconnect();
+    const off = await offC;
+    const t1 = Date.now();
+    await offB;
+    assert.ok(t1 - t0 >= LONG_GRACE - 100, `offline must wait for the grace (${LONG_GRACE} ms), came after ${t1 - t0} ms: ${show(off)}`);
+    assert.ok(t1 - t0 <= LONG_GRACE + 8000, `offline came too late: ${t1 - t0} ms after the disconnect`);
+    assert.ok(hasLastSeen(off), `offline after a real disconnect must carry lastSeen: ${show(off)}`);
+    assertIso(off.lastSeen, 'presence:changed.lastSeen');
+    const ls = Date.parse(off.lastSeen);
+    assert.ok(ls >= t0 - 1000 && ls <= t1 + 50, `lastSeen ${off.lastSeen} must be about when the user left (${new Date(t0).toISOString()})`);
+
+    const got = (await getPresence(carol.socket, [alice]))[alice];
+    assert.equal(got.status, 'offline', show(got));
+    assert.equal(got.lastSeen, off.lastSeen, `presence:get lastSeen must match the announcement: ${show(got)}`);
+    disconnectAll(bob, carol);
+  });
+
+  it('nchat flicker: {status:"offline"} right after connecting then "online" → no offline broadcast (fresh connect and quick reconnect)', async () => {
+    const alice = uid('alice');
+    const carol = await connectClient(server, { user: uid('carol') });
+    await subscribe(carol.socket, [alice]);
+    const bob = await connectClient(server, { user: uid('bob') });
+    const room = uid('flicker');
+    await join(bob.socket, room);
+    // alice is a persisted member of the room, so her next connections join it before anything is sent
+    const a0 = await connectClient(server, { user: alice });
+    await join(a0.socket, room);
+    a0.socket.disconnect();
+    // alice is offline now, for both viewers
+    await Promise.all([carol, bob].map((v) => waitChange(v.socket, alice, (p) => p.status === 'offline', LONG_GRACE + 10_000)));
+    const mc0 = carol.socket.received.length;
+    const mb0 = bob.socket.received.length;
+
+    // fresh connect: offline then online
+    // nchat sends offline then online right after connecting. Both are sent at once here: the server merges
+    // changes that fall within its (fixed, 400 ms) coalescing window, and on a loaded machine a pause between
+    // them could stretch past it (then an offline is announced, rightly). See server-requests.md §4.
+    const flicker = (s) => {
+      s.emit('presence:update', { status: 'offline' });
+      s.emit('presence:update', { status: 'online' });
+    };
+    const a1 = await connectClient(server, { user: alice, onConnect: flicker });
+    await waitChange(carol.socket, alice, (p) => p.status === 'online');
+    await sleep(SETTLE + 400);
+    for (const [who, s, m] of [['carol', carol.socket, mc0], ['bob', bob.socket, mb0]]) {
+      const seen = changesAbout(s, alice, m);
+      assert.deepEqual(seen.map((p) => p.status), ['online'], `${who} must see alice come online once, no offline flicker: ${show(seen)}`);
+    }
+
+    // quick reconnect with the same flicker: nothing at all
+    const mc = carol.socket.received.length;
+    const mb = bob.socket.received.length;
+    a1.socket.disconnect();
+    await sleep(100);
+    const a2 = await connectClient(server, { user: alice, onConnect: flicker });
+    await noChange(carol.socket, alice, LONG_GRACE + 800, mc);
+    await noChange(bob.socket, alice, 0, mb);
+    disconnectAll(a2, carol, bob);
+  });
+
+});
+
+describe(`presence idle → away (REALTIME_PRESENCE_TIMEOUT=3000) [${backend.name}]`, { skip: backend.skip, concurrency: 1 }, () => {
+  let server;
+  before(async () => {
+    server = await startServer({ backend: backend.name, env: { REALTIME_PRESENCE_OFFLINE_GRACE: String(GRACE), REALTIME_PRESENCE_TIMEOUT: '3000' } });
   });
   after(() => shutdown(server));
 
@@ -706,17 +814,17 @@ describe('presence idle → away (REALTIME_PRESENCE_TIMEOUT=1500)', () => {
     const carol = await connectClient(server, { user: uid('carol') });
     const a = await connectClient(server, { user: alice });
     await subscribe(carol.socket, [alice]);
-    // heartbeats every 500 ms for 3 s: still online, nothing broadcast besides the first online
+    // heartbeats every 500 ms for 4 s (each gap far below the 3 s timeout): still online, nothing broadcast
     const mc = carol.socket.received.length;
-    for (let i = 0; i < 6; i++) {
+    for (let i = 0; i < 8; i++) {
       a.socket.emit('presence:update', { status: 'online' });
       await sleep(500);
     }
     await noChange(carol.socket, alice, 0, mc, (p) => p.status !== 'online');
     // silence → away
     const t0 = Date.now();
-    const away = await waitChange(carol.socket, alice, (p) => p.status === 'away', 5000);
-    assert.ok(Date.now() - t0 >= 800, `away came too early (${Date.now() - t0} ms after the last heartbeat): ${show(away)}`);
+    const away = await waitChange(carol.socket, alice, (p) => p.status === 'away', 3000 + 15_000);
+    assert.ok(Date.now() - t0 >= 2000, `away came too early (${Date.now() - t0} ms after the last heartbeat, timeout 3000 ms): ${show(away)}`);
     // activity → online
     const back = waitChange(carol.socket, alice, (p) => p.status === 'online');
     a.socket.emit('presence:update', { status: 'online' });
@@ -724,15 +832,5 @@ describe('presence idle → away (REALTIME_PRESENCE_TIMEOUT=1500)', () => {
     disconnectAll(a, carol);
   });
 });
-
-describe('presence on PostgreSQL (slower stored-presence loads)', { skip: SERVICES_SKIPPED ? 'REALTIME_TEST_SERVICES=skip' : false }, () => {
-  let server;
-  before(async () => {
-    server = await startServer({ backend: 'postgres', env: { REALTIME_PRESENCE_OFFLINE_GRACE: String(GRACE) } });
-  });
-  after(() => shutdown(server));
-
-  it('a socket that disconnects right after connecting leaves no ghost: the user goes offline after the grace', async () => {
-    await noGhosts(server);
-  });
+}
 });

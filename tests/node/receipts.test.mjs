@@ -1,11 +1,10 @@
 // CONTRACT §6 and §7: delivery and read receipts in a 4-member room (sender + 3), batch reads,
 // read receipts turned off, delivery:sync after a reconnect and after a restart, sync:channels
 // unreadCount, and reactions (idempotent, counted). Run against SQLite and PostgreSQL.
-import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  backends, noteSkips, startServer, shutdown, connectClient, emitAck, waitFor, expectNoEvent, eventsOf,
-  assertOk, assertErr, assertIso, show, uid, join, sleep, http, listOf, API_KEY,
+  describe, it, before, after, backends, noteSkips, startServer, shutdown, connectClient, emitAck, waitFor, expectNoEvent, eventsOf,
+  assertOk, assertErr, assertIso, show, uid, join, sleep, http, listOf, API_KEY, holdWriteLock,
 } from './harness.mjs';
 
 noteSkips();
@@ -58,7 +57,7 @@ async function send(socket, channelId, content = uid('msg'), clientMessageId = u
 
 /** Like waitFor, but an event already recorded (since the socket connected) counts too: receipts
  *  may arrive before the ack of the action that caused them. */
-async function seenOrWait(socket, event, pred, timeoutMs = 4000) {
+async function seenOrWait(socket, event, pred, timeoutMs = 15_000) {
   const p = waitFor(socket, event, pred, timeoutMs);
   const already = socket.received.find((r) => r.event === event && (() => { try { return pred(r.args[0]); } catch { return false; } })());
   if (already) {
@@ -68,7 +67,7 @@ async function seenOrWait(socket, event, pred, timeoutMs = 4000) {
   return p;
 }
 
-async function waitDelivered(socket, messageId, count, timeoutMs = 4000) {
+async function waitDelivered(socket, messageId, count, timeoutMs = 15_000) {
   try {
     return await seenOrWait(socket, 'message:delivered', (e) => e && e.messageId === messageId && e.deliveredCount === count, timeoutMs);
   } catch (e) {
@@ -78,7 +77,7 @@ async function waitDelivered(socket, messageId, count, timeoutMs = 4000) {
   }
 }
 
-function waitRead(socket, messageId, userId, timeoutMs = 4000) {
+function waitRead(socket, messageId, userId, timeoutMs = 15_000) {
   return waitFor(socket, 'message:read', (e) => e && e.messageId === messageId && e.userId === userId, timeoutMs);
 }
 
@@ -203,14 +202,14 @@ for (const backend of backends()) {
     });
 
     it('message:read readCount 1, 2, 3 of totalRecipients 3 ("all read") through read-ack, read:update and receipt:update', async () => {
-      const { channelId, s, recipients } = await room4(server);
+      const { channelId, room, s, recipients } = await room4(server);
       const [r1, r2, r3] = recipients;
       const m = await send(s.socket, channelId);
       await waitDelivered(s.socket, m.id, 3);
 
       let p = waitRead(s.socket, m.id, r1.userId);
       const d1 = assertOk(await emitAck(r1.c.socket, 'message:read-ack', { messageId: m.id, channelId, readAt: new Date().toISOString() }), 'message:read-ack');
-      assert.ok(d1 === undefined || typeof d1 === 'object', show(d1));
+      assert.deepEqual(d1, { channelId, roomName: room, readSeq: m.seq }, `read ack data is {channelId, roomName, readSeq}: ${show(d1)}`);
       checkRead(await p, { messageId: m.id, userId: r1.userId, readCount: 1 });
 
       p = waitRead(s.socket, m.id, r2.userId);
@@ -233,7 +232,11 @@ for (const backend of backends()) {
       // reading a message of a room the reader is not in is refused
       const outsider = await connectClient(server, { user: uid('outsider') });
       const ack = await emitAck(outsider.socket, 'message:read-ack', { messageId: m.id, channelId, readAt: new Date().toISOString() });
-      assertErr(ack, ['NOT_A_MEMBER', 'FORBIDDEN'], 'read-ack by a non-member');
+      assertErr(ack, 'NOT_A_MEMBER', 'read-ack by a non-member');
+      // NOT_FOUND per docs/protocol.md; the server answers VALIDATION_ERROR (messages.test.mjs has the todo)
+      const unknown = uid('no-such-message');
+      const e1 = assertErr(await emitAck(r1.c.socket, 'message:read-ack', { messageId: unknown }), ['NOT_FOUND', 'VALIDATION_ERROR'], 'read-ack of an unknown message');
+      assert.ok(e1.message.includes(unknown), show(e1));
       await expectNoEvent(s.socket, 'message:read', 300, (e) => e && e.userId === outsider.authenticated.userId);
       disconnectAll(s.socket, outsider.socket, ...recipients.map((r) => r.c.socket));
     });
@@ -353,11 +356,12 @@ for (const backend of backends()) {
       const a1 = assertOk(await emitAck(r1.c.socket, 'reaction:add', { messageId: m.id, channelId, emoji }), 'reaction:add');
       check(await pS, r1.userId, 1);
       check(await pR2, r1.userId, 1);
-      if (a1 && a1.count !== undefined) assert.equal(a1.count, 1, show(a1));
+      const expectedAck = { messageId: m.id, channelId, roomName: `channel:${channelId}`, userId: r1.userId, emoji, count: 1 };
+      assert.deepEqual(a1, expectedAck, `reaction:add ack data: ${show(a1)}`);
 
       const mark = s.socket.received.length;
       const a2 = assertOk(await emitAck(r1.c.socket, 'reaction:add', { messageId: m.id, channelId, emoji }), 'reaction:add again');
-      if (a2 && a2.count !== undefined) assert.equal(a2.count, 1, `a repeated add is idempotent: ${show(a2)}`);
+      assert.deepEqual(a2, expectedAck, `a repeated add is idempotent and acks the same object: ${show(a2)}`);
       await expectNoEvent(s.socket, 'reaction:add', 500, () => true, { from: mark });
 
       pS = waitFor(s.socket, 'reaction:add', (e) => e && e.messageId === m.id && e.userId === r2.userId);
@@ -382,9 +386,12 @@ for (const backend of backends()) {
 
       // outsiders cannot react; unknown messages are refused
       const outsider = await connectClient(server, { user: uid('outsider') });
-      assertErr(await emitAck(outsider.socket, 'reaction:add', { messageId: m.id, channelId, emoji }), ['NOT_A_MEMBER', 'FORBIDDEN'], 'outsider reacts');
-      const bad = await emitAck(r1.c.socket, 'reaction:add', { messageId: uid('nope'), channelId, emoji });
-      assert.equal(bad?.success, false, `reaction to an unknown message must fail: ${show(bad)}`);
+      assertErr(await emitAck(outsider.socket, 'reaction:add', { messageId: m.id, channelId, emoji }), 'NOT_A_MEMBER', 'outsider reacts');
+      for (const event of ['reaction:add', 'reaction:remove']) {
+        const nope = uid('nope');
+        const e = assertErr(await emitAck(r1.c.socket, event, { messageId: nope, channelId, emoji }), ['NOT_FOUND', 'VALIDATION_ERROR'], `${event} on an unknown message`);
+        assert.ok(e.message.includes(nope), show(e));
+      }
       disconnectAll(s.socket, outsider.socket, ...recipients.map((r) => r.c.socket));
     });
   });
@@ -396,17 +403,29 @@ for (const backend of backends()) {
     });
     after(() => shutdown(server));
 
-    it('statuses survive a server restart (answered from the database)', async () => {
+    it('statuses survive a server restart (answered from the database), a read made just before SIGTERM included', async () => {
       const t = await threeStates(server);
-      await server.restart(); // SIGTERM: coalesced watermarks and deliveries must be written, not dropped
+      // Writes are held from outside, so the watermark of this last read cannot reach the database before
+      // SIGTERM (the once-a-second flush waits for the lock): only the shutdown's own flush can write it.
+      const lock = await holdWriteLock(server, { tables: ['np_realtime_room_members', 'np_realtime_deliveries'], ms: 2500 });
+      const readB = waitRead(t.s.socket, t.b.id, t.r1.userId);
+      assertOk(await emitAck(t.r1.c.socket, 'message:read-ack', { messageId: t.b.id }), 'read-ack of B');
+      await readB;
+      const restarted = server.restart(); // SIGTERM while the watermark is pending: it must be written, not dropped
+      await lock.released;
+      await restarted;
       const s = await connectClient(server, { user: t.sender });
       const unknown = uid('never-sent');
       const st = await deliverySync(s.socket, [t.a.clientMessageId, t.b.id, t.c.id, unknown]);
       assert.deepEqual(pick(st[t.a.clientMessageId]), t.expected.A, `A by client id after restart: ${show(st[t.a.clientMessageId])}`);
-      assert.deepEqual(pick(st[t.b.id]), t.expected.B, `B after restart: ${show(st[t.b.id])}`);
+      assert.deepEqual(pick(st[t.b.id]), { ...t.expected.B, readCount: 1 }, `B after restart (read by r1 just before SIGTERM): ${show(st[t.b.id])}`);
       assert.deepEqual(pick(st[t.c.id]), t.expected.C, `C after restart: ${show(st[t.c.id])}`);
       assert.equal(st[unknown].state, 'failed', show(st[unknown]));
+      // and r1 sees only C as unread: the watermark written at shutdown is the one unread counts use
+      const r1 = await connectClient(server, { user: t.r1.userId });
+      assert.equal(await unreadOf(r1.socket, t.channelId), 1, 'r1 read up to B before the restart: only C is unread');
       s.socket.disconnect();
+      r1.socket.disconnect();
     });
   });
 }

@@ -1,13 +1,15 @@
 // CONTRACT §4: rooms — join/leave acks, types, policy (user:, dm:, private), user:joined/user:left
 // per user (not per socket), memberCount counting users. Run against SQLite and PostgreSQL.
-import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  backends, noteSkips, startServer, shutdown, connectClient, emitAck, waitFor, expectNoEvent, countEvents, eventsOf,
+  describe, it, before, after, eventually, backends, noteSkips, startServer, shutdown, connectClient, emitAck, waitFor, expectNoEvent, countEvents, eventsOf,
   assertOk, assertErr, assertIso, show, uid, join, http, API_KEY, sleep,
 } from './harness.mjs';
 
 noteSkips();
+
+// A long offline grace: a quick reconnect must fit in it even on a loaded machine.
+const GRACE = 3000;
 
 // the two backends' suites run side by side (each has its own server)
 describe('rooms', { concurrency: 2 }, () => {
@@ -15,12 +17,13 @@ for (const backend of backends()) {
   describe(`rooms [${backend.name}]`, { skip: backend.skip, concurrency: 1 }, () => {
     let server;
     before(async () => {
-      server = await startServer({ backend: backend.name, env: { REALTIME_PRESENCE_OFFLINE_GRACE: '1000' } });
+      server = await startServer({ backend: backend.name, env: { REALTIME_PRESENCE_OFFLINE_GRACE: String(GRACE) } });
     });
     after(() => shutdown(server));
 
     it('room:join acks data {roomName, type, memberCount}; a bare name is a `channel`', async () => {
-      const { socket } = await connectClient(server, { user: uid('a') });
+      const me = uid('a');
+      const { socket } = await connectClient(server, { user: me });
       const room = uid('lobby');
       const data = await join(socket, room);
       assert.equal(data.roomName, room, show(data));
@@ -30,12 +33,11 @@ for (const backend of backends()) {
       assert.equal(g.roomName, 'general', show(g));
       assert.equal(g.type, 'channel', show(g));
       assert.ok(Number.isInteger(g.memberCount) && g.memberCount >= 1, show(g));
-      if (data.members !== undefined) {
-        assert.ok(Array.isArray(data.members), `members must be an array: ${show(data)}`);
-        for (const m of data.members) {
-          assert.equal(typeof m.userId, 'string', show(data));
-          assertIso(m.joinedAt, 'members[].joinedAt');
-        }
+      // a room of at most 50 members lists them
+      assert.ok(Array.isArray(data.members) && data.members.length === 1, `members must list the one member: ${show(data)}`);
+      for (const m of data.members) {
+        assert.equal(m.userId, me, show(data));
+        assertIso(m.joinedAt, 'members[].joinedAt');
       }
       socket.disconnect();
     });
@@ -70,7 +72,7 @@ for (const backend of backends()) {
       const outsider = uid('outsider');
       const { socket } = await connectClient(server, { user: outsider });
       const ack = await emitAck(socket, 'room:join', { roomName: room });
-      assertErr(ack, ['NOT_A_MEMBER', 'FORBIDDEN'], 'room:join private room as non-member');
+      assertErr(ack, 'NOT_A_MEMBER', 'room:join private room as non-member');
 
       // a refused join must not put the socket into the room: it must not receive its messages
       const member = uid('member');
@@ -98,7 +100,7 @@ for (const backend of backends()) {
       assert.equal(da.type, 'dm', show(da));
       assert.equal(da.roomName, dm, show(da));
       await join(cb.socket, dm);
-      assertErr(await emitAck(cc.socket, 'room:join', { roomName: dm }), ['FORBIDDEN', 'NOT_A_MEMBER'], `third user joining ${dm}`);
+      assertErr(await emitAck(cc.socket, 'room:join', { roomName: dm }), 'FORBIDDEN', `third user joining ${dm}`);
       for (const c of [ca, cb, cc]) c.socket.disconnect();
     });
 
@@ -113,7 +115,7 @@ for (const backend of backends()) {
       const d = await join(m.socket, room);
       assert.equal(d.type, 'group-dm', show(d));
       const o = await connectClient(server, { user: uid('outsider') });
-      assertErr(await emitAck(o.socket, 'room:join', { roomName: room }), ['NOT_A_MEMBER', 'FORBIDDEN'], 'outsider joins group-dm');
+      assertErr(await emitAck(o.socket, 'room:join', { roomName: room }), 'NOT_A_MEMBER', 'outsider joins group-dm');
       m.socket.disconnect();
       o.socket.disconnect();
     });
@@ -144,7 +146,8 @@ for (const backend of backends()) {
       await join(b1.socket, room);
       const joined = await joinedP;
       assertIso(joined.timestamp, 'user:joined.timestamp');
-      if (joined.userName !== undefined) assert.equal(joined.userName, 'Bob Builder', show(joined));
+      assert.equal(joined.userName, 'Bob Builder', `userName from the token: ${show(joined)}`);
+      assert.equal(joined.userAvatar, null, `no avatar claim → null: ${show(joined)}`);
 
       // second device of bob: connects (auto-joins the persisted room) and joins explicitly → no second user:joined
       const mark = a.socket.received.length;
@@ -156,7 +159,7 @@ for (const backend of backends()) {
 
       // one of bob's sockets goes away: bob is still in the room → no user:left
       b2.socket.disconnect();
-      await expectNoEvent(a.socket, 'user:left', 1800, (e) => e && e.userId === bob);
+      await expectNoEvent(a.socket, 'user:left', GRACE + 800, (e) => e && e.userId === bob);
 
       // bob's last socket leaves → user:left
       const leftP = waitFor(a.socket, 'user:left', (e) => e && e.userId === bob && e.roomName === room, 5000);
@@ -176,9 +179,11 @@ for (const backend of backends()) {
       const jp = waitFor(a.socket, 'user:joined', (e) => e && e.userId === carol);
       await join(c.socket, room);
       await jp;
-      const leftP = waitFor(a.socket, 'user:left', (e) => e && e.userId === carol && e.roomName === room, 6000);
+      const leftP = waitFor(a.socket, 'user:left', (e) => e && e.userId === carol && e.roomName === room, GRACE + 10_000);
+      const t0 = Date.now();
       c.socket.disconnect();
       await leftP;
+      assert.ok(Date.now() - t0 >= GRACE - 200, `user:left came ${Date.now() - t0} ms after the disconnect, before the grace (${GRACE} ms)`);
       a.socket.disconnect();
     });
 
@@ -192,13 +197,10 @@ for (const backend of backends()) {
         await join(c.socket, room);
         return c;
       }));
-      await sleep(200);
       cs.forEach((c) => c.socket.disconnect());
-      const deadline = Date.now() + 6000;
       const left = () => new Set(eventsOf(a.socket, 'user:left', (e) => e && e.roomName === room).map((e) => e.userId));
-      while (left().size < users.length && Date.now() < deadline) await sleep(100);
-      const missing = users.filter((u) => !left().has(u));
-      assert.deepEqual(missing, [], `user:left missing for ${missing.length} of ${users.length} users who disconnected together`);
+      await eventually('a user:left for each of the 12 users', async () => left().size >= users.length || { done: false, missing: users.filter((u) => !left().has(u)) },
+        { timeoutMs: GRACE + 12_000 });
       a.socket.disconnect();
     });
 
@@ -213,16 +215,20 @@ for (const backend of backends()) {
         return c;
       }));
       const seconds = await Promise.all(users.map((u) => connectClient(server, { user: u }))); // auto-join the room
+      const secondIds = new Set(seconds.map((c) => c.socket.id));
       seconds.forEach((c) => c.socket.disconnect());
-      await sleep(1500); // > REALTIME_PRESENCE_OFFLINE_GRACE
+      // the server has closed them all, then their grace has run out
+      await eventually('the second devices to be gone', async () => {
+        const list = (await http(server, 'GET', '/api/connections', { apiKey: API_KEY })).body.connections;
+        return !list.some((c) => secondIds.has(c.socketId));
+      });
+      await sleep(GRACE + 500);
       const early = eventsOf(a.socket, 'user:left', (e) => e && e.roomName === room);
       assert.deepEqual(early, [], 'users with a socket still in the room must not be announced as left');
       await Promise.all(firsts.map((c) => emitAck(c.socket, 'room:leave', { roomName: room })));
-      const deadline = Date.now() + 5000;
       const left = () => new Set(eventsOf(a.socket, 'user:left', (e) => e && e.roomName === room).map((e) => e.userId));
-      while (left().size < users.length && Date.now() < deadline) await sleep(100);
-      const missing = users.filter((u) => !left().has(u));
-      assert.deepEqual(missing, [], `user:left missing for ${missing.length} of ${users.length} users after their last socket left`);
+      await eventually('a user:left for each user after their last socket left', async () => left().size >= users.length || { done: false, missing: users.filter((u) => !left().has(u)) },
+        { timeoutMs: 10_000 });
       a.socket.disconnect();
       firsts.forEach((c) => c.socket.disconnect());
     });
@@ -240,7 +246,7 @@ for (const backend of backends()) {
       d1.socket.disconnect();
       const d2 = await connectClient(server, { user: dave }); // rejoins the persisted room on connect
       assert.ok(d2.authenticated.rooms.includes(room), show(d2.authenticated));
-      await expectNoEvent(a.socket, 'user:left', 1800, (e) => e && e.userId === dave, { from: mark });
+      await expectNoEvent(a.socket, 'user:left', GRACE + 800, (e) => e && e.userId === dave, { from: mark });
       await expectNoEvent(a.socket, 'user:joined', 0, (e) => e && e.userId === dave, { from: mark });
       a.socket.disconnect();
       d2.socket.disconnect();
@@ -281,7 +287,6 @@ for (const backend of backends()) {
       assert.ok(c2.authenticated.rooms.includes(room), `after a plain room:leave the room stays in authenticated.rooms: ${show(c2.authenticated)}`);
       assertOk(await emitAck(c2.socket, 'room:leave', { roomName: room, forget: true }), 'room:leave forget:true');
       c2.socket.disconnect();
-      await sleep(100);
 
       const c3 = await connectClient(server, { user });
       assert.ok(!c3.authenticated.rooms.includes(room), `after forget:true the room must be gone from authenticated.rooms: ${show(c3.authenticated)}`);
@@ -298,8 +303,8 @@ for (const backend of backends()) {
       await join(cs[0].socket, room);
       await join(cs[1].socket, room);
       const ack = await emitAck(cs[2].socket, 'room:join', { roomName: room });
-      assert.equal(ack?.success, false, `a third member must be refused: ${show(ack)}`);
-      assert.ok(['FORBIDDEN', 'VALIDATION_ERROR', 'NOT_A_MEMBER'].includes(ack.error?.code), `error code must be one of the contract's: ${show(ack)}`);
+      const err = assertErr(ack, 'FORBIDDEN', 'a third member of a room with maxMembers 2');
+      assert.ok(err.message.endsWith('is full (2 members)'), `the refusal says the room is full: ${show(err)}`);
       // an existing member's second device still gets in
       const again = await connectClient(server, { user: cs[0].authenticated.userId });
       await join(again.socket, room);

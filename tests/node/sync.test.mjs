@@ -1,9 +1,9 @@
 // CONTRACT §5: sync:messages / sync:channels, and messages surviving a server restart.
 // Run against SQLite and PostgreSQL.
-import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  backends, noteSkips, startServer, shutdown, connectClient, emitAck, assertOk, assertErr, assertIso, show, uid, join, sleep,
+  describe, it, before, after, backends, noteSkips, startServer, shutdown, connectClient, emitAck, assertOk, assertErr, assertIso, show, uid, join, sleep,
+  sql, eventually, http, listOf, API_KEY,
 } from './harness.mjs';
 
 noteSkips();
@@ -155,7 +155,7 @@ for (const backend of backends()) {
       assertOk(await emitAck(a.socket, 'message:send', { channelId, content: 'secret', type: 'text', clientMessageId: uid('c') }), 'send');
       const c = await connectClient(server, { user: uid('carol') });
       const ack = await emitAck(c.socket, 'sync:messages', { channelId, since: null, limit: 10 });
-      assertErr(ack, ['NOT_A_MEMBER', 'FORBIDDEN'], 'sync:messages by a non-member');
+      assertErr(ack, 'NOT_A_MEMBER', 'sync:messages by a non-member');
       a.socket.disconnect();
       c.socket.disconnect();
     });
@@ -169,6 +169,8 @@ for (const backend of backends()) {
       await join(a.socket, `channel:${channelId}`);
       await join(b.socket, `channel:${channelId}`);
       await join(a.socket, bare);
+      const bobsOwn = uid('bobs-own'); // a room alice is not in must not be listed for her
+      await join(b.socket, bobsOwn);
       assertOk(await emitAck(a.socket, 'message:send', { channelId, content: 'x', type: 'text', clientMessageId: uid('c') }), 'send');
 
       const data = assertOk(await emitAck(a.socket, 'sync:channels', { since: null }), 'sync:channels');
@@ -179,12 +181,20 @@ for (const backend of backends()) {
       assert.equal(ch.id, channelId, `id is the bare id for channel rooms: ${show(ch)}`);
       assert.equal(ch.type, 'channel', show(ch));
       assert.equal(ch.memberCount, 2, show(ch));
-      if (ch.lastMessageAt !== undefined && ch.lastMessageAt !== null) assertIso(ch.lastMessageAt, 'lastMessageAt');
+      assertIso(ch.lastMessageAt, 'lastMessageAt of a room with a message');
+      assert.equal(ch.unreadCount, 0, `alice's own message is not unread for her: ${show(ch)}`);
       const br = data.channels.find((c) => c.name === bare);
       assert.ok(br, `${bare} missing from sync:channels: ${show(data)}`);
       assert.equal(br.id, bare, `id is the room name for non-channel rooms: ${show(br)}`);
       assert.equal(br.memberCount, 1, show(br));
-      assert.ok(!data.channels.some((c) => c.name === uid('never')), 'sanity');
+      assert.equal(br.lastMessageAt, undefined, `a room without messages has no lastMessageAt: ${show(br)}`);
+      // exactly alice's rooms, sorted by name: not bob's room, nothing else
+      assert.deepEqual(data.channels.map((c) => c.name), [`channel:${channelId}`, bare].sort(),
+        `sync:channels must list exactly alice's rooms, sorted by name: ${show(data.channels)}`);
+      const bobs = assertOk(await emitAck(b.socket, 'sync:channels', {}), 'sync:channels (bob)');
+      assert.ok(bobs.channels.some((c) => c.name === bobsOwn), `bob's own room is listed for him: ${show(bobs)}`);
+      const bobsChan = bobs.channels.find((c) => c.name === `channel:${channelId}`);
+      assert.equal(bobsChan && bobsChan.unreadCount, 1, `alice's message is unread for bob: ${show(bobsChan)}`);
       a.socket.disconnect();
       b.socket.disconnect();
     });
@@ -216,6 +226,62 @@ for (const backend of backends()) {
       assert.equal(retry.messageId, sent[2].messageId, `retry after restart must ack the original messageId: ${show(retry)}`);
       const next = assertOk(await emitAck(a2.socket, 'message:send', { channelId, content: 'after-restart', type: 'text', clientMessageId: 'cm-3' }), 'send after restart');
       assert.ok(next.seq > sent[2].seq, `seq after restart must be greater: before=${sent[2].seq} after=${next.seq}`);
+      a2.socket.disconnect();
+      b2.socket.disconnect();
+    });
+  });
+
+  describe(`retention [${backend.name}] (REALTIME_MESSAGE_RETENTION_DAYS=2, REALTIME_EVENT_RETENTION_DAYS=2)`, { skip: backend.skip }, () => {
+    let server;
+    before(async () => {
+      server = await startServer({ backend: backend.name, env: { REALTIME_MESSAGE_RETENTION_DAYS: '2', REALTIME_EVENT_RETENTION_DAYS: '2' } });
+    });
+    after(() => shutdown(server));
+
+    it('messages and audit events past their retention are deleted (the pass runs at start); the rest stays', async () => {
+      const channelId = uid('chan');
+      const alice = uid('alice');
+      const bob = uid('bob');
+      const a = await connectClient(server, { user: alice });
+      const b = await connectClient(server, { user: bob });
+      await join(a.socket, `channel:${channelId}`);
+      await join(b.socket, `channel:${channelId}`);
+      const sent = [];
+      for (const content of ['old-1', 'old-2', 'fresh']) {
+        sent.push(assertOk(await emitAck(a.socket, 'message:send', { channelId, content, type: 'text', clientMessageId: uid('c') }), 'send'));
+      }
+      assertOk(await emitAck(b.socket, 'reaction:add', { messageId: sent[0].messageId, emoji: '👍' }), 'reaction on an old message');
+      a.socket.disconnect();
+      await eventually('alice\'s audit events', async () => {
+        const evs = listOf((await http(server, 'GET', '/api/events?limit=1000', { apiKey: API_KEY })).body, 'events');
+        return evs.filter((e) => e.userId === alice).length >= 2;
+      });
+      b.socket.disconnect();
+      await server.stop();
+
+      // three days back: past the 2-day retention
+      const back = 3 * 86_400_000;
+      const old = sent.slice(0, 2).map((x) => `'${x.messageId}'`).join(',');
+      sql(server, `UPDATE np_realtime_messages SET created_at = created_at - ${back}, updated_at = updated_at - ${back} WHERE id IN (${old})`);
+      sql(server, `UPDATE np_realtime_events SET created_at = created_at - ${back} WHERE user_id = '${alice}'`);
+      // one day back: inside the retention
+      sql(server, `UPDATE np_realtime_events SET created_at = created_at - 86400000 WHERE user_id = '${bob}'`);
+      await server.start();
+
+      const b2 = await connectClient(server, { user: bob });
+      const kept = await eventually('the retention pass to remove the two old messages', async () => {
+        const d = await sync(b2.socket, { channelId, since: null, limit: 100 });
+        return d.messages.length === 1 ? d.messages : { done: false, messages: d.messages.map((m) => m.content) };
+      });
+      assert.deepEqual(kept.map((m) => m.id), [sent[2].messageId], `only the fresh message is kept: ${show(kept)}`);
+      assert.equal(sql(server, `SELECT count(*) FROM np_realtime_reactions WHERE message_id = '${sent[0].messageId}'`), '0', 'reactions go with their message');
+      const evs = listOf((await http(server, 'GET', '/api/events?limit=1000', { apiKey: API_KEY })).body, 'events');
+      assert.deepEqual(evs.filter((e) => e.userId === alice), [], `alice's 3-day-old audit events are gone: ${show(evs.filter((e) => e.userId === alice))}`);
+      assert.ok(evs.filter((e) => e.userId === bob).length >= 2, `bob's 1-day-old audit events stay: ${show(evs)}`);
+      // seq goes on from where it was: the room remembers its last seq
+      const a2 = await connectClient(server, { user: alice });
+      const next = assertOk(await emitAck(a2.socket, 'message:send', { channelId, content: 'after', type: 'text', clientMessageId: uid('c') }), 'send');
+      assert.equal(next.seq, 4, show(next));
       a2.socket.disconnect();
       b2.socket.disconnect();
     });
