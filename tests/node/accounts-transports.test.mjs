@@ -1,4 +1,4 @@
-// CONTRACT §1/§2: account isolation (auth.sourceAccountId, X-App-Name, ?app=) and both transports
+// docs/protocol.md §1: account isolation (auth.sourceAccountId, X-App-Name, ?app=) and both transports
 // (websocket, long-polling, polling→websocket upgrade) interoperating.
 import assert from 'node:assert/strict';
 import {

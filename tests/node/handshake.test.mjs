@@ -1,4 +1,4 @@
-// CONTRACT §1–§3: handshake, identity, token sources and rejection, ping/pong, the early-emit race,
+// docs/protocol.md §1, §2: handshake, identity, token sources and rejection, ping/pong, the early-emit race,
 // auth:refresh / token expiry, dev tokens and anonymous mode.
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';

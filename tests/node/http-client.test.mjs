@@ -1,4 +1,4 @@
-// CONTRACT §10 second wave: HTTP routes for clients without a socket — POST /messages, GET /poll,
+// docs/protocol.md §11 second wave: HTTP routes for clients without a socket — POST /messages, GET /poll,
 // GET|POST /presence/:channelId, POST /typing — seen by socket.io-client users in the same rooms.
 import assert from 'node:assert/strict';
 import {

@@ -1,4 +1,4 @@
-// CONTRACT §10: /health, /metrics, broadcast API, admin API (rooms, connections), API-key auth.
+// docs/protocol.md §11: /health, /metrics, broadcast API, admin API (rooms, connections), API-key auth.
 import assert from 'node:assert/strict';
 import {
   describe, it, before, after, backends, noteSkips, eventually, startServer, shutdown, connectClient, emitAck, waitFor, expectNoEvent, waitDisconnect, assertOk, assertErr, show, uid, join,
@@ -20,7 +20,7 @@ function metricValue(text, name) {
   return found ? sum : null;
 }
 
-/** CONTRACT §1: timestamps on the wire are ISO-8601 UTC strings with milliseconds. */
+/** docs/protocol.md §1: timestamps on the wire are ISO-8601 UTC strings with milliseconds. */
 function assertIsoTimestamps(entries, what) {
   for (const e of entries) {
     for (const [k, v] of Object.entries(e)) {

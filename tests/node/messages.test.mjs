@@ -1,4 +1,4 @@
-// CONTRACT §5: message:send (both shapes), acks, the superset message:new, message:sent /
+// docs/protocol.md §6: message:send (both shapes), acks, the superset message:new, message:sent /
 // message:failed, idempotent retries, edit/delete. Run against SQLite and PostgreSQL.
 import assert from 'node:assert/strict';
 import {
@@ -397,8 +397,8 @@ for (const backend of backends()) {
       b.socket.disconnect();
     });
 
-    // docs/protocol.md §2.3 and §6.5 say NOT_FOUND; the server answers VALIDATION_ERROR (CONTRACT §3 lists no
-    // NOT_FOUND for sockets). The refusal itself is asserted here; the code is the todo test below.
+    // docs/protocol.md §2.3: the socket codes have no not-found code besides rooms, so an unknown or deleted
+    // message id is VALIDATION_ERROR with details {field: "messageId"}.
     const missingCases = async (a, room) => {
       const missing = uid('no-such-message');
       const data = assertOk(await emitAck(a.socket, 'message:send', { roomName: room, content: 'soon gone' }), 'send');
@@ -418,24 +418,14 @@ for (const backend of backends()) {
       await join(a.socket, room);
       const mark = a.socket.received.length;
       for (const [what, event, payload, id] of await missingCases(a, room)) {
-        const err = assertErr(await emitAck(a.socket, event, payload), ['NOT_FOUND', 'VALIDATION_ERROR'], what);
+        const err = assertErr(await emitAck(a.socket, event, payload), 'VALIDATION_ERROR', what);
         assert.ok(err.message.includes(id), `${what}: the error names the message: ${show(err)}`);
+        assert.deepEqual(err.details, { field: 'messageId' }, `${what}: details name the field: ${show(err)}`);
       }
       await barrier(a.socket, a.socket, room);
       const after = a.socket.received.slice(mark).map((r) => r.event).filter((e) => ['message:update', 'reaction:add'].includes(e));
       assert.deepEqual(after, [], 'nothing broadcast for a refused edit or reaction');
       a.socket.disconnect();
-    });
-
-    it('… with the documented code NOT_FOUND', { todo: 'server: answers VALIDATION_ERROR for a missing or deleted message id (docs/protocol.md §2.3 says NOT_FOUND)' }, async () => {
-      const room = uid('room');
-      const a = await connectClient(server, { user: uid('alice') });
-      await join(a.socket, room);
-      try {
-        for (const [what, event, payload] of await missingCases(a, room)) assertErr(await emitAck(a.socket, event, payload), 'NOT_FOUND', what);
-      } finally {
-        a.socket.disconnect();
-      }
     });
 
     it('a NUL byte in a stored string (content, edit, clientMessageId, threadId, emoji) is kept, or refused as invalid: never an internal error',

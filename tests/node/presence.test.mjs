@@ -1,4 +1,4 @@
-// CONTRACT §9: presence — multi-device aggregation, audiences (subscribers + room-mates, never an
+// docs/protocol.md §10: presence — multi-device aggregation, audiences (subscribers + room-mates, never an
 // unrelated socket), the offline grace and lastSeen, custom status and its expiry, the nchat flicker,
 // heartbeats, busy = dnd, invisible, the privacy table per viewer (contact / non-contact), settings
 // over the socket and the admin API taking effect at once, subscribe/unsubscribe/get, idle → away.

@@ -1,4 +1,4 @@
-// CONTRACT §6 and §7: delivery and read receipts in a 4-member room (sender + 3), batch reads,
+// docs/protocol.md §7 and §7: delivery and read receipts in a 4-member room (sender + 3), batch reads,
 // read receipts turned off, delivery:sync after a reconnect and after a restart, sync:channels
 // unreadCount, and reactions (idempotent, counted). Run against SQLite and PostgreSQL.
 import assert from 'node:assert/strict';
@@ -233,9 +233,10 @@ for (const backend of backends()) {
       const outsider = await connectClient(server, { user: uid('outsider') });
       const ack = await emitAck(outsider.socket, 'message:read-ack', { messageId: m.id, channelId, readAt: new Date().toISOString() });
       assertErr(ack, 'NOT_A_MEMBER', 'read-ack by a non-member');
-      // NOT_FOUND per docs/protocol.md; the server answers VALIDATION_ERROR (messages.test.mjs has the todo)
+      // an unknown message id is VALIDATION_ERROR naming the field (docs/protocol.md §3.4)
       const unknown = uid('no-such-message');
-      const e1 = assertErr(await emitAck(r1.c.socket, 'message:read-ack', { messageId: unknown }), ['NOT_FOUND', 'VALIDATION_ERROR'], 'read-ack of an unknown message');
+      const e1 = assertErr(await emitAck(r1.c.socket, 'message:read-ack', { messageId: unknown }), 'VALIDATION_ERROR', 'read-ack of an unknown message');
+      assert.deepEqual(e1.details, { field: 'messageId' }, show(e1));
       assert.ok(e1.message.includes(unknown), show(e1));
       await expectNoEvent(s.socket, 'message:read', 300, (e) => e && e.userId === outsider.authenticated.userId);
       disconnectAll(s.socket, outsider.socket, ...recipients.map((r) => r.c.socket));

@@ -1,4 +1,4 @@
-// CONTRACT §4: rooms — join/leave acks, types, policy (user:, dm:, private), user:joined/user:left
+// docs/protocol.md §5: rooms — join/leave acks, types, policy (user:, dm:, private), user:joined/user:left
 // per user (not per socket), memberCount counting users. Run against SQLite and PostgreSQL.
 import assert from 'node:assert/strict';
 import {

@@ -1,4 +1,4 @@
-// CONTRACT §5: sync:messages / sync:channels, and messages surviving a server restart.
+// docs/protocol.md §6: sync:messages / sync:channels, and messages surviving a server restart.
 // Run against SQLite and PostgreSQL.
 import assert from 'node:assert/strict';
 import {

@@ -1,4 +1,4 @@
-// CONTRACT §8: typing — routing by roomType (channel / thread / dm), the typer's own sockets excluded,
+// docs/protocol.md §9: typing — routing by roomType (channel / thread / dm), the typer's own sockets excluded,
 // the full deduplicated list, refresh and expiry pushes, nchat's dm stop without recipientId, refusals,
 // the alternative payload shapes, and (on PostgreSQL) zero database writes for a typing storm.
 import assert from 'node:assert/strict';
@@ -448,7 +448,7 @@ if (backend.name === 'sqlite') describe('typing writes nothing to the database [
 });
 
 // ---------------------------------------------------------------------------------------------
-// zero database writes (PostgreSQL): CONTRACT §8 "State is ephemeral ... zero database writes"
+// zero database writes (PostgreSQL): docs/protocol.md §9 "State is ephemeral ... zero database writes"
 //
 // Measured with pg_stat_database.xact_commit + xact_rollback of the server's own database, read
 // through psql connected to `postgres` (so the readings do not count). Two things move that counter

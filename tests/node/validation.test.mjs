@@ -1,4 +1,4 @@
-// CONTRACT §1/§3: every inbound payload validated — the original's crash inputs get an error and
+// docs/protocol.md §1, §2: every inbound payload validated — the original's crash inputs get an error and
 // the server keeps serving everyone else; unknown events; oversized frames; per-user rate limit.
 import assert from 'node:assert/strict';
 import {
