@@ -1,6 +1,7 @@
 //! The Socket.IO edge: the handshake, a socket's connection and disconnection, and the dispatch of its
 //! events to the wire dialect. Everything that knows about sockets lives here and in `http/`.
 
+pub mod adapter;
 pub mod conn;
 pub mod dispatch;
 pub mod fanout;
@@ -10,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use serde_json::Value;
-use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
@@ -28,13 +28,14 @@ use crate::store::now_ms;
 use conn::{Conn, Counted, Link, WeakSocket};
 use dispatch::Dispatcher;
 
-/// The adapter the node runs on (one node: socketioxide's local adapter).
-pub type Adapter = LocalAdapter;
+/// The adapter the node runs on: local on one node, over Redis in a cluster (see [`adapter`]).
+pub type Adapter = adapter::NodeAdapter;
 
 /// Builds the Socket.IO layer with the configured limits. Handlers are registered with [`register`] once the
 /// node exists (the node's fan-out needs this `SocketIo`).
-pub fn build(cfg: &Config) -> (SocketIoLayer<Adapter>, SocketIo<Adapter>) {
+pub fn build(cfg: &Config, state: adapter::AdapterState) -> (SocketIoLayer<Adapter>, SocketIo<Adapter>) {
     SocketIo::builder()
+        .with_adapter::<Adapter>(state)
         .ping_interval(cfg.ping_interval)
         .ping_timeout(cfg.ping_timeout)
         .max_payload(cfg.max_payload)
@@ -57,7 +58,7 @@ pub struct Edge {
 impl Edge {
     /// Registers the namespace: the handshake middleware admits or refuses, then the connect handler greets.
     /// `census` counts the sockets of each wire dialect (the fan-out reads it).
-    pub fn register(io: SocketIo<Adapter>, node: Arc<Node>, census: Arc<dyn Census>) -> Arc<Edge> {
+    pub async fn register(io: SocketIo<Adapter>, node: Arc<Node>, census: Arc<dyn Census>) -> Arc<Edge> {
         let (for_connect, for_handshake) = (node.clone(), node.clone());
         let on_connect = move |s: SocketRef<Adapter>| {
             let node = for_connect.clone();
@@ -67,7 +68,7 @@ impl Edge {
             let (node, census) = (for_handshake.clone(), census.clone());
             async move { handshake(s, weak, auth.unwrap_or(Value::Null), node, census).await }
         };
-        io.ns("/", on_connect.with(handshake));
+        io.ns("/", on_connect.with(handshake)).done().await;
         let edge = Arc::new(Edge { io, node, reaper: Worker::default() });
         edge.start();
         edge
@@ -106,7 +107,7 @@ impl Edge {
         self.io.close().await;
         self.node.connections.close_all("server shutting down").await;
         let refuse = async || -> Result<(), AuthError> { Err(AuthError::Refused(SHUTTING_DOWN.into())) };
-        self.io.ns("/", (async || {}).with(refuse));
+        self.io.ns("/", (async || {}).with(refuse)).done().await;
     }
 }
 

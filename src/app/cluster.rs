@@ -1,0 +1,133 @@
+//! This node's place in a cluster (several nodes on one Redis): the heartbeat, the purge of nodes that
+//! stopped beating, and the repair after Redis lost this node's state.
+//!
+//! Every [`BEAT`] the node writes its heartbeat and reads the others' ([`Nodes::beat`]). A node whose last
+//! beat is older than `REALTIME_NODE_TIMEOUT` is dead: one survivor claims it and purges what it had
+//! registered (its sockets leave the rooms, presence and typing as if they had disconnected then, so its
+//! users go offline after the grace unless they reconnected to another node) and closes its rows in the
+//! connections table. A node that starts purges its own id first (what its previous run left behind).
+//!
+//! While Redis is unreachable the beats fail: the node keeps serving its own sockets (`/health` says
+//! `degraded`). When a beat succeeds again, the node re-registers each of its sockets that the shared state
+//! no longer knows (Redis restarted empty), so presence, typing and occupancy converge without a restart.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::connections::Connections;
+use super::presence::Presence;
+use super::rooms::Rooms;
+use super::session::Sessions;
+use super::typing::Typing;
+use super::worker::Worker;
+use crate::cluster::redis::nodes::{BEAT, NodeInfo, Nodes};
+use crate::cluster::redis::pubsub::LinkStats;
+use crate::store::Store;
+
+pub struct Cluster {
+    nodes: Nodes,
+    stats: Arc<LinkStats>,
+    store: Store,
+    sessions: Arc<Sessions>,
+    connections: Arc<Connections>,
+    rooms: Arc<Rooms>,
+    presence: Arc<Presence>,
+    typing: Arc<Typing>,
+    /// The last beat failed: the next one that succeeds repairs this node's state.
+    down: AtomicBool,
+    last_error: parking_lot::Mutex<Option<String>>,
+    worker: Worker,
+}
+
+impl Cluster {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        nodes: Nodes,
+        stats: Arc<LinkStats>,
+        store: Store,
+        sessions: Arc<Sessions>,
+        connections: Arc<Connections>,
+        rooms: Arc<Rooms>,
+        presence: Arc<Presence>,
+        typing: Arc<Typing>,
+    ) -> Cluster {
+        Cluster {
+            nodes,
+            stats,
+            store,
+            sessions,
+            connections,
+            rooms,
+            presence,
+            typing,
+            down: AtomicBool::new(false),
+            last_error: parking_lot::Mutex::new(None),
+            worker: Worker::default(),
+        }
+    }
+
+    /// Before the node serves: what a previous run of this node left in the shared state goes (its users go
+    /// offline after the grace unless they reconnect), then the first heartbeat.
+    pub async fn join(&self) {
+        self.purge(self.nodes.id(), "restarted").await;
+        self.beat().await;
+    }
+
+    pub fn start(self: &Arc<Self>) {
+        self.worker.every(self, BEAT, BEAT, |c| async move { c.beat().await });
+    }
+
+    pub async fn stop(&self) {
+        self.worker.stop().await;
+        self.nodes.leave().await;
+    }
+
+    pub fn stats(&self) -> &Arc<LinkStats> {
+        &self.stats
+    }
+
+    /// The live nodes as of the last heartbeat.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.nodes.live()
+    }
+
+    /// The latest heartbeat error, while Redis does not answer.
+    pub fn error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    async fn beat(&self) {
+        match self.nodes.beat(self.sessions.len()).await {
+            Ok(dead) => {
+                *self.last_error.lock() = None;
+                if self.down.swap(false, Ordering::SeqCst) {
+                    let n = self.connections.republish().await;
+                    tracing::info!(sockets = n, "Redis answers again; this node's sockets are registered again");
+                }
+                for id in dead {
+                    self.purge(&id, "stopped answering").await;
+                }
+            }
+            Err(e) => {
+                if !self.down.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot heartbeat on Redis: this node serves its own sockets only until Redis answers"
+                    );
+                }
+                *self.last_error.lock() = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Removes what node `id` had registered.
+    async fn purge(&self, id: &str, why: &str) {
+        let sockets = self.rooms.purge_node(id).await.len();
+        let devices = self.presence.purge_node(id).await;
+        let typists = self.typing.purge_node(id).await;
+        let rows = self.store.close_stale_connections(Some(id), &format!("node {why}")).await.unwrap_or(0);
+        if sockets + devices + typists > 0 || rows > 0 {
+            tracing::info!(node = id, sockets, devices, typists, rows, "removed the sockets of a node that {why}");
+        }
+    }
+}

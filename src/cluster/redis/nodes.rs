@@ -1,0 +1,227 @@
+//! Node liveness and the cluster-wide census of wire dialects.
+//!
+//! Every node heartbeats every [`BEAT`]: it writes `<prefix>:node:<id>` (its socket counts per dialect, with
+//! an expiry of `REALTIME_NODE_TIMEOUT`) and its time in the sorted set `<prefix>:nodes`. From the same round
+//! trip it learns the other nodes: those whose last beat is within the timeout are alive (their count feeds
+//! the Socket.IO adapter, their dialects the [`RedisCensus`]); one whose last beat is older is dead, and the
+//! first node to remove it from the set (`ZREM` answers 1 to one node only) purges what it had registered.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::pubsub::LinkStats;
+use super::{Redis, esc};
+use crate::cluster::{Census, DIALECT_SLOTS};
+
+/// How often a node heartbeats.
+pub const BEAT: Duration = Duration::from_secs(3);
+
+/// What a node says about itself in its heartbeat.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Beat {
+    pub dialects: Vec<usize>,
+    pub sockets: usize,
+    /// Epoch ms of the node's start.
+    pub started: i64,
+}
+
+/// A live node, as `/health` lists it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    /// Ms since its last heartbeat.
+    pub last_beat_ms: i64,
+    pub sockets: usize,
+    pub started: i64,
+}
+
+/// The census of this node's sockets per dialect, united with the other nodes' (as of their last beat):
+/// a dialect with a socket anywhere is rendered by every node.
+#[derive(Default)]
+pub struct RedisCensus {
+    local: [AtomicUsize; DIALECT_SLOTS],
+    remote: [AtomicBool; DIALECT_SLOTS],
+}
+
+impl RedisCensus {
+    fn local_counts(&self) -> Vec<usize> {
+        self.local.iter().map(|c| c.load(Ordering::SeqCst)).collect()
+    }
+
+    fn set_remote(&self, present: &[bool; DIALECT_SLOTS]) {
+        for (slot, p) in self.remote.iter().zip(present) {
+            slot.store(*p, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Census for RedisCensus {
+    fn arrived(&self, dialect: usize) {
+        if let Some(c) = self.local.get(dialect) {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn left(&self, dialect: usize) {
+        if let Some(c) = self.local.get(dialect) {
+            let _ = c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        }
+    }
+
+    fn present(&self, dialect: usize) -> bool {
+        self.local.get(dialect).is_some_and(|c| c.load(Ordering::SeqCst) > 0)
+            || self.remote.get(dialect).is_some_and(|p| p.load(Ordering::SeqCst))
+    }
+}
+
+/// This node's membership of the cluster.
+pub struct Nodes {
+    redis: Redis,
+    id: String,
+    timeout: Duration,
+    started: i64,
+    census: Arc<RedisCensus>,
+    stats: Arc<LinkStats>,
+    live: Mutex<Vec<NodeInfo>>,
+}
+
+impl Nodes {
+    pub fn new(redis: Redis, id: &str, timeout: Duration, census: Arc<RedisCensus>, stats: Arc<LinkStats>) -> Nodes {
+        stats.nodes.store(1, Ordering::Relaxed);
+        Nodes {
+            redis,
+            id: id.to_string(),
+            timeout,
+            started: crate::store::now_ms(),
+            census,
+            stats,
+            live: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn set_key(&self) -> String {
+        self.redis.key("nodes")
+    }
+
+    fn node_key(&self, id: &str) -> String {
+        self.redis.key(&format!("node:{}", esc(id)))
+    }
+
+    /// The live nodes as of the last beat (this one included once it has beaten).
+    pub fn live(&self) -> Vec<NodeInfo> {
+        self.live.lock().clone()
+    }
+
+    /// One heartbeat: writes this node's, reads the others'. Returns the dead nodes this node claimed (it
+    /// must purge them). Err: Redis did not answer (nothing is claimed; the census keeps its last view).
+    pub async fn beat(&self, sockets: usize) -> Result<Vec<String>, redis::RedisError> {
+        let now = crate::store::now_ms();
+        let me = Beat { dialects: self.census.local_counts(), sockets, started: self.started };
+        let mut conn = self.redis.conn();
+        let (members,): (Vec<(String, i64)>,) = redis::pipe()
+            .cmd("SET")
+            .arg(self.node_key(&self.id))
+            .arg(serde_json::to_string(&me).unwrap_or_default())
+            .arg("PX")
+            .arg(self.timeout.as_millis() as u64)
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.set_key())
+            .arg(now)
+            .arg(&self.id)
+            .ignore()
+            .cmd("ZRANGE")
+            .arg(self.set_key())
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let cutoff = now - self.timeout.as_millis() as i64;
+        let (alive, dead): (Vec<_>, Vec<_>) = members.into_iter().partition(|(_, at)| *at > cutoff);
+        let mut claimed = Vec::new();
+        for (id, _) in dead {
+            let removed: i64 = redis::cmd("ZREM").arg(self.set_key()).arg(&id).query_async(&mut conn).await?;
+            if removed == 1 && id != self.id {
+                claimed.push(id);
+            }
+        }
+        let beats: Vec<Option<String>> = if alive.is_empty() {
+            Vec::new()
+        } else {
+            let mut mget = redis::cmd("MGET");
+            for (id, _) in &alive {
+                mget.arg(self.node_key(id));
+            }
+            mget.query_async(&mut conn).await?
+        };
+        let mut remote = [false; DIALECT_SLOTS];
+        let mut live = Vec::with_capacity(alive.len());
+        for ((id, at), beat) in alive.into_iter().zip(beats) {
+            let beat: Beat = beat.and_then(|b| serde_json::from_str(&b).ok()).unwrap_or_default();
+            if id != self.id {
+                for (slot, n) in remote.iter_mut().zip(&beat.dialects) {
+                    *slot |= *n > 0;
+                }
+            }
+            live.push(NodeInfo { id, last_beat_ms: now - at, sockets: beat.sockets, started: beat.started });
+        }
+        self.census.set_remote(&remote);
+        self.stats.nodes.store(live.len().max(1), Ordering::Relaxed);
+        *self.live.lock() = live;
+        Ok(claimed)
+    }
+
+    /// Leaves the cluster at shutdown: the others stop counting this node at once.
+    pub async fn leave(&self) {
+        let _: redis::RedisResult<()> = redis::pipe()
+            .cmd("DEL")
+            .arg(self.node_key(&self.id))
+            .ignore()
+            .cmd("ZREM")
+            .arg(self.set_key())
+            .arg(&self.id)
+            .ignore()
+            .query_async(&mut self.redis.conn())
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::redis::testing::RedisServer;
+
+    #[tokio::test]
+    async fn nodes_see_each_other_and_one_claims_the_dead() {
+        let server = RedisServer::start();
+        let redis = server.redis().await;
+        let timeout = Duration::from_millis(400);
+        let (ca, cb) = (Arc::new(RedisCensus::default()), Arc::new(RedisCensus::default()));
+        let a = Nodes::new(redis.clone(), "a:1", timeout, ca.clone(), Arc::default());
+        let b = Nodes::new(redis.clone(), "b:1", timeout, cb.clone(), Arc::default());
+        cb.arrived(2);
+        assert!(!ca.present(2));
+        assert!(a.beat(0).await.unwrap().is_empty());
+        assert!(b.beat(1).await.unwrap().is_empty());
+        assert!(a.beat(0).await.unwrap().is_empty());
+        assert_eq!(a.live().len(), 2);
+        assert_eq!(a.stats.nodes.load(Ordering::Relaxed), 2);
+        assert!(ca.present(2), "a dialect present on another node is present here");
+        assert!(!cb.present(1));
+        // b stops beating: after the timeout a claims it, once.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(a.beat(0).await.unwrap(), vec!["b:1".to_string()]);
+        assert!(a.beat(0).await.unwrap().is_empty());
+        assert_eq!(a.live().len(), 1);
+        assert!(!ca.present(2), "the dead node's dialects are gone");
+    }
+}
