@@ -8,8 +8,10 @@
 //! connections table. A node that starts purges its own id first (what its previous run left behind).
 //!
 //! While Redis is unreachable the beats fail: the node keeps serving its own sockets (`/health` says
-//! `degraded`). When a beat succeeds again, the node re-registers each of its sockets that the shared state
-//! no longer knows (Redis restarted empty), so presence, typing and occupancy converge without a restart.
+//! `degraded`). When a beat succeeds again, or finds this node's own heartbeat key gone (Redis restarted
+//! empty, however briefly; or the others took this node for dead during a long outage and purged it), the
+//! node re-registers each of its sockets that the shared state no longer knows, so presence and occupancy
+//! converge without a restart.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,13 +100,19 @@ impl Cluster {
 
     async fn beat(&self) {
         match self.nodes.beat(self.sessions.len()).await {
-            Ok(dead) => {
+            Ok(beaten) => {
                 *self.last_error.lock() = None;
-                if self.down.swap(false, Ordering::SeqCst) {
+                let was_down = self.down.swap(false, Ordering::SeqCst);
+                if was_down || beaten.lost {
                     let n = self.connections.republish().await;
-                    tracing::info!(sockets = n, "Redis answers again; this node's sockets are registered again");
+                    if n > 0 {
+                        tracing::info!(
+                            sockets = n,
+                            "Redis had lost this node's state; its sockets are registered again"
+                        );
+                    }
                 }
-                for id in dead {
+                for id in beaten.dead {
                     self.purge(&id, "stopped answering").await;
                 }
             }

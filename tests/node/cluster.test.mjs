@@ -54,7 +54,7 @@ async function startRedis(port) {
 }
 
 /** `n` nodes on `redis`, sharing the first node's PostgreSQL database. */
-async function startNodes(n, redis, extra = {}) {
+async function startNodes(n, redis, started, extra = {}) {
   const env = {
     REALTIME_REDIS_URL: redis.url,
     REALTIME_REDIS_PREFIX: uid('rt'),
@@ -63,7 +63,8 @@ async function startNodes(n, redis, extra = {}) {
     ...extra,
   };
   const first = await startServer({ backend: 'postgres', env });
-  const nodes = [first];
+  const nodes = started.nodes;
+  nodes.push(first);
   for (let i = 1; i < n; i++) nodes.push(await startNode(first, env));
   // every node counts the others (heartbeats every 3 s)
   await eventually(`${n} nodes to see each other`, async () => {
@@ -85,16 +86,31 @@ async function stopAll(nodes, redis) {
   if (redis) await redis.stop();
 }
 
+/** Runs `body(redis)`, then stops what it started: asserting clean exits when the body passed, and without
+ *  hiding the body's failure otherwise. `body` returns the nodes it started (in `started`). */
+async function cluster(body) {
+  const redis = await startRedis();
+  const started = { nodes: [] };
+  let passed = false;
+  try {
+    await body(redis, started);
+    passed = true;
+  } finally {
+    const live = started.nodes.filter((s) => !s.exit);
+    const stopping = stopAll(live, redis).finally(() => Promise.all(started.nodes.map((s) => s.cleanup())));
+    if (passed) await stopping;
+    else await stopping.catch(() => {});
+  }
+}
+
 function send(socket, roomName, content, extra = {}) {
   return emitAck(socket, 'message:send', { roomName, content, ...extra }).then((a) => assertOk(a, `message:send ${content}`));
 }
 
 describe('cluster [postgres]', { skip: SERVICES_SKIPPED ? PG_SKIP_REASON : false, concurrency: 1 }, () => {
   it('three nodes: room messages, typing, presence, /api/broadcast, one clientMessageId retried on two nodes at once, seq order of concurrent senders', async () => {
-    const redis = await startRedis();
-    let nodes = [];
-    try {
-      ({ nodes } = await startNodes(3, redis));
+    await cluster(async (redis, started) => {
+      const { nodes } = await startNodes(3, redis, started);
       const [n0, n1, n2] = nodes;
       const room = uid('room');
       const [alice, bob, carol, dave] = [uid('alice'), uid('bob'), uid('carol'), uid('dave')];
@@ -175,21 +191,18 @@ describe('cluster [postgres]', { skip: SERVICES_SKIPPED ? PG_SKIP_REASON : false
       const synced = assertOk(await emitAck(c.socket, 'sync:messages', { roomName: room, limit: 100 }), 'sync:messages');
       const s = synced.messages.map((m) => m.seq);
       for (let i = 1; i < s.length; i++) assert.equal(s[i], s[i - 1] + 1, `seq gap-free across nodes: ${show(s)}`);
-    } finally {
-      await stopAll(nodes, redis);
-    }
+    });
   });
 
   it('Redis restart: local delivery and acks go on during the outage (/health degraded); cross-node delivery resumes by itself within 10 s', async () => {
-    const redis = await startRedis();
-    let nodes = [];
-    try {
-      ({ nodes } = await startNodes(2, redis));
+    await cluster(async (redis, started) => {
+      const { nodes } = await startNodes(2, redis, started);
       const [n0, n1] = nodes;
       const room = uid('room');
+      const bob = uid('bob');
       const a = await connectClient(n0, { user: uid('alice') });
       const a2 = await connectClient(n0, { user: uid('ann') });
-      const b = await connectClient(n1, { user: uid('bob') });
+      const b = await connectClient(n1, { user: bob });
       for (const x of [a, a2, b]) await join(x.socket, room);
       const first = uid('before');
       const gotB = waitFor(b.socket, 'message:new', (m) => m && m.content === first);
@@ -227,25 +240,28 @@ describe('cluster [postgres]', { skip: SERVICES_SKIPPED ? PG_SKIP_REASON : false
       const gotA = waitFor(a.socket, 'message:new', (m) => m && m.content === reverse);
       await send(b.socket, room, reverse);
       await gotA;
+      // Redis restarted empty: each node registers its sockets again, so presence is right once more
+      await eventually('bob (node 1) to be online for alice (node 0) after the restart', async () => {
+        const data = assertOk(await emitAck(a.socket, 'presence:get', { userIds: [bob] }), 'presence:get');
+        const p = (data.presences || []).find((x) => x.userId === bob);
+        return p && p.status === 'online' ? p : { done: false, data };
+      }, { timeoutMs: 15_000, intervalMs: 500 });
       await eventually('/health to be healthy again', async () => {
         const h = await http(n0, 'GET', '/health');
         return h.body.status === 'healthy' ? h : null;
       }, { timeoutMs: 15_000, intervalMs: 250 });
-      const metrics = await http(n0, 'GET', '/metrics');
-      assert.match(String(metrics.body), /realtime_redis_reconnects [1-9]/, 'the reconnect is counted');
-      assert.match(String(metrics.body), /realtime_cluster_nodes 2/, 'two nodes');
+      const metrics = await eventually('/metrics to count both nodes again', async () => {
+        const m = String((await http(n0, 'GET', '/metrics')).body);
+        return /realtime_cluster_nodes 2\b/.test(m) ? m : { done: false, m };
+      }, { timeoutMs: 10_000, intervalMs: 250 });
+      assert.match(metrics, /realtime_redis_reconnects [1-9]/, 'the reconnect is counted');
       console.log(`# cross-node delivery resumed ${took} ms after Redis came back`);
-    } finally {
-      await stopAll(nodes, redis);
-    }
+    });
   });
 
   it('kill -9 of a node: its users go offline on the survivor within NODE_TIMEOUT + grace, its acked messages sync from the survivor; a node started later gets fan-out at once', async () => {
-    const redis = await startRedis();
-    let nodes = [];
-    let env;
-    try {
-      ({ nodes, env } = await startNodes(2, redis));
+    await cluster(async (redis, started) => {
+      const { nodes, env } = await startNodes(2, redis, started);
       const [n0, n1] = nodes;
       const room = uid('room');
       const [alice, bob] = [uid('alice'), uid('bob')];
@@ -284,10 +300,7 @@ describe('cluster [postgres]', { skip: SERVICES_SKIPPED ? PG_SKIP_REASON : false
       const got = waitFor(c.socket, 'message:new', (m) => m && m.content === content, 5000);
       await send(a.socket, room, content);
       await got;
-    } finally {
-      await stopAll(nodes.filter((s) => !s.exit), redis);
-      for (const s of nodes) await s.cleanup();
-    }
+    });
   });
 
   it('Redis with SQLite storage is refused at start, saying why and how to fix it', async () => {

@@ -125,7 +125,10 @@ pub fn lazy_connection(client: ::redis::Client) -> ::redis::RedisResult<Connecti
     let cfg = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_max_delay(Duration::from_secs(2));
+        .set_max_delay(Duration::from_secs(2))
+        // One attempt per reconnection: while Redis refuses, an operation fails at once (and the next one
+        // tries again) instead of waiting through a series of retries; callers never wait for Redis.
+        .set_number_of_retries(0);
     ConnectionManager::new_lazy_with_config(client, cfg)
 }
 

@@ -87,6 +87,17 @@ pub struct Nodes {
     census: Arc<RedisCensus>,
     stats: Arc<LinkStats>,
     live: Mutex<Vec<NodeInfo>>,
+    /// A beat has succeeded before.
+    beaten: AtomicBool,
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Beaten {
+    /// Dead nodes this node claimed: it purges them.
+    pub dead: Vec<String>,
+    /// This node's state is gone from Redis: its sockets must be registered again.
+    pub lost: bool,
 }
 
 impl Nodes {
@@ -100,6 +111,7 @@ impl Nodes {
             census,
             stats,
             live: Mutex::new(Vec::new()),
+            beaten: AtomicBool::new(false),
         }
     }
 
@@ -121,18 +133,20 @@ impl Nodes {
     }
 
     /// One heartbeat: writes this node's, reads the others'. Returns the dead nodes this node claimed (it
-    /// must purge them). Err: Redis did not answer (nothing is claimed; the census keeps its last view).
-    pub async fn beat(&self, sockets: usize) -> Result<Vec<String>, redis::RedisError> {
+    /// must purge them), and whether this node's own state was lost since its previous beat (Redis
+    /// restarted empty, or the others took this node for dead and purged it): the node must register its
+    /// sockets again. Err: Redis did not answer (nothing is claimed; the census keeps its last view).
+    pub async fn beat(&self, sockets: usize) -> Result<Beaten, redis::RedisError> {
         let now = crate::store::now_ms();
         let me = Beat { dialects: self.census.local_counts(), sockets, started: self.started };
         let mut conn = self.redis.conn();
-        let (members,): (Vec<(String, i64)>,) = redis::pipe()
+        let (previous, members): (Option<String>, Vec<(String, i64)>) = redis::pipe()
             .cmd("SET")
             .arg(self.node_key(&self.id))
             .arg(serde_json::to_string(&me).unwrap_or_default())
             .arg("PX")
             .arg(self.timeout.as_millis() as u64)
-            .ignore()
+            .arg("GET")
             .cmd("ZADD")
             .arg(self.set_key())
             .arg(now)
@@ -177,7 +191,8 @@ impl Nodes {
         self.census.set_remote(&remote);
         self.stats.nodes.store(live.len().max(1), Ordering::Relaxed);
         *self.live.lock() = live;
-        Ok(claimed)
+        let lost = previous.is_none() && self.beaten.swap(true, Ordering::SeqCst);
+        Ok(Beaten { dead: claimed, lost })
     }
 
     /// Leaves the cluster at shutdown: the others stop counting this node at once.
@@ -210,18 +225,22 @@ mod tests {
         let b = Nodes::new(redis.clone(), "b:1", timeout, cb.clone(), Arc::default());
         cb.arrived(2);
         assert!(!ca.present(2));
-        assert!(a.beat(0).await.unwrap().is_empty());
-        assert!(b.beat(1).await.unwrap().is_empty());
-        assert!(a.beat(0).await.unwrap().is_empty());
+        assert_eq!(a.beat(0).await.unwrap(), Beaten::default());
+        assert_eq!(b.beat(1).await.unwrap(), Beaten::default());
+        assert_eq!(a.beat(0).await.unwrap(), Beaten::default());
         assert_eq!(a.live().len(), 2);
         assert_eq!(a.stats.nodes.load(Ordering::Relaxed), 2);
         assert!(ca.present(2), "a dialect present on another node is present here");
         assert!(!cb.present(1));
         // b stops beating: after the timeout a claims it, once.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(a.beat(0).await.unwrap(), vec!["b:1".to_string()]);
-        assert!(a.beat(0).await.unwrap().is_empty());
+        // a's own key expired as well (it did not beat for longer than the timeout): a learns it was lost
+        assert_eq!(a.beat(0).await.unwrap(), Beaten { dead: vec!["b:1".to_string()], lost: true });
+        assert_eq!(a.beat(0).await.unwrap(), Beaten::default());
         assert_eq!(a.live().len(), 1);
         assert!(!ca.present(2), "the dead node's dialects are gone");
+        // Redis loses everything: the next beat says so
+        let _: () = ::redis::cmd("FLUSHALL").query_async(&mut redis.conn()).await.unwrap();
+        assert!(a.beat(0).await.unwrap().lost);
     }
 }

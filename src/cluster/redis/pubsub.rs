@@ -265,7 +265,15 @@ async fn publish_loop(
             pipe.cmd("PUBLISH").arg(chan).arg(val.as_slice()).ignore();
         }
         let n = batch.len() as u64;
-        match pipe.query_async::<()>(&mut conn).await {
+        let mut result = pipe.query_async::<()>(&mut conn).await;
+        // A connection that Redis closed (a restart while this node was idle) is found by the first write
+        // on it, which then never left: send again once, on the connection the failure re-opened.
+        if let Err(e) = &result
+            && (e.is_connection_dropped() || e.is_io_error())
+        {
+            result = pipe.query_async::<()>(&mut conn).await;
+        }
+        match result {
             Ok(()) => {
                 stats.published.fetch_add(n, Ordering::Relaxed);
             }
