@@ -27,7 +27,7 @@ use crate::cluster::memory::{
 };
 use crate::cluster::redis::Redis;
 use crate::cluster::redis::nodes::{Nodes, RedisCensus};
-use crate::cluster::redis::pubsub::{LinkStats, PubSubDriver};
+use crate::cluster::redis::pubsub::{Bus, LinkStats, PubSubDriver};
 use crate::cluster::{Census, PresenceBackend, RateLimiter, Roster, TypingBackend};
 use crate::config::Config;
 use crate::domain::names::DEFAULT_ACCOUNT;
@@ -93,6 +93,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Some(url) => Some(ClusterLink::open(url, &cfg.redis_prefix)?),
         None => None,
     };
+    let driver = link.as_ref().map(|l| l.driver.clone());
     let state = match &link {
         Some(l) => AdapterState::cluster(l.driver.clone(), l.redis.prefix()),
         None => AdapterState::Local,
@@ -115,7 +116,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "repaired state left by the previous run"
         );
     }
-    if let Some(cluster) = &node.cluster {
+    if let (Some(cluster), Some(driver)) = (&node.cluster, &driver) {
+        cluster
+            .share_receipts(Bus::new(driver.clone(), &node.cfg.redis_prefix, "receipts", &node.id), &node.receipts)
+            .await;
         cluster.join().await;
         tracing::info!(
             node = %node.id,

@@ -18,12 +18,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::connections::Connections;
 use super::presence::Presence;
+use super::receipts::{ReceiptBus, ReceiptOp, Receipts};
 use super::rooms::Rooms;
 use super::session::Sessions;
 use super::typing::Typing;
 use super::worker::Worker;
 use crate::cluster::redis::nodes::{BEAT, NodeInfo, Nodes};
-use crate::cluster::redis::pubsub::LinkStats;
+use crate::cluster::redis::pubsub::{Bus, LinkStats};
 use crate::store::Store;
 
 pub struct Cluster {
@@ -39,6 +40,15 @@ pub struct Cluster {
     down: AtomicBool,
     last_error: parking_lot::Mutex<Option<String>>,
     worker: Worker,
+    receipts_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+struct ReceiptsOverBus(Bus);
+
+impl ReceiptBus for ReceiptsOverBus {
+    fn publish(&self, op: &ReceiptOp) {
+        self.0.send(op);
+    }
 }
 
 impl Cluster {
@@ -65,6 +75,7 @@ impl Cluster {
             down: AtomicBool::new(false),
             last_error: parking_lot::Mutex::new(None),
             worker: Worker::default(),
+            receipts_task: parking_lot::Mutex::new(None),
         }
     }
 
@@ -79,8 +90,25 @@ impl Cluster {
         self.worker.every(self, BEAT, BEAT, |c| async move { c.beat().await });
     }
 
+    /// Receipt changes made on the other nodes are applied here (see `receipts::ReceiptOp`); this node's go
+    /// to them.
+    pub async fn share_receipts(&self, bus: Bus, receipts: &Arc<Receipts>) {
+        let mut from_others = bus.listen::<ReceiptOp>().await;
+        let weak = Arc::downgrade(receipts);
+        self.receipts_task.lock().replace(tokio::spawn(async move {
+            while let Some(op) = from_others.recv().await {
+                let Some(r) = weak.upgrade() else { return };
+                r.apply_remote(op).await;
+            }
+        }));
+        receipts.attach_bus(Arc::new(ReceiptsOverBus(bus)));
+    }
+
     pub async fn stop(&self) {
         self.worker.stop().await;
+        if let Some(t) = self.receipts_task.lock().take() {
+            t.abort();
+        }
         self.nodes.leave().await;
     }
 

@@ -194,6 +194,47 @@ describe('cluster [postgres]', { skip: SERVICES_SKIPPED ? PG_SKIP_REASON : false
     });
   });
 
+  it('receipts and reactions across nodes: delivered and read counts include the users of every node, whichever node they read through', async () => {
+    await cluster(async (redis, started) => {
+      const { nodes } = await startNodes(2, redis, started);
+      const [n0, n1] = nodes;
+      const channelId = uid('chan');
+      const room = `channel:${channelId}`;
+      const [sender, r1, r2, r3] = [uid('sender'), uid('r1'), uid('r2'), uid('r3')];
+      const s = await connectClient(n0, { user: sender });
+      const c1 = await connectClient(n1, { user: r1 });
+      const c2 = await connectClient(n0, { user: r2 });
+      const c3 = await connectClient(n1, { user: r3 });
+      for (const x of [s, c1, c2, c3]) await join(x.socket, room);
+
+      const delivered = waitFor(s.socket, 'message:delivered', (e) => e && e.deliveredCount === 3, 10_000);
+      const sent = assertOk(await emitAck(s.socket, 'message:send', { channelId, content: uid('m'), type: 'text', clientMessageId: uid('c') }), 'send');
+      const d = await delivered;
+      assert.equal(d.messageId, sent.messageId, show(d));
+      assert.equal(d.totalRecipients, 3, show(d));
+
+      // reads through node 1, node 0, node 1: each count includes the reads made through the other node
+      let n = 0;
+      for (const [c, who] of [[c1, r1], [c2, r2], [c3, r3]]) {
+        n += 1;
+        const read = waitFor(s.socket, 'message:read', (e) => e && e.messageId === sent.messageId && e.userId === who, 10_000);
+        assertOk(await emitAck(c.socket, 'message:read-ack', { messageId: sent.messageId, channelId, readAt: new Date().toISOString() }), `read-ack by ${who}`);
+        const e = await read;
+        assert.equal(e.readCount, n, `readCount after ${n} reads on two nodes: ${show(e)}`);
+        assert.equal(e.totalRecipients, 3, show(e));
+      }
+
+      // a reaction through node 1 reaches the sender on node 0, with its count
+      const emoji = '👍';
+      const reacted = waitFor(s.socket, 'reaction:add', (e) => e && e.messageId === sent.messageId && e.userId === r1, 10_000);
+      assertOk(await emitAck(c1.socket, 'reaction:add', { messageId: sent.messageId, channelId, emoji }), 'reaction:add');
+      assert.equal((await reacted).count, 1);
+      const reacted2 = waitFor(c1.socket, 'reaction:add', (e) => e && e.messageId === sent.messageId && e.userId === r2, 10_000);
+      assertOk(await emitAck(c2.socket, 'reaction:add', { messageId: sent.messageId, channelId, emoji }), 'reaction:add 2');
+      assert.equal((await reacted2).count, 2);
+    });
+  });
+
   it('Redis restart: local delivery and acks go on during the outage (/health degraded); cross-node delivery resumes by itself within 10 s', async () => {
     await cluster(async (redis, started) => {
       const { nodes } = await startNodes(2, redis, started);

@@ -282,3 +282,59 @@ async fn publish_loop(
         batch.clear();
     }
 }
+
+/// A channel of the deployment for the application's own messages between nodes (beside Socket.IO's), on
+/// the same driver: published without waiting, resubscribed after a Redis restart. A node does not hear its
+/// own messages.
+pub struct Bus {
+    driver: PubSubDriver,
+    chan: String,
+    node: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Envelope<N, T> {
+    node: N,
+    body: T,
+}
+
+impl Bus {
+    /// The channel `<prefix>:bus:<name>`; `node`: this node's id.
+    pub fn new(driver: PubSubDriver, prefix: &str, name: &str, node: &str) -> Bus {
+        Bus { driver, chan: format!("{prefix}:bus:{name}"), node: node.to_string() }
+    }
+
+    pub fn send<T: serde::Serialize>(&self, body: &T) {
+        match serde_json::to_vec(&Envelope { node: &self.node, body }) {
+            Ok(bytes) => self.driver.send(self.chan.clone(), bytes),
+            Err(e) => tracing::error!(error = %e, "cannot encode a message for the other nodes"),
+        }
+    }
+
+    /// The other nodes' messages, from now on.
+    pub async fn listen<T: serde::de::DeserializeOwned + Send + 'static>(&self) -> mpsc::Receiver<T> {
+        let (tx, rx) = mpsc::channel(4096);
+        let mut stream = match self.driver.subscribe(self.chan.clone(), 4096).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen to the other nodes");
+                return rx;
+            }
+        };
+        let me = self.node.clone();
+        tokio::spawn(async move {
+            while let Some((_, bytes)) = stream.next().await {
+                match serde_json::from_slice::<Envelope<String, T>>(&bytes) {
+                    Ok(e) if e.node == me => {}
+                    Ok(e) => {
+                        if tx.send(e.body).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a message from another node could not be read"),
+                }
+            }
+        });
+        rx
+    }
+}
