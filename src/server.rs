@@ -278,8 +278,8 @@ fn assemble(
         dms,
         cfg.enable_typing,
     ));
-    let messages =
-        Arc::new(Messages::new(store.clone(), writer.clone(), fanout.clone(), receipts.clone(), metrics.clone()));
+    let messages = Messages::new(store.clone(), writer.clone(), fanout.clone(), receipts.clone(), metrics.clone());
+    let messages = Arc::new(if link.is_some() { messages.in_cluster() } else { messages });
     let reactions = Arc::new(Reactions::new(store.clone(), fanout.clone(), metrics.clone()));
     let calls = Arc::new(Calls::new(Arc::new(MemoryCalls::default()), fanout.clone(), cfg.call_ring_timeout));
     let connections = Arc::new(Connections::new(

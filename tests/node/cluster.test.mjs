@@ -191,6 +191,24 @@ describe('cluster [postgres]', { skip: SERVICES_SKIPPED ? PG_SKIP_REASON : false
       const synced = assertOk(await emitAck(c.socket, 'sync:messages', { roomName: room, limit: 100 }), 'sync:messages');
       const s = synced.messages.map((m) => m.seq);
       for (let i = 1; i < s.length; i++) assert.equal(s[i], s[i - 1] + 1, `seq gap-free across nodes: ${show(s)}`);
+
+      // sync:messages on node 2 while node 1 commits: the next `since` (the serverTime answered) never skips
+      // a message committed meanwhile
+      const got = new Set();
+      const acked = [];
+      let since = synced.serverTime;
+      for (let i = 0; i < 8; i++) {
+        const [page, ack] = await Promise.all([
+          emitAck(c.socket, 'sync:messages', { roomName: room, since, limit: 100 }).then((x) => assertOk(x, 'sync since')),
+          send(b.socket, room, uid('race')),
+        ]);
+        acked.push(ack.messageId);
+        for (const m of page.messages) got.add(m.id);
+        since = page.serverTime;
+      }
+      const last = assertOk(await emitAck(c.socket, 'sync:messages', { roomName: room, since, limit: 100 }), 'last sync');
+      for (const m of last.messages) got.add(m.id);
+      for (const id of acked) assert.ok(got.has(id), `message ${id} committed on node 1 during syncs on node 2 was skipped`);
     });
   });
 
