@@ -362,6 +362,31 @@ describe('cluster [postgres]', { skip: SERVICES_SKIPPED ? PG_SKIP_REASON : false
     });
   });
 
+  it('a node restarted after kill -9 repairs its own stale state at once: its old users go offline after the grace, long before NODE_TIMEOUT', async () => {
+    await cluster(async (redis, started) => {
+      const { nodes } = await startNodes(2, redis, started, { REALTIME_NODE_TIMEOUT: '60000' });
+      const [n0, n1] = nodes;
+      const bob = uid('bob');
+      const a = await connectClient(n0, { user: uid('alice') });
+      await connectClient(n1, { user: bob });
+      const bulk = waitFor(a.socket, 'presence:bulk', (x) => x && Array.isArray(x.presences) && x.presences.some((p) => p.userId === bob));
+      a.socket.emit('presence:subscribe', { userIds: [bob] });
+      assert.equal((await bulk).presences.find((p) => p.userId === bob).status, 'online');
+
+      const offline = waitFor(a.socket, 'presence:changed', (p) => p && p.userId === bob && p.status === 'offline', 20_000);
+      const killedAt = Date.now();
+      n1.proc.kill('SIGKILL');
+      await n1.exited;
+      await n1.start(); // same port: same node id
+      await offline;
+      const took = Date.now() - killedAt;
+      assert.ok(took < 30_000, `offline after ${took} ms, not after the 60 s timeout`);
+      const online = waitFor(a.socket, 'presence:changed', (p) => p && p.userId === bob && p.status === 'online', 10_000);
+      await connectClient(n1, { user: bob });
+      await online;
+    });
+  });
+
   it('Redis with SQLite storage is refused at start, saying why and how to fix it', async () => {
     const err = await startServer({ backend: 'sqlite', env: { REALTIME_REDIS_URL: 'redis://127.0.0.1:1/' } }).then(
       (s) => shutdown(s).then(() => null),

@@ -1,10 +1,11 @@
 //! Node liveness and the cluster-wide census of wire dialects.
 //!
 //! Every node heartbeats every [`BEAT`]: it writes `<prefix>:node:<id>` (its socket counts per dialect, with
-//! an expiry of `REALTIME_NODE_TIMEOUT`) and its time in the sorted set `<prefix>:nodes`. From the same round
-//! trip it learns the other nodes: those whose last beat is within the timeout are alive (their count feeds
-//! the Socket.IO adapter, their dialects the [`RedisCensus`]); one whose last beat is older is dead, and the
-//! first node to remove it from the set (`ZREM` answers 1 to one node only) purges what it had registered.
+//! an expiry of `REALTIME_NODE_TIMEOUT`) and its time in the sorted set `<prefix>:nodes` (the members ever
+//! seen). From the same round trip it learns the other nodes: those whose key is still there are alive (their
+//! count feeds the Socket.IO adapter, their dialects the [`RedisCensus`]); one whose key expired is dead, and
+//! the first node to remove it from the set (`ZREM` answers 1 to one node only) purges what it had
+//! registered. Expiry is by Redis's clock, so the nodes' clocks need not agree.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -159,27 +160,28 @@ impl Nodes {
             .arg("WITHSCORES")
             .query_async(&mut conn)
             .await?;
-        let cutoff = now - self.timeout.as_millis() as i64;
-        let (alive, dead): (Vec<_>, Vec<_>) = members.into_iter().partition(|(_, at)| *at > cutoff);
+        // Alive: its heartbeat key has not expired. Redis's clock decides, so nodes whose clocks differ do
+        // not take each other for dead.
+        let beats: Vec<Option<String>> = if members.is_empty() {
+            Vec::new()
+        } else {
+            let mut mget = redis::cmd("MGET");
+            for (id, _) in &members {
+                mget.arg(self.node_key(id));
+            }
+            mget.query_async(&mut conn).await?
+        };
+        let (alive, dead): (Vec<_>, Vec<_>) = members.into_iter().zip(beats).partition(|(_, b)| b.is_some());
         let mut claimed = Vec::new();
-        for (id, _) in dead {
+        for ((id, _), _) in dead {
             let removed: i64 = redis::cmd("ZREM").arg(self.set_key()).arg(&id).query_async(&mut conn).await?;
             if removed == 1 && id != self.id {
                 claimed.push(id);
             }
         }
-        let beats: Vec<Option<String>> = if alive.is_empty() {
-            Vec::new()
-        } else {
-            let mut mget = redis::cmd("MGET");
-            for (id, _) in &alive {
-                mget.arg(self.node_key(id));
-            }
-            mget.query_async(&mut conn).await?
-        };
         let mut remote = [false; DIALECT_SLOTS];
         let mut live = Vec::with_capacity(alive.len());
-        for ((id, at), beat) in alive.into_iter().zip(beats) {
+        for ((id, at), beat) in alive {
             let beat: Beat = beat.and_then(|b| serde_json::from_str(&b).ok()).unwrap_or_default();
             if id != self.id {
                 for (slot, n) in remote.iter_mut().zip(&beat.dialects) {
