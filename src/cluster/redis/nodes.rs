@@ -32,6 +32,7 @@ pub struct Beat {
 
 /// A live node, as `/health` lists it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 pub struct NodeInfo {
     pub id: String,
     /// Ms since its last heartbeat.
