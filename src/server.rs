@@ -117,9 +117,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
     if let (Some(cluster), Some(driver)) = (&node.cluster, &driver) {
-        cluster
-            .share_receipts(Bus::new(driver.clone(), &node.cfg.redis_prefix, "receipts", &node.id), &node.receipts)
-            .await;
+        let bus = |name: &str| Bus::new(driver.clone(), &node.cfg.redis_prefix, name, &node.id);
+        cluster.share_receipts(bus("receipts"), &node.receipts).await;
+        cluster.share_census(bus("census")).await;
         cluster.join().await;
         tracing::info!(
             node = %node.id,

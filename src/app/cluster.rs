@@ -41,6 +41,16 @@ pub struct Cluster {
     last_error: parking_lot::Mutex<Option<String>>,
     worker: Worker,
     receipts_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    census_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What nodes tell each other about the dialects of their sockets.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum CensusNote {
+    /// The sender got its first socket of this dialect.
+    First(usize),
+    /// The sender joined: each node answers with the dialects it has sockets of.
+    Hello,
 }
 
 struct ReceiptsOverBus(Bus);
@@ -76,6 +86,7 @@ impl Cluster {
             last_error: parking_lot::Mutex::new(None),
             worker: Worker::default(),
             receipts_task: parking_lot::Mutex::new(None),
+            census_task: parking_lot::Mutex::new(None),
         }
     }
 
@@ -88,6 +99,37 @@ impl Cluster {
 
     pub fn start(self: &Arc<Self>) {
         self.worker.every(self, BEAT, BEAT, |c| async move { c.beat().await });
+    }
+
+    /// A wire dialect's first socket on a node is announced to the others at once (see `RedisCensus`), and
+    /// a node that joins asks the others for the dialects they speak: between heartbeats no node renders an
+    /// event without a dialect that another node's sockets need.
+    pub async fn share_census(&self, bus: Bus) {
+        let bus = Arc::new(bus);
+        let census = self.nodes.census().clone();
+        let mut heard = bus.listen::<CensusNote>().await;
+        let (listener, replies) = (census.clone(), bus.clone());
+        self.census_task.lock().replace(tokio::spawn(async move {
+            while let Some(note) = heard.recv().await {
+                match note {
+                    CensusNote::First(d) => listener.heard(d),
+                    CensusNote::Hello => {
+                        for d in listener.local_dialects() {
+                            replies.send(&CensusNote::First(d));
+                        }
+                    }
+                }
+            }
+        }));
+        // The answers count only once this node's subscriptions are live (at start they are being made).
+        for _ in 0..100 {
+            if self.stats.subscribed.load(Ordering::Relaxed) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        bus.send(&CensusNote::Hello);
+        census.on_first(move |d| bus.send(&CensusNote::First(d)));
     }
 
     /// Receipt changes made on the other nodes are applied here (see `receipts::ReceiptOp`); this node's go
@@ -106,8 +148,10 @@ impl Cluster {
 
     pub async fn stop(&self) {
         self.worker.stop().await;
-        if let Some(t) = self.receipts_task.lock().take() {
-            t.abort();
+        for task in [&self.receipts_task, &self.census_task] {
+            if let Some(t) = task.lock().take() {
+                t.abort();
+            }
         }
         self.nodes.leave().await;
     }

@@ -43,13 +43,42 @@ pub struct NodeInfo {
 
 /// The census of this node's sockets per dialect, united with the other nodes' (as of their last beat):
 /// a dialect with a socket anywhere is rendered by every node.
+///
+/// A heartbeat comes every 3 s: so that a dialect's first socket on a node is not missed by the others
+/// meanwhile, the node announces it at once ([`RedisCensus::on_first`]) and the others count the dialect as
+/// present for two beats ([`RedisCensus::heard`]), until their heartbeats say it themselves.
 #[derive(Default)]
 pub struct RedisCensus {
     local: [AtomicUsize; DIALECT_SLOTS],
     remote: [AtomicBool; DIALECT_SLOTS],
+    /// Epoch ms until which a dialect announced by another node counts as present.
+    heard_until: [std::sync::atomic::AtomicI64; DIALECT_SLOTS],
+    announce: std::sync::OnceLock<Box<dyn Fn(usize) + Send + Sync>>,
 }
 
 impl RedisCensus {
+    /// `announce` is called when a dialect gets its first socket on this node.
+    pub fn on_first(&self, announce: impl Fn(usize) + Send + Sync + 'static) {
+        let _ = self.announce.set(Box::new(announce));
+    }
+
+    /// Another node announced its first socket of `dialect`.
+    pub fn heard(&self, dialect: usize) {
+        if let Some(slot) = self.heard_until.get(dialect) {
+            let until = crate::store::now_ms() + 2 * BEAT.as_millis() as i64;
+            slot.fetch_max(until, Ordering::SeqCst);
+        }
+    }
+
+    /// The dialects with a socket on this node.
+    pub fn local_dialects(&self) -> Vec<usize> {
+        (0..DIALECT_SLOTS).filter(|d| self.local[*d].load(Ordering::SeqCst) > 0).collect()
+    }
+
+    fn heard_recently(&self, dialect: usize) -> bool {
+        self.heard_until.get(dialect).is_some_and(|t| t.load(Ordering::SeqCst) > crate::store::now_ms())
+    }
+
     fn local_counts(&self) -> Vec<usize> {
         self.local.iter().map(|c| c.load(Ordering::SeqCst)).collect()
     }
@@ -63,8 +92,11 @@ impl RedisCensus {
 
 impl Census for RedisCensus {
     fn arrived(&self, dialect: usize) {
-        if let Some(c) = self.local.get(dialect) {
-            c.fetch_add(1, Ordering::SeqCst);
+        if let Some(c) = self.local.get(dialect)
+            && c.fetch_add(1, Ordering::SeqCst) == 0
+            && let Some(announce) = self.announce.get()
+        {
+            announce(dialect);
         }
     }
 
@@ -77,6 +109,7 @@ impl Census for RedisCensus {
     fn present(&self, dialect: usize) -> bool {
         self.local.get(dialect).is_some_and(|c| c.load(Ordering::SeqCst) > 0)
             || self.remote.get(dialect).is_some_and(|p| p.load(Ordering::SeqCst))
+            || self.heard_recently(dialect)
     }
 }
 
@@ -119,6 +152,10 @@ impl Nodes {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    pub fn census(&self) -> &Arc<RedisCensus> {
+        &self.census
     }
 
     fn set_key(&self) -> String {
@@ -242,6 +279,16 @@ mod tests {
         assert_eq!(a.beat(0).await.unwrap(), Beaten::default());
         assert_eq!(a.live().len(), 1);
         assert!(!ca.present(2), "the dead node's dialects are gone");
+        // a first socket announced by another node counts at once
+        let announced = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = announced.clone();
+        cb.on_first(move |d| seen.lock().unwrap().push(d));
+        cb.arrived(5);
+        cb.arrived(5);
+        assert_eq!(*announced.lock().unwrap(), vec![5], "announced once, on the first socket");
+        assert!(!ca.present(5));
+        ca.heard(5);
+        assert!(ca.present(5));
         // Redis loses everything: the next beat says so
         let _: () = ::redis::cmd("FLUSHALL").query_async(&mut redis.conn()).await.unwrap();
         assert!(a.beat(0).await.unwrap().lost);
