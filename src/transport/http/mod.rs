@@ -79,7 +79,21 @@ pub fn router(app: App) -> Router {
         .route(&cfg.metrics_path, get(metrics))
         .nest("/api", api)
         .merge(client::routes())
+        .layer(axum::middleware::from_fn(refuse_nul_in_uri))
         .with_state(app.clone())
+}
+
+/// A `%00` in a path or query would reach the database as a NUL character, which PostgreSQL's text cannot
+/// hold: refused here for every route, as a body's NUL is by [`ApiJson`].
+async fn refuse_nul_in_uri(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uri = req.uri();
+    if uri.path().contains("%00") || uri.query().is_some_and(|q| q.contains("%00")) {
+        return ApiError(AppError::validation(
+            "the URL contains a NUL character (%00), which no name or id may hold; remove it",
+        ))
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn metrics(State(app): State<App>) -> Response {
@@ -116,8 +130,11 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+        match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => {
+                crate::wire::refuse_nul(&v)?;
+                serde_json::from_value(v).map(ApiJson).map_err(|e| ApiError(AppError::validation(e.to_string())))
+            }
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(ApiError(AppError::new(ErrorCode::PayloadTooLarge, "the request body is larger than 2 MiB")))
             }

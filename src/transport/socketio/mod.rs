@@ -150,6 +150,11 @@ async fn handshake(
     if max > 0 && node.sessions.len() + node.handshakes.load(Ordering::SeqCst) > max {
         return Err(refuse(AuthError::Refused("the server is at REALTIME_MAX_CONNECTIONS".into())));
     }
+    if let Some(field) = crate::wire::nul_field(&auth) {
+        return Err(refuse(AuthError::Protocol(format!(
+            "auth.{field} contains a NUL character (\\u0000), which no text may hold; remove it"
+        ))));
+    }
     let parts = s.req_parts();
     let ip = client_ip(parts);
     if let Some(ip) = ip
