@@ -36,6 +36,13 @@ pub const VARS: &[Var] = &[
     v("REALTIME_REDIS_URL", "", "Redis URL; when set, /health reports Redis and the server checks it"),
     secret("REALTIME_JWT_SECRET", "HMAC secret for HS256/HS384/HS512 tokens"),
     secret("REALTIME_JWT_PUBLIC_KEY", "PEM public key (or a path to one) for RS256/ES256 tokens"),
+    v(
+        "REALTIME_JWT_ALGORITHMS",
+        "",
+        "accepted token algorithms, comma separated (e.g. RS256); empty = every one the configured keys verify",
+    ),
+    v("REALTIME_JWT_AUDIENCE", "", "when set, a token's aud must name one of these (comma separated)"),
+    v("REALTIME_JWT_ISSUER", "", "when set, a token's iss must be one of these (comma separated)"),
     v("REALTIME_ALLOW_DEV_TOKENS", "false", "accept the nchat dev token `user:<id>` (development only)"),
     v("REALTIME_ALLOW_ANONYMOUS", "false", "admit sockets without a token (read-only, public rooms)"),
     v("REALTIME_TOKEN_GRACE", "60000", "ms a session may outlive its token's exp before it is ended"),
@@ -138,6 +145,9 @@ pub struct Config {
     pub redis_url: Option<String>,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<String>,
+    pub jwt_algorithms: Vec<String>,
+    pub jwt_audience: Vec<String>,
+    pub jwt_issuer: Vec<String>,
     pub allow_dev_tokens: bool,
     pub allow_anonymous: bool,
     pub token_grace: Duration,
@@ -234,6 +244,11 @@ impl Reader<'_> {
                 false
             }
         }
+    }
+
+    /// A comma-separated list (empty when unset).
+    fn list(&self, name: &str) -> Vec<String> {
+        self.string(name).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
     }
 
     fn millis(&mut self, name: &str) -> Duration {
@@ -337,6 +352,9 @@ impl Config {
             redis_url,
             jwt_secret,
             jwt_public_key,
+            jwt_algorithms: r.list("REALTIME_JWT_ALGORITHMS"),
+            jwt_audience: r.list("REALTIME_JWT_AUDIENCE"),
+            jwt_issuer: r.list("REALTIME_JWT_ISSUER"),
             allow_dev_tokens,
             allow_anonymous,
             token_grace: r.millis("REALTIME_TOKEN_GRACE"),

@@ -1,7 +1,7 @@
 // docs/protocol.md §1, §2: handshake, identity, token sources and rejection, ping/pong, the early-emit race,
 // auth:refresh / token expiry, dev tokens and anonymous mode.
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, createHmac } from 'node:crypto';
 import {
   describe, it, before, after, backends, noteSkips, startServer, shutdown, connectClient, expectConnectError, makeClient, mintToken, JWT_SECRET,
   emitAck, waitFor, expectNoEvent, waitDisconnect, countEvents, assertOk, assertErr, assertIso, show, uid, join, sleep,
@@ -402,4 +402,104 @@ for (const [alg, genArgs] of [
     });
   });
 }
+
+// Token attacks (issue: reliability and security, item 2). Each is refused at the handshake and on
+// auth:refresh with "Invalid token: <reason>": a short class, never the JWT library's words (which can list
+// the accepted algorithms); the detail goes to the server's log once.
+describe(`token attacks, at the handshake and on auth:refresh [${backend.name}]`, { skip: backend.skip }, () => {
+  let server;
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const rsaPub = rsa.publicKey.export({ type: 'spki', format: 'pem' });
+  const hsSigned = (claims, secret) => {
+    const head = `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url(claims)}`;
+    return `${head}.${createHmac('sha256', secret).update(head).digest('base64url')}`;
+  };
+  const now = () => Math.floor(Date.now() / 1000);
+  // [what, token for user u, the refusal]
+  const attacks = (u) => [
+    ['alg none', `${b64url({ alg: 'none', typ: 'JWT' })}.${b64url({ sub: u, userId: u, exp: now() + 3600 })}.`, 'malformed token'],
+    ['wrong key', mintToken(u, {}, { secret: 'not-the-secret' }), 'bad signature'],
+    ['HS256 signed with the RSA public key PEM', hsSigned({ sub: u, userId: u, exp: now() + 3600 }, rsaPub), 'bad signature'],
+    ['expired beyond the grace', mintToken(u, { exp: now() - 3600 }), 'token expired'],
+    ['nbf in the future', mintToken(u, { nbf: now() + 3600 }), 'token not yet valid (nbf)'],
+    ['no user claim', mintToken(u, { sub: undefined, userId: undefined }), 'no user id claim (userId, sub or x-hasura-user-id)'],
+    ['oversized', mintToken(u, { pad: 'x'.repeat(17 * 1024) }), 'token too long'],
+    ['malformed base64', 'eyJ!!!.@@@.###', 'malformed token'],
+    ['a user id with a control character', mintToken(`${u}\u0007x`), 'user id contains control characters'],
+    ['a user id over 256 bytes', mintToken(`${u}${'é'.repeat(130)}`), 'user id is longer than 256 bytes'],
+  ];
+  const internals = /HS256|HS384|RS256|ES256|algorithm[s]? \[|InvalidSignature|ImmatureSignature|Base64|REALTIME_JWT/;
+
+  before(async () => {
+    server = await startServer({ backend: backend.name, env: { REALTIME_JWT_PUBLIC_KEY: rsaPub } });
+  });
+  after(() => shutdown(server));
+
+  it('each forged or unusable token is refused at the handshake with "Invalid token: <reason>" and nothing internal', async () => {
+    for (const [what, token, reason] of attacks(uid('m'))) {
+      const msg = await expectConnectError(server, { token });
+      assert.equal(msg, `Invalid token: ${reason}`, `${what}: ${show(msg)}`);
+      assert.doesNotMatch(msg, internals, `${what}: the refusal shows no internals`);
+    }
+    // the library's detail is in the log, not in the answer
+    assert.match(server.logs(200_000), /token refused.*InvalidSignature|InvalidSignature.*token refused/, 'the detail is logged');
+  });
+
+  it('each is refused on auth:refresh too (auth:error INVALID_TOKEN, ack UNAUTHENTICATED), and the session goes on', async () => {
+    const user = uid('r');
+    const { socket } = await connectClient(server, { user });
+    try {
+      for (const [what, token, reason] of attacks(user)) {
+        const told = waitFor(socket, 'auth:error');
+        const ack = await emitAck(socket, 'auth:refresh', { token });
+        assertErr(ack, 'UNAUTHENTICATED', `refresh with ${what}`);
+        const err = await told;
+        assert.equal(err.code, 'INVALID_TOKEN', `${what}: ${show(err)}`);
+        assert.equal(err.message, `Invalid token: ${reason}`, `${what}: ${show(err)}`);
+        assert.doesNotMatch(JSON.stringify(ack), internals, `${what}: the ack shows no internals`);
+      }
+      assert.equal((await emitAck(socket, 'ping', { timestamp: 7 })).timestamp, 7, 'still connected');
+      assertOk(await emitAck(socket, 'auth:refresh', { token: mintToken(user) }), 'a good refresh after all that');
+    } finally {
+      socket.disconnect();
+    }
+  });
+});
+
+describe(`REALTIME_JWT_ALGORITHMS=HS512, REALTIME_JWT_AUDIENCE, REALTIME_JWT_ISSUER [${backend.name}]`, { skip: backend.skip }, () => {
+  let server;
+  const iss = 'https://auth.example.test';
+  before(async () => {
+    server = await startServer({
+      backend: backend.name,
+      env: { REALTIME_JWT_ALGORITHMS: 'HS512', REALTIME_JWT_AUDIENCE: 'realtime,chat', REALTIME_JWT_ISSUER: iss },
+    });
+  });
+  after(() => shutdown(server));
+  const hs512 = (u, extra) => mintToken(u, extra, { secret: JWT_SECRET, algorithm: 'HS512' });
+
+  it('a token of the allowed algorithm, issuer and an allowed audience connects (aud as a string or a list)', async () => {
+    for (const aud of ['realtime', ['other', 'chat']]) {
+      const u = uid('ok');
+      const { socket, authenticated } = await connectClient(server, { token: hs512(u, { aud, iss }) });
+      assert.equal(authenticated.userId, u, show(authenticated));
+      socket.disconnect();
+    }
+  });
+
+  it('another algorithm (even with the right secret), audience or issuer is refused, saying which check failed', async () => {
+    const u = uid('no');
+    for (const [what, token, reason] of [
+      ['HS256 with the right secret', mintToken(u, { aud: 'realtime', iss }), 'algorithm not accepted'],
+      ['no aud', hs512(u, { iss }), 'wrong audience'],
+      ['another aud', hs512(u, { aud: 'billing', iss }), 'wrong audience'],
+      ['no iss', hs512(u, { aud: 'realtime' }), 'wrong issuer'],
+      ['another iss', hs512(u, { aud: 'realtime', iss: 'https://evil.test' }), 'wrong issuer'],
+    ]) {
+      const msg = await expectConnectError(server, { token });
+      assert.equal(msg, `Invalid token: ${reason}`, `${what}: ${show(msg)}`);
+      assert.doesNotMatch(msg, /HS512|HS256/, `${what}: the accepted algorithms are not shown`);
+    }
+  });
+});
 }
