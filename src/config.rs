@@ -33,6 +33,11 @@ pub const VARS: &[Var] = &[
     v("PORT", "", "fallback for REALTIME_PORT (written by the nself CLI)"),
     v("REALTIME_HOST", "0.0.0.0", "address to bind"),
     v("REALTIME_CORS_ORIGIN", "*", "allowed origins, comma separated; * allows any (auth is by token, not cookie)"),
+    v(
+        "REALTIME_TRUSTED_PROXIES",
+        "127.0.0.1,::1",
+        "reverse proxies (IPs or CIDR blocks, comma separated; none = no proxy) whose X-Forwarded-For is believed",
+    ),
     v("REALTIME_REDIS_URL", "", "Redis URL; when set, /health reports Redis and the server checks it"),
     secret("REALTIME_JWT_SECRET", "HMAC secret for HS256/HS384/HS512 tokens"),
     secret("REALTIME_JWT_PUBLIC_KEY", "PEM public key (or a path to one) for RS256/ES256 tokens"),
@@ -142,6 +147,7 @@ pub struct Config {
     pub host: String,
     pub port: u16,
     pub cors: Cors,
+    pub trusted_proxies: crate::domain::proxies::TrustedProxies,
     pub redis_url: Option<String>,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<String>,
@@ -287,6 +293,11 @@ impl Config {
             "*" | "" => Cors::Any,
             list => Cors::List(list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
         };
+        let trusted_proxies = crate::domain::proxies::TrustedProxies::parse(&r.string("REALTIME_TRUSTED_PROXIES"))
+            .unwrap_or_else(|e| {
+                r.errors.push(format!("REALTIME_TRUSTED_PROXIES: {e} (use addresses or blocks like 10.0.0.0/8)"));
+                Default::default()
+            });
         let redis_url = r.set("REALTIME_REDIS_URL");
         if let Some(url) = &redis_url
             && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
@@ -349,6 +360,7 @@ impl Config {
             host: r.string("REALTIME_HOST"),
             port,
             cors,
+            trusted_proxies,
             redis_url,
             jwt_secret,
             jwt_public_key,

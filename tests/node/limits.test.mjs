@@ -108,6 +108,47 @@ for (const backend of backends()) {
     });
   });
 
+  describe(`X-Forwarded-For behind a proxy, REALTIME_RATE_LIMIT=3 [${backend.name}]`, { skip: backend.skip }, () => {
+    // The tests connect from 127.0.0.1, a trusted proxy by default (REALTIME_TRUSTED_PROXIES=127.0.0.1,::1).
+    let server;
+    let untrusting;
+    before(async () => {
+      [server, untrusting] = await Promise.all([
+        startServer({ backend: backend.name, env: { REALTIME_RATE_LIMIT: '3' } }),
+        startServer({ backend: backend.name, env: { REALTIME_RATE_LIMIT: '3', REALTIME_TRUSTED_PROXIES: 'none' } }),
+      ]);
+    });
+    after(() => Promise.all([shutdown(server), shutdown(untrusting)]));
+
+    it('a client rotating the first X-Forwarded-For entry (nginx appends the real one) stays one address: 3 admitted, the rest refused', async () => {
+      const results = [];
+      for (let i = 0; i < 10; i++) {
+        // what nginx's $proxy_add_x_forwarded_for sends: the client's own header, then the address it saw
+        const r = await tryConnect(server, uid(`rot${i}`), { extraHeaders: { 'X-Forwarded-For': `10.9.${i}.${i + 1}, 203.0.113.7` } });
+        results.push(r.ok || r.reason);
+        if (r.ok) r.c.socket.disconnect();
+      }
+      assert.deepEqual(results, [true, true, true, ...Array(7).fill(RATE_REFUSAL)], show(results));
+      // another real client behind the same proxy has its own budget, and is recorded with its own address
+      const other = await tryConnect(server, uid('other'), { extraHeaders: { 'X-Forwarded-For': '10.0.0.1, 198.51.100.20' } });
+      assert.equal(other.ok, true, `a different client address is admitted: ${show(other.reason)}`);
+      const conns = listOf((await http(server, 'GET', '/api/connections', { apiKey: API_KEY })).body, 'connections');
+      const mine = conns.find((c) => c.socketId === other.c.socket.id);
+      assert.equal(mine?.ip, '198.51.100.20', `the recorded address is the right-most untrusted entry: ${show(conns)}`);
+      other.c.socket.disconnect();
+    });
+
+    it('with REALTIME_TRUSTED_PROXIES=none the header is ignored: any X-Forwarded-For is the peer itself', async () => {
+      const results = [];
+      for (let i = 0; i < 5; i++) {
+        const r = await tryConnect(untrusting, uid(`fwd${i}`), { extraHeaders: { 'X-Forwarded-For': `198.51.100.${i + 1}` } });
+        results.push(r.ok || r.reason);
+        if (r.ok) r.c.socket.disconnect();
+      }
+      assert.deepEqual(results, [true, true, true, RATE_REFUSAL, RATE_REFUSAL], show(results));
+    });
+  });
+
   describe(`REALTIME_AUTO_CREATE_ROOMS=false [${backend.name}]`, { skip: backend.skip }, () => {
     let server;
     before(async () => {

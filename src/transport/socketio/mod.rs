@@ -156,7 +156,7 @@ async fn handshake(
         ))));
     }
     let parts = s.req_parts();
-    let ip = client_ip(parts);
+    let ip = client_ip(parts, &node.cfg.trusted_proxies);
     if let Some(ip) = ip
         && !node.limiter.allow(&Budget::Connects(ip), std::time::Instant::now())
     {
@@ -258,24 +258,14 @@ fn short(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str).map(|s| s.chars().take(64).collect())
 }
 
-/// The client's address: the peer, or the first X-Forwarded-For / X-Real-IP entry when the peer is a local
-/// reverse proxy (nself puts nginx in front).
-pub fn client_ip(parts: &http::request::Parts) -> Option<IpAddr> {
+/// The client's address: the TCP peer, or what the trusted proxies in front say it is
+/// (`REALTIME_TRUSTED_PROXIES`; see `domain::proxies`).
+pub fn client_ip(parts: &http::request::Parts, trusted: &crate::domain::proxies::TrustedProxies) -> Option<IpAddr> {
     let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-    let trusted = peer.is_none_or(|p| p.is_loopback());
-    if trusted {
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .or_else(|| parts.headers.get("x-real-ip").and_then(|v| v.to_str().ok()))
-            .and_then(|v| v.trim().parse().ok());
-        if forwarded.is_some() {
-            return forwarded;
-        }
-    }
-    peer
+    let forwarded: Vec<&str> =
+        parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    let real_ip = parts.headers.get("x-real-ip").and_then(|v| v.to_str().ok());
+    trusted.client_ip(peer, &forwarded, real_ip)
 }
 
 fn percent_decode(s: &str) -> String {
