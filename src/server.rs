@@ -254,6 +254,9 @@ fn assemble(cfg: Config, store: Store, fanout: Arc<Fanout>) -> anyhow::Result<Ar
         calls,
         upkeep,
         handshakes: AtomicUsize::new(0),
+        api_key_strikes: parking_lot::Mutex::new(crate::domain::ratelimit::Strikes::new(
+            crate::transport::http::API_KEY_FAILURES,
+        )),
         stopping: tokio::sync::watch::Sender::new(false),
     }))
 }

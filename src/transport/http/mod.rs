@@ -157,6 +157,10 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Api
     }
 }
 
+/// Wrong API keys an address may present: 10 a minute (one more every 6 s), then 429 with Retry-After.
+pub const API_KEY_FAILURES: crate::domain::ratelimit::Rate =
+    crate::domain::ratelimit::Rate { capacity: 10, period: std::time::Duration::from_secs(60) };
+
 /// A request that presented the right API key; carries the account it acts for.
 pub struct Admin {
     pub account: String,
@@ -174,10 +178,33 @@ impl FromRequestParts<App> for Admin {
             )
                 .into_response());
         };
+        // Wrong keys are counted per client address: past the budget every request from it is refused
+        // unchecked (a right guess cannot be confirmed), until a point refills.
+        let ip = crate::transport::socketio::client_ip(parts, &app.cfg.trusted_proxies);
+        let now = std::time::Instant::now();
+        if let Some(ip) = ip
+            && let Some(wait) = app.api_key_strikes.lock().refused(ip, now)
+        {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            tracing::debug!(%ip, "API request refused: too many wrong keys");
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                axum::Json(json!({ "error": { "code": "RATE_LIMITED",
+                    "message": format!("too many wrong API keys from this address; retry in {secs} s") } })),
+            )
+                .into_response());
+        }
         let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
         let presented = header("x-api-key").or_else(|| header("authorization").and_then(|a| a.strip_prefix("Bearer ")));
         let ok = presented.is_some_and(|p| constant_time_eq(p.trim().as_bytes(), expected.as_bytes()));
         if !ok {
+            // A guess (a key presented) costs a point; forgetting the header does not.
+            if let (Some(ip), true) = (ip, presented.is_some()) {
+                app.api_key_strikes.lock().failed(ip, now);
+            }
+            // The key itself is never logged.
+            tracing::info!(ip = ?ip, presented = presented.is_some(), path = %parts.uri.path(), "wrong API key");
             return Err((
                 StatusCode::UNAUTHORIZED,
                 axum::Json(json!({ "error": { "code": "UNAUTHENTICATED",
@@ -196,6 +223,26 @@ fn account_of(parts: &Parts) -> String {
     normalize_account(header.or(param).as_deref())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares in time that depends only on the expected key's length, not on where the first difference is or
+/// on the presented key's length.
+fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
+    let mut diff = presented.len() ^ expected.len();
+    for (i, e) in expected.iter().enumerate() {
+        let p = presented.get(i).copied().unwrap_or(!*e);
+        diff |= usize::from(std::hint::black_box(p ^ e));
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_compare_equal_only_when_equal() {
+        use super::constant_time_eq as eq;
+        assert!(eq(b"secret-key", b"secret-key"));
+        assert!(!eq(b"secret-kez", b"secret-key"));
+        assert!(!eq(b"secret", b"secret-key"), "a prefix");
+        assert!(!eq(b"secret-key-and-more", b"secret-key"), "an extension");
+        assert!(!eq(b"", b"secret-key"));
+    }
 }
