@@ -5,6 +5,7 @@ import { generateKeyPairSync, createHmac } from 'node:crypto';
 import {
   describe, it, before, after, backends, noteSkips, startServer, shutdown, connectClient, expectConnectError, makeClient, mintToken, JWT_SECRET,
   emitAck, waitFor, expectNoEvent, waitDisconnect, countEvents, assertOk, assertErr, assertIso, show, uid, join, sleep,
+  http, API_KEY, eventually,
 } from './harness.mjs';
 
 const b64url = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
@@ -500,6 +501,48 @@ describe(`REALTIME_JWT_ALGORITHMS=HS512, REALTIME_JWT_AUDIENCE, REALTIME_JWT_ISS
       assert.equal(msg, `Invalid token: ${reason}`, `${what}: ${show(msg)}`);
       assert.doesNotMatch(msg, /HS512|HS256/, `${what}: the accepted algorithms are not shown`);
     }
+  });
+});
+
+describe(`LOG_LEVEL=debug writes no token, key or secret [${backend.name}]`, { skip: backend.skip }, () => {
+  let server;
+  before(async () => {
+    server = await startServer({ backend: backend.name, env: { LOG_LEVEL: 'debug' } });
+  });
+  after(() => shutdown(server));
+
+  it('tokens sent every way (auth, ?token=, Authorization over polling, auth:refresh, HTTP), refused ones and API keys never reach the log', async () => {
+    const user = uid('logged');
+    const tokens = [mintToken(user, { n: 1 }), mintToken(user, { n: 2 }), mintToken(user, { n: 3 }), mintToken(user, { n: 4 }), mintToken(user, { n: 5 })];
+    const bad = mintToken(user, {}, { secret: 'not-the-secret' });
+    const room = uid('room');
+    const a = await connectClient(server, { token: tokens[0] });
+    const b = await connectClient(server, { query: { token: tokens[1] } });
+    const c = await connectClient(server, { transports: ['polling'], extraHeaders: { Authorization: `Bearer ${tokens[2]}` } });
+    try {
+      await join(a.socket, room);
+      await join(c.socket, room);
+      assertOk(await emitAck(a.socket, 'message:send', { roomName: room, content: 'hello' }), 'send');
+      assertOk(await emitAck(c.socket, 'message:send', { roomName: room, content: 'over polling' }), 'send');
+      assertOk(await emitAck(b.socket, 'auth:refresh', { token: tokens[3] }), 'refresh');
+      assertErr(await emitAck(b.socket, 'auth:refresh', { token: bad }), 'UNAUTHENTICATED', 'a bad refresh');
+      await expectConnectError(server, { token: bad });
+      const sent = await http(server, 'POST', '/messages', { headers: { Authorization: `Bearer ${tokens[4]}` }, body: { roomName: room, content: 'http' } });
+      assert.ok(sent.status < 300, show(sent.body));
+      assert.equal((await http(server, 'GET', '/api/stats', { apiKey: API_KEY })).status, 200);
+      assert.equal((await http(server, 'GET', '/api/stats', { apiKey: `${API_KEY}x` })).status, 401);
+    } finally {
+      for (const x of [a, b, c]) x.socket.disconnect();
+    }
+    // the last request's line is in: everything before it is too
+    await eventually('the wrong key logged', () => /wrong API key/.test(server.output));
+    const logs = server.output;
+    assert.match(logs, /DEBUG/, 'the server did log at debug');
+    const secrets = [...tokens, bad, JWT_SECRET, API_KEY];
+    // a token's signature alone, or its payload, is as good as the token for this check
+    for (const t of [...tokens, bad]) secrets.push(...t.split('.').filter((part) => part.length > 20));
+    const found = secrets.filter((x) => logs.includes(x));
+    assert.deepEqual(found, [], `secrets in the log (${logs.length} bytes of output)`);
   });
 });
 }
