@@ -105,8 +105,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let mut router = crate::transport::http::router(node.clone())
         .layer(sio_layer)
-        .layer(axum::middleware::from_fn_with_state(node.clone(), crate::transport::http::polls::end_at_shutdown))
-        .layer(crate::transport::http::cors(&node.cfg));
+        .layer(axum::middleware::from_fn_with_state(node.clone(), crate::transport::http::polls::end_at_shutdown));
+    if let crate::config::Cors::List(origins) = &node.cfg.cors {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(origins.clone()),
+            crate::transport::http::refuse_foreign_origin,
+        ));
+    }
+    let mut router = router.layer(crate::transport::http::cors(&node.cfg));
     if node.cfg.enable_compression {
         router = router.layer(tower_http::compression::CompressionLayer::new());
     }

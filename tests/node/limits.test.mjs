@@ -49,6 +49,25 @@ function rawRequest(server, method, p, headers = {}) {
   });
 }
 
+/** A raw WebSocket upgrade of the Socket.IO endpoint; resolves {status} (101 when switched). */
+function rawUpgrade(server, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = request(`${server.url}/socket.io/?EIO=4&transport=websocket`, {
+      headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==', ...headers },
+    });
+    req.on('upgrade', (res, sock) => {
+      sock.destroy();
+      resolve({ status: res.statusCode });
+    });
+    req.on('response', (res) => {
+      res.resume();
+      resolve({ status: res.statusCode, headers: res.headers });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 for (const backend of backends()) {
   describe(`REALTIME_MAX_CONNECTIONS=2 [${backend.name}]`, { skip: backend.skip }, () => {
     let server;
@@ -186,6 +205,8 @@ for (const backend of backends()) {
       assert.equal(good.headers['access-control-allow-origin'], 'http://good.test');
       const evil = await rawRequest(server, 'GET', poll, { Origin: 'http://evil.test' });
       assert.equal(evil.headers['access-control-allow-origin'], undefined, `evil origin must not be allowed: ${show(evil.headers)}`);
+      assert.equal(evil.status, 403, `a polling handshake from another origin is refused, not served: ${evil.text}`);
+      assert.match(evil.text, /REALTIME_CORS_ORIGIN/, evil.text);
 
       const pre = { 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'x-api-key,content-type' };
       const okPre = await rawRequest(server, 'OPTIONS', '/api/broadcast', { Origin: 'http://good.test', ...pre });
@@ -198,6 +219,22 @@ for (const backend of backends()) {
       const api = await rawRequest(server, 'GET', '/api/rooms', { Origin: 'http://good.test', 'X-API-Key': API_KEY });
       assert.equal(api.status, 200);
       assert.equal(api.headers['access-control-allow-origin'], 'http://good.test', show(api.headers));
+      assert.equal(api.headers['access-control-allow-credentials'], 'true', 'credentials for a listed origin');
+    });
+
+    it('a WebSocket upgrade from another origin is refused; from the listed origin, or with no Origin (a server), it connects', async () => {
+      const evil = await tryConnect(server, uid('evil'), { transports: ['websocket'], extraHeaders: { Origin: 'http://evil.test' } });
+      assert.equal(evil.ok, false, 'a websocket from http://evil.test must not connect');
+      const upgrade = await rawUpgrade(server, { Origin: 'http://evil.test' });
+      assert.equal(upgrade.status, 403, `the upgrade is answered 403, not 101: ${show(upgrade)}`);
+      const polled = await tryConnect(server, uid('evilpoll'), { transports: ['polling'], extraHeaders: { Origin: 'http://evil.test' } });
+      assert.equal(polled.ok, false, 'polling from http://evil.test must not connect');
+      for (const headers of [{ Origin: 'http://good.test' }, {}]) {
+        const ok = await tryConnect(server, uid('good'), { transports: ['websocket'], extraHeaders: headers });
+        assert.equal(ok.ok, true, `${show(headers)}: ${show(ok.reason)}`);
+        ok.c.socket.disconnect();
+      }
+      assert.equal((await rawUpgrade(server, { Origin: 'http://good.test' })).status, 101);
     });
   });
 

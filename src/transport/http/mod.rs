@@ -55,15 +55,40 @@ pub const ROUTES: &[&str] = &[
 ];
 
 /// CORS for everything on the port, Socket.IO's polling transport included (so it wraps that layer too).
+/// `*` answers `Access-Control-Allow-Origin: *` without credentials: clients authenticate with a token, never
+/// a cookie, so no page of another site can act with a visitor's session. A list of origins allows
+/// credentials for those origins only.
 pub fn cors(cfg: &crate::config::Config) -> CorsLayer {
     match &cfg.cors {
-        Cors::Any => CorsLayer::new().allow_origin(AllowOrigin::mirror_request()).allow_credentials(true),
+        Cors::Any => CorsLayer::new().allow_origin(AllowOrigin::any()),
         Cors::List(list) => CorsLayer::new()
             .allow_origin(AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
             .allow_credentials(true),
     }
     .allow_methods(tower_http::cors::AllowMethods::mirror_request())
     .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+}
+
+/// With a list of origins, a request that names another `Origin` is refused before it is handled: CORS only
+/// stops a browser from reading the answer, while a WebSocket upgrade or a polling request would still be
+/// served. Requests without an `Origin` (servers, native apps) pass. Preflights are answered by the CORS layer
+/// around this one.
+pub async fn refuse_foreign_origin(
+    State(allowed): State<std::sync::Arc<Vec<String>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(origin) = req.headers().get(axum::http::header::ORIGIN)
+        && !allowed.iter().any(|a| a.as_bytes() == origin.as_bytes())
+    {
+        let shown: String = String::from_utf8_lossy(origin.as_bytes()).chars().take(128).collect();
+        tracing::info!(origin = %shown, path = %req.uri().path(), "request from an origin not in REALTIME_CORS_ORIGIN refused");
+        return ApiError(AppError::forbidden(format!(
+            "origin {shown} is not allowed: add it to REALTIME_CORS_ORIGIN on the server"
+        )))
+        .into_response();
+    }
+    next.run(req).await
 }
 
 pub fn router(app: App) -> Router {
