@@ -38,6 +38,98 @@ const RSA_ALGS: [Algorithm; 6] =
     [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
 const EC_ALGS: [Algorithm; 2] = [Algorithm::ES256, Algorithm::ES384];
 
+/// Keys fetched from a JWKS are kept at most this long before the next token fetches them again (a key the
+/// auth service withdrew stops verifying within it).
+const JWKS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// One verification key of a JWKS.
+struct JwksKey {
+    kid: Option<String>,
+    /// The algorithm the key is for, when the JWKS says.
+    alg: Option<Algorithm>,
+    key: DecodingKey,
+}
+
+/// The keys of `REALTIME_JWKS_URL`: fetched at start, again when a token names a `kid` the cache does not
+/// hold (at most once per `REALTIME_JWKS_REFRESH_INTERVAL`, so forged `kid`s cannot make the server hammer
+/// the auth service), and when the cache is older than [`JWKS_MAX_AGE`]. A rotation needs no restart.
+struct Jwks {
+    url: String,
+    interval: std::time::Duration,
+    client: reqwest::Client,
+    keys: parking_lot::RwLock<Vec<JwksKey>>,
+    /// When the last fetch started, and when the keys were last replaced.
+    fetched: parking_lot::Mutex<(Option<std::time::Instant>, Option<std::time::Instant>)>,
+    /// One fetch at a time; tokens waiting for it see its keys.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl Jwks {
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
+        let keys = self.keys.read();
+        let fits = |k: &&JwksKey| k.alg.is_none_or(|a| a == alg);
+        match kid {
+            Some(kid) => keys.iter().filter(fits).find(|k| k.kid.as_deref() == Some(kid)).map(|k| k.key.clone()),
+            // A token without a kid: only a JWKS with a single usable key says which one.
+            None => {
+                let usable: Vec<&JwksKey> = keys.iter().filter(fits).collect();
+                (usable.len() == 1).then(|| usable[0].key.clone())
+            }
+        }
+    }
+
+    fn stale(&self) -> bool {
+        self.fetched.lock().1.is_none_or(|at| at.elapsed() > JWKS_MAX_AGE)
+    }
+
+    /// Fetches the keys unless a fetch started less than an interval ago (`force`: at start).
+    async fn refresh(&self, force: bool) {
+        let _one = self.fetching.lock().await;
+        {
+            let mut fetched = self.fetched.lock();
+            if !force && fetched.0.is_some_and(|at| at.elapsed() < self.interval) {
+                return;
+            }
+            fetched.0 = Some(std::time::Instant::now());
+        }
+        match self.fetch().await {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), url = %self.url, "JWKS keys loaded");
+                *self.keys.write() = keys;
+                self.fetched.lock().1 = Some(std::time::Instant::now());
+            }
+            Err(e) => tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; keeping the keys held"),
+        }
+    }
+
+    async fn fetch(&self) -> anyhow::Result<Vec<JwksKey>> {
+        let res = self.client.get(&self.url).send().await?.error_for_status()?;
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&res.bytes().await?)?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            use jsonwebtoken::jwk::{AlgorithmParameters, PublicKeyUse};
+            // A JWKS is public: a symmetric ("oct") key in it would let anyone sign. Encryption keys are not for us.
+            if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_))
+                || matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption))
+            {
+                continue;
+            }
+            let alg = match jwk.common.key_algorithm {
+                None => None,
+                Some(a) => match a.to_string().parse::<Algorithm>() {
+                    Ok(alg) => Some(alg),
+                    Err(_) => continue, // an encryption algorithm
+                },
+            };
+            match DecodingKey::from_jwk(jwk) {
+                Ok(key) => keys.push(JwksKey { kid: jwk.common.key_id.clone(), alg, key }),
+                Err(e) => tracing::warn!(kid = ?jwk.common.key_id, error = %e, "JWKS key skipped"),
+            }
+        }
+        Ok(keys)
+    }
+}
+
 /// Verifies tokens with the configured keys. Built once; cheap to share.
 pub struct Verifier {
     hmac: Option<DecodingKey>,
@@ -46,6 +138,7 @@ pub struct Verifier {
     /// `REALTIME_JWT_ALGORITHMS`. An HMAC algorithm only ever uses the secret and an asymmetric one only the
     /// public key, so a token signed "HS256" with the public key's PEM as the secret never verifies.
     algorithms: Vec<Algorithm>,
+    jwks: Option<Jwks>,
     audience: Vec<String>,
     issuer: Vec<String>,
     allow_dev_tokens: bool,
@@ -80,6 +173,29 @@ impl Verifier {
                 }
             }
         };
+        let jwks = match &cfg.jwks_url {
+            None => None,
+            Some(url) => {
+                possible.extend(RSA_ALGS.into_iter().chain(EC_ALGS).chain([Algorithm::EdDSA]));
+                Some(Jwks {
+                    url: url.clone(),
+                    interval: cfg.jwks_refresh_interval,
+                    client: reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?,
+                    keys: Default::default(),
+                    fetched: Default::default(),
+                    fetching: Default::default(),
+                })
+            }
+        };
+        let mut seen = Vec::new();
+        possible.retain(|a| {
+            if seen.contains(a) {
+                false
+            } else {
+                seen.push(*a);
+                true
+            }
+        });
         let algorithms = if cfg.jwt_algorithms.is_empty() {
             possible
         } else {
@@ -91,7 +207,7 @@ impl Verifier {
                 if !possible.contains(&alg) {
                     anyhow::bail!(
                         "REALTIME_JWT_ALGORITHMS names {name}, but no configured key verifies it (HS* need \
-                         REALTIME_JWT_SECRET, RS*/PS* an RSA and ES* an EC REALTIME_JWT_PUBLIC_KEY)"
+                         REALTIME_JWT_SECRET, RS*/PS* an RSA and ES* an EC REALTIME_JWT_PUBLIC_KEY, or REALTIME_JWKS_URL)"
                     );
                 }
                 chosen.push(alg);
@@ -102,11 +218,37 @@ impl Verifier {
             hmac,
             public,
             algorithms,
+            jwks,
             audience: cfg.jwt_audience.clone(),
             issuer: cfg.jwt_issuer.clone(),
             allow_dev_tokens: cfg.allow_dev_tokens,
             grace_secs: cfg.token_grace.as_secs() as i64,
         })
+    }
+
+    /// Loads the JWKS keys at start (a failure is logged; the next token with a `kid` tries again).
+    pub async fn load_keys(&self) {
+        if let Some(jwks) = &self.jwks {
+            jwks.refresh(true).await;
+        }
+    }
+
+    /// [`Verifier::verify`], after fetching the JWKS again when the token names a key the cache does not
+    /// hold (or the cache is old), at most once per `REALTIME_JWKS_REFRESH_INTERVAL`.
+    pub async fn check(&self, token: &str, now: i64) -> Result<Identity, AuthError> {
+        if let Some(jwks) = &self.jwks {
+            let bare = token.trim();
+            let bare = bare.strip_prefix("Bearer ").unwrap_or(bare).trim();
+            if bare.len() <= MAX_TOKEN_LEN
+                && let Ok(header) = jsonwebtoken::decode_header(bare)
+                && !HMAC_ALGS.contains(&header.alg)
+                && self.algorithms.contains(&header.alg)
+                && (jwks.stale() || jwks.find(header.kid.as_deref(), header.alg).is_none())
+            {
+                jwks.refresh(false).await;
+            }
+        }
+        self.verify(token, now)
     }
 
     /// Verifies a token at `now` (epoch seconds). A token expired by less than the grace is accepted: the nchat
@@ -137,8 +279,17 @@ impl Verifier {
                 ),
             ));
         }
-        let key = if HMAC_ALGS.contains(&header.alg) { self.hmac.as_ref() } else { self.public.as_ref() };
+        let fetched;
+        let key = if HMAC_ALGS.contains(&header.alg) {
+            self.hmac.as_ref()
+        } else {
+            fetched = self.jwks.as_ref().and_then(|j| j.find(header.kid.as_deref(), header.alg));
+            fetched.as_ref().or(self.public.as_ref())
+        };
         let Some(key) = key else {
+            if self.jwks.is_some() {
+                return Err(refused("unknown signing key", format_args!("kid {:?} is not in the JWKS", header.kid)));
+            }
             return Err(refused("algorithm not accepted", format_args!("no key for {:?}", header.alg)));
         };
         let mut validation = Validation::new(header.alg);

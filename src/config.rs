@@ -46,6 +46,16 @@ pub const VARS: &[Var] = &[
         "",
         "accepted token algorithms, comma separated (e.g. RS256); empty = every one the configured keys verify",
     ),
+    v(
+        "REALTIME_JWKS_URL",
+        "",
+        "http:// URL of the auth service's JWKS (e.g. http://auth:4000/.well-known/jwks.json); keys follow rotation",
+    ),
+    v(
+        "REALTIME_JWKS_REFRESH_INTERVAL",
+        "60000",
+        "ms: the JWKS is fetched at most once per interval (a token with an unknown kid asks for a fetch)",
+    ),
     v("REALTIME_JWT_AUDIENCE", "", "when set, a token's aud must name one of these (comma separated)"),
     v("REALTIME_JWT_ISSUER", "", "when set, a token's iss must be one of these (comma separated)"),
     v("REALTIME_ALLOW_DEV_TOKENS", "false", "accept the nchat dev token `user:<id>` (development only)"),
@@ -152,6 +162,8 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<String>,
     pub jwt_algorithms: Vec<String>,
+    pub jwks_url: Option<String>,
+    pub jwks_refresh_interval: Duration,
     pub jwt_audience: Vec<String>,
     pub jwt_issuer: Vec<String>,
     pub allow_dev_tokens: bool,
@@ -318,6 +330,18 @@ impl Config {
             },
             None => None,
         };
+        let jwks_url = r.set("REALTIME_JWKS_URL");
+        if let Some(url) = &jwks_url {
+            if url.starts_with("https://") {
+                r.errors.push(format!(
+                    "REALTIME_JWKS_URL={url:?}: this build fetches JWKS over http:// only; use the auth service's \
+                     address inside your network (e.g. http://auth:4000/.well-known/jwks.json) or \
+                     REALTIME_JWT_PUBLIC_KEY"
+                ));
+            } else if !url.starts_with("http://") {
+                r.errors.push(format!("REALTIME_JWKS_URL={url:?} is not an http:// URL"));
+            }
+        }
         let allow_dev_tokens = r.bool("REALTIME_ALLOW_DEV_TOKENS");
         let allow_anonymous = r.bool("REALTIME_ALLOW_ANONYMOUS");
 
@@ -365,6 +389,8 @@ impl Config {
             jwt_secret,
             jwt_public_key,
             jwt_algorithms: r.list("REALTIME_JWT_ALGORITHMS"),
+            jwks_url,
+            jwks_refresh_interval: r.millis("REALTIME_JWKS_REFRESH_INTERVAL").max(Duration::from_millis(100)),
             jwt_audience: r.list("REALTIME_JWT_AUDIENCE"),
             jwt_issuer: r.list("REALTIME_JWT_ISSUER"),
             allow_dev_tokens,
@@ -443,7 +469,11 @@ impl Config {
 
     /// The server's auth would refuse every token: say so at start instead of at the first connection.
     pub fn auth_problem(&self) -> Option<String> {
-        if self.jwt_secret.is_none() && self.jwt_public_key.is_none() && !self.allow_dev_tokens && !self.allow_anonymous
+        if self.jwt_secret.is_none()
+            && self.jwt_public_key.is_none()
+            && self.jwks_url.is_none()
+            && !self.allow_dev_tokens
+            && !self.allow_anonymous
         {
             Some(
                 "REALTIME_JWT_SECRET is not set; set it (or REALTIME_JWT_PUBLIC_KEY), or REALTIME_ALLOW_DEV_TOKENS=true \

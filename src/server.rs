@@ -86,6 +86,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Sockets counted per wire dialect: the fan-out renders for the dialects present only.
     let census: Arc<dyn Census> = Arc::new(MemoryCensus::default());
     let node = assemble(cfg, store, Arc::new(SocketIoFanout::new(io.clone(), census.clone())))?;
+    node.verifier.load_keys().await;
     if node.redis.is_some() {
         tracing::warn!(
             "REALTIME_REDIS_URL is set: /health reports Redis, but fan-out, presence and typing stay in this \

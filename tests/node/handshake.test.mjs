@@ -2,6 +2,8 @@
 // auth:refresh / token expiry, dev tokens and anonymous mode.
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, createHmac } from 'node:crypto';
+import { createServer } from 'node:http';
+import jwt from 'jsonwebtoken';
 import {
   describe, it, before, after, backends, noteSkips, startServer, shutdown, connectClient, expectConnectError, makeClient, mintToken, JWT_SECRET,
   emitAck, waitFor, expectNoEvent, waitDisconnect, countEvents, assertOk, assertErr, assertIso, show, uid, join, sleep,
@@ -543,6 +545,74 @@ describe(`LOG_LEVEL=debug writes no token, key or secret [${backend.name}]`, { s
     for (const t of [...tokens, bad]) secrets.push(...t.split('.').filter((part) => part.length > 20));
     const found = secrets.filter((x) => logs.includes(x));
     assert.deepEqual(found, [], `secrets in the log (${logs.length} bytes of output)`);
+  });
+});
+
+describe(`REALTIME_JWKS_URL: keys from the auth service, rotated without a restart [${backend.name}]`, { skip: backend.skip }, () => {
+  let server;
+  let jwks;
+  let hits = 0;
+  let served;
+  const INTERVAL = 1500;
+  const key = (kid) => {
+    const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    return { kid, priv: privateKey.export({ type: 'pkcs8', format: 'pem' }), jwk: { ...publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' } };
+  };
+  const a = key('key-a');
+  const b = key('key-b');
+  const sign = (k, user, kid = k.kid) => jwt.sign({ sub: user, userId: user, exp: Math.floor(Date.now() / 1000) + 3600 }, k.priv, { algorithm: 'RS256', keyid: kid });
+
+  before(async () => {
+    served = [a.jwk];
+    jwks = createServer((req, res) => {
+      hits += 1;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: served }));
+    });
+    await new Promise((r) => jwks.listen(0, '127.0.0.1', r));
+    server = await startServer({
+      backend: backend.name,
+      env: { REALTIME_JWKS_URL: `http://127.0.0.1:${jwks.address().port}/.well-known/jwks.json`, REALTIME_JWKS_REFRESH_INTERVAL: String(INTERVAL) },
+    });
+  });
+  after(async () => {
+    await shutdown(server);
+    await new Promise((r) => jwks.close(r));
+  });
+
+  it('a token signed by the JWKS key connects; forged kids are refused and fetch at most once per interval; a rotated key is accepted without a restart, the withdrawn one refused', async () => {
+    assert.ok(hits >= 1, 'the keys are fetched at start');
+    const u = uid('jwks');
+    const first = await connectClient(server, { token: sign(a, u) });
+    assert.equal(first.authenticated.userId, u, show(first.authenticated));
+
+    const before = hits;
+    const started = Date.now();
+    for (let i = 0; i < 20; i++) {
+      const msg = await expectConnectError(server, { token: sign(a, uid('forged'), `forged-${i}`) });
+      assert.equal(msg, 'Invalid token: unknown signing key', show(msg));
+    }
+    const allowed = Math.ceil((Date.now() - started) / INTERVAL) + 1;
+    assert.ok(hits - before <= allowed, `20 forged kids in ${Date.now() - started} ms fetched the JWKS ${hits - before} times (at most ${allowed})`);
+
+    // the auth service rotates: b replaces a
+    served = [b.jwk];
+    const v = uid('rotated');
+    const second = await eventually('the rotated key accepted', async () => {
+      try {
+        return await connectClient(server, { token: sign(b, v) });
+      } catch (e) {
+        return { done: false, error: e.message };
+      }
+    });
+    assert.equal(second.authenticated.userId, v, show(second.authenticated));
+    assertOk(await emitAck(second.socket, 'auth:refresh', { token: sign(b, v) }), 'auth:refresh with the new key');
+    const told = waitFor(first.socket, 'auth:error');
+    assertErr(await emitAck(first.socket, 'auth:refresh', { token: sign(a, u) }), 'UNAUTHENTICATED', 'refresh with the withdrawn key');
+    assert.equal((await told).message, 'Invalid token: unknown signing key');
+    assert.equal(await expectConnectError(server, { token: sign(a, uid('old')) }), 'Invalid token: unknown signing key');
+    first.socket.disconnect();
+    second.socket.disconnect();
   });
 });
 }

@@ -190,7 +190,7 @@ async fn handshake(
             .as_deref(),
     );
     let identity = match token {
-        Some(t) => Some(node.verifier.verify(&t, chrono::Utc::now().timestamp()).map_err(refuse)?),
+        Some(t) => Some(node.verifier.check(&t, chrono::Utc::now().timestamp()).await.map_err(refuse)?),
         None if node.cfg.allow_anonymous => None,
         None => return Err(refuse(AuthError::Missing)),
     };
