@@ -337,6 +337,18 @@ pub fn nul_field(v: &Value) -> Option<String> {
             _ => false,
         }
     }
+    // Every event passes here: the common case (no NUL) allocates nothing.
+    fn any(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(any),
+            Value::Object(map) => map.iter().any(|(k, item)| k.contains('\0') || any(item)),
+            _ => false,
+        }
+    }
+    if !any(v) {
+        return None;
+    }
     let mut path = String::new();
     walk(v, &mut path).then(|| if path.is_empty() { "the payload".to_string() } else { path })
 }
