@@ -365,9 +365,15 @@ fn valid_id(id: &str) -> Result<String, String> {
     Ok(id.to_string())
 }
 
+/// A profile claim (name, avatar, session id): trimmed, cut to 512 characters, control characters dropped
+/// (they end up in stored rows, and PostgreSQL text cannot hold a NUL).
 fn claim_str(claims: &Value, key: &str) -> Option<String> {
     match claims.get(key)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().chars().take(512).collect()),
+        Value::String(s) => {
+            let clean: String = s.chars().filter(|c| !c.is_control()).collect();
+            let clean = clean.trim();
+            (!clean.is_empty()).then(|| clean.chars().take(512).collect())
+        }
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
@@ -556,6 +562,14 @@ mod tests {
         );
         let on = verifier(&[("REALTIME_ALLOW_DEV_TOKENS", "true")]);
         assert_eq!(on.verify("user:alice", now()).unwrap().user_id, "alice");
+    }
+
+    #[test]
+    fn profile_claims_lose_control_characters() {
+        let v = verifier(&[("REALTIME_JWT_SECRET", "s")]);
+        let t = sign("s", serde_json::json!({"sub": "u", "name": "An\u{0}n\n", "sessionId": "\u{0}"}));
+        let id = v.verify(&t, now()).unwrap();
+        assert_eq!((id.name.as_deref(), id.session_id.as_deref()), (Some("Ann"), None));
     }
 
     #[test]
