@@ -561,9 +561,12 @@ describe(`REALTIME_JWKS_URL: keys from the auth service, rotated without a resta
   const a = key('key-a');
   const b = key('key-b');
   const sign = (k, user, kid = k.kid) => jwt.sign({ sub: user, userId: user, exp: Math.floor(Date.now() / 1000) + 3600 }, k.priv, { algorithm: 'RS256', keyid: kid });
+  // A symmetric key published in a JWKS would let anyone sign: it must never verify anything.
+  const octSecret = 'published-for-all-to-see';
+  const oct = { kty: 'oct', k: Buffer.from(octSecret).toString('base64url'), kid: 'hmac', alg: 'HS256', use: 'sig' };
 
   before(async () => {
-    served = [a.jwk];
+    served = [a.jwk, oct];
     jwks = createServer((req, res) => {
       hits += 1;
       res.writeHead(200, { 'content-type': 'application/json' });
@@ -572,7 +575,11 @@ describe(`REALTIME_JWKS_URL: keys from the auth service, rotated without a resta
     await new Promise((r) => jwks.listen(0, '127.0.0.1', r));
     server = await startServer({
       backend: backend.name,
-      env: { REALTIME_JWKS_URL: `http://127.0.0.1:${jwks.address().port}/.well-known/jwks.json`, REALTIME_JWKS_REFRESH_INTERVAL: String(INTERVAL) },
+      env: {
+        REALTIME_JWKS_URL: `http://127.0.0.1:${jwks.address().port}/.well-known/jwks.json`,
+        REALTIME_JWKS_REFRESH_INTERVAL: String(INTERVAL),
+        REALTIME_JWT_SECRET: undefined, // the JWKS is the only source of keys
+      },
     });
   });
   after(async () => {
@@ -580,7 +587,7 @@ describe(`REALTIME_JWKS_URL: keys from the auth service, rotated without a resta
     await new Promise((r) => jwks.close(r));
   });
 
-  it('a token signed by the JWKS key connects; forged kids are refused and fetch at most once per interval; a rotated key is accepted without a restart, the withdrawn one refused', async () => {
+  it('a token signed by the JWKS key connects; its symmetric key verifies nothing; forged kids are refused and fetch at most once per interval; a rotated key is accepted without a restart, the withdrawn one refused', async () => {
     assert.ok(hits >= 1, 'the keys are fetched at start');
     const u = uid('jwks');
     const first = await connectClient(server, { token: sign(a, u) });
@@ -595,8 +602,13 @@ describe(`REALTIME_JWKS_URL: keys from the auth service, rotated without a resta
     const allowed = Math.ceil((Date.now() - started) / INTERVAL) + 1;
     assert.ok(hits - before <= allowed, `20 forged kids in ${Date.now() - started} ms fetched the JWKS ${hits - before} times (at most ${allowed})`);
 
+    // the JWKS's symmetric key verifies nothing, whatever the token's kid says
+    const hs = jwt.sign({ sub: 'mallory', userId: 'mallory' }, octSecret, { algorithm: 'HS256', keyid: 'hmac' });
+    assert.equal(await expectConnectError(server, { token: hs }), 'Invalid token: algorithm not accepted');
+    assert.equal(await expectConnectError(server, { token: sign(a, uid('x'), 'hmac') }), 'Invalid token: unknown signing key');
+
     // the auth service rotates: b replaces a
-    served = [b.jwk];
+    served = [b.jwk, oct];
     const v = uid('rotated');
     const second = await eventually('the rotated key accepted', async () => {
       try {
