@@ -108,6 +108,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         None => (Arc::new(MemoryCensus::default()), None),
     };
     let node = assemble(cfg, id, store, Arc::new(SocketIoFanout::new(io.clone(), census.clone())), link, redis_census)?;
+    node.verifier.load_keys().await;
     let report = prepare(&node.store, Some(&node.id)).await?;
     if report.stale_connections > 0 || report.stale_presence > 0 {
         tracing::info!(
@@ -133,8 +134,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let mut router = crate::transport::http::router(node.clone())
         .layer(sio_layer)
-        .layer(axum::middleware::from_fn_with_state(node.clone(), crate::transport::http::polls::end_at_shutdown))
-        .layer(crate::transport::http::cors(&node.cfg));
+        .layer(axum::middleware::from_fn_with_state(node.clone(), crate::transport::http::polls::end_at_shutdown));
+    if let crate::config::Cors::List(origins) = &node.cfg.cors {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(origins.clone()),
+            crate::transport::http::refuse_foreign_origin,
+        ));
+    }
+    let mut router = router.layer(crate::transport::http::cors(&node.cfg));
     if node.cfg.enable_compression {
         router = router.layer(tower_http::compression::CompressionLayer::new());
     }
@@ -344,6 +351,9 @@ fn assemble(
         calls,
         upkeep,
         handshakes: AtomicUsize::new(0),
+        api_key_strikes: parking_lot::Mutex::new(crate::domain::ratelimit::Strikes::new(
+            crate::transport::http::API_KEY_FAILURES,
+        )),
         stopping: tokio::sync::watch::Sender::new(false),
     }))
 }
