@@ -88,8 +88,8 @@ struct Inner {
 }
 
 impl PubSubDriver {
-    /// Starts the subscription and publisher tasks (they end when every clone is dropped... and with the
-    /// process). Never fails: while Redis is unreachable the tasks keep trying.
+    /// Starts the subscription and publisher tasks (they end when every clone of the driver is dropped).
+    /// Never fails: while Redis is unreachable the subscription task keeps trying.
     pub fn spawn(client: redis::Client, publisher: redis::aio::ConnectionManager, stats: Arc<LinkStats>) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
         let inner = Arc::new(Inner {
