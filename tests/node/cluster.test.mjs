@@ -143,6 +143,16 @@ describe('cluster [postgres]', { skip: SERVICES_SKIPPED ? PG_SKIP_REASON : false
       const away = waitFor(a.socket, 'presence:changed', (p) => p && p.userId === bob && p.status === 'away');
       b.socket.emit('presence:update', { status: 'away' });
       await away;
+      // privacy per viewer across nodes: bob (node 1) hides from everyone; alice (node 0) is told at once,
+      // carol (node 2) is answered offline, neither learns his last seen
+      const hidden = waitFor(a.socket, 'presence:changed', (p) => p && p.userId === bob && p.status === 'offline');
+      const merged = assertOk(await emitAck(b.socket, 'presence:settings', { visibility: 'nobody' }), 'presence:settings');
+      assert.equal(merged.visibility, 'nobody', show(merged));
+      const h = await hidden;
+      assert.equal(h.lastSeen ?? null, null, `no lastSeen for a hidden user: ${show(h)}`);
+      const seenByCarol = assertOk(await emitAck(c.socket, 'presence:get', { userIds: [bob] }), 'presence:get').presences[0];
+      assert.equal(seenByCarol.status, 'offline', show(seenByCarol));
+      assert.equal(seenByCarol.lastSeen ?? null, null, show(seenByCarol));
 
       // /api/broadcast on node 2 reaches the room's sockets on nodes 0 and 1
       const payload = { n: uid('bc') };
