@@ -33,6 +33,7 @@ struct ClusterGauges {
     reconnects: Gauge,
     nodes: Gauge,
     failures_g: Gauge,
+    latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -89,6 +90,7 @@ impl Metrics {
             reconnects: Gauge::default(),
             nodes: Gauge::default(),
             failures_g: Gauge::default(),
+            latency: Histogram::new(exponential_buckets(0.25, 2.0, 14)),
         };
         let r = &mut self.registry;
         r.register(
@@ -108,7 +110,19 @@ impl Metrics {
             "Failed Redis operations of the shared state since start",
             g.failures_g.clone(),
         );
+        r.register(
+            "realtime_cluster_latency_ms",
+            "Publish to delivery through Redis pub/sub in ms (the hop every cross-node event takes), probed every 3 s",
+            g.latency.clone(),
+        );
         self.cluster = Some(g);
+    }
+
+    /// A probe of the cross-node hop came back after `ms`.
+    pub fn observe_cluster_latency(&self, ms: f64) {
+        if let Some(g) = &self.cluster {
+            g.latency.observe(ms);
+        }
     }
 
     /// The text exposition, with the process memory read at scrape time.

@@ -121,6 +121,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let bus = |name: &str| Bus::new(driver.clone(), &node.cfg.redis_prefix, name, &node.id);
         cluster.share_receipts(bus("receipts"), &node.receipts).await;
         cluster.share_census(bus("census")).await;
+        cluster.probe_latency(driver, &node.cfg.redis_prefix, node.metrics.clone()).await;
         cluster.join().await;
         tracing::info!(
             node = %node.id,

@@ -24,7 +24,7 @@ use super::session::Sessions;
 use super::typing::Typing;
 use super::worker::Worker;
 use crate::cluster::redis::nodes::{BEAT, NodeInfo, Nodes};
-use crate::cluster::redis::pubsub::{Bus, LinkStats};
+use crate::cluster::redis::pubsub::{Bus, LinkStats, PubSubDriver};
 use crate::store::Store;
 
 pub struct Cluster {
@@ -42,6 +42,8 @@ pub struct Cluster {
     worker: Worker,
     receipts_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     census_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    latency_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    probe: std::sync::OnceLock<Bus>,
 }
 
 /// What nodes tell each other about the dialects of their sockets.
@@ -87,6 +89,8 @@ impl Cluster {
             worker: Worker::default(),
             receipts_task: parking_lot::Mutex::new(None),
             census_task: parking_lot::Mutex::new(None),
+            latency_task: parking_lot::Mutex::new(None),
+            probe: std::sync::OnceLock::new(),
         }
     }
 
@@ -148,12 +152,26 @@ impl Cluster {
 
     pub async fn stop(&self) {
         self.worker.stop().await;
-        for task in [&self.receipts_task, &self.census_task] {
+        for task in [&self.receipts_task, &self.census_task, &self.latency_task] {
             if let Some(t) = task.lock().take() {
                 t.abort();
             }
         }
         self.nodes.leave().await;
+    }
+
+    /// Every heartbeat also sends a probe through Redis pub/sub to this node, whose travel time is the
+    /// cross-node hop (`realtime_cluster_latency_ms`).
+    pub async fn probe_latency(&self, driver: &PubSubDriver, prefix: &str, metrics: Arc<crate::metrics::Metrics>) {
+        let chan = format!("latency:{}", self.nodes.id());
+        let mut back = Bus::new(driver.clone(), prefix, &chan, "in").listen::<i64>().await;
+        self.latency_task.lock().replace(tokio::spawn(async move {
+            while let Some(sent) = back.recv().await {
+                let micros = crate::store::now_micros() - sent;
+                metrics.observe_cluster_latency(micros.max(0) as f64 / 1000.0);
+            }
+        }));
+        let _ = self.probe.set(Bus::new(driver.clone(), prefix, &chan, "out"));
     }
 
     pub fn stats(&self) -> &Arc<LinkStats> {
@@ -171,6 +189,9 @@ impl Cluster {
     }
 
     async fn beat(&self) {
+        if let Some(probe) = self.probe.get() {
+            probe.send(&crate::store::now_micros());
+        }
         match self.nodes.beat(self.sessions.len()).await {
             Ok(beaten) => {
                 *self.last_error.lock() = None;

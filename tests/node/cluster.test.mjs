@@ -324,6 +324,10 @@ describe('cluster [postgres]', { skip: SERVICES_SKIPPED ? PG_SKIP_REASON : false
         return /realtime_cluster_nodes 2\b/.test(m) ? m : { done: false, m };
       }, { timeoutMs: 10_000, intervalMs: 250 });
       assert.match(metrics, /realtime_redis_reconnects [1-9]/, 'the reconnect is counted');
+      const count = Number((metrics.match(/realtime_cluster_latency_ms_count (\d+)/) || [])[1]);
+      const sum = Number((metrics.match(/realtime_cluster_latency_ms_sum ([\d.e+-]+)/) || [])[1]);
+      assert.ok(count >= 1, `the cross-node hop is probed: ${metrics.split('\n').filter((l) => l.includes('cluster_latency')).join('\n')}`);
+      console.log(`# cross-node hop (publish to delivery through Redis): mean ${(sum / count).toFixed(2)} ms over ${count} probes`);
       console.log(`# cross-node delivery resumed ${took} ms after Redis came back`);
     });
   });
