@@ -40,7 +40,10 @@ pub enum Signal {
 
 /// State shared by all clients of one worker.
 pub struct Shared {
+    /// The first node (source addresses, metrics).
     pub target: Target,
+    /// Every node: client g connects to `targets[g mod n]`.
+    pub targets: Vec<Target>,
     pub tokens: TokenSource,
     pub app: Option<String>,
     pub ready_event: Option<String>,
@@ -106,7 +109,7 @@ impl Shared {
     async fn connect(&self, g: u64) -> Result<Conn, String> {
         let auth = self.auth(g)?;
         let mut conn = client::dial(Dial {
-            target: &self.target,
+            target: &self.targets[(g % self.targets.len().max(1) as u64) as usize],
             src: self.source_addr(g),
             auth: &auth,
             ready_event: self.ready_event.as_deref(),
