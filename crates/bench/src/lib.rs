@@ -64,7 +64,7 @@ pub struct BenchArgs {
 #[command(next_help_heading = "Common options")]
 pub struct CommonArgs {
     /// Server base URL (http:// only; the WebSocket URL is derived from it). Several, comma separated: the
-    /// nodes of a cluster, client i connecting to the (i mod n)-th (server metrics come from the first).
+    /// nodes of a cluster, each room's members spread evenly over them (server metrics come from the first).
     #[arg(long, global = true, default_value = "http://127.0.0.1:3101")]
     pub url: String,
 

@@ -80,6 +80,14 @@ impl Shared {
         self.room_id(g).map(|r| format!("channel:{r}"))
     }
 
+    /// The node client `g` connects to: the members of each room are spread over the nodes (client g is in
+    /// room g mod rooms, so the node goes by g / rooms), and so every room event crosses between them.
+    fn target_of(&self, g: u64) -> &Target {
+        let n = self.targets.len().max(1) as u64;
+        let i = if self.plan.rooms > 0 { (g / self.plan.rooms) % n } else { g % n };
+        self.targets.get(i as usize).unwrap_or(&self.target)
+    }
+
     fn source_addr(&self, g: u64) -> Option<Ipv4Addr> {
         if self.source_addrs <= 1 || !self.target.is_loopback_v4() {
             return None;
@@ -109,7 +117,7 @@ impl Shared {
     async fn connect(&self, g: u64) -> Result<Conn, String> {
         let auth = self.auth(g)?;
         let mut conn = client::dial(Dial {
-            target: &self.targets[(g % self.targets.len().max(1) as u64) as usize],
+            target: self.target_of(g),
             src: self.source_addr(g),
             auth: &auth,
             ready_event: self.ready_event.as_deref(),
