@@ -84,7 +84,7 @@ impl Shared {
     /// room g mod rooms, so the node goes by g / rooms), and so every room event crosses between them.
     fn target_of(&self, g: u64) -> &Target {
         let n = self.targets.len().max(1) as u64;
-        let i = if self.plan.rooms > 0 { (g / self.plan.rooms) % n } else { g % n };
+        let i = g.checked_div(self.plan.rooms).unwrap_or(g) % n;
         self.targets.get(i as usize).unwrap_or(&self.target)
     }
 
