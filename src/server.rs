@@ -39,6 +39,7 @@ use crate::store::rooms::NewRoom;
 use crate::store::writer::MessageWriter;
 use crate::systemd;
 use crate::transport::socketio::Edge;
+use crate::transport::socketio::admin::AdminUi;
 use crate::transport::socketio::fanout::SocketIoFanout;
 
 /// Rooms every installation starts with.
@@ -85,7 +86,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (sio_layer, io) = crate::transport::socketio::build(&cfg);
     // Sockets counted per wire dialect: the fan-out renders for the dialects present only.
     let census: Arc<dyn Census> = Arc::new(MemoryCensus::default());
-    let node = assemble(cfg, store, Arc::new(SocketIoFanout::new(io.clone(), census.clone())))?;
+    // The Socket.IO Admin UI's namespace, when it is on (off: no hook runs anywhere).
+    let admin = cfg.admin_ui.then(|| AdminUi::new(io.clone()));
+    let node = assemble(cfg, store, Arc::new(SocketIoFanout::new(io.clone(), census.clone(), admin.clone())))?;
     if node.redis.is_some() {
         tracing::warn!(
             "REALTIME_REDIS_URL is set: /health reports Redis, but fan-out, presence and typing stay in this \
@@ -101,7 +104,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
     start(&node);
-    let edge = Edge::register(io, node.clone(), census);
+    let edge = Edge::register(io, node.clone(), census, admin);
 
     let mut router = crate::transport::http::router(node.clone())
         .layer(sio_layer)

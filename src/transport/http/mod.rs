@@ -4,6 +4,7 @@
 mod admin;
 mod broadcast;
 mod client;
+mod dashboard;
 pub mod health;
 pub mod polls;
 pub mod serve;
@@ -28,6 +29,8 @@ pub(crate) type App = std::sync::Arc<Node>;
 pub const ROUTES: &[&str] = &[
     "GET /health",
     "GET /metrics",
+    "GET /dashboard",
+    "GET /dashboard/stream",
     "POST /api/broadcast",
     "POST /api/broadcast/batch",
     "GET /api/stats",
@@ -58,8 +61,13 @@ pub const ROUTES: &[&str] = &[
 pub fn cors(cfg: &crate::config::Config) -> CorsLayer {
     match &cfg.cors {
         Cors::Any => CorsLayer::new().allow_origin(AllowOrigin::mirror_request()).allow_credentials(true),
+        // The Admin UI's origins are allowed too when it is on (it sends credentials: never `*`).
         Cors::List(list) => CorsLayer::new()
-            .allow_origin(AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
+            .allow_origin(AllowOrigin::list(
+                list.iter()
+                    .chain(cfg.admin_ui.then_some(&cfg.admin_ui_origins).into_iter().flatten())
+                    .filter_map(|o| HeaderValue::from_str(o).ok()),
+            ))
             .allow_credentials(true),
     }
     .allow_methods(tower_http::cors::AllowMethods::mirror_request())
@@ -79,6 +87,7 @@ pub fn router(app: App) -> Router {
         .route(&cfg.metrics_path, get(metrics))
         .nest("/api", api)
         .merge(client::routes())
+        .merge(dashboard::routes())
         .with_state(app.clone())
 }
 
