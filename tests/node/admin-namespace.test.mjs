@@ -52,7 +52,8 @@ function adminEvent(socket, event, predicate = () => true, timeoutMs = 10_000) {
     if (seen) return resolve(seen.args);
     const timer = setTimeout(() => {
       socket.off(event, handler);
-      reject(new Error(`no ${event} matching within ${timeoutMs} ms; received: ${show(socket.received.map((r) => r.event))}`));
+      const same = socket.received.filter((r) => r.event === event).map((r) => r.args);
+      reject(new Error(`no ${event} matching within ${timeoutMs} ms; ${event} received: ${show(same)}; all: ${show(socket.received.map((r) => r.event))}`));
     }, timeoutMs);
     const handler = (...args) => {
       if (predicate(...args)) {
@@ -123,8 +124,9 @@ for (const b of backends()) {
       assert.equal(mine.nsp, '/');
       assert.equal(mine.transport, 'websocket');
       assert.equal(mine.data.userId, user);
-      assert.equal(mine.data.dialect, 'contract');
-      assert.ok(mine.rooms.includes(`primary/${room}`), `rooms: ${show(mine.rooms)}`);
+      // A socket that sends only a token speaks the compat dialect, whose Socket.IO rooms are `compat|<account>/<room>`.
+      assert.equal(mine.data.dialect, 'compat');
+      assert.ok(mine.rooms.includes(`compat|primary/${room}`), `rooms: ${show(mine.rooms)}`);
       assert.ok(mine.rooms.includes(app.id), 'its own id is one of its rooms, as socket.io shows it');
       assert.equal(mine.handshake.address, '127.0.0.1');
       assert.match(mine.handshake.time, ISO_MS);
@@ -161,7 +163,7 @@ for (const b of backends()) {
 
       const room = uid('room');
       await join(app, room);
-      await adminEvent(a, 'room_joined', (nsp, r, id) => nsp === '/' && r === `primary/${room}` && id === app.id);
+      await adminEvent(a, 'room_joined', (nsp, r, id) => nsp === '/' && r === `compat|primary/${room}` && id === app.id);
 
       const secret = mintToken(user);
       assertOk(await emitAck(app, 'auth:refresh', { token: secret }), 'auth:refresh');
@@ -173,8 +175,9 @@ for (const b of backends()) {
       assert.ok(stats[0].aggregatedEvents.every((e) => e.timestamp % 1000 === 0 && e.count > 0), show(stats));
 
       const t0 = Date.now();
+      const appId = app.id; // socket.io-client forgets its id on disconnect
       app.disconnect();
-      const [nsp, id, reason] = await adminEvent(a, 'socket_disconnected', (n, i) => i === app.id, 5000);
+      const [nsp, , reason] = await adminEvent(a, 'socket_disconnected', (n, i) => i === appId, 5000);
       assert.equal(nsp, '/');
       assert.equal(reason, 'client namespace disconnect');
       assert.ok(Date.now() - t0 < 5000);
@@ -189,9 +192,10 @@ for (const b of backends()) {
       const { socket: c2 } = await connectClient(server, { user: u2 });
       const room = uid('room');
       await join(c1, room);
+      const [, key] = await adminEvent(a, 'room_joined', (nsp, r, id) => id === c1.id && r.endsWith(`primary/${room}`));
 
       const notice = waitFor(c1, 'maintenance', (p) => p && p.in === 5);
-      a.emit('emit', '/', `primary/${room}`, 'maintenance', { in: 5 });
+      a.emit('emit', '/', key, 'maintenance', { in: 5 });
       await notice;
       assert.ok(!c2.received.some((r) => r.event === 'maintenance'), 'the emit reached a socket outside the room');
 
@@ -211,9 +215,10 @@ for (const b of backends()) {
       assert.ok(a.connected, 'the admin socket survived its refused actions');
 
       const gone = waitDisconnect(c1, 5000);
-      a.emit('_disconnect', '/', false, c1.id);
+      const c1Id = c1.id; // socket.io-client forgets its id on disconnect
+      a.emit('_disconnect', '/', false, c1Id);
       assert.equal(await gone, 'io server disconnect');
-      await adminEvent(a, 'socket_disconnected', (n, id) => id === c1.id, 5000);
+      await adminEvent(a, 'socket_disconnected', (n, id) => id === c1Id, 5000);
       assert.ok(c2.connected, 'only the socket named was disconnected');
 
       const events = await eventually('the admin actions in the audit log', async () => {
@@ -226,7 +231,7 @@ for (const b of backends()) {
         assert.ok(types.includes(t), `audit log lacks ${t}: ${show(events)}`);
       }
       const d = events.find((e) => e.eventType === 'admin:disconnect');
-      assert.equal(d.socketId, c1.id);
+      assert.equal(d.socketId, c1Id);
       assert.equal(d.userId, 'admin:admin');
       c2.disconnect();
       a.disconnect();

@@ -156,17 +156,18 @@ describe('in the browser (sqlite)', () => {
 
     // A client that leaves is gone from the list within 5 s.
     await page.goto(`${ui.url}/#/sockets/`);
-    await page.getByText(leave.id).waitFor({ timeout: 10_000 });
+    const [stayId, leaveId] = [stay.id, leave.id]; // socket.io-client forgets its id on disconnect
+    await page.getByText(leaveId).waitFor({ timeout: 10_000 });
     leave.disconnect();
-    await page.getByText(leave.id).waitFor({ state: 'detached', timeout: 5000 });
+    await page.getByText(leaveId).waitFor({ state: 'detached', timeout: 5000 });
 
     // The row's disconnect button really disconnects that client, and only it.
     const { socket: other } = await connectClient(server, { user: uid('carol') });
     await page.getByText(other.id).waitFor({ timeout: 10_000 });
     const gone = waitDisconnect(stay, 5000);
-    await page.locator('tr', { hasText: stay.id }).getByRole('button').click();
+    await page.locator('tr', { hasText: stayId }).getByRole('button').click();
     assert.equal(await gone, 'io server disconnect');
-    await page.getByText(stay.id).waitFor({ state: 'detached', timeout: 5000 });
+    await page.getByText(stayId).waitFor({ state: 'detached', timeout: 5000 });
     assert.ok(other.connected, 'another client was disconnected too');
     await shot(page, 'admin-ui-after-disconnect');
     other.disconnect();

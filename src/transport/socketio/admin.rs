@@ -30,6 +30,7 @@ use socketioxide::SocketIo;
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::handler::message::MessageHandler;
+use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::{DisconnectReason, Socket};
 
 use super::Adapter;
@@ -380,16 +381,30 @@ impl AdminUi {
                     Err(e) => return refuse(e),
                 };
                 let data = &args[3.min(args.len())..];
-                let ops = match &filter {
-                    Some(f) => ns.to(f.clone()),
-                    None => ns,
-                };
-                let sent = match data {
-                    [] => ops.emit(&event, &()).await,
-                    [a] => ops.emit(&event, a).await,
-                    [a, b] => ops.emit(&event, &(a, b)).await,
-                    [a, b, c] => ops.emit(&event, &(a, b, c)).await,
-                    _ => return refuse("emit takes at most 3 arguments".into()),
+                if data.len() > 3 {
+                    return refuse("emit takes at most 3 arguments".into());
+                }
+                let sent = match (one_socket(&ns, filter.as_deref()), &filter) {
+                    (Some(s), _) => match data {
+                        [] => s.emit(&event, &()),
+                        [a] => s.emit(&event, a),
+                        [a, b] => s.emit(&event, &(a, b)),
+                        [a, b, c, ..] => s.emit(&event, &(a, b, c)),
+                    }
+                    .map_err(|e| e.to_string()),
+                    (None, f) => {
+                        let ops = match f {
+                            Some(f) => ns.to(f.clone()),
+                            None => ns,
+                        };
+                        match data {
+                            [] => ops.emit(&event, &()).await,
+                            [a] => ops.emit(&event, a).await,
+                            [a, b] => ops.emit(&event, &(a, b)).await,
+                            [a, b, c, ..] => ops.emit(&event, &(a, b, c)).await,
+                        }
+                        .map_err(|e| e.to_string())
+                    }
                 };
                 if let Err(e) = sent {
                     tracing::warn!(error = %e, "admin UI emit failed");
@@ -406,17 +421,15 @@ impl AdminUi {
                     Ok(f) => f,
                     Err(e) => return refuse(e),
                 };
-                let ops = match &filter {
-                    Some(f) => ns.to(f.clone()),
-                    None => ns,
-                };
-                let ids: Vec<String> = ops.clone().sockets().iter().map(|s| s.id.to_string()).collect();
-                let done = if name == "join" { ops.join(room.clone()).await } else { ops.leave(room.clone()).await };
-                if let Err(e) = done {
-                    tracing::warn!(error = %e, "admin UI {name} failed");
-                }
-                for id in &ids {
-                    if name == "join" { self.room_joined(id, &room) } else { self.room_left(id, &room) }
+                for s in targets(&ns, filter.as_deref()) {
+                    let id = s.id.to_string();
+                    if name == "join" {
+                        s.join(room.clone());
+                        self.room_joined(&id, &room);
+                    } else {
+                        s.leave(room.clone());
+                        self.room_left(&id, &room);
+                    }
                 }
                 (filter, Some(room), None)
             }
@@ -425,12 +438,10 @@ impl AdminUi {
                     Ok(f) => f,
                     Err(e) => return refuse(e),
                 };
-                let ops = match &filter {
-                    Some(f) => ns.to(f.clone()),
-                    None => ns,
-                };
-                if let Err(e) = ops.disconnect().await {
-                    tracing::warn!(error = %e, "admin UI disconnect failed");
+                for s in targets(&ns, filter.as_deref()) {
+                    if let Err(e) = s.disconnect() {
+                        tracing::debug!(error = %e, "admin UI disconnect of a closed socket");
+                    }
                 }
                 (filter, None, None)
             }
@@ -459,6 +470,20 @@ impl AdminUi {
             payload: Some(details),
             ip: ip.map(|i| i.to_string()),
         });
+    }
+}
+
+/// The socket a filter names, when it is a socket id of this node.
+fn one_socket(ns: &BroadcastOperators<Adapter>, filter: Option<&str>) -> Option<SocketRef<Adapter>> {
+    ns.get_socket(filter?.parse().ok()?)
+}
+
+/// The sockets of this node a filter selects: one socket by id, a room's, or all (no filter).
+fn targets(ns: &BroadcastOperators<Adapter>, filter: Option<&str>) -> Vec<SocketRef<Adapter>> {
+    match (one_socket(ns, filter), filter) {
+        (Some(s), _) => vec![s],
+        (None, Some(room)) => ns.clone().to(room.to_string()).sockets(),
+        (None, None) => ns.clone().sockets(),
     }
 }
 
@@ -533,7 +558,7 @@ fn serialize(s: &SocketRef<Adapter>) -> Option<Value> {
         "data": {
             "account": session.account,
             "userId": session.user_id,
-            "dialect": format!("{:?}", conn.dialect).to_lowercase(),
+            "dialect": conn.dialect.name(),
             "device": session.origin.device.kind,
         },
         "handshake": {
