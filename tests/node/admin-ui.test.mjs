@@ -40,24 +40,28 @@ async function serveUi() {
   return { server, url: `http://127.0.0.1:${port}` };
 }
 
+/** Chromium with a fresh profile of its own (a persistent context is how playwright takes --user-data-dir). */
 async function launchBrowser() {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium; .ci/run does it)`);
   }
   const profile = mkdtempSync(path.join(os.tmpdir(), 'nself-rt-chromium-'));
-  const browser = await chromium.launch({
+  const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
+    locale: 'en-US',
+    viewport: { width: 1280, height: 860 },
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${profile}`,
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
     ],
   }).catch((e) => {
     rmSync(profile, { recursive: true, force: true });
     throw e;
   });
-  browser.profile = profile;
-  return browser;
+  context.profile = profile;
+  await localOnly(context);
+  return context;
 }
 
 /** Only the two local servers are reachable: the UI's web fonts and icon CDN are cut off. */
@@ -108,11 +112,9 @@ describe('in the browser (sqlite)', () => {
   });
 
   async function adminUiPage() {
-    const context = await browser.newContext({ locale: 'en-US', viewport: { width: 1280, height: 860 } });
-    await localOnly(context);
-    const page = await context.newPage();
+    const page = await browser.newPage();
     await page.goto(ui.url);
-    return { context, page };
+    return page;
   }
 
   async function login(page, password) {
@@ -123,11 +125,11 @@ describe('in the browser (sqlite)', () => {
   }
 
   it('the official Admin UI refuses a wrong password', async () => {
-    const { context, page } = await adminUiPage();
+    const page = await adminUiPage();
     await login(page, `${PASSWORD}-wrong`);
     await page.getByText('Invalid credentials').waitFor({ timeout: 10_000 });
     await shot(page, 'admin-ui-wrong-password');
-    await context.close();
+    await page.close();
   });
 
   it('the official Admin UI lists the server, the sockets and their rooms, sees a disconnect, and disconnects a socket', async () => {
@@ -137,7 +139,7 @@ describe('in the browser (sqlite)', () => {
     await join(stay, room);
     await join(leave, room);
 
-    const { context, page } = await adminUiPage();
+    const page = await adminUiPage();
     await login(page, PASSWORD);
     await page.getByLabel('Password').waitFor({ state: 'hidden', timeout: 10_000 });
 
@@ -167,21 +169,22 @@ describe('in the browser (sqlite)', () => {
     const gone = waitDisconnect(stay, 5000);
     await page.locator('tr', { hasText: stayId }).getByRole('button').click();
     assert.equal(await gone, 'io server disconnect');
-    await page.getByText(stayId).waitFor({ state: 'detached', timeout: 5000 });
+    // (the click also opens the socket's page, which keeps showing it as disconnected)
+    await page.goto(`${ui.url}/#/sockets/`);
+    await page.getByText(other.id).waitFor({ timeout: 10_000 });
+    // (the socket's page fades out: wait for it to leave the document)
+    await page.getByText(stayId).first().waitFor({ state: 'detached', timeout: 5000 });
     assert.ok(other.connected, 'another client was disconnected too');
     await shot(page, 'admin-ui-after-disconnect');
     other.disconnect();
-    await context.close();
+    await page.close();
   });
 
   it('/dashboard shows the numbers change while clients connect and send', async () => {
-    const context = await browser.newContext({
-      locale: 'en-US',
-      viewport: { width: 390, height: 844 }, // a phone
-      httpCredentials: { username: 'admin', password: PASSWORD },
-    });
-    await localOnly(context);
-    const page = await context.newPage();
+    const page = await browser.newPage();
+    await page.setViewportSize({ width: 390, height: 844 }); // a phone
+    // What the browser sends once its user typed the admin user and password into the Basic auth prompt.
+    await page.setExtraHTTPHeaders({ Authorization: `Basic ${Buffer.from(`admin:${PASSWORD}`).toString('base64')}` });
     await page.goto(`${server.url}/dashboard`);
     await page.locator('#live', { hasText: 'live' }).waitFor({ timeout: 10_000 });
     const before = await numberIn(page, '#connections', () => true, 'connections');
@@ -219,6 +222,6 @@ describe('in the browser (sqlite)', () => {
     }
     for (const c of clients) c.disconnect();
     await numberIn(page, '#connections', (n) => n <= before, 'connections after the clients left');
-    await context.close();
+    await page.close();
   });
 });

@@ -19,7 +19,7 @@
       g.lineWidth = devicePixelRatio * 1.5;
       g.beginPath();
       s.forEach((v, x) => {
-        const px = (x / (KEEP - 1)) * w;
+        const px = ((KEEP - s.length + x) / (KEEP - 1)) * w; // the newest point at the right edge
         const py = h - (v / max) * (h - 2) - 1;
         x ? g.lineTo(px, py) : g.moveTo(px, py);
       });
