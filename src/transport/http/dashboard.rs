@@ -22,10 +22,11 @@ use axum::routing::get;
 use futures_util::Stream;
 use serde_json::{Value, json};
 
-use super::{App, account_of, constant_time_eq};
+use super::{App, account_of};
 use crate::app::health::{self, Probe};
 use crate::domain::time::iso_ms;
 use crate::store::now_ms;
+use crate::transport::constant_time_eq;
 
 const HTML: &str = include_str!("dashboard/index.html");
 const CSS: &str = include_str!("dashboard/dashboard.css");

@@ -22,6 +22,7 @@ use crate::config::Cors;
 use crate::domain::names::normalize_account;
 use crate::error::{AppError, ErrorCode};
 use crate::node::Node;
+use crate::transport::constant_time_eq;
 
 pub(crate) type App = std::sync::Arc<Node>;
 
@@ -186,8 +187,4 @@ fn account_of(parts: &Parts) -> String {
     let header = parts.headers.get("x-app-name").and_then(|v| v.to_str().ok()).map(str::to_string);
     let param = parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("app="))).map(str::to_string);
     normalize_account(header.or(param).as_deref())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

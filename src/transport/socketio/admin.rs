@@ -42,6 +42,7 @@ use crate::domain::names::DEFAULT_ACCOUNT;
 use crate::domain::time::iso_ms;
 use crate::node::Node;
 use crate::store::now_ms;
+use crate::transport::constant_time_eq;
 
 /// The namespace the UI connects to (its default).
 pub const NAMESPACE: &str = "/admin";
@@ -625,10 +626,6 @@ fn reason_text(r: &DisconnectReason) -> &'static str {
 
 fn now_iso() -> String {
     iso_ms(now_ms())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
