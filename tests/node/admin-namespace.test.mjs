@@ -304,3 +304,38 @@ describe('admin UI with the API key as its password', () => {
     );
   });
 });
+
+describe('admin UI origins with a CORS list', () => {
+  let server;
+  before(async () => {
+    server = await startServer({
+      env: {
+        REALTIME_ADMIN_UI: 'true',
+        REALTIME_ADMIN_PASSWORD: PASSWORD,
+        REALTIME_CORS_ORIGIN: 'https://chat.example',
+        REALTIME_ADMIN_UI_ORIGINS: 'https://admin.example',
+      },
+    });
+  });
+  after(async () => shutdown(server));
+
+  it('allows the Admin UI origin with credentials, and still no other', async () => {
+    const poll = (origin) =>
+      fetch(`${server.url}/socket.io/?EIO=4&transport=polling`, { headers: { Origin: origin }, signal: AbortSignal.timeout(5000) });
+    for (const origin of ['https://admin.example', 'https://chat.example']) {
+      const res = await poll(origin);
+      assert.equal(res.headers.get('access-control-allow-origin'), origin, `CORS for ${origin}`);
+      assert.equal(res.headers.get('access-control-allow-credentials'), 'true');
+      await res.text();
+    }
+    const evil = await poll('https://evil.example');
+    assert.equal(evil.headers.get('access-control-allow-origin'), null);
+    await evil.text();
+    // The app's own origin may not open the Admin UI.
+    const message = await refused(server, { username: 'admin', password: PASSWORD }, { extraHeaders: { Origin: 'https://chat.example' } });
+    assert.match(message, /REALTIME_ADMIN_UI_ORIGINS/);
+    const a = await admin(server, { username: 'admin', password: PASSWORD }, { extraHeaders: { Origin: 'https://admin.example' } });
+    await adminEvent(a, 'config');
+    a.disconnect();
+  });
+});
