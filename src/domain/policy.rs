@@ -214,4 +214,61 @@ mod tests {
         assert_eq!(check_write(Some("a"), &r, Some(&muted)).unwrap_err().code, ErrorCode::Forbidden);
         assert!(check_write(Some("a"), &r, Some(&member())).is_ok());
     }
+
+    #[test]
+    fn guests_read_broadcast_rooms_but_never_write_to_them() {
+        let guest = MemberFacts { role: "guest".into(), ..member() };
+        let e = check_write(Some("g"), &room("broadcast:news"), Some(&guest)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Forbidden);
+        assert!(e.message.contains("guests cannot write"), "{}", e.message);
+        assert!(check_write(Some("g"), &room("general"), Some(&guest)).is_ok(), "guests write to ordinary rooms");
+        assert!(
+            check_write(Some("m"), &room("broadcast:news"), Some(&member())).is_ok(),
+            "members write to broadcasts"
+        );
+        let banned = MemberFacts { banned: true, ..member() };
+        assert_eq!(check_write(Some("b"), &room("general"), Some(&banned)).unwrap_err().code, ErrorCode::Forbidden);
+    }
+
+    #[test]
+    fn only_unbanned_admins_and_moderators_moderate() {
+        let with = |role: &str, banned: bool| MemberFacts { role: role.into(), muted: false, banned };
+        assert!(can_moderate(Some(&with("admin", false))));
+        assert!(can_moderate(Some(&with("moderator", false))));
+        assert!(!can_moderate(Some(&with("member", false))));
+        assert!(!can_moderate(Some(&with("guest", false))));
+        assert!(!can_moderate(Some(&with("admin", true))), "a banned admin has lost the right");
+        assert!(!can_moderate(None), "non-members never moderate");
+    }
+
+    #[test]
+    fn visibilities_parse_by_name_and_refuse_others() {
+        for v in [Visibility::Public, Visibility::Private, Visibility::Secret] {
+            assert_eq!(Visibility::parse(v.as_str()), Some(v));
+        }
+        assert_eq!(Visibility::parse("Public"), None);
+        assert_eq!(Visibility::parse(""), None);
+        assert_eq!(parse_visibility(None).unwrap(), Visibility::Public);
+        assert_eq!(parse_visibility(Some("secret")).unwrap(), Visibility::Secret);
+        let e = parse_visibility(Some("hidden")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ValidationError);
+        assert!(e.message.contains("\"hidden\""), "{}", e.message);
+    }
+
+    #[test]
+    fn inactive_rooms_are_not_found_and_dm_rooms_are_created_private() {
+        let gone = RoomFacts { is_active: false, ..facts(Visibility::Public) };
+        let e = plan_join(Some("a"), &room("general"), Some(&gone), Some(&member()), true).unwrap_err();
+        assert_eq!(e.code, ErrorCode::RoomNotFound);
+        let p = plan_join(Some("alice"), &room("dm:alice:bob"), None, None, true).unwrap();
+        assert_eq!(p, JoinPlan { create: Some(Visibility::Private), persist: true });
+        let p = plan_join(Some("a"), &room("group-dm:team"), None, None, true).unwrap();
+        assert_eq!(p.create, Some(Visibility::Private));
+        let e = plan_join(None, &room("dm:alice:bob"), None, None, true).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthenticated);
+        let p = plan_join(None, &room("general"), Some(&facts(Visibility::Public)), None, true).unwrap();
+        assert!(!p.persist, "anonymous sockets are never recorded as members");
+        let p = plan_join(Some("a"), &room("general"), Some(&facts(Visibility::Public)), None, true).unwrap();
+        assert_eq!(p, JoinPlan { create: None, persist: true });
+    }
 }

@@ -1776,4 +1776,16 @@ mod tests {
         }
         assert_eq!(p.queue.len(), 1);
     }
+
+    #[test]
+    fn last_seen_tells_offline_publications_apart_and_is_ignored_online() {
+        let off = |at| Presence::offline("u", Some(t(at)));
+        assert!(off(1_000).same_publication(&off(1_000)));
+        assert!(!off(1_000).same_publication(&off(2_000)), "a new lastSeen is news while offline");
+        let on = |at| Presence { status: PublicStatus::Online, ..off(at) };
+        assert!(on(1_000).same_publication(&on(2_000)), "lastSeen is not shown while online");
+        assert!(!on(1_000).same_publication(&off(1_000)));
+        let hiding = Presence { appear_offline: true, ..off(1_000) };
+        assert!(!hiding.same_publication(&off(1_000)));
+    }
 }

@@ -2,7 +2,7 @@
 // users of a call, with its exact payloads (CallOfferPayload, CallIceCandidatePayload, …): routed by call id
 // and user, the sender must take part (or be invited) and be who it says, refusals as `call:error`, the
 // description passed on unchanged, a call whose peers are gone ends. SQLite and PostgreSQL.
-import { describe, it, before, after } from 'node:test';
+import { describe, it, before, after } from './harness.mjs';
 import assert from 'node:assert/strict';
 import { backends, noteSkips, startServer, shutdown, waitFor, show, uid } from './harness.mjs';
 import { stack, seen, got, nothing, fresh, settled } from './dialects.mjs';

@@ -11,8 +11,8 @@ const b64url = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
 
 noteSkips();
 
-// The server checks token expiry every 5 s (not configurable yet; see /work/notes/server-requests.md):
-// waits for an expiry allow for that tick plus a loaded machine.
+// The server ends a session at its exact expiry deadline; waits for an expiry allow a loaded machine this much
+// beyond it.
 const CHECK_PERIOD = 5000;
 
 for (const backend of backends()) {

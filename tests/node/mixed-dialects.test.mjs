@@ -1,7 +1,7 @@
 // docs/protocol.md §13: several dialects in one room, and several of nchat's stacks of one browser tab
 // (one user, two sockets of different dialects) at the same time. Each socket gets each event once, in its
 // own dialect; no socket gets another dialect's events. SQLite and PostgreSQL.
-import { describe, it, before, after } from 'node:test';
+import { describe, it, before, after } from './harness.mjs';
 import assert from 'node:assert/strict';
 import { backends, noteSkips, startServer, shutdown, emitAck, assertOk, waitFor, show, uid, sleep } from './harness.mjs';
 import { stack, seen, got, nothing } from './dialects.mjs';

@@ -1,7 +1,7 @@
 // docs/protocol.md §13.6: nchat's realtime plugin test dialect (seed "WebSocket Events",
 // __tests__/plugins/realtime-plugin.test.ts): `auth {token, userId}`, channel:joined exactly once, typing,
 // presence and message in its own shapes; auth.userId must be the token's user. SQLite and PostgreSQL.
-import { describe, it, before, after } from 'node:test';
+import { describe, it, before, after } from './harness.mjs';
 import assert from 'node:assert/strict';
 import {
   backends, noteSkips, startServer, shutdown, waitFor, expectConnectError, mintToken, show, uid, countEvents, sleep,

@@ -13,8 +13,8 @@ noteSkips();
 const GRACE = 1000; // REALTIME_PRESENCE_OFFLINE_GRACE for the main servers
 // For quick reconnects, which must fit in the grace even on a loaded machine.
 const LONG_GRACE = 4000;
-// The server coalesces presence changes (400 ms after the latest change, at most 2000 ms after the first;
-// fixed windows, see /work/notes/server-requests.md): before a "nothing more arrives" check, earlier
+// The server coalesces presence changes (REALTIME_PRESENCE_COALESCE, default 400 ms after the latest change,
+// at most 2000 ms after the first): before a "nothing more arrives" check, earlier
 // changes must have gone out. Generous for a loaded 2-core machine.
 const SETTLE = 1500;
 
@@ -775,8 +775,8 @@ describe(`presence with a long offline grace: quick reconnects (REALTIME_PRESENC
 
     // fresh connect: offline then online
     // nchat sends offline then online right after connecting. Both are sent at once here: the server merges
-    // changes that fall within its (fixed, 400 ms) coalescing window, and on a loaded machine a pause between
-    // them could stretch past it (then an offline is announced, rightly). See server-requests.md §4.
+    // changes that fall within its coalescing window (400 ms here), and on a loaded machine a pause between
+    // them could stretch past it (then an offline is announced, rightly).
     const flicker = (s) => {
       s.emit('presence:update', { status: 'offline' });
       s.emit('presence:update', { status: 'online' });

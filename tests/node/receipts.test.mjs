@@ -390,8 +390,9 @@ for (const backend of backends()) {
       assertErr(await emitAck(outsider.socket, 'reaction:add', { messageId: m.id, channelId, emoji }), 'NOT_A_MEMBER', 'outsider reacts');
       for (const event of ['reaction:add', 'reaction:remove']) {
         const nope = uid('nope');
-        const e = assertErr(await emitAck(r1.c.socket, event, { messageId: nope, channelId, emoji }), ['NOT_FOUND', 'VALIDATION_ERROR'], `${event} on an unknown message`);
+        const e = assertErr(await emitAck(r1.c.socket, event, { messageId: nope, channelId, emoji }), 'VALIDATION_ERROR', `${event} on an unknown message`);
         assert.ok(e.message.includes(nope), show(e));
+        assert.deepEqual(e.details, { field: 'messageId' }, show(e));
       }
       disconnectAll(s.socket, outsider.socket, ...recipients.map((r) => r.c.socket));
     });
@@ -408,10 +409,13 @@ for (const backend of backends()) {
       const t = await threeStates(server);
       // Writes are held from outside, so the watermark of this last read cannot reach the database before
       // SIGTERM (the once-a-second flush waits for the lock): only the shutdown's own flush can write it.
-      const lock = await holdWriteLock(server, { tables: ['np_realtime_room_members', 'np_realtime_deliveries'], ms: 2500 });
+      const lock = await holdWriteLock(server, { tables: ['np_realtime_room_members', 'np_realtime_deliveries'], ms: 4000 });
+      let lockGone = false;
+      lock.released.then(() => { lockGone = true; }, () => {});
       const readB = waitRead(t.s.socket, t.b.id, t.r1.userId);
       assertOk(await emitAck(t.r1.c.socket, 'message:read-ack', { messageId: t.b.id }), 'read-ack of B');
       await readB;
+      assert.equal(lockGone, false, 'the lock must still hold the watermark back at SIGTERM');
       const restarted = server.restart(); // SIGTERM while the watermark is pending: it must be written, not dropped
       await lock.released;
       await restarted;

@@ -3,7 +3,7 @@
 // hooks/use-typing, use-presence, use-channel-events, use-read-receipts, use-notifications): joins sent twice
 // per mount, typing:start/stop with server times, message:send with a tempId and mention objects and no ack,
 // presence:update in its shape, and refusals as `error {code, message}`. Run against SQLite and PostgreSQL.
-import { describe, it, before, after } from 'node:test';
+import { describe, it, before, after } from './harness.mjs';
 import assert from 'node:assert/strict';
 import { backends, noteSkips, startServer, shutdown, waitFor, show, uid, countEvents } from './harness.mjs';
 import { stack, seen, got, nothing, fresh, settled } from './dialects.mjs';

@@ -3,7 +3,7 @@
 // `{success, messageId?, error?}`, `message:typing`, the bare `ping` heartbeat, and the delivery retry that
 // re-sends a message as an inbound `message:new {clientMessageId, …}`. Its provider treats any `error` event
 // as a broken connection, so its routine events are never answered with one. SQLite and PostgreSQL.
-import { describe, it, before, after } from 'node:test';
+import { describe, it, before, after } from './harness.mjs';
 import assert from 'node:assert/strict';
 import { backends, noteSkips, startServer, shutdown, emitAck, waitFor, show, uid } from './harness.mjs';
 import { stack, seen, got, nothing, fresh, settled } from './dialects.mjs';

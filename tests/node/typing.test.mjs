@@ -248,7 +248,7 @@ describe(`typing [${backend.name}]`, { skip: backend.skip, concurrency: 1 }, () 
 
     // a recipient who does not share the dm is refused
     assertErr(await emitAck(a1.socket, 'typing:start', { roomName: bare, roomType: 'dm', recipientId: uid('mallory') }),
-      ['FORBIDDEN', 'NOT_A_MEMBER', 'VALIDATION_ERROR'], 'typing:start with a foreign recipientId');
+      'FORBIDDEN', 'typing:start with a foreign recipientId');
     await sleep(COALESCE + 200);
     assert.equal(typingEvents(c.socket).length, 0, `carol must see nothing: ${show(typingEvents(c.socket))}`);
     for (const s of [a1.socket, a2.socket]) {
@@ -261,14 +261,14 @@ describe(`typing [${backend.name}]`, { skip: backend.skip, concurrency: 1 }, () 
     const { channelId, a1, b, d } = await cast(server);
     const dave = d.authenticated.userId;
     const ack = await emitAck(d.socket, 'typing:start', { roomName: channelId, roomType: 'channel' });
-    assertErr(ack, ['NOT_A_MEMBER', 'FORBIDDEN'], 'typing:start into a room the socket is not in (with ack)');
-    const errP = waitFor(d.socket, 'error', (e) => e && ['NOT_A_MEMBER', 'FORBIDDEN'].includes(e.code));
+    assertErr(ack, 'NOT_A_MEMBER', 'typing:start into a room the socket is not in (with ack)');
+    const errP = waitFor(d.socket, 'error', (e) => e && e.code === 'NOT_A_MEMBER');
     d.socket.emit('typing:start', { roomName: channelId, roomType: 'channel' });
     const err = await errP;
     assert.equal(typeof err.message, 'string', show(err));
     // a dm of two other users
     const bare = [uid('x'), uid('y')].sort().join(':');
-    assertErr(await emitAck(d.socket, 'typing:start', { roomName: bare, roomType: 'dm' }), ['NOT_A_MEMBER', 'FORBIDDEN'], 'typing into a foreign dm');
+    assertErr(await emitAck(d.socket, 'typing:start', { roomName: bare, roomType: 'dm' }), 'NOT_A_MEMBER', 'typing into a foreign dm');
     await sleep(COALESCE + 300);
     assert.ok(typingEvents(b.socket).every((e) => !ids(e).includes(dave)), `nobody may see dave typing: ${show(typingEvents(b.socket))}`);
     // bad input
@@ -290,7 +290,7 @@ describe(`typing [${backend.name}]`, { skip: backend.skip, concurrency: 1 }, () 
     const ack = await emitAck(a.socket, 'typing:start', { roomName: room, roomType: 'channel' });
     assertOk(ack, 'typing:start into a bare-named room the socket is in');
     checkEvent(await p, { roomName: room, roomType: 'channel' });
-    assertErr(await emitAck(o.socket, 'typing:start', { roomName: room, roomType: 'channel' }), ['NOT_A_MEMBER', 'FORBIDDEN'], 'outsider');
+    assertErr(await emitAck(o.socket, 'typing:start', { roomName: room, roomType: 'channel' }), 'NOT_A_MEMBER', 'outsider');
     await sleep(COALESCE + 100);
     assert.equal(typingEvents(o.socket).length, 0, show(typingEvents(o.socket)));
     disconnectAll(a, b, o);
