@@ -39,7 +39,7 @@ static PAGE: LazyLock<String> = LazyLock::new(|| HTML.replace("/*STYLE*/", CSS).
 const TOP_ROOMS: usize = 8;
 /// Sockets looked at to rank rooms (beyond, the ranking is of a sample).
 const ROOM_SAMPLE: usize = 5000;
-/// Seconds between probes of the database and Redis, and between reads of the audit log.
+/// Seconds between probes of the database and Redis, reads of the audit log and rankings of the rooms.
 const SLOW_EVERY: u64 = 5;
 
 pub fn routes() -> Router<App> {
@@ -134,6 +134,7 @@ struct Watch {
     database: Option<Probe>,
     redis: Option<Probe>,
     events: Vec<Value>,
+    rooms: Vec<Value>,
 }
 
 impl Watch {
@@ -151,7 +152,24 @@ impl Watch {
             database: None,
             redis: None,
             events: Vec::new(),
+            rooms: Vec::new(),
         }
+    }
+
+    /// The rooms of this account with the most sockets on this node (of the first [`ROOM_SAMPLE`] sockets).
+    async fn busiest_rooms(&self) -> Vec<Value> {
+        let mut rooms: HashMap<String, usize> = HashMap::new();
+        let sessions = self.app.sessions.all();
+        for s in sessions.iter().filter(|s| s.account == self.account).take(ROOM_SAMPLE) {
+            for r in self.app.roster.rooms_of(&s.sid).await.map(|r| r.rooms).unwrap_or_default() {
+                if !r.starts_with("user:") {
+                    *rooms.entry(r).or_default() += 1;
+                }
+            }
+        }
+        let mut rooms: Vec<(String, usize)> = rooms.into_iter().collect();
+        rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        rooms.into_iter().take(TOP_ROOMS).map(|(name, n)| json!({ "name": name, "sockets": n })).collect()
     }
 
     async fn snapshot(&mut self) -> Value {
@@ -174,6 +192,7 @@ impl Watch {
                             "socketId": e.socket_id, "at": iso_ms(e.created_at) })
                 })
                 .collect();
+            self.rooms = self.busiest_rooms().await;
         }
         self.ticks += 1;
 
@@ -195,18 +214,6 @@ impl Watch {
         let sessions = app.sessions.all();
         let mine: Vec<_> = sessions.iter().filter(|s| s.account == self.account).collect();
         let polling = mine.iter().filter(|s| s.origin.transport == "polling").count();
-        let mut rooms: HashMap<String, usize> = HashMap::new();
-        for s in mine.iter().take(ROOM_SAMPLE) {
-            for r in app.roster.rooms_of(&s.sid).await.map(|r| r.rooms).unwrap_or_default() {
-                if !r.starts_with("user:") {
-                    *rooms.entry(r).or_default() += 1;
-                }
-            }
-        }
-        let mut rooms: Vec<(String, usize)> = rooms.into_iter().collect();
-        rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let rooms: Vec<Value> =
-            rooms.into_iter().take(TOP_ROOMS).map(|(name, n)| json!({ "name": name, "sockets": n })).collect();
         let presence: crate::app::stats::Breakdown = app.presence.breakdown(&self.account).await.into();
         let probe = |p: &Option<Probe>| {
             p.as_ref().map(|p| {
@@ -225,7 +232,7 @@ impl Watch {
             "polling": polling,
             "usersOnline": app.roster.users_online(Some(&self.account)).await,
             "presence": presence,
-            "rooms": rooms,
+            "rooms": self.rooms,
             "messagesPerSecond": messages,
             "broadcastsPerSecond": broadcasts,
             "errorsPerSecond": errors,
