@@ -33,35 +33,222 @@ pub enum AuthError {
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 const MAX_ID_LEN: usize = 256;
 
+const HMAC_ALGS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+const RSA_ALGS: [Algorithm; 6] =
+    [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
+const EC_ALGS: [Algorithm; 2] = [Algorithm::ES256, Algorithm::ES384];
+
+/// Keys fetched from a JWKS are kept at most this long before the next token fetches them again (a key the
+/// auth service withdrew stops verifying within it).
+const JWKS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// One verification key of a JWKS.
+struct JwksKey {
+    kid: Option<String>,
+    /// The algorithm the key is for, when the JWKS says.
+    alg: Option<Algorithm>,
+    key: DecodingKey,
+}
+
+/// The keys of `REALTIME_JWKS_URL`: fetched at start, again when a token names a `kid` the cache does not
+/// hold (at most once per `REALTIME_JWKS_REFRESH_INTERVAL`, so forged `kid`s cannot make the server hammer
+/// the auth service), and when the cache is older than [`JWKS_MAX_AGE`]. A rotation needs no restart.
+struct Jwks {
+    url: String,
+    interval: std::time::Duration,
+    client: reqwest::Client,
+    keys: parking_lot::RwLock<Vec<JwksKey>>,
+    /// When the last fetch started, and when the keys were last replaced.
+    fetched: parking_lot::Mutex<(Option<std::time::Instant>, Option<std::time::Instant>)>,
+    /// One fetch at a time; tokens waiting for it see its keys.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl Jwks {
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
+        let keys = self.keys.read();
+        let fits = |k: &&JwksKey| k.alg.is_none_or(|a| a == alg);
+        match kid {
+            Some(kid) => keys.iter().filter(fits).find(|k| k.kid.as_deref() == Some(kid)).map(|k| k.key.clone()),
+            // A token without a kid: only a JWKS with a single usable key says which one.
+            None => {
+                let usable: Vec<&JwksKey> = keys.iter().filter(fits).collect();
+                (usable.len() == 1).then(|| usable[0].key.clone())
+            }
+        }
+    }
+
+    fn stale(&self) -> bool {
+        self.fetched.lock().1.is_none_or(|at| at.elapsed() > JWKS_MAX_AGE)
+    }
+
+    /// Fetches the keys unless a fetch started less than an interval ago (`force`: at start).
+    async fn refresh(&self, force: bool) {
+        let _one = self.fetching.lock().await;
+        {
+            let mut fetched = self.fetched.lock();
+            if !force && fetched.0.is_some_and(|at| at.elapsed() < self.interval) {
+                return;
+            }
+            fetched.0 = Some(std::time::Instant::now());
+        }
+        match self.fetch().await {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), url = %self.url, "JWKS keys loaded");
+                *self.keys.write() = keys;
+                self.fetched.lock().1 = Some(std::time::Instant::now());
+            }
+            Err(e) => tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; keeping the keys held"),
+        }
+    }
+
+    async fn fetch(&self) -> anyhow::Result<Vec<JwksKey>> {
+        let res = self.client.get(&self.url).send().await?.error_for_status()?;
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&res.bytes().await?)?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            use jsonwebtoken::jwk::{AlgorithmParameters, PublicKeyUse};
+            // A JWKS is public: a symmetric ("oct") key in it would let anyone sign. Encryption keys are not for us.
+            if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_))
+                || matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption))
+            {
+                continue;
+            }
+            let alg = match jwk.common.key_algorithm {
+                None => None,
+                Some(a) => match a.to_string().parse::<Algorithm>() {
+                    Ok(alg) => Some(alg),
+                    Err(_) => continue, // an encryption algorithm
+                },
+            };
+            match DecodingKey::from_jwk(jwk) {
+                Ok(key) => keys.push(JwksKey { kid: jwk.common.key_id.clone(), alg, key }),
+                Err(e) => tracing::warn!(kid = ?jwk.common.key_id, error = %e, "JWKS key skipped"),
+            }
+        }
+        Ok(keys)
+    }
+}
+
 /// Verifies tokens with the configured keys. Built once; cheap to share.
 pub struct Verifier {
     hmac: Option<DecodingKey>,
-    public: Option<(DecodingKey, Vec<Algorithm>)>,
+    public: Option<DecodingKey>,
+    /// The algorithms a token may be signed with: those the keys can verify, narrowed by
+    /// `REALTIME_JWT_ALGORITHMS`. An HMAC algorithm only ever uses the secret and an asymmetric one only the
+    /// public key, so a token signed "HS256" with the public key's PEM as the secret never verifies.
+    algorithms: Vec<Algorithm>,
+    jwks: Option<Jwks>,
+    audience: Vec<String>,
+    issuer: Vec<String>,
     allow_dev_tokens: bool,
     grace_secs: i64,
+}
+
+/// A refused token: the client hears "Invalid token: <reason>", a short class (expired, not yet valid, bad
+/// signature, …); the detail (the JWT library's words, which may list what the server accepts) is logged once.
+fn refused(reason: &str, detail: impl std::fmt::Display) -> AuthError {
+    tracing::info!(reason, detail = %detail, "token refused");
+    AuthError::Invalid(reason.to_string())
 }
 
 impl Verifier {
     pub fn new(cfg: &Config) -> anyhow::Result<Verifier> {
         let hmac = cfg.jwt_secret.as_ref().map(|s| DecodingKey::from_secret(s.as_bytes()));
+        let mut possible: Vec<Algorithm> = Vec::new();
+        if hmac.is_some() {
+            possible.extend(HMAC_ALGS);
+        }
         let public = match &cfg.jwt_public_key {
             None => None,
             Some(pem) => {
                 if let Ok(k) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
-                    Some((k, vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512]))
+                    possible.extend(RSA_ALGS);
+                    Some(k)
                 } else if let Ok(k) = DecodingKey::from_ec_pem(pem.as_bytes()) {
-                    Some((k, vec![Algorithm::ES256, Algorithm::ES384]))
+                    possible.extend(EC_ALGS);
+                    Some(k)
                 } else {
                     anyhow::bail!("REALTIME_JWT_PUBLIC_KEY is not an RSA or EC public key in PEM form");
                 }
             }
         };
+        let jwks = match &cfg.jwks_url {
+            None => None,
+            Some(url) => {
+                possible.extend(RSA_ALGS.into_iter().chain(EC_ALGS).chain([Algorithm::EdDSA]));
+                Some(Jwks {
+                    url: url.clone(),
+                    interval: cfg.jwks_refresh_interval,
+                    client: reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?,
+                    keys: Default::default(),
+                    fetched: Default::default(),
+                    fetching: Default::default(),
+                })
+            }
+        };
+        let mut seen = Vec::new();
+        possible.retain(|a| {
+            if seen.contains(a) {
+                false
+            } else {
+                seen.push(*a);
+                true
+            }
+        });
+        let algorithms = if cfg.jwt_algorithms.is_empty() {
+            possible
+        } else {
+            let mut chosen = Vec::new();
+            for name in &cfg.jwt_algorithms {
+                let alg: Algorithm = name.parse().map_err(|_| {
+                    anyhow::anyhow!("REALTIME_JWT_ALGORITHMS: {name:?} is not a JWT algorithm (HS256, RS256, ES256, …)")
+                })?;
+                if !possible.contains(&alg) {
+                    anyhow::bail!(
+                        "REALTIME_JWT_ALGORITHMS names {name}, but no configured key verifies it (HS* need \
+                         REALTIME_JWT_SECRET, RS*/PS* an RSA and ES* an EC REALTIME_JWT_PUBLIC_KEY, or REALTIME_JWKS_URL)"
+                    );
+                }
+                chosen.push(alg);
+            }
+            chosen
+        };
         Ok(Verifier {
             hmac,
             public,
+            algorithms,
+            jwks,
+            audience: cfg.jwt_audience.clone(),
+            issuer: cfg.jwt_issuer.clone(),
             allow_dev_tokens: cfg.allow_dev_tokens,
             grace_secs: cfg.token_grace.as_secs() as i64,
         })
+    }
+
+    /// Loads the JWKS keys at start (a failure is logged; the next token with a `kid` tries again).
+    pub async fn load_keys(&self) {
+        if let Some(jwks) = &self.jwks {
+            jwks.refresh(true).await;
+        }
+    }
+
+    /// [`Verifier::verify`], after fetching the JWKS again when the token names a key the cache does not
+    /// hold (or the cache is old), at most once per `REALTIME_JWKS_REFRESH_INTERVAL`.
+    pub async fn check(&self, token: &str, now: i64) -> Result<Identity, AuthError> {
+        if let Some(jwks) = &self.jwks {
+            let bare = token.trim();
+            let bare = bare.strip_prefix("Bearer ").unwrap_or(bare).trim();
+            if bare.len() <= MAX_TOKEN_LEN
+                && let Ok(header) = jsonwebtoken::decode_header(bare)
+                && !HMAC_ALGS.contains(&header.alg)
+                && self.algorithms.contains(&header.alg)
+                && (jwks.stale() || jwks.find(header.kid.as_deref(), header.alg).is_none())
+            {
+                jwks.refresh(false).await;
+            }
+        }
+        self.verify(token, now)
     }
 
     /// Verifies a token at `now` (epoch seconds). A token expired by less than the grace is accepted: the nchat
@@ -73,50 +260,87 @@ impl Verifier {
             return Err(AuthError::Missing);
         }
         if token.len() > MAX_TOKEN_LEN {
-            return Err(AuthError::Invalid(format!("token is longer than {MAX_TOKEN_LEN} bytes")));
+            return Err(refused("token too long", format_args!("{} bytes, over {MAX_TOKEN_LEN}", token.len())));
         }
         if let Some(user) = token.strip_prefix("user:") {
             if !self.allow_dev_tokens {
                 return Err(AuthError::Invalid("dev tokens are disabled (set REALTIME_ALLOW_DEV_TOKENS=true)".into()));
             }
-            let user = valid_id(user).map_err(AuthError::Invalid)?;
+            let user = valid_id(user).map_err(|e| refused(&e, "dev token"))?;
             return Ok(Identity { user_id: user, session_id: None, name: None, avatar: None, exp: None });
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(format!("not a JWT ({e})")))?;
-        let key = match header.alg {
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => self.hmac.as_ref().ok_or_else(|| {
-                AuthError::Invalid("HMAC tokens are not accepted: REALTIME_JWT_SECRET is not set".into())
-            })?,
-            alg => match &self.public {
-                Some((k, algs)) if algs.contains(&alg) => k,
-                _ => {
-                    return Err(AuthError::Invalid(format!(
-                        "{alg:?} tokens are not accepted (configure REALTIME_JWT_PUBLIC_KEY with a matching key)"
-                    )));
-                }
-            },
+        let header = jsonwebtoken::decode_header(token).map_err(|e| refused("malformed token", e))?;
+        if !self.algorithms.contains(&header.alg) {
+            return Err(refused(
+                "algorithm not accepted",
+                format_args!(
+                    "{:?} is not among the algorithms the configured keys and REALTIME_JWT_ALGORITHMS allow",
+                    header.alg
+                ),
+            ));
+        }
+        let fetched;
+        let key = if HMAC_ALGS.contains(&header.alg) {
+            self.hmac.as_ref()
+        } else {
+            fetched = self.jwks.as_ref().and_then(|j| j.find(header.kid.as_deref(), header.alg));
+            fetched.as_ref().or(self.public.as_ref())
+        };
+        let Some(key) = key else {
+            if self.jwks.is_some() {
+                return Err(refused("unknown signing key", format_args!("kid {:?} is not in the JWKS", header.kid)));
+            }
+            return Err(refused("algorithm not accepted", format_args!("no key for {:?}", header.alg)));
         };
         let mut validation = Validation::new(header.alg);
         validation.validate_exp = false; // checked below, with the grace
         validation.validate_nbf = true;
-        validation.validate_aud = false;
+        validation.validate_aud = false; // checked below, against every configured audience
         validation.leeway = 5;
         validation.required_spec_claims.clear();
-        let data =
-            jsonwebtoken::decode::<Value>(token, key, &validation).map_err(|e| AuthError::Invalid(format!("{e}")))?;
+        let data = jsonwebtoken::decode::<Value>(token, key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            let reason = match e.kind() {
+                K::InvalidSignature => "bad signature",
+                K::ImmatureSignature => "token not yet valid (nbf)",
+                K::ExpiredSignature => "token expired",
+                K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) => "malformed token",
+                K::InvalidClaimFormat(_) | K::MissingRequiredClaim(_) => "malformed claims",
+                K::InvalidAlgorithm | K::MissingAlgorithm | K::InvalidAlgorithmName => "algorithm not accepted",
+                _ => "token could not be verified",
+            };
+            refused(reason, e)
+        })?;
         let claims = data.claims;
         let exp = match claims.get("exp") {
             None | Some(Value::Null) => None,
             Some(v) => Some(
                 v.as_i64()
                     .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
-                    .ok_or_else(|| AuthError::Invalid("exp must be a number of seconds".into()))?,
+                    .ok_or_else(|| refused("malformed claims", "exp is not a number of seconds"))?,
             ),
         };
         if let Some(exp) = exp
             && now > exp.saturating_add(self.grace_secs)
         {
-            return Err(AuthError::Invalid("token expired".into()));
+            return Err(refused("token expired", format_args!("exp {exp}, now {now}, grace {} s", self.grace_secs)));
+        }
+        if !self.issuer.is_empty() {
+            let iss = claims.get("iss").and_then(Value::as_str);
+            if !iss.is_some_and(|i| self.issuer.iter().any(|want| want == i)) {
+                return Err(refused("wrong issuer", format_args!("iss {iss:?} is not in REALTIME_JWT_ISSUER")));
+            }
+        }
+        if !self.audience.is_empty() {
+            let matches = |a: &Value| a.as_str().is_some_and(|a| self.audience.iter().any(|want| want == a));
+            let ok = match claims.get("aud") {
+                Some(Value::Array(list)) => list.iter().any(matches),
+                Some(a) => matches(a),
+                None => false,
+            };
+            if !ok {
+                return Err(refused("wrong audience", "aud does not name an audience of REALTIME_JWT_AUDIENCE"));
+            }
         }
         identity_from_claims(&claims, exp)
     }
@@ -126,7 +350,11 @@ impl Verifier {
     }
 }
 
+/// A user id as it came: control characters anywhere (even at the ends) refuse it rather than being trimmed.
 fn valid_id(id: &str) -> Result<String, String> {
+    if id.chars().any(|c| c.is_control()) {
+        return Err("user id contains control characters".into());
+    }
     let id = id.trim();
     if id.is_empty() {
         return Err("user id is empty".into());
@@ -134,15 +362,27 @@ fn valid_id(id: &str) -> Result<String, String> {
     if id.len() > MAX_ID_LEN {
         return Err(format!("user id is longer than {MAX_ID_LEN} bytes"));
     }
-    if id.chars().any(|c| c.is_control()) {
-        return Err("user id contains control characters".into());
-    }
     Ok(id.to_string())
 }
 
+/// A profile claim (name, avatar, session id): trimmed, cut to 512 characters, control characters dropped
+/// (they end up in stored rows, and PostgreSQL text cannot hold a NUL).
 fn claim_str(claims: &Value, key: &str) -> Option<String> {
     match claims.get(key)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().chars().take(512).collect()),
+        Value::String(s) => {
+            let clean: String = s.chars().filter(|c| !c.is_control()).collect();
+            let clean = clean.trim();
+            (!clean.is_empty()).then(|| clean.chars().take(512).collect())
+        }
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The user id claim untouched (not trimmed or cut), so [`valid_id`] sees what the token says.
+fn user_claim(claims: &Value, key: &str) -> Option<String> {
+    match claims.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
@@ -150,12 +390,12 @@ fn claim_str(claims: &Value, key: &str) -> Option<String> {
 
 /// User id from `userId`, else `sub`, else Hasura's `x-hasura-user-id`.
 fn identity_from_claims(claims: &Value, exp: Option<i64>) -> Result<Identity, AuthError> {
-    let user = claim_str(claims, "userId")
-        .or_else(|| claim_str(claims, "sub"))
-        .or_else(|| claims.get("https://hasura.io/jwt/claims").and_then(|h| claim_str(h, "x-hasura-user-id")))
-        .ok_or_else(|| AuthError::Invalid("no user id claim (userId, sub or x-hasura-user-id)".into()))?;
+    let user = user_claim(claims, "userId")
+        .or_else(|| user_claim(claims, "sub"))
+        .or_else(|| claims.get("https://hasura.io/jwt/claims").and_then(|h| user_claim(h, "x-hasura-user-id")))
+        .ok_or_else(|| refused("no user id claim (userId, sub or x-hasura-user-id)", "claims without a user id"))?;
     Ok(Identity {
-        user_id: valid_id(&user).map_err(AuthError::Invalid)?,
+        user_id: valid_id(&user).map_err(|e| refused(&e, "user id claim"))?,
         session_id: claim_str(claims, "sessionId"),
         name: claim_str(claims, "name").or_else(|| claim_str(claims, "displayName")),
         avatar: claim_str(claims, "picture").or_else(|| claim_str(claims, "avatarUrl")),
@@ -240,7 +480,77 @@ mod tests {
         // The original decoded unsigned tokens when no secret was set.
         let v = verifier(&[("REALTIME_ALLOW_DEV_TOKENS", "true")]);
         let t = sign("anything", serde_json::json!({"sub": "u"}));
-        assert!(v.verify(&t, now()).unwrap_err().to_string().contains("REALTIME_JWT_SECRET"));
+        assert_eq!(v.verify(&t, now()), Err(AuthError::Invalid("algorithm not accepted".into())));
+    }
+
+    #[test]
+    fn refusals_name_a_reason_never_the_library_words() {
+        let v = verifier(&[("REALTIME_JWT_SECRET", "s"), ("REALTIME_TOKEN_GRACE", "0")]);
+        let reason = |t: &str| match v.verify(t, now()) {
+            Err(AuthError::Invalid(r)) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(reason(&sign("other", serde_json::json!({"sub": "u"}))), "bad signature");
+        assert_eq!(
+            reason(&sign("s", serde_json::json!({"sub": "u", "nbf": now() + 3600}))),
+            "token not yet valid (nbf)"
+        );
+        assert_eq!(reason("eyJ!!!.@@@.###"), "malformed token");
+        assert_eq!(reason("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1In0."), "malformed token", "alg none");
+        assert_eq!(
+            reason(&sign("s", serde_json::json!({"name": "x"}))),
+            "no user id claim (userId, sub or x-hasura-user-id)"
+        );
+        assert_eq!(reason(&sign("s", serde_json::json!({"sub": "a\u{7}b"}))), "user id contains control characters");
+        assert_eq!(reason(&sign("s", serde_json::json!({"sub": "u\n"}))), "user id contains control characters");
+        assert_eq!(reason(&sign("s", serde_json::json!({"sub": "x".repeat(257)}))), "user id is longer than 256 bytes");
+        assert_eq!(reason(&"a".repeat(MAX_TOKEN_LEN + 1)), "token too long");
+    }
+
+    #[test]
+    fn audience_issuer_and_algorithms_are_enforced_when_set() {
+        let v = verifier(&[
+            ("REALTIME_JWT_SECRET", "s"),
+            ("REALTIME_JWT_AUDIENCE", "realtime, chat"),
+            ("REALTIME_JWT_ISSUER", "https://auth.test"),
+            ("REALTIME_JWT_ALGORITHMS", "HS512"),
+        ]);
+        let sign512 = |claims: Value| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(Algorithm::HS512),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(b"s"),
+            )
+            .unwrap()
+        };
+        let iss = "https://auth.test";
+        assert!(v.verify(&sign512(serde_json::json!({"sub": "u", "aud": "chat", "iss": iss})), now()).is_ok());
+        assert!(
+            v.verify(&sign512(serde_json::json!({"sub": "u", "aud": ["x", "realtime"], "iss": iss})), now()).is_ok()
+        );
+        let reason = |t: &str| v.verify(t, now()).unwrap_err().to_string();
+        assert_eq!(reason(&sign512(serde_json::json!({"sub": "u", "iss": iss}))), "Invalid token: wrong audience");
+        assert_eq!(
+            reason(&sign512(serde_json::json!({"sub": "u", "aud": "x", "iss": iss}))),
+            "Invalid token: wrong audience"
+        );
+        assert_eq!(reason(&sign512(serde_json::json!({"sub": "u", "aud": "chat"}))), "Invalid token: wrong issuer");
+        let hs256 = sign("s", serde_json::json!({"sub": "u", "aud": "chat", "iss": iss}));
+        assert_eq!(reason(&hs256), "Invalid token: algorithm not accepted");
+    }
+
+    #[test]
+    fn an_algorithm_without_a_key_or_unknown_stops_the_start() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let cfg =
+            Config::from_map(&map(&[("REALTIME_JWT_SECRET", "s"), ("REALTIME_JWT_ALGORITHMS", "RS256")])).unwrap();
+        let err = Verifier::new(&cfg).err().unwrap().to_string();
+        assert!(err.contains("RS256") && err.contains("REALTIME_JWT_PUBLIC_KEY"), "{err}");
+        let cfg =
+            Config::from_map(&map(&[("REALTIME_JWT_SECRET", "s"), ("REALTIME_JWT_ALGORITHMS", "HS999")])).unwrap();
+        assert!(Verifier::new(&cfg).err().unwrap().to_string().contains("HS999"));
     }
 
     #[test]
@@ -252,6 +562,14 @@ mod tests {
         );
         let on = verifier(&[("REALTIME_ALLOW_DEV_TOKENS", "true")]);
         assert_eq!(on.verify("user:alice", now()).unwrap().user_id, "alice");
+    }
+
+    #[test]
+    fn profile_claims_lose_control_characters() {
+        let v = verifier(&[("REALTIME_JWT_SECRET", "s")]);
+        let t = sign("s", serde_json::json!({"sub": "u", "name": "An\u{0}n\n", "sessionId": "\u{0}"}));
+        let id = v.verify(&t, now()).unwrap();
+        assert_eq!((id.name.as_deref(), id.session_id.as_deref()), (Some("Ann"), None));
     }
 
     #[test]

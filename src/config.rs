@@ -33,9 +33,31 @@ pub const VARS: &[Var] = &[
     v("PORT", "", "fallback for REALTIME_PORT (written by the nself CLI)"),
     v("REALTIME_HOST", "0.0.0.0", "address to bind"),
     v("REALTIME_CORS_ORIGIN", "*", "allowed origins, comma separated; * allows any (auth is by token, not cookie)"),
+    v(
+        "REALTIME_TRUSTED_PROXIES",
+        "127.0.0.1,::1",
+        "reverse proxies (IPs or CIDR blocks, comma separated; none = no proxy) whose X-Forwarded-For is believed",
+    ),
     v("REALTIME_REDIS_URL", "", "Redis URL; when set, /health reports Redis and the server checks it"),
     secret("REALTIME_JWT_SECRET", "HMAC secret for HS256/HS384/HS512 tokens"),
     secret("REALTIME_JWT_PUBLIC_KEY", "PEM public key (or a path to one) for RS256/ES256 tokens"),
+    v(
+        "REALTIME_JWT_ALGORITHMS",
+        "",
+        "accepted token algorithms, comma separated (e.g. RS256); empty = every one the configured keys verify",
+    ),
+    v(
+        "REALTIME_JWKS_URL",
+        "",
+        "http:// URL of the auth service's JWKS (e.g. http://auth:4000/.well-known/jwks.json); keys follow rotation",
+    ),
+    v(
+        "REALTIME_JWKS_REFRESH_INTERVAL",
+        "60000",
+        "ms: the JWKS is fetched at most once per interval (a token with an unknown kid asks for a fetch)",
+    ),
+    v("REALTIME_JWT_AUDIENCE", "", "when set, a token's aud must name one of these (comma separated)"),
+    v("REALTIME_JWT_ISSUER", "", "when set, a token's iss must be one of these (comma separated)"),
     v("REALTIME_ALLOW_DEV_TOKENS", "false", "accept the nchat dev token `user:<id>` (development only)"),
     v("REALTIME_ALLOW_ANONYMOUS", "false", "admit sockets without a token (read-only, public rooms)"),
     v("REALTIME_TOKEN_GRACE", "60000", "ms a session may outlive its token's exp before it is ended"),
@@ -146,9 +168,15 @@ pub struct Config {
     pub host: String,
     pub port: u16,
     pub cors: Cors,
+    pub trusted_proxies: crate::domain::proxies::TrustedProxies,
     pub redis_url: Option<String>,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<String>,
+    pub jwt_algorithms: Vec<String>,
+    pub jwks_url: Option<String>,
+    pub jwks_refresh_interval: Duration,
+    pub jwt_audience: Vec<String>,
+    pub jwt_issuer: Vec<String>,
     pub allow_dev_tokens: bool,
     pub allow_anonymous: bool,
     pub token_grace: Duration,
@@ -251,6 +279,11 @@ impl Reader<'_> {
         }
     }
 
+    /// A comma-separated list (empty when unset).
+    fn list(&self, name: &str) -> Vec<String> {
+        self.string(name).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    }
+
     fn millis(&mut self, name: &str) -> Duration {
         Duration::from_millis(self.parse::<u64>(name, "a whole number of milliseconds"))
     }
@@ -287,6 +320,11 @@ impl Config {
             "*" | "" => Cors::Any,
             list => Cors::List(list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
         };
+        let trusted_proxies = crate::domain::proxies::TrustedProxies::parse(&r.string("REALTIME_TRUSTED_PROXIES"))
+            .unwrap_or_else(|e| {
+                r.errors.push(format!("REALTIME_TRUSTED_PROXIES: {e} (use addresses or blocks like 10.0.0.0/8)"));
+                Default::default()
+            });
         let redis_url = r.set("REALTIME_REDIS_URL");
         if let Some(url) = &redis_url
             && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
@@ -307,6 +345,18 @@ impl Config {
             },
             None => None,
         };
+        let jwks_url = r.set("REALTIME_JWKS_URL");
+        if let Some(url) = &jwks_url {
+            if url.starts_with("https://") {
+                r.errors.push(format!(
+                    "REALTIME_JWKS_URL={url:?}: this build fetches JWKS over http:// only; use the auth service's \
+                     address inside your network (e.g. http://auth:4000/.well-known/jwks.json) or \
+                     REALTIME_JWT_PUBLIC_KEY"
+                ));
+            } else if !url.starts_with("http://") {
+                r.errors.push(format!("REALTIME_JWKS_URL={url:?} is not an http:// URL"));
+            }
+        }
         let allow_dev_tokens = r.bool("REALTIME_ALLOW_DEV_TOKENS");
         let allow_anonymous = r.bool("REALTIME_ALLOW_ANONYMOUS");
 
@@ -349,9 +399,15 @@ impl Config {
             host: r.string("REALTIME_HOST"),
             port,
             cors,
+            trusted_proxies,
             redis_url,
             jwt_secret,
             jwt_public_key,
+            jwt_algorithms: r.list("REALTIME_JWT_ALGORITHMS"),
+            jwks_url,
+            jwks_refresh_interval: r.millis("REALTIME_JWKS_REFRESH_INTERVAL").max(Duration::from_millis(100)),
+            jwt_audience: r.list("REALTIME_JWT_AUDIENCE"),
+            jwt_issuer: r.list("REALTIME_JWT_ISSUER"),
             allow_dev_tokens,
             allow_anonymous,
             token_grace: r.millis("REALTIME_TOKEN_GRACE"),
@@ -449,7 +505,11 @@ impl Config {
 
     /// The server's auth would refuse every token: say so at start instead of at the first connection.
     pub fn auth_problem(&self) -> Option<String> {
-        if self.jwt_secret.is_none() && self.jwt_public_key.is_none() && !self.allow_dev_tokens && !self.allow_anonymous
+        if self.jwt_secret.is_none()
+            && self.jwt_public_key.is_none()
+            && self.jwks_url.is_none()
+            && !self.allow_dev_tokens
+            && !self.allow_anonymous
         {
             Some(
                 "REALTIME_JWT_SECRET is not set; set it (or REALTIME_JWT_PUBLIC_KEY), or REALTIME_ALLOW_DEV_TOKENS=true \

@@ -89,6 +89,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // The Socket.IO Admin UI's namespace, when it is on (off: no hook runs anywhere).
     let admin = cfg.admin_ui.then(|| AdminUi::new(io.clone()));
     let node = assemble(cfg, store, Arc::new(SocketIoFanout::new(io.clone(), census.clone(), admin.clone())))?;
+    node.verifier.load_keys().await;
     if node.redis.is_some() {
         tracing::warn!(
             "REALTIME_REDIS_URL is set: /health reports Redis, but fan-out, presence and typing stay in this \
@@ -108,8 +109,22 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let mut router = crate::transport::http::router(node.clone())
         .layer(sio_layer)
-        .layer(axum::middleware::from_fn_with_state(node.clone(), crate::transport::http::polls::end_at_shutdown))
-        .layer(crate::transport::http::cors(&node.cfg));
+        .layer(axum::middleware::from_fn_with_state(node.clone(), crate::transport::http::polls::end_at_shutdown));
+    // The Admin UI's origins are allowed besides a list of origins while it is on.
+    let admin_origins = if node.cfg.admin_ui { node.cfg.admin_ui_origins.clone() } else { Vec::new() };
+    if let crate::config::Cors::List(origins) = &node.cfg.cors {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(origins.iter().chain(&admin_origins).cloned().collect::<Vec<_>>()),
+            crate::transport::http::refuse_foreign_origin,
+        ));
+    }
+    let mut router = router.layer(crate::transport::http::cors(&node.cfg));
+    if node.cfg.cors == crate::config::Cors::Any && !admin_origins.is_empty() {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(admin_origins),
+            crate::transport::http::admin_ui_credentials,
+        ));
+    }
     if node.cfg.enable_compression {
         router = router.layer(tower_http::compression::CompressionLayer::new());
     }
@@ -257,6 +272,9 @@ fn assemble(cfg: Config, store: Store, fanout: Arc<Fanout>) -> anyhow::Result<Ar
         calls,
         upkeep,
         handshakes: AtomicUsize::new(0),
+        api_key_strikes: parking_lot::Mutex::new(crate::domain::ratelimit::Strikes::new(
+            crate::transport::http::API_KEY_FAILURES,
+        )),
         stopping: tokio::sync::watch::Sender::new(false),
     }))
 }

@@ -7,9 +7,39 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{Config, LogFormat};
 
+/// Libraries whose debug and trace lines print what clients send: handshake requests (with `?token=` and the
+/// `Authorization` header), `auth` objects, packets. They log at info at most, whatever `LOG_LEVEL` says, so
+/// no token or key reaches a log at any level.
+const CHATTY: &[&str] = &[
+    "socketioxide",
+    "socketioxide_core",
+    "socketioxide_parser_common",
+    "socketioxide_redis",
+    "engineioxide",
+    "engineioxide_core",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "tungstenite",
+    "tokio_tungstenite",
+    "tower_http",
+    "axum",
+    "reqwest",
+];
+
+/// False for the debug and trace lines of the [`CHATTY`] libraries.
+pub fn allowed(target: &str, level: &tracing::Level) -> bool {
+    if *level <= tracing::Level::INFO {
+        return true;
+    }
+    let krate = target.split("::").next().unwrap_or(target);
+    !CHATTY.contains(&krate)
+}
+
 pub fn init(cfg: &Config) {
     let filter = EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let cap = tracing_subscriber::filter::filter_fn(|meta| allowed(meta.target(), meta.level()));
+    let registry = tracing_subscriber::registry().with(filter).with(cap);
     if connected_to_journal()
         && let Ok(journald) = tracing_journald::layer()
     {
@@ -44,4 +74,17 @@ fn connected_to_journal() -> bool {
 /// Logging for CLI commands: warnings only, to stderr, so command output stays clean.
 pub fn init_cli() {
     let _ = tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).with_writer(std::io::stderr).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    #[test]
+    fn libraries_that_print_requests_stop_at_info() {
+        assert!(!super::allowed("engineioxide::service", &Level::DEBUG));
+        assert!(!super::allowed("socketioxide", &Level::TRACE));
+        assert!(super::allowed("socketioxide::client", &Level::INFO));
+        assert!(super::allowed("nself_realtime::auth", &Level::TRACE));
+    }
 }

@@ -222,10 +222,11 @@ impl Connections {
     }
 
     /// `auth:refresh`: the new token must verify and name the same user; it replaces the profile and expiry.
-    pub fn refresh(&self, s: &Session, token: &str) -> Result<Identity, RefreshError> {
+    pub async fn refresh(&self, s: &Session, token: &str) -> Result<Identity, RefreshError> {
         let identity = self
             .verifier
-            .verify(token, chrono::Utc::now().timestamp())
+            .check(token, chrono::Utc::now().timestamp())
+            .await
             .map_err(|e: AuthError| RefreshError::Invalid(e.to_string()))?;
         match s.user() {
             None => Err(RefreshError::UserMismatch(

@@ -6,6 +6,7 @@ pub mod names;
 pub mod occupancy;
 pub mod policy;
 pub mod presence;
+pub mod proxies;
 pub mod ratelimit;
 pub mod receipts;
 pub mod time;

@@ -59,9 +59,61 @@ impl TokenBucket {
     }
 }
 
+/// Failures counted per address (wrong API keys): `rate.capacity` failures per `rate.period`, then the address
+/// is refused until its bucket refills a point. Every request from a refused address is refused, right key or
+/// not, so a guess cannot be confirmed while it lasts.
+#[derive(Debug)]
+pub struct Strikes {
+    rate: Rate,
+    buckets: std::collections::HashMap<std::net::IpAddr, TokenBucket>,
+}
+
+impl Strikes {
+    const MAX_TRACKED: usize = 4096;
+
+    pub fn new(rate: Rate) -> Strikes {
+        Strikes { rate, buckets: Default::default() }
+    }
+
+    /// How long the address must wait, when it has spent its failures.
+    pub fn refused(&mut self, ip: std::net::IpAddr, now: Instant) -> Option<Duration> {
+        let rate = self.rate;
+        let tokens = self.buckets.get_mut(&ip)?.tokens(rate, now);
+        (tokens < 1.0).then(|| {
+            let per_sec = rate.capacity as f64 / rate.period.as_secs_f64().max(0.001);
+            Duration::from_secs_f64((1.0 - tokens) / per_sec)
+        })
+    }
+
+    /// Counts one failure of the address.
+    pub fn failed(&mut self, ip: std::net::IpAddr, now: Instant) {
+        let rate = self.rate;
+        if self.buckets.len() >= Self::MAX_TRACKED {
+            self.buckets.retain(|_, b| !b.is_idle(rate, now));
+        }
+        self.buckets.entry(ip).or_insert_with(|| TokenBucket::full(rate, now)).take(rate, now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strikes_refuse_after_the_budget_until_a_point_refills() {
+        let t0 = Instant::now();
+        let ip: std::net::IpAddr = "203.0.113.1".parse().unwrap();
+        let other: std::net::IpAddr = "203.0.113.2".parse().unwrap();
+        let mut s = Strikes::new(Rate { capacity: 3, period: Duration::from_secs(30) });
+        for _ in 0..3 {
+            assert_eq!(s.refused(ip, t0), None);
+            s.failed(ip, t0);
+        }
+        let wait = s.refused(ip, t0).expect("refused after 3 failures");
+        assert!(wait > Duration::from_secs(9) && wait <= Duration::from_secs(10), "{wait:?}");
+        assert_eq!(s.refused(other, t0), None, "another address is not affected");
+        assert_eq!(s.refused(ip, t0 + Duration::from_secs(10)), None, "one point refilled");
+    }
 
     #[test]
     fn burst_then_steady_rate() {

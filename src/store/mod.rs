@@ -13,6 +13,7 @@ pub mod receipts;
 pub mod rooms;
 pub mod writer;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::time::{Duration, Instant};
 
 use sqlx::AnyPool;
@@ -54,6 +55,26 @@ pub(crate) fn flag(b: bool) -> i64 {
     b as i64
 }
 
+/// The SQLite file (messages, who talked to whom) is readable by the server's user only: created 0600 when
+/// missing, narrowed to 0600 when it is wider; SQLite gives its `-wal` and `-shm` files the main file's mode.
+fn private_files(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let open = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path);
+    open.map_err(|e| {
+        anyhow::anyhow!("cannot create the database file {} ({e}); set REALTIME_DATA_DIR", path.display())
+    })?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if let Ok(meta) = std::fs::metadata(&file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| anyhow::anyhow!("cannot make {} private (chmod 600: {e})", file.display()))?;
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Connects, creating the SQLite file (and its directory) or the PostgreSQL database when missing, and
     /// runs the migrations.
@@ -62,14 +83,18 @@ impl Store {
         let url = db.url();
         match db {
             Database::Sqlite { path } => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                    && !dir.exists()
+                {
+                    // A directory made here is the server's own: only its user may enter it.
+                    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| {
                         anyhow::anyhow!(
                             "cannot create the data directory {} ({e}); set REALTIME_DATA_DIR",
                             dir.display()
                         )
                     })?;
                 }
+                private_files(path)?;
             }
             Database::Postgres { .. } => {
                 let exists = sqlx::Postgres::database_exists(&url).await.map_err(|e| {
@@ -191,4 +216,38 @@ pub fn redact(url: &str) -> String {
         return format!("{scheme}://{user}@{host}");
     }
     url.to_string()
+}
+
+#[cfg(test)]
+mod file_mode_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::Store;
+    use crate::config::Database;
+
+    fn mode(p: &std::path::Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_file_and_a_data_dir_made_for_it_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let path = dir.join("realtime.db");
+        let store = Store::open(&Database::Sqlite { path: path.clone() }).await.unwrap();
+        sqlx::query("SELECT 1").execute(&store.pool).await.unwrap();
+        assert_eq!(mode(&dir), 0o700, "a data directory the server makes");
+        assert_eq!(mode(&path), 0o600, "the database file");
+        let wal = dir.join("realtime.db-wal");
+        if wal.exists() {
+            assert_eq!(mode(&wal), 0o600, "the WAL file");
+        }
+        store.pool.close().await;
+
+        // a file left world-readable (an older version, a restore) is narrowed at the next start
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = Store::open(&Database::Sqlite { path: path.clone() }).await.unwrap();
+        assert_eq!(mode(&path), 0o600);
+        store.pool.close().await;
+    }
 }

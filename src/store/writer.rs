@@ -16,6 +16,7 @@ use super::{MessageRow, Store, now_ms};
 use crate::error::{AppError, AppResult};
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // inserts are the common case; boxing would allocate per message
 pub enum WriteOp {
     Insert(NewMessage),
     /// Edit (content Some) or delete (content None).
@@ -38,6 +39,7 @@ pub enum WriteOutcome {
 
 type Reply = oneshot::Sender<Result<WriteOutcome, String>>;
 
+#[allow(clippy::large_enum_variant)] // see WriteOp
 enum Cmd {
     Op(WriteOp, Reply),
     Close(oneshot::Sender<()>),

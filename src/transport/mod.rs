@@ -4,7 +4,3 @@
 pub mod http;
 pub mod socketio;
 
-/// Compares a presented secret with the configured one in time independent of where they differ.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}

@@ -139,8 +139,9 @@ pub fn authenticated(cx_user: Option<&str>, session_id: &str, rooms: &[String]) 
 
 /// `auth:refresh {token}`: re-verify; `authenticated` again, or `auth:error`. The user may not change.
 async fn refresh(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
-    let token = Payload::object(&data)?.str("token", 16 * 1024)?.to_string();
-    match cx.node.connections.refresh(cx.session, &token) {
+    // Larger than the verifier allows, so an oversized token is refused as a token (INVALID_TOKEN).
+    let token = Payload::object(&data)?.str("token", 64 * 1024)?.to_string();
+    match cx.node.connections.refresh(cx.session, &token).await {
         Ok(_) => {
             let rooms = cx.node.roster.rooms_of(&cx.session.sid).await.unwrap_or_default().rooms;
             let payload = authenticated(cx.session.user(), &cx.session.session_id, &rooms);

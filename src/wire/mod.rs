@@ -169,6 +169,7 @@ pub fn render_origin(dialect: Dialect, event: &Event) -> Option<Vec<Packet<'_>>>
 
 /// Handles one inbound event of a socket in its dialect.
 pub async fn handle(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
+    refuse_nul(&data)?;
     match cx.dialect {
         Dialect::Contract => contract::handle(cx, event, data).await,
         Dialect::Compat | Dialect::Socket => socket::handle(cx, event, data).await,
@@ -303,6 +304,63 @@ pub enum Reply {
     /// The answer comes later; the socket's next event need not wait for it (a message waiting for its
     /// commit). The future keeps its own ordering.
     Later(Pin<Box<dyn Future<Output = AppResult<Reply>> + Send>>),
+}
+
+/// Where a value holds a NUL character (`\u0000`) in a string or an object key, as a field path (`content`,
+/// `metadata.note`, `ids[2]`). PostgreSQL's text cannot hold one, so no inbound payload may: refusing it here,
+/// for every event and HTTP body, keeps SQLite and PostgreSQL answering alike.
+pub fn nul_field(v: &Value) -> Option<String> {
+    fn walk(v: &Value, path: &mut String) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            Value::Object(map) => map.iter().any(|(k, item)| {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&k.replace('\0', "\\u0000").chars().take(64).collect::<String>());
+                let found = k.contains('\0') || walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    // Every event passes here: the common case (no NUL) allocates nothing.
+    fn any(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(any),
+            Value::Object(map) => map.iter().any(|(k, item)| k.contains('\0') || any(item)),
+            _ => false,
+        }
+    }
+    if !any(v) {
+        return None;
+    }
+    let mut path = String::new();
+    walk(v, &mut path).then(|| if path.is_empty() { "the payload".to_string() } else { path })
+}
+
+/// Refuses a payload holding a NUL character anywhere, naming the field (see [`nul_field`]).
+pub fn refuse_nul(v: &Value) -> AppResult<()> {
+    match nul_field(v) {
+        None => Ok(()),
+        Some(field) => Err(AppError::validation(format!(
+            "{field} contains a NUL character (\\u0000), which no text may hold; remove it"
+        ))),
+    }
 }
 
 /// Bounds for inbound strings and arrays (docs/protocol.md §2.4: everything is bounded).
@@ -646,6 +704,18 @@ mod tests {
             presence_update(&json!({"status": "online", "customStatus": "x".repeat(300)})).unwrap_err().code,
             ErrorCode::PayloadTooLarge
         );
+    }
+
+    #[test]
+    fn nul_characters_are_found_anywhere_and_named() {
+        assert_eq!(nul_field(&json!({"content": "hi", "roomName": "r"})), None);
+        assert_eq!(nul_field(&json!({"content": "a\0b"})).as_deref(), Some("content"));
+        assert_eq!(nul_field(&json!({"m": {"x": [1, "ok", "\0"]}})).as_deref(), Some("m.x[2]"));
+        assert_eq!(nul_field(&json!({"a\0": 1})).as_deref(), Some("a\\u0000"));
+        assert_eq!(nul_field(&json!("\0")).as_deref(), Some("the payload"));
+        let e = refuse_nul(&json!({"threadId": "t\0"})).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ValidationError);
+        assert!(e.message.starts_with("threadId contains a NUL character"), "{}", e.message);
     }
 
     #[test]

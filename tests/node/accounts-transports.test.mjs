@@ -129,14 +129,21 @@ describe(`transports [${backend.name}]`, { skip: backend.skip }, () => {
     other.socket.disconnect();
   });
 
-  it('CORS: any origin is allowed by default on the polling handshake', async () => {
+  it('CORS: any origin is allowed by default, as `*` and never with credentials (auth is by token, not cookie)', async () => {
     const res = await fetch(`${server.url}/socket.io/?EIO=4&transport=polling`, { headers: { Origin: 'http://example.test' } });
     assert.equal(res.status, 200, await res.text());
-    // `*` reflects the request's origin (credentials are allowed, so a literal * would not do)
-    assert.equal(res.headers.get('access-control-allow-origin'), 'http://example.test');
+    assert.equal(res.headers.get('access-control-allow-origin'), '*');
+    assert.equal(res.headers.get('access-control-allow-credentials'), null, 'no credentials with a wildcard');
     const api = await fetch(`${server.url}/api/stats`, { headers: { Origin: 'http://other.test', 'X-API-Key': API_KEY } });
     assert.equal(api.status, 200);
-    assert.equal(api.headers.get('access-control-allow-origin'), 'http://other.test', 'CORS applies to the HTTP API too');
+    assert.equal(api.headers.get('access-control-allow-origin'), '*', 'CORS applies to the HTTP API too');
+    assert.equal(api.headers.get('access-control-allow-credentials'), null);
+    const pre = await fetch(`${server.url}/api/broadcast`, {
+      method: 'OPTIONS',
+      headers: { Origin: 'http://evil.test', 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'x-api-key' },
+    });
+    assert.equal(pre.headers.get('access-control-allow-origin'), '*', 'the preflight is a wildcard too');
+    assert.equal(pre.headers.get('access-control-allow-credentials'), null, 'never a reflected origin with credentials');
   });
 });
 }

@@ -1,10 +1,13 @@
 // docs/protocol.md §1, §2: handshake, identity, token sources and rejection, ping/pong, the early-emit race,
 // auth:refresh / token expiry, dev tokens and anonymous mode.
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, createHmac } from 'node:crypto';
+import { createServer } from 'node:http';
+import jwt from 'jsonwebtoken';
 import {
   describe, it, before, after, backends, noteSkips, startServer, shutdown, connectClient, expectConnectError, makeClient, mintToken, JWT_SECRET,
   emitAck, waitFor, expectNoEvent, waitDisconnect, countEvents, assertOk, assertErr, assertIso, show, uid, join, sleep,
+  http, API_KEY, eventually,
 } from './harness.mjs';
 
 const b64url = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
@@ -402,4 +405,226 @@ for (const [alg, genArgs] of [
     });
   });
 }
+
+// Token attacks (issue: reliability and security, item 2). Each is refused at the handshake and on
+// auth:refresh with "Invalid token: <reason>": a short class, never the JWT library's words (which can list
+// the accepted algorithms); the detail goes to the server's log once.
+describe(`token attacks, at the handshake and on auth:refresh [${backend.name}]`, { skip: backend.skip }, () => {
+  let server;
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const rsaPub = rsa.publicKey.export({ type: 'spki', format: 'pem' });
+  const hsSigned = (claims, secret) => {
+    const head = `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url(claims)}`;
+    return `${head}.${createHmac('sha256', secret).update(head).digest('base64url')}`;
+  };
+  const now = () => Math.floor(Date.now() / 1000);
+  // [what, token for user u, the refusal]
+  const attacks = (u) => [
+    ['alg none', `${b64url({ alg: 'none', typ: 'JWT' })}.${b64url({ sub: u, userId: u, exp: now() + 3600 })}.`, 'malformed token'],
+    ['wrong key', mintToken(u, {}, { secret: 'not-the-secret' }), 'bad signature'],
+    ['HS256 signed with the RSA public key PEM', hsSigned({ sub: u, userId: u, exp: now() + 3600 }, rsaPub), 'bad signature'],
+    ['expired beyond the grace', mintToken(u, { exp: now() - 3600 }), 'token expired'],
+    ['nbf in the future', mintToken(u, { nbf: now() + 3600 }), 'token not yet valid (nbf)'],
+    ['no user claim', mintToken(u, { sub: undefined, userId: undefined }), 'no user id claim (userId, sub or x-hasura-user-id)'],
+    ['oversized', mintToken(u, { pad: 'x'.repeat(17 * 1024) }), 'token too long'],
+    ['malformed base64', 'eyJ!!!.@@@.###', 'malformed token'],
+    ['a user id with a control character', mintToken(`${u}\u0007x`), 'user id contains control characters'],
+    ['a user id over 256 bytes', mintToken(`${u}${'é'.repeat(130)}`), 'user id is longer than 256 bytes'],
+  ];
+  const internals = /HS256|HS384|RS256|ES256|algorithm[s]? \[|InvalidSignature|ImmatureSignature|Base64|REALTIME_JWT/;
+
+  before(async () => {
+    server = await startServer({ backend: backend.name, env: { REALTIME_JWT_PUBLIC_KEY: rsaPub } });
+  });
+  after(() => shutdown(server));
+
+  it('each forged or unusable token is refused at the handshake with "Invalid token: <reason>" and nothing internal', async () => {
+    for (const [what, token, reason] of attacks(uid('m'))) {
+      const msg = await expectConnectError(server, { token });
+      assert.equal(msg, `Invalid token: ${reason}`, `${what}: ${show(msg)}`);
+      assert.doesNotMatch(msg, internals, `${what}: the refusal shows no internals`);
+    }
+    // the library's detail is in the log, not in the answer
+    assert.match(server.logs(200_000), /token refused.*InvalidSignature|InvalidSignature.*token refused/, 'the detail is logged');
+  });
+
+  it('each is refused on auth:refresh too (auth:error INVALID_TOKEN, ack UNAUTHENTICATED), and the session goes on', async () => {
+    const user = uid('r');
+    const { socket } = await connectClient(server, { user });
+    try {
+      for (const [what, token, reason] of attacks(user)) {
+        const told = waitFor(socket, 'auth:error');
+        const ack = await emitAck(socket, 'auth:refresh', { token });
+        assertErr(ack, 'UNAUTHENTICATED', `refresh with ${what}`);
+        const err = await told;
+        assert.equal(err.code, 'INVALID_TOKEN', `${what}: ${show(err)}`);
+        assert.equal(err.message, `Invalid token: ${reason}`, `${what}: ${show(err)}`);
+        assert.doesNotMatch(JSON.stringify(ack), internals, `${what}: the ack shows no internals`);
+      }
+      assert.equal((await emitAck(socket, 'ping', { timestamp: 7 })).timestamp, 7, 'still connected');
+      assertOk(await emitAck(socket, 'auth:refresh', { token: mintToken(user) }), 'a good refresh after all that');
+    } finally {
+      socket.disconnect();
+    }
+  });
+});
+
+describe(`REALTIME_JWT_ALGORITHMS=HS512, REALTIME_JWT_AUDIENCE, REALTIME_JWT_ISSUER [${backend.name}]`, { skip: backend.skip }, () => {
+  let server;
+  const iss = 'https://auth.example.test';
+  before(async () => {
+    server = await startServer({
+      backend: backend.name,
+      env: { REALTIME_JWT_ALGORITHMS: 'HS512', REALTIME_JWT_AUDIENCE: 'realtime,chat', REALTIME_JWT_ISSUER: iss },
+    });
+  });
+  after(() => shutdown(server));
+  const hs512 = (u, extra) => mintToken(u, extra, { secret: JWT_SECRET, algorithm: 'HS512' });
+
+  it('a token of the allowed algorithm, issuer and an allowed audience connects (aud as a string or a list)', async () => {
+    for (const aud of ['realtime', ['other', 'chat']]) {
+      const u = uid('ok');
+      const { socket, authenticated } = await connectClient(server, { token: hs512(u, { aud, iss }) });
+      assert.equal(authenticated.userId, u, show(authenticated));
+      socket.disconnect();
+    }
+  });
+
+  it('another algorithm (even with the right secret), audience or issuer is refused, saying which check failed', async () => {
+    const u = uid('no');
+    for (const [what, token, reason] of [
+      ['HS256 with the right secret', mintToken(u, { aud: 'realtime', iss }), 'algorithm not accepted'],
+      ['no aud', hs512(u, { iss }), 'wrong audience'],
+      ['another aud', hs512(u, { aud: 'billing', iss }), 'wrong audience'],
+      ['no iss', hs512(u, { aud: 'realtime' }), 'wrong issuer'],
+      ['another iss', hs512(u, { aud: 'realtime', iss: 'https://evil.test' }), 'wrong issuer'],
+    ]) {
+      const msg = await expectConnectError(server, { token });
+      assert.equal(msg, `Invalid token: ${reason}`, `${what}: ${show(msg)}`);
+      assert.doesNotMatch(msg, /HS512|HS256/, `${what}: the accepted algorithms are not shown`);
+    }
+  });
+});
+
+describe(`LOG_LEVEL=debug writes no token, key or secret [${backend.name}]`, { skip: backend.skip }, () => {
+  let server;
+  before(async () => {
+    server = await startServer({ backend: backend.name, env: { LOG_LEVEL: 'debug' } });
+  });
+  after(() => shutdown(server));
+
+  it('tokens sent every way (auth, ?token=, Authorization over polling, auth:refresh, HTTP), refused ones and API keys never reach the log', async () => {
+    const user = uid('logged');
+    const tokens = [mintToken(user, { n: 1 }), mintToken(user, { n: 2 }), mintToken(user, { n: 3 }), mintToken(user, { n: 4 }), mintToken(user, { n: 5 })];
+    const bad = mintToken(user, {}, { secret: 'not-the-secret' });
+    const room = uid('room');
+    const a = await connectClient(server, { token: tokens[0] });
+    const b = await connectClient(server, { query: { token: tokens[1] } });
+    const c = await connectClient(server, { transports: ['polling'], extraHeaders: { Authorization: `Bearer ${tokens[2]}` } });
+    try {
+      await join(a.socket, room);
+      await join(c.socket, room);
+      assertOk(await emitAck(a.socket, 'message:send', { roomName: room, content: 'hello' }), 'send');
+      assertOk(await emitAck(c.socket, 'message:send', { roomName: room, content: 'over polling' }), 'send');
+      assertOk(await emitAck(b.socket, 'auth:refresh', { token: tokens[3] }), 'refresh');
+      assertErr(await emitAck(b.socket, 'auth:refresh', { token: bad }), 'UNAUTHENTICATED', 'a bad refresh');
+      await expectConnectError(server, { token: bad });
+      const sent = await http(server, 'POST', '/messages', { headers: { Authorization: `Bearer ${tokens[4]}` }, body: { roomName: room, content: 'http' } });
+      assert.ok(sent.status < 300, show(sent.body));
+      assert.equal((await http(server, 'GET', '/api/stats', { apiKey: API_KEY })).status, 200);
+      assert.equal((await http(server, 'GET', '/api/stats', { apiKey: `${API_KEY}x` })).status, 401);
+    } finally {
+      for (const x of [a, b, c]) x.socket.disconnect();
+    }
+    // the last request's line is in: everything before it is too
+    await eventually('the wrong key logged', () => /wrong API key/.test(server.output));
+    const logs = server.output;
+    assert.match(logs, /DEBUG/, 'the server did log at debug');
+    const secrets = [...tokens, bad, JWT_SECRET, API_KEY];
+    // a token's signature alone, or its payload, is as good as the token for this check
+    for (const t of [...tokens, bad]) secrets.push(...t.split('.').filter((part) => part.length > 20));
+    const found = secrets.filter((x) => logs.includes(x));
+    assert.deepEqual(found, [], `secrets in the log (${logs.length} bytes of output)`);
+  });
+});
+
+describe(`REALTIME_JWKS_URL: keys from the auth service, rotated without a restart [${backend.name}]`, { skip: backend.skip }, () => {
+  let server;
+  let jwks;
+  let hits = 0;
+  let served;
+  const INTERVAL = 1500;
+  const key = (kid) => {
+    const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    return { kid, priv: privateKey.export({ type: 'pkcs8', format: 'pem' }), jwk: { ...publicKey.export({ format: 'jwk' }), kid, alg: 'RS256', use: 'sig' } };
+  };
+  const a = key('key-a');
+  const b = key('key-b');
+  const sign = (k, user, kid = k.kid) => jwt.sign({ sub: user, userId: user, exp: Math.floor(Date.now() / 1000) + 3600 }, k.priv, { algorithm: 'RS256', keyid: kid });
+  // A symmetric key published in a JWKS would let anyone sign: it must never verify anything.
+  const octSecret = 'published-for-all-to-see';
+  const oct = { kty: 'oct', k: Buffer.from(octSecret).toString('base64url'), kid: 'hmac', alg: 'HS256', use: 'sig' };
+
+  before(async () => {
+    served = [a.jwk, oct];
+    jwks = createServer((req, res) => {
+      hits += 1;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: served }));
+    });
+    await new Promise((r) => jwks.listen(0, '127.0.0.1', r));
+    server = await startServer({
+      backend: backend.name,
+      env: {
+        REALTIME_JWKS_URL: `http://127.0.0.1:${jwks.address().port}/.well-known/jwks.json`,
+        REALTIME_JWKS_REFRESH_INTERVAL: String(INTERVAL),
+        REALTIME_JWT_SECRET: undefined, // the JWKS is the only source of keys
+      },
+    });
+  });
+  after(async () => {
+    await shutdown(server);
+    await new Promise((r) => jwks.close(r));
+  });
+
+  it('a token signed by the JWKS key connects; its symmetric key verifies nothing; forged kids are refused and fetch at most once per interval; a rotated key is accepted without a restart, the withdrawn one refused', async () => {
+    assert.ok(hits >= 1, 'the keys are fetched at start');
+    const u = uid('jwks');
+    const first = await connectClient(server, { token: sign(a, u) });
+    assert.equal(first.authenticated.userId, u, show(first.authenticated));
+
+    const before = hits;
+    const started = Date.now();
+    for (let i = 0; i < 20; i++) {
+      const msg = await expectConnectError(server, { token: sign(a, uid('forged'), `forged-${i}`) });
+      assert.equal(msg, 'Invalid token: unknown signing key', show(msg));
+    }
+    const allowed = Math.ceil((Date.now() - started) / INTERVAL) + 1;
+    assert.ok(hits - before <= allowed, `20 forged kids in ${Date.now() - started} ms fetched the JWKS ${hits - before} times (at most ${allowed})`);
+
+    // the JWKS's symmetric key verifies nothing, whatever the token's kid says
+    const hs = jwt.sign({ sub: 'mallory', userId: 'mallory' }, octSecret, { algorithm: 'HS256', keyid: 'hmac' });
+    assert.equal(await expectConnectError(server, { token: hs }), 'Invalid token: algorithm not accepted');
+    assert.equal(await expectConnectError(server, { token: sign(a, uid('x'), 'hmac') }), 'Invalid token: unknown signing key');
+
+    // the auth service rotates: b replaces a
+    served = [b.jwk, oct];
+    const v = uid('rotated');
+    const second = await eventually('the rotated key accepted', async () => {
+      try {
+        return await connectClient(server, { token: sign(b, v) });
+      } catch (e) {
+        return { done: false, error: e.message };
+      }
+    });
+    assert.equal(second.authenticated.userId, v, show(second.authenticated));
+    assertOk(await emitAck(second.socket, 'auth:refresh', { token: sign(b, v) }), 'auth:refresh with the new key');
+    const told = waitFor(first.socket, 'auth:error');
+    assertErr(await emitAck(first.socket, 'auth:refresh', { token: sign(a, u) }), 'UNAUTHENTICATED', 'refresh with the withdrawn key');
+    assert.equal((await told).message, 'Invalid token: unknown signing key');
+    assert.equal(await expectConnectError(server, { token: sign(a, uid('old')) }), 'Invalid token: unknown signing key');
+    first.socket.disconnect();
+    second.socket.disconnect();
+  });
+});
 }

@@ -408,6 +408,42 @@ describe(`HTTP API [${backend.name}]`, { skip: backend.skip }, () => {
   });
 });
 
+describe(`API key guessing [${backend.name}]`, { skip: backend.skip }, () => {
+  let server;
+  before(async () => {
+    server = await startServer({ backend: backend.name });
+  });
+  after(() => shutdown(server));
+
+  it('200 guesses: 10 wrong keys a minute per address, then 429 with Retry-After for every request from it (the right key too); other addresses unaffected; no key logged', async () => {
+    const guesses = Array.from({ length: 200 }, (_, i) => `guess-${i}-${uid('k')}`);
+    const statuses = [];
+    let limited;
+    for (const key of guesses) {
+      const r = await http(server, 'GET', '/api/stats', { apiKey: key });
+      statuses.push(r.status);
+      if (r.status === 429) limited = r;
+    }
+    assert.deepEqual(statuses, [...Array(10).fill(401), ...Array(190).fill(429)], show(statuses));
+    assert.equal(limited.body?.error?.code, 'RATE_LIMITED', show(limited.body));
+    const retry = Number(limited.headers.get('retry-after'));
+    assert.ok(Number.isInteger(retry) && retry >= 1 && retry <= 6, `Retry-After: ${limited.headers.get('retry-after')}`);
+    // the right key cannot confirm a guess while the address is refused
+    assert.equal((await http(server, 'GET', '/api/stats', { apiKey: API_KEY })).status, 429, 'the right key from the refused address');
+    // another client behind the trusted local proxy has its own budget
+    const elsewhere = await http(server, 'GET', '/api/stats', { apiKey: API_KEY, headers: { 'X-Forwarded-For': '198.51.100.30' } });
+    assert.equal(elsewhere.status, 200, show(elsewhere.body));
+    // a missing key is not a guess
+    assert.equal((await http(server, 'GET', '/api/stats', { headers: { 'X-Forwarded-For': '198.51.100.31' } })).status, 401);
+    // a point refills after Retry-After
+    await sleep(retry * 1000 + 200);
+    assert.equal((await http(server, 'GET', '/api/stats', { apiKey: API_KEY })).status, 200, 'after Retry-After the right key works');
+    const logs = server.logs(1_000_000);
+    assert.match(logs, /wrong API key/, 'wrong keys are logged');
+    for (const key of [...guesses, API_KEY]) assert.ok(!logs.includes(key), `the key ${key} must not be in the log`);
+  });
+});
+
 describe(`HTTP API without REALTIME_API_KEY [${backend.name}]`, { skip: backend.skip }, () => {
   let server;
   before(async () => {

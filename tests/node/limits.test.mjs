@@ -49,6 +49,25 @@ function rawRequest(server, method, p, headers = {}) {
   });
 }
 
+/** A raw WebSocket upgrade of the Socket.IO endpoint; resolves {status} (101 when switched). */
+function rawUpgrade(server, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = request(`${server.url}/socket.io/?EIO=4&transport=websocket`, {
+      headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==', ...headers },
+    });
+    req.on('upgrade', (res, sock) => {
+      sock.destroy();
+      resolve({ status: res.statusCode });
+    });
+    req.on('response', (res) => {
+      res.resume();
+      resolve({ status: res.statusCode, headers: res.headers });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 for (const backend of backends()) {
   describe(`REALTIME_MAX_CONNECTIONS=2 [${backend.name}]`, { skip: backend.skip }, () => {
     let server;
@@ -108,6 +127,47 @@ for (const backend of backends()) {
     });
   });
 
+  describe(`X-Forwarded-For behind a proxy, REALTIME_RATE_LIMIT=3 [${backend.name}]`, { skip: backend.skip }, () => {
+    // The tests connect from 127.0.0.1, a trusted proxy by default (REALTIME_TRUSTED_PROXIES=127.0.0.1,::1).
+    let server;
+    let untrusting;
+    before(async () => {
+      [server, untrusting] = await Promise.all([
+        startServer({ backend: backend.name, env: { REALTIME_RATE_LIMIT: '3' } }),
+        startServer({ backend: backend.name, env: { REALTIME_RATE_LIMIT: '3', REALTIME_TRUSTED_PROXIES: 'none' } }),
+      ]);
+    });
+    after(() => Promise.all([shutdown(server), shutdown(untrusting)]));
+
+    it('a client rotating the first X-Forwarded-For entry (nginx appends the real one) stays one address: 3 of 30 admitted, 27 refused', async () => {
+      const results = [];
+      for (let i = 0; i < 30; i++) {
+        // what nginx's $proxy_add_x_forwarded_for sends: the client's own header, then the address it saw
+        const r = await tryConnect(server, uid(`rot${i}`), { extraHeaders: { 'X-Forwarded-For': `10.9.${i}.${i + 1}, 203.0.113.7` } });
+        results.push(r.ok || r.reason);
+        if (r.ok) r.c.socket.disconnect();
+      }
+      assert.deepEqual(results, [true, true, true, ...Array(27).fill(RATE_REFUSAL)], show(results));
+      // another real client behind the same proxy has its own budget, and is recorded with its own address
+      const other = await tryConnect(server, uid('other'), { extraHeaders: { 'X-Forwarded-For': '10.0.0.1, 198.51.100.20' } });
+      assert.equal(other.ok, true, `a different client address is admitted: ${show(other.reason)}`);
+      const conns = listOf((await http(server, 'GET', '/api/connections', { apiKey: API_KEY })).body, 'connections');
+      const mine = conns.find((c) => c.socketId === other.c.socket.id);
+      assert.equal(mine?.ip, '198.51.100.20', `the recorded address is the right-most untrusted entry: ${show(conns)}`);
+      other.c.socket.disconnect();
+    });
+
+    it('with REALTIME_TRUSTED_PROXIES=none the header is ignored: any X-Forwarded-For is the peer itself', async () => {
+      const results = [];
+      for (let i = 0; i < 5; i++) {
+        const r = await tryConnect(untrusting, uid(`fwd${i}`), { extraHeaders: { 'X-Forwarded-For': `198.51.100.${i + 1}` } });
+        results.push(r.ok || r.reason);
+        if (r.ok) r.c.socket.disconnect();
+      }
+      assert.deepEqual(results, [true, true, true, RATE_REFUSAL, RATE_REFUSAL], show(results));
+    });
+  });
+
   describe(`REALTIME_AUTO_CREATE_ROOMS=false [${backend.name}]`, { skip: backend.skip }, () => {
     let server;
     before(async () => {
@@ -145,6 +205,8 @@ for (const backend of backends()) {
       assert.equal(good.headers['access-control-allow-origin'], 'http://good.test');
       const evil = await rawRequest(server, 'GET', poll, { Origin: 'http://evil.test' });
       assert.equal(evil.headers['access-control-allow-origin'], undefined, `evil origin must not be allowed: ${show(evil.headers)}`);
+      assert.equal(evil.status, 403, `a polling handshake from another origin is refused, not served: ${evil.text}`);
+      assert.match(evil.text, /REALTIME_CORS_ORIGIN/, evil.text);
 
       const pre = { 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'x-api-key,content-type' };
       const okPre = await rawRequest(server, 'OPTIONS', '/api/broadcast', { Origin: 'http://good.test', ...pre });
@@ -157,6 +219,22 @@ for (const backend of backends()) {
       const api = await rawRequest(server, 'GET', '/api/rooms', { Origin: 'http://good.test', 'X-API-Key': API_KEY });
       assert.equal(api.status, 200);
       assert.equal(api.headers['access-control-allow-origin'], 'http://good.test', show(api.headers));
+      assert.equal(api.headers['access-control-allow-credentials'], 'true', 'credentials for a listed origin');
+    });
+
+    it('a WebSocket upgrade from another origin is refused; from the listed origin, or with no Origin (a server), it connects', async () => {
+      const evil = await tryConnect(server, uid('evil'), { transports: ['websocket'], extraHeaders: { Origin: 'http://evil.test' } });
+      assert.equal(evil.ok, false, 'a websocket from http://evil.test must not connect');
+      const upgrade = await rawUpgrade(server, { Origin: 'http://evil.test' });
+      assert.equal(upgrade.status, 403, `the upgrade is answered 403, not 101: ${show(upgrade)}`);
+      const polled = await tryConnect(server, uid('evilpoll'), { transports: ['polling'], extraHeaders: { Origin: 'http://evil.test' } });
+      assert.equal(polled.ok, false, 'polling from http://evil.test must not connect');
+      for (const headers of [{ Origin: 'http://good.test' }, {}]) {
+        const ok = await tryConnect(server, uid('good'), { transports: ['websocket'], extraHeaders: headers });
+        assert.equal(ok.ok, true, `${show(headers)}: ${show(ok.reason)}`);
+        ok.c.socket.disconnect();
+      }
+      assert.equal((await rawUpgrade(server, { Origin: 'http://good.test' })).status, 101);
     });
   });
 

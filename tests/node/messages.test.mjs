@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import {
   describe, it, before, after, backends, noteSkips, startServer, shutdown, connectClient, emitAck, waitFor, expectNoEvent, countEvents,
-  assertOk, assertErr, assertIso, show, uid, join, http, API_KEY, barrier,
+  assertOk, assertErr, assertIso, show, uid, join, http, API_KEY, barrier, mintToken,
 } from './harness.mjs';
 
 noteSkips();
@@ -428,37 +428,51 @@ for (const backend of backends()) {
       a.socket.disconnect();
     });
 
-    it('a NUL byte in a stored string (content, edit, clientMessageId, threadId, emoji) is kept, or refused as invalid: never an internal error',
-      { todo: backend.name === 'postgres' ? 'server: PostgreSQL text cannot hold NUL; these sends, edits and reactions answer INTERNAL_ERROR' : false }, async () => {
-        const room = uid('nul');
-        const a = await connectClient(server, { user: uid('alice') });
-        await join(a.socket, room);
-        try {
-          const target = assertOk(await emitAck(a.socket, 'message:send', { roomName: room, content: 'plain' }), 'send');
-          const cases = [
-            ['content', 'message:send', { roomName: room, content: 'a\u0000b' }],
-            ['clientMessageId', 'message:send', { roomName: room, content: 'c', clientMessageId: `c\u0000${uid('d')}` }],
-            ['threadId', 'message:send', { roomName: room, content: 't', threadId: 't\u0000d' }],
-            ['edited content', 'message:edit', { messageId: target.messageId, content: 'e\u0000f' }],
-            ['reaction emoji', 'reaction:add', { messageId: target.messageId, emoji: 'x\u0000' }],
-          ];
-          const accepted = {};
-          for (const [what, event, payload] of cases) {
-            const ack = await emitAck(a.socket, event, payload);
-            if (ack.success === false) assertErr(ack, 'VALIDATION_ERROR', `${what} with a NUL byte`);
-            else accepted[what] = ack.data;
-          }
-          // what was accepted reads back exactly as sent
-          const stored = assertOk(await emitAck(a.socket, 'sync:messages', { roomName: room, since: null, limit: 100 }), 'sync').messages;
-          const byId = Object.fromEntries(stored.map((m) => [m.id, m]));
-          if (accepted.content) assert.equal(byId[accepted.content.messageId]?.content, 'a\u0000b', show(stored));
-          if (accepted.threadId) assert.equal(byId[accepted.threadId.messageId]?.threadId, 't\u0000d', show(stored));
-          if (accepted['edited content']) assert.equal(byId[target.messageId]?.content, 'e\u0000f', show(stored));
-          if (accepted.clientMessageId) assert.ok(byId[accepted.clientMessageId.messageId]?.clientMessageId.startsWith('c\u0000'), show(stored));
-        } finally {
-          a.socket.disconnect();
+    it('a NUL byte in any inbound string is refused as VALIDATION_ERROR naming the field, on sockets and over HTTP, and nothing is stored', async () => {
+      // PostgreSQL text cannot hold NUL; the edge refuses it so both databases answer alike (never INTERNAL_ERROR).
+      const room = uid('nul');
+      const alice = uid('alice');
+      const a = await connectClient(server, { user: alice });
+      await join(a.socket, room);
+      try {
+        const target = assertOk(await emitAck(a.socket, 'message:send', { roomName: room, content: 'plain' }), 'send');
+        const cases = [
+          ['content', 'message:send', { roomName: room, content: 'a\u0000b' }],
+          ['clientMessageId', 'message:send', { roomName: room, content: 'c', clientMessageId: `c\u0000${uid('d')}` }],
+          ['type', 'message:send', { roomName: room, content: 'c', type: 'te\u0000xt' }],
+          ['threadId', 'message:send', { roomName: room, content: 't', threadId: 't\u0000d' }],
+          ['metadata.note', 'message:send', { roomName: room, content: 'm', metadata: { note: 'x\u0000' } }],
+          ['content', 'message:edit', { messageId: target.messageId, content: 'e\u0000f' }],
+          ['emoji', 'reaction:add', { messageId: target.messageId, emoji: 'x\u0000' }],
+          ['userIds[0]', 'presence:get', { userIds: ['u\u0000'] }],
+          ['messageIds[0]', 'delivery:sync', { messageIds: ['m\u0000'] }],
+        ];
+        for (const [field, event, payload] of cases) {
+          const ack = await emitAck(a.socket, event, payload);
+          assertErr(ack, 'VALIDATION_ERROR', `${event} with a NUL byte in ${field}`);
+          assert.ok(ack.error.message.startsWith(`${field} contains a NUL character`), `${event}: the message names ${field}: ${show(ack)}`);
         }
-      });
+        const stored = assertOk(await emitAck(a.socket, 'sync:messages', { roomName: room, since: null, limit: 100 }), 'sync').messages;
+        assert.deepEqual(stored.map((m) => m.content), ['plain'], `only the plain message is stored, unedited: ${show(stored)}`);
+
+        // HTTP: a body (POST /messages) and a path (%00 in the admin API) answer 400, not 500
+        const bearer = { Authorization: `Bearer ${mintToken(alice)}` };
+        const res = await http(server, 'POST', '/messages', { headers: bearer, body: { roomName: room, content: 'h\u0000' } });
+        assert.equal(res.status, 400, show(res.body));
+        assert.equal(res.body.error?.code, 'VALIDATION_ERROR', show(res.body));
+        assert.ok(res.body.error.message.startsWith('content contains a NUL character'), show(res.body));
+        for (const [method, p] of [['GET', '/api/rooms/r%00x'], ['DELETE', '/api/rooms/r%00x'], ['GET', '/api/users/u%00/presence'],
+          ['POST', '/api/rooms/r%00x/members'], ['GET', '/api/events?userId=u%00']]) {
+          const r = await http(server, method, p, { apiKey: API_KEY, body: method === 'POST' ? { userId: 'u' } : undefined });
+          assert.equal(r.status, 400, `${method} ${p}: ${show(r.body)}`);
+          assert.equal(r.body.error?.code, 'VALIDATION_ERROR', `${method} ${p}: ${show(r.body)}`);
+        }
+        const after = assertOk(await emitAck(a.socket, 'sync:messages', { roomName: room, since: null, limit: 100 }), 'sync').messages;
+        assert.equal(after.length, 1, `nothing stored over HTTP either: ${show(after)}`);
+      } finally {
+        a.socket.disconnect();
+      }
+    });
 
     it('message:send without content/room → VALIDATION_ERROR', async () => {
       const { socket } = await connectClient(server, { user: uid('v') });

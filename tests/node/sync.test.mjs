@@ -231,10 +231,13 @@ for (const backend of backends()) {
     });
   });
 
-  describe(`retention [${backend.name}] (REALTIME_MESSAGE_RETENTION_DAYS=2, REALTIME_EVENT_RETENTION_DAYS=2)`, { skip: backend.skip }, () => {
+  describe(`retention [${backend.name}] (REALTIME_MESSAGE_RETENTION_DAYS=2, REALTIME_EVENT_RETENTION_DAYS=2, REALTIME_RETENTION_INTERVAL=1)`, { skip: backend.skip, concurrency: 1 }, () => {
     let server;
     before(async () => {
-      server = await startServer({ backend: backend.name, env: { REALTIME_MESSAGE_RETENTION_DAYS: '2', REALTIME_EVENT_RETENTION_DAYS: '2' } });
+      server = await startServer({
+        backend: backend.name,
+        env: { REALTIME_MESSAGE_RETENTION_DAYS: '2', REALTIME_EVENT_RETENTION_DAYS: '2', REALTIME_RETENTION_INTERVAL: '1' },
+      });
     });
     after(() => shutdown(server));
 
@@ -284,6 +287,23 @@ for (const backend of backends()) {
       assert.equal(next.seq, 4, show(next));
       a2.socket.disconnect();
       b2.socket.disconnect();
+    });
+
+    it('the periodic pass removes what ages past the retention while the server runs', async () => {
+      const channelId = uid('chan');
+      const a = await connectClient(server, { user: uid('alice') });
+      await join(a.socket, `channel:${channelId}`);
+      const sent = [];
+      for (const content of ['ages', 'stays']) {
+        sent.push(assertOk(await emitAck(a.socket, 'message:send', { channelId, content, type: 'text', clientMessageId: uid('c') }), 'send'));
+      }
+      sql(server, `UPDATE np_realtime_messages SET created_at = created_at - ${3 * 86_400_000} WHERE id = '${sent[0].messageId}'`);
+      const kept = await eventually('a retention pass (every second here) to remove the aged message', async () => {
+        const d = await sync(a.socket, { channelId, since: null, limit: 100 });
+        return d.messages.length === 1 ? d.messages : { done: false, messages: d.messages.map((m) => m.content) };
+      });
+      assert.deepEqual(kept.map((m) => m.id), [sent[1].messageId], show(kept));
+      a.socket.disconnect();
     });
   });
 }

@@ -1,6 +1,7 @@
 //! `server start`: runs `server run` in the background with its output appended to the log file, records its
 //! pid, and reports success only once `/health` answers, so a script that starts the server can use it next.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,12 +42,17 @@ pub async fn run(args: Args, cfg: &Config) -> anyhow::Result<ExitCode> {
         );
     }
 
+    // Directories made here, and the log file, are the server's own: private to its user.
     for dir in [&cfg.data_dir, &cfg.log_dir] {
-        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {} ({e})", dir.display()))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {} ({e})", dir.display()))?;
     }
     let log_path = cfg.log_file();
     let log =
-        std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| {
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&log_path).map_err(|e| {
             anyhow::anyhow!("cannot open the log file {} ({e}); set REALTIME_LOG_DIR", log_path.display())
         })?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);

@@ -57,7 +57,7 @@ impl FromRequestParts<App> for Caller {
             .ok_or_else(|| {
                 unauthenticated("send the user's token as Authorization: Bearer <jwt> (or X-API-Key and a userId)")
             })?;
-        let identity = app.verifier.verify(token, chrono::Utc::now().timestamp()).map_err(unauthenticated)?;
+        let identity = app.verifier.check(token, chrono::Utc::now().timestamp()).await.map_err(unauthenticated)?;
         Ok(Caller::User { account: super::account_of(parts), identity })
     }
 }

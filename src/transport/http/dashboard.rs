@@ -26,7 +26,7 @@ use super::{App, account_of};
 use crate::app::health::{self, Probe};
 use crate::domain::time::iso_ms;
 use crate::store::now_ms;
-use crate::transport::constant_time_eq;
+use crate::transport::http::constant_time_eq;
 
 const HTML: &str = include_str!("dashboard/index.html");
 const CSS: &str = include_str!("dashboard/dashboard.css");

@@ -42,7 +42,7 @@ use crate::domain::names::DEFAULT_ACCOUNT;
 use crate::domain::time::iso_ms;
 use crate::node::Node;
 use crate::store::now_ms;
-use crate::transport::constant_time_eq;
+use crate::transport::http::constant_time_eq;
 
 /// The namespace the UI connects to (its default).
 pub const NAMESPACE: &str = "/admin";
@@ -238,7 +238,7 @@ impl AdminUi {
                 return Err(Refused(format!("origin {origin} is not in REALTIME_ADMIN_UI_ORIGINS")));
             }
         }
-        let ip = super::client_ip(parts);
+        let ip = super::client_ip(parts, &node.cfg.trusted_proxies);
         if let Some(ip) = ip
             && !node.limiter.allow(&Budget::Connects(ip), std::time::Instant::now())
         {
@@ -460,7 +460,7 @@ impl AdminUi {
         let mut details = payload.unwrap_or_else(|| json!({}));
         details["filter"] = filter.clone().into();
         let operator = node.cfg.admin_user.clone();
-        let ip: Option<IpAddr> = super::client_ip(admin.req_parts());
+        let ip: Option<IpAddr> = super::client_ip(admin.req_parts(), &node.cfg.trusted_proxies);
         tracing::info!(action = %name, filter = ?filter, room = ?room, "admin UI action");
         node.audit.record_operator(&OperatorAction {
             account: &account,

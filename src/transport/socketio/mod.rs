@@ -166,8 +166,13 @@ async fn handshake(
     if max > 0 && node.sessions.len() + node.handshakes.load(Ordering::SeqCst) > max {
         return Err(refuse(AuthError::Refused("the server is at REALTIME_MAX_CONNECTIONS".into())));
     }
+    if let Some(field) = crate::wire::nul_field(&auth) {
+        return Err(refuse(AuthError::Protocol(format!(
+            "auth.{field} contains a NUL character (\\u0000), which no text may hold; remove it"
+        ))));
+    }
     let parts = s.req_parts();
-    let ip = client_ip(parts);
+    let ip = client_ip(parts, &node.cfg.trusted_proxies);
     if let Some(ip) = ip
         && !node.limiter.allow(&Budget::Connects(ip), std::time::Instant::now())
     {
@@ -201,7 +206,7 @@ async fn handshake(
             .as_deref(),
     );
     let identity = match token {
-        Some(t) => Some(node.verifier.verify(&t, chrono::Utc::now().timestamp()).map_err(refuse)?),
+        Some(t) => Some(node.verifier.check(&t, chrono::Utc::now().timestamp()).await.map_err(refuse)?),
         None if node.cfg.allow_anonymous => None,
         None => return Err(refuse(AuthError::Missing)),
     };
@@ -278,24 +283,14 @@ fn short(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str).map(|s| s.chars().take(64).collect())
 }
 
-/// The client's address: the peer, or the first X-Forwarded-For / X-Real-IP entry when the peer is a local
-/// reverse proxy (nself puts nginx in front).
-pub fn client_ip(parts: &http::request::Parts) -> Option<IpAddr> {
+/// The client's address: the TCP peer, or what the trusted proxies in front say it is
+/// (`REALTIME_TRUSTED_PROXIES`; see `domain::proxies`).
+pub fn client_ip(parts: &http::request::Parts, trusted: &crate::domain::proxies::TrustedProxies) -> Option<IpAddr> {
     let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-    let trusted = peer.is_none_or(|p| p.is_loopback());
-    if trusted {
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .or_else(|| parts.headers.get("x-real-ip").and_then(|v| v.to_str().ok()))
-            .and_then(|v| v.trim().parse().ok());
-        if forwarded.is_some() {
-            return forwarded;
-        }
-    }
-    peer
+    let forwarded: Vec<&str> =
+        parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    let real_ip = parts.headers.get("x-real-ip").and_then(|v| v.to_str().ok());
+    trusted.client_ip(peer, &forwarded, real_ip)
 }
 
 fn percent_decode(s: &str) -> String {
