@@ -297,6 +297,19 @@ describe('admin UI with the API key as its password', () => {
     assert.equal(await refused(server, { username: 'admin', password: '' }), 'invalid credentials');
   });
 
+  it('with REALTIME_CORS_ORIGIN=*, answers the Admin UI origin with credentials and every other origin with *', async () => {
+    const poll = (origin) =>
+      fetch(`${server.url}/socket.io/?EIO=4&transport=polling`, { headers: { Origin: origin }, signal: AbortSignal.timeout(5000) });
+    const ui = await poll('https://admin.socket.io');
+    assert.equal(ui.headers.get('access-control-allow-origin'), 'https://admin.socket.io');
+    assert.equal(ui.headers.get('access-control-allow-credentials'), 'true');
+    await ui.text();
+    const other = await poll('https://chat.example');
+    assert.equal(other.headers.get('access-control-allow-origin'), '*');
+    assert.equal(other.headers.get('access-control-allow-credentials'), null);
+    await other.text();
+  });
+
   it('refuses to start without any password', async () => {
     await assert.rejects(
       startServer({ env: { REALTIME_ADMIN_UI: 'true', REALTIME_API_KEY: undefined } }),
