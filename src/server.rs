@@ -44,6 +44,7 @@ use crate::store::writer::MessageWriter;
 use crate::systemd;
 use crate::transport::socketio::Edge;
 use crate::transport::socketio::adapter::AdapterState;
+use crate::transport::socketio::admin::AdminUi;
 use crate::transport::socketio::fanout::SocketIoFanout;
 
 /// Rooms every installation starts with.
@@ -107,7 +108,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         None => (Arc::new(MemoryCensus::default()), None),
     };
-    let node = assemble(cfg, id, store, Arc::new(SocketIoFanout::new(io.clone(), census.clone())), link, redis_census)?;
+    // The Socket.IO Admin UI's namespace, when it is on (off: no hook runs anywhere).
+    let admin = cfg.admin_ui.then(|| AdminUi::new(io.clone()));
+    let fanout = Arc::new(SocketIoFanout::new(io.clone(), census.clone(), admin.clone()));
+    let node = assemble(cfg, id, store, fanout, link, redis_census)?;
     node.verifier.load_keys().await;
     let report = prepare(&node.store, Some(&node.id)).await?;
     if report.stale_connections > 0 || report.stale_presence > 0 {
@@ -131,18 +135,26 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
     start(&node);
-    let edge = Edge::register(io, node.clone(), census).await;
+    let edge = Edge::register(io, node.clone(), census, admin).await;
 
     let mut router = crate::transport::http::router(node.clone())
         .layer(sio_layer)
         .layer(axum::middleware::from_fn_with_state(node.clone(), crate::transport::http::polls::end_at_shutdown));
+    // The Admin UI's origins are allowed besides a list of origins while it is on.
+    let admin_origins = if node.cfg.admin_ui { node.cfg.admin_ui_origins.clone() } else { Vec::new() };
     if let crate::config::Cors::List(origins) = &node.cfg.cors {
         router = router.layer(axum::middleware::from_fn_with_state(
-            Arc::new(origins.clone()),
+            Arc::new(origins.iter().chain(&admin_origins).cloned().collect::<Vec<_>>()),
             crate::transport::http::refuse_foreign_origin,
         ));
     }
     let mut router = router.layer(crate::transport::http::cors(&node.cfg));
+    if node.cfg.cors == crate::config::Cors::Any && !admin_origins.is_empty() {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(admin_origins),
+            crate::transport::http::admin_ui_credentials,
+        ));
+    }
     if node.cfg.enable_compression {
         router = router.layer(tower_http::compression::CompressionLayer::new());
     }
