@@ -28,7 +28,7 @@ use crate::cluster::memory::{
 use crate::cluster::redis::Redis;
 use crate::cluster::redis::nodes::{Nodes, RedisCensus};
 use crate::cluster::redis::pubsub::{Bus, LinkStats, PubSubDriver};
-use crate::cluster::{Census, PresenceBackend, RateLimiter, Roster, TypingBackend};
+use crate::cluster::{CallRegistry, Census, DmClaims, PresenceBackend, RateLimiter, Roster, TypingBackend};
 use crate::config::Config;
 use crate::domain::names::DEFAULT_ACCOUNT;
 use crate::domain::policy::Visibility;
@@ -131,7 +131,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             node = %node.id,
             nodes = cluster.nodes().len(),
             prefix = %node.cfg.redis_prefix,
-            "cluster mode: fan-out, presence, typing and occupancy are shared through Redis"
+            "cluster mode: fan-out, presence, typing, occupancy, calls and dm claims are shared through Redis"
         );
     }
     start(&node);
@@ -288,7 +288,11 @@ fn assemble(
         cfg.auto_create_rooms,
         id.clone(),
     ));
-    let dms = Arc::new(Dms::new(store.clone(), rooms.clone(), Arc::new(MemoryDmClaims::default())));
+    let (dm_claims, call_registry): (Arc<dyn DmClaims>, Arc<dyn CallRegistry>) = match &link {
+        None => (Arc::new(MemoryDmClaims::default()), Arc::new(MemoryCalls::default())),
+        Some(l) => (Arc::new(l.redis.dm_claims()), Arc::new(l.redis.calls())),
+    };
+    let dms = Arc::new(Dms::new(store.clone(), rooms.clone(), dm_claims));
     let typing = Arc::new(Typing::new(
         typing_backend,
         roster.clone(),
@@ -301,7 +305,7 @@ fn assemble(
     let messages = Messages::new(store.clone(), writer.clone(), fanout.clone(), receipts.clone(), metrics.clone());
     let messages = Arc::new(if link.is_some() { messages.in_cluster() } else { messages });
     let reactions = Arc::new(Reactions::new(store.clone(), fanout.clone(), metrics.clone()));
-    let calls = Arc::new(Calls::new(Arc::new(MemoryCalls::default()), fanout.clone(), cfg.call_ring_timeout));
+    let calls = Arc::new(Calls::new(call_registry, fanout.clone(), cfg.call_ring_timeout));
     let connections = Arc::new(Connections::new(
         store.clone(),
         sessions.clone(),

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 /// Most users one call may hold (caller, invitees and participants together).
 pub const MAX_PARTIES: usize = 32;
@@ -85,7 +86,7 @@ impl From<CallError> for crate::error::AppError {
 }
 
 /// A participant's media state, as the others are told it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Media {
     pub joined_at: DateTime<Utc>,
     pub muted: bool,
@@ -94,7 +95,7 @@ pub struct Media {
 }
 
 /// A call going on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Call {
     pub id: String,
     pub caller: String,

@@ -417,6 +417,74 @@ describe('cluster [postgres]', { skip: SERVICES_SKIPPED ? PG_SKIP_REASON : false
     });
   });
 
+  it('a call between users of two nodes: the callee rings on the other node, accept, offer and answer relayed, end reaches the callee', async () => {
+    await cluster(async (redis, started) => {
+      const [n0, n1] = (await startNodes(2, redis, started)).nodes;
+      const [alice, bob] = [uid('alice'), uid('bob')];
+      const A = (await connectClient(n0, { user: alice })).socket;
+      const B = (await connectClient(n1, { user: bob })).socket;
+      const id = `call-${Date.now()}-${uid('').slice(-9)}`;
+      const sdp = (type) => ({ type, sdp: `v=0\r\no=- ${Date.now()} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n` });
+
+      const ring = waitFor(B, 'call:ring', (e) => e && e.callId === id);
+      A.emit('call:initiate', { callId: id, targetUserId: bob, callType: 'voice' });
+      const r = await ring;
+      assert.equal(r.callerId, alice, show(r));
+      assert.equal(r.callType, 'voice', show(r));
+
+      // bob accepts on node 1: node 0 knows the call he joined
+      const accepted = waitFor(A, 'call:accept', (e) => e && e.callId === id);
+      const joined = waitFor(A, 'call:participant:joined', (e) => e && e.callId === id);
+      B.emit('call:accept', { callId: id, userId: bob });
+      assert.deepEqual(await accepted, { callId: id, userId: bob });
+      assert.equal((await joined).participant.id, bob);
+
+      const offer = { callId: id, fromUserId: alice, toUserId: bob, sdp: sdp('offer') };
+      const gotOffer = waitFor(B, 'call:offer', (e) => e && e.callId === id);
+      A.emit('call:offer', offer);
+      assert.deepEqual(await gotOffer, offer, 'relayed across nodes exactly as sent');
+      const answer = { callId: id, fromUserId: bob, toUserId: alice, sdp: sdp('answer') };
+      const gotAnswer = waitFor(A, 'call:answer', (e) => e && e.callId === id);
+      B.emit('call:answer', answer);
+      assert.deepEqual(await gotAnswer, answer);
+
+      // alice hangs up on node 0: bob is told, and the call is over on node 1 too
+      const end = { callId: id, endedBy: alice, reason: 'completed', duration: 3 };
+      const gotEnd = waitFor(B, 'call:end', (e) => e && e.callId === id);
+      A.emit('call:end', end);
+      assert.deepEqual(await gotEnd, end);
+      const over = waitFor(B, 'call:error', (e) => e && e.callId === id && e.code === 'NOT_FOUND');
+      B.emit('call:answer', answer);
+      await over;
+    });
+  });
+
+  it('a dm first used by users of two nodes: one claim reaches nobody; the other node\'s counterpart claim binds it, and typing flows both ways', async () => {
+    await cluster(async (redis, started) => {
+      const [n0, n1] = (await startNodes(2, redis, started)).nodes;
+      const [ann, ben] = [uid('ann'), uid('ben')];
+      const auth = { device: { type: 'web', os: 'linux', browser: 'chromium' } };
+      const A = (await connectClient(n0, { user: ann, auth })).socket;
+      const B = (await connectClient(n1, { user: ben, auth })).socket;
+      const dmId = crypto.randomUUID();
+      const typingFrom = (u) => (e) => e && e.roomName === dmId && (e.users || []).some((x) => x.userId === u);
+
+      assertOk(await emitAck(A, 'typing:start', { roomName: dmId, roomType: 'dm', recipientId: ben }), 'first claim (node 0)');
+      A.emit('typing:stop', { roomName: dmId, roomType: 'dm' });
+      await sleep(500);
+      assert.deepEqual(B.received.filter((r) => r.event === 'typing:event' && typingFrom(ann)(r.args[0])), [], 'one claim reaches nobody');
+
+      const toAnn = waitFor(A, 'typing:event', typingFrom(ben));
+      assertOk(await emitAck(B, 'typing:start', { roomName: dmId, roomType: 'dm', recipientId: ann }), 'second claim (node 1)');
+      assert.equal((await toAnn).roomType, 'dm');
+      const toBen = waitFor(B, 'typing:event', typingFrom(ann));
+      A.emit('typing:start', { roomName: dmId, roomType: 'dm', recipientId: ben });
+      await toBen;
+      const members = await http(n1, 'GET', `/api/rooms/${encodeURIComponent(`dm:${dmId}`)}/members`, { apiKey: API_KEY });
+      assert.deepEqual(members.body.members.map((m) => m.userId).sort(), [ann, ben].sort(), show(members.body));
+    });
+  });
+
   it('Redis with SQLite storage is refused at start, saying why and how to fix it', async () => {
     const err = await startServer({ backend: 'sqlite', env: { REALTIME_REDIS_URL: 'redis://127.0.0.1:1/' } }).then(
       (s) => shutdown(s).then(() => null),

@@ -1,4 +1,5 @@
-//! The cluster seams in Redis: what several nodes share (the roster, presence, typing, rate budgets) lives in
+//! The cluster seams in Redis: what several nodes share (the roster, presence, typing, rate budgets, calls,
+//! dm claims) lives in
 //! one Redis, under one key prefix (`REALTIME_REDIS_PREFIX`), so two deployments (or two tests) can share a
 //! server. The key schema is in docs/architecture.md ("Cluster state in Redis").
 //!
@@ -18,6 +19,8 @@
 //! Standalone Redis (with replicas or Sentinel) is supported; the scripts touch keys they compute, which
 //! Redis Cluster does not allow.
 
+mod calls;
+mod dms;
 pub mod nodes;
 mod presence;
 pub mod pubsub;
@@ -37,6 +40,8 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
+pub use calls::RedisCalls;
+pub use dms::RedisDmClaims;
 pub use presence::RedisPresence;
 pub use ratelimit::RedisRateLimiter;
 pub use roster::RedisRoster;
@@ -103,6 +108,16 @@ impl Redis {
     /// Rate budgets (None: unlimited), reconciled by [`RedisRateLimiter::spawn_sync`].
     pub fn rate_limiter(&self, events: Option<Rate>, connects: Option<Rate>) -> RedisRateLimiter {
         RedisRateLimiter::new(self.clone(), events, connects)
+    }
+
+    /// The calls going on.
+    pub fn calls(&self) -> RedisCalls {
+        RedisCalls::new(self.clone())
+    }
+
+    /// Claims on dms used for the first time.
+    pub fn dm_claims(&self) -> RedisDmClaims {
+        RedisDmClaims::new(self.clone())
     }
 
     /// `<prefix>:<rest>`.
