@@ -73,6 +73,10 @@ impl RedisCalls {
     }
 }
 
+fn unreachable_redis() -> CallError {
+    CallError::Invalid("the call could not be changed: the cluster's Redis did not answer; try again".into())
+}
+
 #[async_trait]
 impl CallRegistry for RedisCalls {
     async fn get(&self, account: &str, call_id: &str) -> Option<Call> {
@@ -92,12 +96,21 @@ impl CallRegistry for RedisCalls {
         change: &CallChange<'_>,
     ) -> Result<(Option<Call>, Option<Call>), CallError> {
         let id = member(account, call_id);
-        // Starts from the version this node last saw: another node's write since only costs a retry.
+        // Read fresh, never from this node's cache: a refusal, or a change that leaves the call as it was,
+        // writes nothing, so it must be judged on the call as it is now (a call ended on another node refuses
+        // the signals that came after).
+        let base = match self.calls.fetch(&id).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.redis.failed("calls update", &e);
+                return Err(unreachable_redis());
+            }
+        };
         let r = self
             .calls
             .apply(
                 &id,
-                None,
+                Some(base),
                 |before| {
                     let b = before.map(|e| &e.call);
                     match change(b) {
@@ -117,9 +130,7 @@ impl CallRegistry for RedisCalls {
             Ok(out) => out,
             Err(e) => {
                 self.redis.failed("calls update", &e);
-                Err(CallError::Invalid(
-                    "the call could not be changed: the cluster's Redis did not answer; try again".into(),
-                ))
+                Err(unreachable_redis())
             }
         }
     }
@@ -221,6 +232,14 @@ mod tests {
         assert_eq!(b.next_deadline().await, Some(t(1_000)));
         let (ga, gb) = tokio::join!(a.expired(t(1_000)), b.expired(t(1_000)));
         assert_eq!(ga.len() + gb.len(), 1, "handed out to exactly one node");
+        // A call ended on one node refuses, on another that saw it going on, a change that would leave it as is.
+        a.update("acc", "c2", &|_| Call::new("c2", "ann", "bob", "voice", None, t(0), t(9_000)).map(Some))
+            .await
+            .expect("opened");
+        let keep = |c: Option<&Call>| c.cloned().map(Some).ok_or_else(|| CallError::NoCall("gone".into()));
+        b.update("acc", "c2", &keep).await.expect("seen going on");
+        a.update("acc", "c2", &|_| Ok(None)).await.expect("ended");
+        assert!(matches!(b.update("acc", "c2", &keep).await, Err(CallError::NoCall(_))), "judged on the call as it is");
         assert!(a.get("acc", "c1").await.is_none() && b.calls_of("acc", "bob").await.is_empty());
         assert_eq!(redis.failures().count(), 0, "{:?}", redis.failures().last_error());
     }
