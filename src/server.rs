@@ -106,6 +106,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let mut router = crate::transport::http::router(node.clone())
         .layer(sio_layer)
+        .layer(axum::middleware::from_fn_with_state(
+            crate::transport::http::engine::EngineGate::new(node.clone()),
+            crate::transport::http::engine::admit_sessions,
+        ))
         .layer(axum::middleware::from_fn_with_state(node.clone(), crate::transport::http::polls::end_at_shutdown));
     if let crate::config::Cors::List(origins) = &node.cfg.cors {
         router = router.layer(axum::middleware::from_fn_with_state(

@@ -4,6 +4,7 @@
 mod admin;
 mod broadcast;
 mod client;
+pub mod engine;
 pub mod health;
 pub mod polls;
 pub mod serve;

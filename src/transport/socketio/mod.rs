@@ -37,6 +37,8 @@ pub fn build(cfg: &Config) -> (SocketIoLayer<Adapter>, SocketIo<Adapter>) {
     SocketIo::builder()
         .ping_interval(cfg.ping_interval)
         .ping_timeout(cfg.ping_timeout)
+        // A session that never sends CONNECT is closed (see `http::engine` for how such sessions are counted).
+        .connect_timeout(cfg.connect_timeout)
         .max_payload(cfg.max_payload)
         .ws_max_message_size(cfg.max_payload as usize)
         .ws_max_frame_size(cfg.max_payload as usize)
@@ -239,7 +241,12 @@ async fn handshake(
     });
 
     // Persisted rooms are joined before the client hears anything, so `authenticated.rooms` is complete.
-    node.connections.open(session).await.map_err(|e| refuse(AuthError::Refused(e.message)))
+    node.connections.open(session).await.map_err(|e| refuse(AuthError::Refused(e.message)))?;
+    // Counted with the sockets from now on, no longer among the sessions waiting to join.
+    if let Some(slot) = parts.extensions.get::<crate::transport::http::engine::EngineSlot>() {
+        slot.joined();
+    }
+    Ok(())
 }
 
 /// Runs after the CONNECT packet: greet the client.
