@@ -123,7 +123,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(crate::transport::http::serve::serve(listener, router, stop_rx, Duration::from_secs(10)));
+    let stall =
+        crate::transport::http::serve::WriteStall { timeout: node.cfg.write_timeout, metrics: node.metrics.clone() };
+    let server =
+        tokio::spawn(crate::transport::http::serve::serve(listener, router, stop_rx, Duration::from_secs(10), stall));
 
     tracing::info!(%addr, database = node.store.dialect(), "listening on http://{addr}");
     systemd::ready(&node).await;

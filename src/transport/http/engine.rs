@@ -68,7 +68,7 @@ impl EngineGate {
     }
 
     /// Admits a new session (a slot to attach to its request), or the refusal to answer.
-    fn admit(&self, ip: Option<IpAddr>) -> Result<EngineSlot, Response> {
+    fn admit(&self, ip: Option<IpAddr>) -> Result<EngineSlot, Refusal> {
         let now = Instant::now();
         if let (Some(ip), Some((limiter, rate))) = (ip, &self.per_address) {
             let secs = now.duration_since(self.started).as_secs();
@@ -80,11 +80,11 @@ impl EngineGate {
             }
             if !limiter.allow(&Budget::Connects(ip), now) {
                 let retry = (rate.period.as_secs() / u64::from(rate.capacity.max(1))).max(1);
-                return Err(self.refuse(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    retry,
-                    "too many new connections from this address (REALTIME_RATE_LIMIT); retry later",
-                ));
+                return Err(Refusal {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    retry_after: retry,
+                    why: "too many new connections from this address (REALTIME_RATE_LIMIT); retry later",
+                });
             }
         }
         let taken = self.pending.fetch_add(1, Ordering::SeqCst) + 1;
@@ -93,19 +93,27 @@ impl EngineGate {
             && taken > max
         {
             drop(slot);
-            return Err(self.refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                5,
-                "too many connections waiting to join (REALTIME_MAX_CONNECTIONS); retry shortly",
-            ));
+            return Err(Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                retry_after: 5,
+                why: "too many connections waiting to join (REALTIME_MAX_CONNECTIONS); retry shortly",
+            });
         }
         Ok(slot)
     }
+}
 
-    fn refuse(&self, status: StatusCode, retry_after: u64, why: &'static str) -> Response {
-        self.node.metrics.connections_rejected.inc();
-        let mut res = (status, why).into_response();
-        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+/// Why a new session was refused: the answer's status, `Retry-After` (s) and body.
+struct Refusal {
+    status: StatusCode,
+    retry_after: u64,
+    why: &'static str,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, self.why).into_response();
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after));
         res
     }
 }
@@ -150,8 +158,9 @@ pub async fn admit_sessions(State(gate): State<Arc<EngineGate>>, mut req: Reques
             next.run(req).await
         }
         Err(refusal) => {
-            tracing::debug!(ip = ?ip, "new Engine.IO session refused");
-            refusal
+            gate.node.metrics.connections_rejected.inc();
+            tracing::debug!(ip = ?ip, why = refusal.why, "new Engine.IO session refused");
+            refusal.into_response()
         }
     }
 }

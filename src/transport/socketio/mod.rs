@@ -44,8 +44,9 @@ pub fn build(cfg: &Config) -> (SocketIoLayer<Adapter>, SocketIo<Adapter>) {
         .ws_max_frame_size(cfg.max_payload as usize)
         // Frames are small chat events; the buffer grows for a big one. 1 KiB instead of 4 KiB per socket.
         .ws_read_buffer_size(1024)
-        // Room fan-out bursts must not overflow a socket's queue (a full queue drops packets).
-        .max_buffer_size(4096)
+        // Room fan-out bursts must not overflow a socket's queue (a full queue drops packets); a socket whose
+        // client stopped reading is closed by REALTIME_WRITE_TIMEOUT (`http::serve`).
+        .max_buffer_size(cfg.max_buffer)
         .build_layer()
 }
 
