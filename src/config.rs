@@ -62,6 +62,17 @@ pub const VARS: &[Var] = &[
     v("REALTIME_ALLOW_ANONYMOUS", "false", "admit sockets without a token (read-only, public rooms)"),
     v("REALTIME_TOKEN_GRACE", "60000", "ms a session may outlive its token's exp before it is ended"),
     secret("REALTIME_API_KEY", "key for /api/* (X-API-Key or Authorization: Bearer)"),
+    v("REALTIME_ADMIN_UI", "false", "serve the Socket.IO Admin UI protocol on the /admin namespace"),
+    v("REALTIME_ADMIN_USER", "admin", "user name for the Admin UI and /dashboard"),
+    secret(
+        "REALTIME_ADMIN_PASSWORD",
+        "password for the Admin UI and /dashboard (unset: REALTIME_API_KEY); neither is ever open without one",
+    ),
+    v(
+        "REALTIME_ADMIN_UI_ORIGINS",
+        "https://admin.socket.io",
+        "origins allowed to open the Admin UI (comma list; sent with credentials, so never *)",
+    ),
     v("REALTIME_PING_INTERVAL", "25000", "Engine.IO ping interval, ms"),
     v("REALTIME_PING_TIMEOUT", "20000", "Engine.IO ping timeout, ms"),
     v("REALTIME_MAX_CONNECTIONS", "10000", "maximum concurrent sockets; 0 = unlimited"),
@@ -185,6 +196,10 @@ pub struct Config {
     pub allow_anonymous: bool,
     pub token_grace: Duration,
     pub api_key: Option<String>,
+    pub admin_ui: bool,
+    pub admin_user: String,
+    pub admin_password: Option<String>,
+    pub admin_ui_origins: Vec<String>,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub max_connections: usize,
@@ -418,6 +433,15 @@ impl Config {
             allow_anonymous,
             token_grace: r.millis("REALTIME_TOKEN_GRACE"),
             api_key: r.set("REALTIME_API_KEY"),
+            admin_ui: r.bool("REALTIME_ADMIN_UI"),
+            admin_user: r.string("REALTIME_ADMIN_USER"),
+            admin_password: r.set("REALTIME_ADMIN_PASSWORD"),
+            admin_ui_origins: r
+                .string("REALTIME_ADMIN_UI_ORIGINS")
+                .split(',')
+                .map(|s| s.trim().trim_end_matches('/').to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
             ping_interval: r.millis("REALTIME_PING_INTERVAL"),
             ping_timeout: r.millis("REALTIME_PING_TIMEOUT"),
             max_connections: r.parse("REALTIME_MAX_CONNECTIONS", "a whole number"),
@@ -494,6 +518,18 @@ impl Config {
         if cfg.ping_interval.is_zero() || cfg.ping_timeout.is_zero() {
             r.errors.push("REALTIME_PING_INTERVAL and REALTIME_PING_TIMEOUT must be above 0".into());
         }
+        if cfg.admin_ui && cfg.admin_secret().is_none() {
+            r.errors.push(
+                "REALTIME_ADMIN_UI=true needs a password: set REALTIME_ADMIN_PASSWORD (or REALTIME_API_KEY)".into(),
+            );
+        }
+        if cfg.admin_ui_origins.iter().any(|o| o == "*") {
+            r.errors.push(
+                "REALTIME_ADMIN_UI_ORIGINS cannot be *: the Admin UI connects with credentials; list its origins \
+                 (e.g. https://admin.socket.io)"
+                    .into(),
+            );
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log_level) {
             r.errors.push(format!("LOG_LEVEL={:?} is not a level or filter: {e}", cfg.log_level));
         }
@@ -516,6 +552,11 @@ impl Config {
         } else {
             None
         }
+    }
+
+    /// The password of the Admin UI and `/dashboard`: `REALTIME_ADMIN_PASSWORD`, else the API key.
+    pub fn admin_secret(&self) -> Option<&str> {
+        self.admin_password.as_deref().or(self.api_key.as_deref())
     }
 
     pub fn pid_file(&self) -> PathBuf {
@@ -614,6 +655,19 @@ mod tests {
         let msg = c.auth_problem().unwrap();
         assert!(msg.contains("REALTIME_JWT_SECRET") && msg.contains("REALTIME_ALLOW_DEV_TOKENS=true"));
         assert!(cfg(&[("REALTIME_JWT_SECRET", "s")]).unwrap().auth_problem().is_none());
+    }
+
+    #[test]
+    fn admin_ui_needs_a_password_and_named_origins() {
+        let err = cfg(&[("REALTIME_ADMIN_UI", "true")]).unwrap_err().to_string();
+        assert!(err.contains("REALTIME_ADMIN_PASSWORD"), "{err}");
+        let c = cfg(&[("REALTIME_ADMIN_UI", "true"), ("REALTIME_API_KEY", "k")]).unwrap();
+        assert_eq!((c.admin_user.as_str(), c.admin_secret()), ("admin", Some("k")));
+        assert_eq!(c.admin_ui_origins, vec!["https://admin.socket.io".to_string()]);
+        let c = cfg(&[("REALTIME_ADMIN_PASSWORD", "p"), ("REALTIME_API_KEY", "k")]).unwrap();
+        assert_eq!(c.admin_secret(), Some("p"));
+        let err = cfg(&[("REALTIME_ADMIN_UI_ORIGINS", "*")]).unwrap_err().to_string();
+        assert!(err.contains("REALTIME_ADMIN_UI_ORIGINS"), "{err}");
     }
 
     #[test]

@@ -79,6 +79,46 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The latency histogram's cumulative bucket counts `(upper bound in ms, count)`, `+Inf` last.
+    pub fn latency_buckets(&self) -> Vec<(f64, u64)> {
+        let mut out = String::new();
+        let mut one = Registry::default();
+        one.register("l", "", self.latency_ms.clone());
+        encode(&mut out, &one).expect("writing to a String cannot fail");
+        out.lines()
+            .filter_map(|l| l.strip_prefix("l_bucket{le=\""))
+            .filter_map(|l| {
+                let (le, rest) = l.split_once("\"}")?;
+                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                Some((le, rest.trim().parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+/// The `q` quantile (0..1) of the observations between two readings of [`Metrics::latency_buckets`], as the
+/// upper bound of the bucket it falls in (the last finite bound when it is in `+Inf`); None without any.
+pub fn quantile(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option<f64> {
+    let count = |b: &[(f64, u64)], i: usize| b.get(i).map_or(0, |x| x.1);
+    let total =
+        count(after, after.len().saturating_sub(1)).saturating_sub(count(before, after.len().saturating_sub(1)));
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).ceil().max(1.0) as u64;
+    let mut last_finite = 0.0;
+    for (i, (le, n)) in after.iter().enumerate() {
+        if le.is_finite() {
+            last_finite = *le;
+        }
+        if n.saturating_sub(count(before, i)) >= rank {
+            return Some(if le.is_finite() { *le } else { last_finite });
+        }
+    }
+    Some(last_finite)
+}
+
 /// Resident set size of this process (Linux `/proc/self/statm`).
 pub fn resident_memory_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -89,6 +129,44 @@ pub fn resident_memory_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// templates/grafana-dashboard.json queries only metrics that exist.
+    #[test]
+    fn the_grafana_dashboard_uses_real_metric_names() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/templates/grafana-dashboard.json"))
+            .expect("templates/grafana-dashboard.json");
+        let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+        let m = Metrics::new();
+        m.latency_ms.observe(1.0);
+        let exposed = m.render();
+        let mut used = 0;
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("realtime_") || word.starts_with("process_") {
+                used += 1;
+                assert!(exposed.contains(&format!("\n{word}")), "the dashboard queries {word}, which /metrics lacks");
+            }
+        }
+        assert!(used >= 10, "the dashboard queries too few metrics ({used})");
+        assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 8));
+    }
+
+    #[test]
+    fn quantiles_between_two_readings() {
+        let m = Metrics::new();
+        m.latency_ms.observe(100.0);
+        let before = m.latency_buckets();
+        assert_eq!(quantile(&before, &m.latency_buckets(), 0.5), None);
+        for _ in 0..98 {
+            m.latency_ms.observe(0.2);
+        }
+        m.latency_ms.observe(3.0);
+        m.latency_ms.observe(9000.0);
+        let after = m.latency_buckets();
+        assert_eq!(after.last().map(|b| b.1), Some(101));
+        assert_eq!(quantile(&before, &after, 0.5), Some(0.25));
+        assert_eq!(quantile(&before, &after, 0.99), Some(4.0));
+        assert_eq!(quantile(&before, &after, 1.0), Some(2048.0));
+    }
 
     #[test]
     fn exposition_has_the_contract_names() {

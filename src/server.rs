@@ -39,6 +39,7 @@ use crate::store::rooms::NewRoom;
 use crate::store::writer::MessageWriter;
 use crate::systemd;
 use crate::transport::socketio::Edge;
+use crate::transport::socketio::admin::AdminUi;
 use crate::transport::socketio::fanout::SocketIoFanout;
 
 /// Rooms every installation starts with.
@@ -85,7 +86,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (sio_layer, io) = crate::transport::socketio::build(&cfg);
     // Sockets counted per wire dialect: the fan-out renders for the dialects present only.
     let census: Arc<dyn Census> = Arc::new(MemoryCensus::default());
-    let node = assemble(cfg, store, Arc::new(SocketIoFanout::new(io.clone(), census.clone())))?;
+    // The Socket.IO Admin UI's namespace, when it is on (off: no hook runs anywhere).
+    let admin = cfg.admin_ui.then(|| AdminUi::new(io.clone()));
+    let node = assemble(cfg, store, Arc::new(SocketIoFanout::new(io.clone(), census.clone(), admin.clone())))?;
     node.verifier.load_keys().await;
     if node.redis.is_some() {
         tracing::warn!(
@@ -102,7 +105,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
     start(&node);
-    let edge = Edge::register(io, node.clone(), census);
+    let edge = Edge::register(io, node.clone(), census, admin);
 
     let mut router = crate::transport::http::router(node.clone())
         .layer(sio_layer)
@@ -111,13 +114,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             crate::transport::http::engine::admit_sessions,
         ))
         .layer(axum::middleware::from_fn_with_state(node.clone(), crate::transport::http::polls::end_at_shutdown));
+    // The Admin UI's origins are allowed besides a list of origins while it is on.
+    let admin_origins = if node.cfg.admin_ui { node.cfg.admin_ui_origins.clone() } else { Vec::new() };
     if let crate::config::Cors::List(origins) = &node.cfg.cors {
         router = router.layer(axum::middleware::from_fn_with_state(
-            Arc::new(origins.clone()),
+            Arc::new(origins.iter().chain(&admin_origins).cloned().collect::<Vec<_>>()),
             crate::transport::http::refuse_foreign_origin,
         ));
     }
     let mut router = router.layer(crate::transport::http::cors(&node.cfg));
+    if node.cfg.cors == crate::config::Cors::Any && !admin_origins.is_empty() {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(admin_origins),
+            crate::transport::http::admin_ui_credentials,
+        ));
+    }
     if node.cfg.enable_compression {
         router = router.layer(tower_http::compression::CompressionLayer::new());
     }

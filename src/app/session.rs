@@ -180,9 +180,39 @@ impl Audit {
         }));
     }
 
+    /// An operator's action (the Admin UI's emit, join, leave, disconnect): written whenever the audit log is
+    /// on (`REALTIME_LOG_EVENTS`), whatever `REALTIME_LOG_EVENT_TYPES` lists.
+    pub fn record_operator(&self, action: &OperatorAction<'_>) {
+        if !self.enabled {
+            return;
+        }
+        self.ledger.record(Record::Event(EventRow {
+            id: None,
+            account: action.account.to_string(),
+            event_type: action.event_type.to_string(),
+            user_id: Some(format!("admin:{}", action.operator)),
+            socket_id: action.socket_id.map(str::to_string),
+            room_name: action.room.map(str::to_string),
+            payload: action.payload.as_ref().map(Value::to_string),
+            ip: action.ip.clone(),
+            created_at: now_ms(),
+        }));
+    }
+
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
+}
+
+/// What an operator did, for the audit log.
+pub struct OperatorAction<'a> {
+    pub account: &'a str,
+    pub event_type: &'a str,
+    pub operator: &'a str,
+    pub socket_id: Option<&'a str>,
+    pub room: Option<&'a str>,
+    pub payload: Option<Value>,
+    pub ip: Option<String>,
 }
 
 /// The sessions of this node, by socket id.

@@ -110,6 +110,8 @@ for (const backend of backends()) {
       const T = (await stack(server, tom)).socket;
       S1.emit('channel:join', { channelId });
       assertOk(await emitAck(S2, 'channel:join', { channelId }), 'join');
+      // S1's join has no ack: tom joins only once it is answered, or S1 could join after him and rightly miss it
+      await seen(S1, 'channel:joined', (e) => e.channelId === channelId);
       T.emit('channel:join', { channelId });
       await seen(T, 'channel:joined');
       await seen(S1, 'channel:member:join', (e) => e.userId === tom);

@@ -4,6 +4,7 @@
 mod admin;
 mod broadcast;
 mod client;
+mod dashboard;
 pub mod engine;
 pub mod health;
 pub mod polls;
@@ -29,6 +30,8 @@ pub(crate) type App = std::sync::Arc<Node>;
 pub const ROUTES: &[&str] = &[
     "GET /health",
     "GET /metrics",
+    "GET /dashboard",
+    "GET /dashboard/stream",
     "POST /api/broadcast",
     "POST /api/broadcast/batch",
     "GET /api/stats",
@@ -62,8 +65,13 @@ pub const ROUTES: &[&str] = &[
 pub fn cors(cfg: &crate::config::Config) -> CorsLayer {
     match &cfg.cors {
         Cors::Any => CorsLayer::new().allow_origin(AllowOrigin::any()),
+        // The Admin UI's origins are allowed too when it is on (it sends credentials: never `*`).
         Cors::List(list) => CorsLayer::new()
-            .allow_origin(AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
+            .allow_origin(AllowOrigin::list(
+                list.iter()
+                    .chain(cfg.admin_ui.then_some(&cfg.admin_ui_origins).into_iter().flatten())
+                    .filter_map(|o| HeaderValue::from_str(o).ok()),
+            ))
             .allow_credentials(true),
     }
     .allow_methods(tower_http::cors::AllowMethods::mirror_request())
@@ -92,6 +100,29 @@ pub async fn refuse_foreign_origin(
     next.run(req).await
 }
 
+/// With `REALTIME_CORS_ORIGIN=*` (no credentials for anyone), the Admin UI's origins still get theirs: the UI
+/// connects with `withCredentials`, which a browser refuses against `*`. Answers to those origins name the
+/// origin and allow credentials; every other origin keeps the plain `*`.
+pub async fn admin_ui_credentials(
+    State(admin_origins): State<std::sync::Arc<Vec<String>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let origin = req
+        .headers()
+        .get(axum::http::header::ORIGIN)
+        .filter(|o| admin_origins.iter().any(|a| a.as_bytes() == o.as_bytes()))
+        .cloned();
+    let mut res = next.run(req).await;
+    if let Some(origin) = origin {
+        let h = res.headers_mut();
+        h.insert(axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(axum::http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        h.append(axum::http::header::VARY, HeaderValue::from_static("origin"));
+    }
+    res
+}
+
 pub fn router(app: App) -> Router {
     let cfg = &app.cfg;
     let api = Router::new()
@@ -105,6 +136,7 @@ pub fn router(app: App) -> Router {
         .route(&cfg.metrics_path, get(metrics))
         .nest("/api", api)
         .merge(client::routes())
+        .merge(dashboard::routes())
         .layer(axum::middleware::from_fn(refuse_nul_in_uri))
         .with_state(app.clone())
 }
@@ -251,7 +283,7 @@ fn account_of(parts: &Parts) -> String {
 
 /// Compares in time that depends only on the expected key's length, not on where the first difference is or
 /// on the presented key's length.
-fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
     let mut diff = presented.len() ^ expected.len();
     for (i, e) in expected.iter().enumerate() {
         let p = presented.get(i).copied().unwrap_or(!*e);

@@ -11,6 +11,7 @@ use socketioxide::handler::FromConnectParts;
 use socketioxide::socket::Socket;
 
 use super::Adapter;
+use super::admin::AdminUi;
 use crate::app::events::Event;
 use crate::app::session::{Session, SocketLink};
 use crate::cluster::Census;
@@ -68,11 +69,13 @@ pub struct Link {
     socket: Weak<Socket<Adapter>>,
     account: String,
     dialect: Dialect,
+    /// The Admin UI, when it is on: told of this socket's rooms and emits.
+    admin: Option<Arc<AdminUi>>,
 }
 
 impl Link {
-    pub fn new(socket: &WeakSocket, account: &str, dialect: Dialect) -> Link {
-        Link { socket: socket.0.clone(), account: account.to_string(), dialect }
+    pub fn new(socket: &WeakSocket, account: &str, dialect: Dialect, admin: Option<Arc<AdminUi>>) -> Link {
+        Link { socket: socket.0.clone(), account: account.to_string(), dialect, admin }
     }
 
     fn socket(&self) -> Option<SocketRef<Adapter>> {
@@ -83,13 +86,21 @@ impl Link {
 impl SocketLink for Link {
     fn join(&self, room: &str) {
         if let Some(s) = self.socket() {
-            s.join(self.dialect.room_key(&self.account, room));
+            let key = self.dialect.room_key(&self.account, room);
+            if let Some(admin) = &self.admin {
+                admin.room_joined(&s.id.to_string(), &key);
+            }
+            s.join(key);
         }
     }
 
     fn leave(&self, room: &str) {
         if let Some(s) = self.socket() {
-            s.leave(self.dialect.room_key(&self.account, room));
+            let key = self.dialect.room_key(&self.account, room);
+            if let Some(admin) = &self.admin {
+                admin.room_left(&s.id.to_string(), &key);
+            }
+            s.leave(key);
         }
     }
 
@@ -108,9 +119,11 @@ impl SocketLink for Link {
 
 impl Outbox for Link {
     fn emit(&self, event: &str, data: &Value) {
-        if let Some(s) = self.socket()
-            && let Err(e) = s.emit(event, data)
-        {
+        let Some(s) = self.socket() else { return };
+        if let Some(admin) = &self.admin {
+            admin.event_sent(&s.id.to_string(), event, data);
+        }
+        if let Err(e) = s.emit(event, data) {
             tracing::debug!(sid = %s.id, event, error = %e, "emit to socket failed");
         }
     }

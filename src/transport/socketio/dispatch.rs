@@ -14,6 +14,7 @@ use socketioxide::handler::message::{FromMessage, FromMessageParts, MessageHandl
 use socketioxide::socket::Socket;
 
 use super::Adapter;
+use super::admin::AdminUi;
 use super::conn::{Conn, Job};
 use crate::cluster::Budget;
 use crate::error::{AppError, AppResult, ErrorCode, ack_err, ack_ok};
@@ -26,6 +27,8 @@ const MAX_QUEUED: usize = 1024;
 #[derive(Clone)]
 pub struct Dispatcher {
     pub node: Arc<Node>,
+    /// The Admin UI, when it is on (None: no work per event).
+    pub admin: Option<Arc<AdminUi>>,
 }
 
 pub struct ViaDispatcher;
@@ -50,6 +53,9 @@ impl MessageHandler<Adapter, ViaDispatcher> for Dispatcher {
         };
         let Some(conn) = s.extensions.get::<Arc<Conn>>() else { return };
         let job = Job { event, data, ack, has_ack };
+        if let Some(admin) = &self.admin {
+            admin.event_received(&conn.session.sid, &job.event, job.data.as_ref());
+        }
 
         // Rate limit before queueing, so a flood never grows the queue. Call signalling has a budget of its own
         // (ICE candidates come in bursts).

@@ -13,6 +13,7 @@ use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
 
 use super::Adapter;
+use super::admin::AdminUi;
 use super::conn::Conn;
 use crate::app::events::Event;
 use crate::cluster::{Audience, Census, Fanout, Target};
@@ -22,11 +23,13 @@ use crate::wire::{self, Dialect, Packet};
 pub struct SocketIoFanout {
     io: SocketIo<Adapter>,
     census: Arc<dyn Census>,
+    /// The Admin UI, when it is on: told of broadcasts and of room operations.
+    admin: Option<Arc<AdminUi>>,
 }
 
 impl SocketIoFanout {
-    pub fn new(io: SocketIo<Adapter>, census: Arc<dyn Census>) -> SocketIoFanout {
-        SocketIoFanout { io, census }
+    pub fn new(io: SocketIo<Adapter>, census: Arc<dyn Census>, admin: Option<Arc<AdminUi>>) -> SocketIoFanout {
+        SocketIoFanout { io, census, admin }
     }
 
     /// The dialects with sockets connected.
@@ -53,7 +56,10 @@ impl SocketIoFanout {
         Some(if except.is_empty() { ops } else { ops.except(except) })
     }
 
-    async fn send(ops: BroadcastOperators<Adapter>, packets: Vec<Packet<'_>>) {
+    async fn send(&self, ops: BroadcastOperators<Adapter>, packets: Vec<Packet<'_>>) {
+        if let Some(admin) = &self.admin {
+            admin.broadcast_sent();
+        }
         let last = packets.len().saturating_sub(1);
         let mut ops = Some(ops);
         for (i, (name, payload)) in packets.into_iter().enumerate() {
@@ -97,7 +103,7 @@ impl Fanout<Event> for SocketIoFanout {
                 let own_rooms = socket.rooms();
                 let has = |keys: &[String]| own_rooms.iter().any(|r| keys.iter().any(|k| k == r.as_ref()));
                 let in_audience = has(&rooms) && !has(&except);
-                Self::send(socket.to(rooms).except(except), packets).await;
+                self.send(socket.to(rooms).except(except), packets).await;
                 if in_audience {
                     for (name, payload) in own {
                         let _ = socket.emit(name.as_ref(), &payload);
@@ -106,7 +112,7 @@ impl Fanout<Event> for SocketIoFanout {
                 continue;
             }
             if let Some(ops) = self.operators(d, &to) {
-                Self::send(ops, packets).await;
+                self.send(ops, packets).await;
             }
         }
     }
@@ -114,8 +120,13 @@ impl Fanout<Event> for SocketIoFanout {
     async fn join(&self, account: &str, who: Target, room: &str) {
         let Some(ns) = self.io.of("/") else { return };
         for d in self.present() {
-            if let Err(e) = ns.clone().to(key(d, account, &who)).join(d.room_key(account, room)).await {
+            let (who, room) = (key(d, account, &who), d.room_key(account, room));
+            let watched = self.admin.as_ref().map(|a| (a, a.sockets_in(&who)));
+            if let Err(e) = ns.clone().to(who).join(room.clone()).await {
                 tracing::warn!(room, error = %e, "cannot put sockets into a room");
+            }
+            for (admin, sid) in watched.iter().flat_map(|(a, sids)| sids.iter().map(move |s| (a, s))) {
+                admin.room_joined(sid, &room);
             }
         }
     }
@@ -123,8 +134,13 @@ impl Fanout<Event> for SocketIoFanout {
     async fn leave(&self, account: &str, who: Target, room: &str) {
         let Some(ns) = self.io.of("/") else { return };
         for d in self.present() {
-            if let Err(e) = ns.clone().to(key(d, account, &who)).leave(d.room_key(account, room)).await {
+            let (who, room) = (key(d, account, &who), d.room_key(account, room));
+            let watched = self.admin.as_ref().map(|a| (a, a.sockets_in(&who)));
+            if let Err(e) = ns.clone().to(who).leave(room.clone()).await {
                 tracing::warn!(room, error = %e, "cannot take sockets out of a room");
+            }
+            for (admin, sid) in watched.iter().flat_map(|(a, sids)| sids.iter().map(move |s| (a, s))) {
+                admin.room_left(sid, &room);
             }
         }
     }
@@ -234,7 +250,7 @@ mod tests {
         // The test's sockets join the contract dialect's room keys.
         let census = Arc::new(crate::cluster::memory::MemoryCensus::default());
         crate::cluster::Census::arrived(census.as_ref(), crate::wire::Dialect::Contract.index());
-        let h = OneNode { fanout: Arc::new(SocketIoFanout::new(io.clone(), census)), io };
+        let h = OneNode { fanout: Arc::new(SocketIoFanout::new(io.clone(), census, None)), io };
         suite::fanout(&h, |name| Event::Custom { name: name.to_string(), payload: Value::Null }).await;
     }
 }

@@ -1,6 +1,7 @@
 //! The Socket.IO edge: the handshake, a socket's connection and disconnection, and the dispatch of its
 //! events to the wire dialect. Everything that knows about sockets lives here and in `http/`.
 
+pub mod admin;
 pub mod conn;
 pub mod dispatch;
 pub mod fanout;
@@ -25,6 +26,7 @@ use crate::config::Config;
 use crate::domain::names::normalize_account;
 use crate::node::Node;
 use crate::store::now_ms;
+use admin::AdminUi;
 use conn::{Conn, Counted, Link, WeakSocket};
 use dispatch::Dispatcher;
 
@@ -55,23 +57,33 @@ pub struct Edge {
     io: SocketIo<Adapter>,
     node: Arc<Node>,
     reaper: Worker,
+    admin: Option<Arc<AdminUi>>,
 }
 
 impl Edge {
     /// Registers the namespace: the handshake middleware admits or refuses, then the connect handler greets.
-    /// `census` counts the sockets of each wire dialect (the fan-out reads it).
-    pub fn register(io: SocketIo<Adapter>, node: Arc<Node>, census: Arc<dyn Census>) -> Arc<Edge> {
-        let (for_connect, for_handshake) = (node.clone(), node.clone());
+    /// `census` counts the sockets of each wire dialect (the fan-out reads it). With `admin` (the Admin UI is
+    /// on) the `/admin` namespace is registered too, and the sockets of `/` report to it.
+    pub fn register(
+        io: SocketIo<Adapter>,
+        node: Arc<Node>,
+        census: Arc<dyn Census>,
+        admin: Option<Arc<AdminUi>>,
+    ) -> Arc<Edge> {
+        let (for_connect, for_handshake) = ((node.clone(), admin.clone()), (node.clone(), admin.clone()));
         let on_connect = move |s: SocketRef<Adapter>| {
-            let node = for_connect.clone();
-            async move { greet(s, node).await }
+            let (node, admin) = for_connect.clone();
+            async move { greet(s, node, admin).await }
         };
         let handshake = move |s: SocketRef<Adapter>, weak: WeakSocket, TryData(auth): TryData<Value>| {
-            let (node, census) = (for_handshake.clone(), census.clone());
-            async move { handshake(s, weak, auth.unwrap_or(Value::Null), node, census).await }
+            let (node, census, admin) = (for_handshake.0.clone(), census.clone(), for_handshake.1.clone());
+            async move { handshake(s, weak, auth.unwrap_or(Value::Null), node, census, admin).await }
         };
         io.ns("/", on_connect.with(handshake));
-        let edge = Arc::new(Edge { io, node, reaper: Worker::default() });
+        if let Some(admin) = &admin {
+            admin.register(node.clone());
+        }
+        let edge = Arc::new(Edge { io, node, reaper: Worker::default(), admin });
         edge.start();
         edge
     }
@@ -102,6 +114,9 @@ impl Edge {
     /// the same words, not socket.io's "Invalid namespace".
     pub async fn close(&self) {
         self.reaper.stop().await;
+        if let Some(admin) = &self.admin {
+            admin.stop().await;
+        }
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
         while self.node.handshakes.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -139,6 +154,7 @@ async fn handshake(
     auth: Value,
     node: Arc<Node>,
     census: Arc<dyn Census>,
+    admin: Option<Arc<AdminUi>>,
 ) -> Result<(), AuthError> {
     let refuse = |e: AuthError| {
         node.metrics.connections_rejected.inc();
@@ -223,7 +239,7 @@ async fn handshake(
         device: device.unwrap_or_default(),
         user_agent: header("user-agent").map(|ua| ua.chars().take(256).collect()),
     };
-    let link = Arc::new(Link::new(&weak, &account, dialect));
+    let link = Arc::new(Link::new(&weak, &account, dialect, admin.clone()));
     let session = Arc::new(Session::new(s.id.to_string(), account, identity, origin, link.clone()));
     let conn = Arc::new(Conn {
         session: session.clone(),
@@ -234,11 +250,17 @@ async fn handshake(
         counted: Counted::new(census, dialect),
     });
     s.extensions.insert(conn);
-    s.on_fallback(Dispatcher { node: node.clone() });
+    s.on_fallback(Dispatcher { node: node.clone(), admin: admin.clone() });
     let for_disconnect = node.clone();
     s.on_disconnect(move |s: SocketRef<Adapter>, reason: DisconnectReason| {
-        let node = for_disconnect.clone();
-        async move { node.connections.close(&s.id.to_string(), &format!("{reason:?}")).await }
+        let (node, admin) = (for_disconnect.clone(), admin.clone());
+        async move {
+            let sid = s.id.to_string();
+            if let Some(admin) = admin {
+                admin.socket_disconnected(&sid, &reason);
+            }
+            node.connections.close(&sid, &format!("{reason:?}")).await
+        }
     });
 
     // Persisted rooms are joined before the client hears anything, so `authenticated.rooms` is complete.
@@ -251,10 +273,13 @@ async fn handshake(
 }
 
 /// Runs after the CONNECT packet: greet the client.
-async fn greet(s: SocketRef<Adapter>, node: Arc<Node>) {
+async fn greet(s: SocketRef<Adapter>, node: Arc<Node>, admin: Option<Arc<AdminUi>>) {
     let Some(conn) = s.extensions.get::<Arc<Conn>>() else { return };
     let session = &conn.session;
     node.connections.opened(session).await;
+    if let Some(admin) = admin {
+        admin.socket_connected(&s);
+    }
     let _ = s.emit("connected", &crate::wire::contract::connected(&session.sid));
     if let Some(user) = session.user() {
         let rooms = node.roster.rooms_of(&session.sid).await.unwrap_or_default().rooms;
