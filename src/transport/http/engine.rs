@@ -136,6 +136,13 @@ impl EngineSlot {
     }
 }
 
+/// The session of this request (a handshake's) has a socket admitted: it leaves the sessions waiting to join.
+pub fn joined(parts: &axum::http::request::Parts) {
+    if let Some(slot) = parts.extensions.get::<EngineSlot>() {
+        slot.joined();
+    }
+}
+
 impl Drop for SlotInner {
     fn drop(&mut self) {
         if !*self.joined.get_mut() {

@@ -266,9 +266,7 @@ async fn handshake(
     // Persisted rooms are joined before the client hears anything, so `authenticated.rooms` is complete.
     node.connections.open(session).await.map_err(|e| refuse(AuthError::Refused(e.message)))?;
     // Counted with the sockets from now on, no longer among the sessions waiting to join.
-    if let Some(slot) = parts.extensions.get::<crate::transport::http::engine::EngineSlot>() {
-        slot.joined();
-    }
+    crate::transport::http::engine::joined(parts);
     Ok(())
 }
 
