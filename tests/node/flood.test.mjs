@@ -80,9 +80,13 @@ for (const backend of backends()) {
         phase = 'flood';
         flooder.child.stdin.write('go\n');
         // the flooder started its clock when it joined; it sends for PHASE_MS from then
-        acks = await flooder.result;
+        acks = await Promise.race([
+          flooder.result,
+          sleep(60_000).then(() => { throw new Error('the flooder did not get its acks within 60 s'); }),
+        ]);
       } finally {
         clearInterval(talk);
+        flooder.child.kill();
       }
       const flooded = acks.sent;
       const floodSeconds = PHASE_MS / 1000;

@@ -20,6 +20,7 @@ socket.on('authenticated', () => {
 function flood() {
     const counts = { sent: 0, ok: 0, limited: 0, other: 0 };
     const started = Date.now();
+    let stopped = false;
     const done = () => counts.ok + counts.limited + counts.other === counts.sent;
     const timer = setInterval(() => {
       const elapsed = Date.now() - started;
@@ -30,10 +31,11 @@ function flood() {
           if (ack?.success) counts.ok++;
           else if (ack?.error?.code === 'RATE_LIMITED') counts.limited++;
           else counts.other++;
-          if (elapsed >= Number(ms) && done()) finish();
+          if (stopped && done()) finish();
         });
       }
       if (elapsed >= Number(ms)) {
+        stopped = true;
         clearInterval(timer);
         if (done()) finish();
       }
