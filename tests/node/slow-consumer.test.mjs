@@ -109,9 +109,9 @@ for (const backend of backends()) {
         `${baseline.length + latencies.length} deliveries to ${MEMBERS} members; before it stopped: p50 ${percentile(baseline, 50)} ms, ` +
         `p99 ${percentile(baseline, 99)} ms; after: p50 ${p50} ms, p99 ${p99} ms, max ${latencies[latencies.length - 1]} ms`);
       assert.ok(closedAfter >= WRITE_TIMEOUT, `closed only after the write timeout (${closedAfter} ms)`);
-      // Loose on purpose (a debug build on 2 shared cores, its 22 clients in one node process): it fails when the
-      // stalled member holds the room up, which adds seconds.
-      assert.ok(p99 < Math.max(1500, 2 * percentile(baseline, 99)), `the other members' p99 stays low: ${p99} ms (p50 ${p50} ms; before: p99 ${percentile(baseline, 99)} ms)`);
+      // Loose on purpose (a debug build on 2 shared cores, its 22 clients in one node process, other test files
+      // beside it): it fails when the stalled member holds the room up, which lasts the ~17 s of the stall.
+      assert.ok(p99 < 5000, `the other members' p99 stays low: ${p99} ms (p50 ${p50} ms; before: p99 ${percentile(baseline, 99)} ms)`);
       assert.ok(members.every((s) => s.connected), 'every other member is still connected');
       assert.ok(server.output.includes('slow consumer'), 'the close is logged with its reason');
       assert.ok((await metric(server, 'realtime_slow_consumers_total')) >= 1, 'and counted in /metrics');
