@@ -38,7 +38,18 @@ pub const VARS: &[Var] = &[
         "127.0.0.1,::1",
         "reverse proxies (IPs or CIDR blocks, comma separated; none = no proxy) whose X-Forwarded-For is believed",
     ),
-    v("REALTIME_REDIS_URL", "", "Redis URL; when set, /health reports Redis and the server checks it"),
+    v(
+        "REALTIME_REDIS_URL",
+        "",
+        "Redis URL (redis://[:password@]host:port/db); when set, nodes share fan-out, presence and typing \
+         through it (requires PostgreSQL)",
+    ),
+    v("REALTIME_REDIS_HOST", "", "Redis host, used when REALTIME_REDIS_URL is unset"),
+    v("REALTIME_REDIS_PORT", "6379", "Redis port (with REALTIME_REDIS_HOST)"),
+    v("REALTIME_REDIS_DB", "0", "Redis database number (with REALTIME_REDIS_HOST)"),
+    secret("REALTIME_REDIS_PASSWORD", "Redis password (with REALTIME_REDIS_HOST)"),
+    v("REALTIME_REDIS_PREFIX", "nself-realtime", "prefix of every Redis key and channel (one per deployment)"),
+    v("REALTIME_NODE_TIMEOUT", "10000", "ms without a heartbeat after which the other nodes take a node for dead"),
     secret("REALTIME_JWT_SECRET", "HMAC secret for HS256/HS384/HS512 tokens"),
     secret("REALTIME_JWT_PUBLIC_KEY", "PEM public key (or a path to one) for RS256/ES256 tokens"),
     v(
@@ -184,7 +195,10 @@ pub struct Config {
     pub port: u16,
     pub cors: Cors,
     pub trusted_proxies: crate::domain::proxies::TrustedProxies,
+    /// Redis, from REALTIME_REDIS_URL or REALTIME_REDIS_HOST and its parts: several nodes share it.
     pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    pub node_timeout: Duration,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<String>,
     pub jwt_algorithms: Vec<String>,
@@ -346,11 +360,25 @@ impl Config {
                 r.errors.push(format!("REALTIME_TRUSTED_PROXIES: {e} (use addresses or blocks like 10.0.0.0/8)"));
                 Default::default()
             });
-        let redis_url = r.set("REALTIME_REDIS_URL");
-        if let Some(url) = &redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://"))
-        {
-            r.errors.push(format!("REALTIME_REDIS_URL={url:?} is not a redis:// or rediss:// URL"));
+        let redis_url = match r.set("REALTIME_REDIS_URL") {
+            Some(url) => {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+                    r.errors.push(format!("REALTIME_REDIS_URL={url:?} is not a redis:// or rediss:// URL"));
+                }
+                Some(url)
+            }
+            None => r.set("REALTIME_REDIS_HOST").map(|host| {
+                let port: u16 = r.parse("REALTIME_REDIS_PORT", "a port number");
+                let db: u32 = r.parse("REALTIME_REDIS_DB", "a Redis database number");
+                let password =
+                    r.set("REALTIME_REDIS_PASSWORD").map(|p| format!(":{}@", percent_encode(&p))).unwrap_or_default();
+                let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+                format!("redis://{password}{host}:{port}/{db}")
+            }),
+        };
+        let redis_prefix = r.string("REALTIME_REDIS_PREFIX");
+        if redis_prefix.contains(['#', ' ']) {
+            r.errors.push(format!("REALTIME_REDIS_PREFIX={redis_prefix:?} may not contain '#' or spaces"));
         }
         let jwt_secret = r.set("REALTIME_JWT_SECRET");
         let jwt_public_key = match r.set("REALTIME_JWT_PUBLIC_KEY") {
@@ -422,6 +450,8 @@ impl Config {
             cors,
             trusted_proxies,
             redis_url,
+            redis_prefix,
+            node_timeout: r.millis("REALTIME_NODE_TIMEOUT"),
             jwt_secret,
             jwt_public_key,
             jwt_algorithms: r.list("REALTIME_JWT_ALGORITHMS"),
@@ -517,6 +547,22 @@ impl Config {
         }
         if cfg.ping_interval.is_zero() || cfg.ping_timeout.is_zero() {
             r.errors.push("REALTIME_PING_INTERVAL and REALTIME_PING_TIMEOUT must be above 0".into());
+        }
+        if cfg.redis_url.is_some() && matches!(cfg.database, Database::Sqlite { .. }) {
+            r.errors.push(
+                "Redis is configured (REALTIME_REDIS_URL or REALTIME_REDIS_HOST) but storage is SQLite: several nodes \
+                 must share one message store, and a SQLite file belongs to one machine. Set DATABASE_URL (or \
+                 POSTGRES_HOST) to a PostgreSQL server every node reaches, or unset the Redis variables to run a \
+                 single node"
+                    .into(),
+            );
+        }
+        if cfg.redis_url.is_some() && cfg.node_timeout < Duration::from_secs(4) {
+            r.errors.push(
+                "REALTIME_NODE_TIMEOUT must be at least 4000 ms (nodes heartbeat every 3 s; a shorter timeout \
+                 would take live nodes for dead)"
+                    .into(),
+            );
         }
         if cfg.admin_ui && cfg.admin_secret().is_none() {
             r.errors.push(
@@ -647,6 +693,30 @@ mod tests {
         assert!(err.contains("REALTIME_PORT"), "{err}");
         assert!(err.contains("REALTIME_ALLOW_ANONYMOUS"), "{err}");
         assert!(err.contains("REALTIME_TYPING_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn redis_from_url_or_parts() {
+        let pg = ("DATABASE_URL", "postgres://u@h/d");
+        let c = cfg(&[pg, ("REALTIME_REDIS_HOST", "cache"), ("REALTIME_REDIS_PASSWORD", "p@ss")]).unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://:p%40ss@cache:6379/0"));
+        assert_eq!(c.redis_prefix, "nself-realtime");
+        assert_eq!(c.node_timeout, Duration::from_secs(10));
+        let c = cfg(&[pg, ("REALTIME_REDIS_URL", "redis://r:1/2"), ("REALTIME_REDIS_HOST", "cache")]).unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://r:1/2"));
+        let c =
+            cfg(&[pg, ("REALTIME_REDIS_HOST", "cache"), ("REALTIME_REDIS_DB", "3"), ("REALTIME_REDIS_PORT", "7000")])
+                .unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://cache:7000/3"));
+        assert!(cfg(&[pg]).unwrap().redis_url.is_none());
+    }
+
+    #[test]
+    fn redis_with_sqlite_is_refused_with_the_fix() {
+        let err = cfg(&[("REALTIME_REDIS_HOST", "cache")]).unwrap_err().to_string();
+        assert!(err.contains("SQLite") && err.contains("DATABASE_URL") && err.contains("single node"), "{err}");
+        let err = cfg(&[("REALTIME_REDIS_URL", "redis://x"), ("DATABASE_URL", "sqlite://x.db")]).unwrap_err();
+        assert!(err.to_string().contains("PostgreSQL"), "{err}");
     }
 
     #[test]

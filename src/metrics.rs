@@ -23,6 +23,19 @@ pub struct Metrics {
     /// Milliseconds from receiving a message to handing it to every local socket of the room.
     pub latency_ms: Histogram,
     rss: Gauge,
+    cluster: Option<ClusterGauges>,
+}
+
+/// The cluster link's numbers, read at scrape time.
+struct ClusterGauges {
+    stats: std::sync::Arc<crate::cluster::redis::pubsub::LinkStats>,
+    failures: std::sync::Arc<crate::cluster::redis::Failures>,
+    publish_errors: Gauge,
+    published: Gauge,
+    reconnects: Gauge,
+    nodes: Gauge,
+    failures_g: Gauge,
+    latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -48,6 +61,7 @@ impl Metrics {
             slow_consumers: Counter::default(),
             latency_ms: Histogram::new(exponential_buckets(0.25, 2.0, 14)),
             rss: Gauge::default(),
+            cluster: None,
             registry: Registry::default(),
         };
         registry.register("realtime_connections", "Open Socket.IO connections", m.connections.clone());
@@ -70,9 +84,66 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// A node of a cluster also reports its Redis link.
+    pub fn cluster(
+        &mut self,
+        stats: std::sync::Arc<crate::cluster::redis::pubsub::LinkStats>,
+        failures: std::sync::Arc<crate::cluster::redis::Failures>,
+    ) {
+        let g = ClusterGauges {
+            stats,
+            failures,
+            publish_errors: Gauge::default(),
+            published: Gauge::default(),
+            reconnects: Gauge::default(),
+            nodes: Gauge::default(),
+            failures_g: Gauge::default(),
+            latency: Histogram::new(exponential_buckets(0.25, 2.0, 14)),
+        };
+        let r = &mut self.registry;
+        r.register(
+            "realtime_redis_publish_errors",
+            "Cross-node publishes that failed or were dropped since start",
+            g.publish_errors.clone(),
+        );
+        r.register("realtime_redis_published", "Cross-node publishes sent since start", g.published.clone());
+        r.register(
+            "realtime_redis_reconnects",
+            "Times the Redis pub/sub connection was re-established since start",
+            g.reconnects.clone(),
+        );
+        r.register("realtime_cluster_nodes", "Live nodes, from their heartbeats", g.nodes.clone());
+        r.register(
+            "realtime_redis_failures",
+            "Failed Redis operations of the shared state since start",
+            g.failures_g.clone(),
+        );
+        r.register(
+            "realtime_cluster_latency_ms",
+            "Publish to delivery through Redis pub/sub in ms (the hop every cross-node event takes), probed every 3 s",
+            g.latency.clone(),
+        );
+        self.cluster = Some(g);
+    }
+
+    /// A probe of the cross-node hop came back after `ms`.
+    pub fn observe_cluster_latency(&self, ms: f64) {
+        if let Some(g) = &self.cluster {
+            g.latency.observe(ms);
+        }
+    }
+
     /// The text exposition, with the process memory read at scrape time.
     pub fn render(&self) -> String {
         self.rss.set(resident_memory_bytes().unwrap_or(0) as i64);
+        if let Some(g) = &self.cluster {
+            use std::sync::atomic::Ordering::Relaxed;
+            g.publish_errors.set(g.stats.publish_errors.load(Relaxed) as i64);
+            g.published.set(g.stats.published.load(Relaxed) as i64);
+            g.reconnects.set(g.stats.reconnects.load(Relaxed) as i64);
+            g.nodes.set(g.stats.nodes.load(Relaxed) as i64);
+            g.failures_g.set(g.failures.count() as i64);
+        }
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

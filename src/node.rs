@@ -34,6 +34,8 @@ pub struct Node {
     pub verifier: Arc<Verifier>,
     pub metrics: Arc<Metrics>,
     pub redis: Option<redis::Client>,
+    /// This node's membership of a cluster (Redis configured).
+    pub cluster: Option<Arc<crate::app::cluster::Cluster>>,
 
     pub roster: Arc<dyn Roster>,
     pub limiter: Arc<dyn RateLimiter>,

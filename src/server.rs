@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::app::Fanout;
 use crate::app::calls::Calls;
+use crate::app::cluster::Cluster;
 use crate::app::connections::Connections;
 use crate::app::dms::Dms;
 use crate::app::messages::Messages;
@@ -24,7 +25,10 @@ use crate::auth::Verifier;
 use crate::cluster::memory::{
     MemoryCalls, MemoryCensus, MemoryDmClaims, MemoryPresence, MemoryRateLimiter, MemoryRoster, MemoryTyping,
 };
-use crate::cluster::{Census, RateLimiter, Roster};
+use crate::cluster::redis::Redis;
+use crate::cluster::redis::nodes::{Nodes, RedisCensus};
+use crate::cluster::redis::pubsub::{Bus, LinkStats, PubSubDriver};
+use crate::cluster::{Census, PresenceBackend, RateLimiter, Roster, TypingBackend};
 use crate::config::Config;
 use crate::domain::names::DEFAULT_ACCOUNT;
 use crate::domain::policy::Visibility;
@@ -39,6 +43,7 @@ use crate::store::rooms::NewRoom;
 use crate::store::writer::MessageWriter;
 use crate::systemd;
 use crate::transport::socketio::Edge;
+use crate::transport::socketio::adapter::AdapterState;
 use crate::transport::socketio::admin::AdminUi;
 use crate::transport::socketio::fanout::SocketIoFanout;
 
@@ -83,19 +88,31 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     })?;
     let addr = listener.local_addr()?;
 
-    let (sio_layer, io) = crate::transport::socketio::build(&cfg);
-    // Sockets counted per wire dialect: the fan-out renders for the dialects present only.
-    let census: Arc<dyn Census> = Arc::new(MemoryCensus::default());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
+    let id = format!("{}:{}", host.trim(), cfg.port);
+    let link = match &cfg.redis_url {
+        Some(url) => Some(ClusterLink::open(url, &cfg.redis_prefix)?),
+        None => None,
+    };
+    let driver = link.as_ref().map(|l| l.driver.clone());
+    let state = match &link {
+        Some(l) => AdapterState::cluster(l.driver.clone(), l.redis.prefix()),
+        None => AdapterState::Local,
+    };
+    let (sio_layer, io) = crate::transport::socketio::build(&cfg, state);
+    // Sockets counted per wire dialect: the fan-out renders for the dialects present (on any node) only.
+    let (census, redis_census): (Arc<dyn Census>, _) = match &link {
+        Some(_) => {
+            let c = Arc::new(RedisCensus::default());
+            (c.clone(), Some(c))
+        }
+        None => (Arc::new(MemoryCensus::default()), None),
+    };
     // The Socket.IO Admin UI's namespace, when it is on (off: no hook runs anywhere).
     let admin = cfg.admin_ui.then(|| AdminUi::new(io.clone()));
-    let node = assemble(cfg, store, Arc::new(SocketIoFanout::new(io.clone(), census.clone(), admin.clone())))?;
+    let fanout = Arc::new(SocketIoFanout::new(io.clone(), census.clone(), admin.clone()));
+    let node = assemble(cfg, id, store, fanout, link, redis_census)?;
     node.verifier.load_keys().await;
-    if node.redis.is_some() {
-        tracing::warn!(
-            "REALTIME_REDIS_URL is set: /health reports Redis, but fan-out, presence and typing stay in this \
-             process; run a single node (several nodes behind one load balancer would not see each other)"
-        );
-    }
     let report = prepare(&node.store, Some(&node.id)).await?;
     if report.stale_connections > 0 || report.stale_presence > 0 {
         tracing::info!(
@@ -104,8 +121,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "repaired state left by the previous run"
         );
     }
+    if let (Some(cluster), Some(driver)) = (&node.cluster, &driver) {
+        let bus = |name: &str| Bus::new(driver.clone(), &node.cfg.redis_prefix, name, &node.id);
+        cluster.share_receipts(bus("receipts"), &node.receipts).await;
+        cluster.share_census(bus("census")).await;
+        cluster.probe_latency(driver, &node.cfg.redis_prefix, node.metrics.clone()).await;
+        cluster.join().await;
+        tracing::info!(
+            node = %node.id,
+            nodes = cluster.nodes().len(),
+            prefix = %node.cfg.redis_prefix,
+            "cluster mode: fan-out, presence, typing and occupancy are shared through Redis"
+        );
+    }
     start(&node);
-    let edge = Edge::register(io, node.clone(), census, admin);
+    let edge = Edge::register(io, node.clone(), census, admin).await;
 
     let mut router = crate::transport::http::router(node.clone())
         .layer(sio_layer)
@@ -167,34 +197,80 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the node: the backends (chosen once, here) and the application parts on top of them.
-fn assemble(cfg: Config, store: Store, fanout: Arc<Fanout>) -> anyhow::Result<Arc<Node>> {
-    let metrics = Arc::new(Metrics::new());
+/// A node's connection to the cluster: the Redis the backends share, and the adapter's pub/sub driver.
+struct ClusterLink {
+    client: redis::Client,
+    redis: Redis,
+    driver: PubSubDriver,
+    stats: Arc<LinkStats>,
+}
+
+impl ClusterLink {
+    /// Never waits for Redis: every connection opens (and reopens) by itself, so a node starts and serves its
+    /// own sockets while Redis is unreachable.
+    fn open(url: &str, prefix: &str) -> anyhow::Result<ClusterLink> {
+        let unusable = |e: redis::RedisError| {
+            anyhow::anyhow!(
+                "the Redis URL is not usable ({e}); fix REALTIME_REDIS_URL (or REALTIME_REDIS_HOST and its parts), \
+                 or unset them to run a single node"
+            )
+        };
+        let client = redis::Client::open(url).map_err(unusable)?;
+        let redis = Redis::new(client.clone(), prefix).map_err(unusable)?;
+        let stats = Arc::new(LinkStats::default());
+        let publisher = crate::cluster::redis::lazy_connection(client.clone()).map_err(unusable)?;
+        let driver = PubSubDriver::spawn(client.clone(), publisher, stats.clone());
+        Ok(ClusterLink { client, redis, driver, stats })
+    }
+}
+
+/// The shared-state backends of a node.
+type Backends = (Arc<dyn Roster>, Arc<dyn PresenceBackend>, Arc<dyn TypingBackend>, Arc<dyn RateLimiter>);
+
+/// Builds the node: the backends (chosen once, here: memory alone, Redis in a cluster) and the application
+/// parts on top of them.
+fn assemble(
+    cfg: Config,
+    id: String,
+    store: Store,
+    fanout: Arc<Fanout>,
+    link: Option<ClusterLink>,
+    census: Option<Arc<RedisCensus>>,
+) -> anyhow::Result<Arc<Node>> {
     let verifier = Arc::new(Verifier::new(&cfg)?);
     let writer = MessageWriter::spawn(store.clone(), cfg.batch_size);
     let ledger = Ledger::spawn(store.clone());
-    let redis = match &cfg.redis_url {
-        Some(url) => Some(redis::Client::open(url.as_str()).map_err(|e| {
-            anyhow::anyhow!("REALTIME_REDIS_URL is not usable ({e}); fix it or unset it to run without Redis")
-        })?),
-        None => None,
-    };
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
-    let id = format!("{}:{}", host.trim(), cfg.port);
 
-    // The single-node backends.
-    let roster: Arc<dyn Roster> = Arc::new(MemoryRoster::new(cfg.presence_offline_grace));
-    let presence_backend = Arc::new(MemoryPresence::new(PresenceConfig::from_std(
-        cfg.presence_offline_grace,
-        cfg.presence_timeout,
-        cfg.presence_coalesce,
-    )));
-    let typing_backend = Arc::new(MemoryTyping::new(TypingConfig::from_std(cfg.typing_timeout, cfg.typing_coalesce)));
+    let presence_cfg =
+        PresenceConfig::from_std(cfg.presence_offline_grace, cfg.presence_timeout, cfg.presence_coalesce);
+    let typing_cfg = TypingConfig::from_std(cfg.typing_timeout, cfg.typing_coalesce);
     let events =
         cfg.rate_limit_enabled.then_some(Rate { capacity: cfg.rate_limit_points, period: cfg.rate_limit_duration });
     let connects = (cfg.connect_rate_per_ip > 0)
         .then_some(Rate { capacity: cfg.connect_rate_per_ip, period: Duration::from_secs(60) });
-    let limiter: Arc<dyn RateLimiter> = Arc::new(MemoryRateLimiter::new(events, connects));
+    let mut metrics = Metrics::new();
+    let (roster, presence_backend, typing_backend, limiter): Backends = match &link {
+        // The single-node backends.
+        None => (
+            Arc::new(MemoryRoster::new(cfg.presence_offline_grace)),
+            Arc::new(MemoryPresence::new(presence_cfg)),
+            Arc::new(MemoryTyping::new(typing_cfg)),
+            Arc::new(MemoryRateLimiter::new(events, connects)),
+        ),
+        // Shared by the nodes.
+        Some(l) => {
+            metrics.cluster(l.stats.clone(), l.redis.failures().clone());
+            let limiter = Arc::new(l.redis.rate_limiter(events, connects));
+            limiter.spawn_sync(crate::cluster::redis::ratelimit::SYNC_INTERVAL);
+            (
+                Arc::new(l.redis.roster(cfg.presence_offline_grace)),
+                Arc::new(l.redis.presence(&id, presence_cfg)),
+                Arc::new(l.redis.typing(&id, typing_cfg)),
+                limiter,
+            )
+        }
+    };
+    let metrics = Arc::new(metrics);
 
     let sessions = Arc::new(Sessions::default());
     let audit = Arc::new(Audit::new(&cfg, ledger));
@@ -229,8 +305,8 @@ fn assemble(cfg: Config, store: Store, fanout: Arc<Fanout>) -> anyhow::Result<Ar
         dms,
         cfg.enable_typing,
     ));
-    let messages =
-        Arc::new(Messages::new(store.clone(), writer.clone(), fanout.clone(), receipts.clone(), metrics.clone()));
+    let messages = Messages::new(store.clone(), writer.clone(), fanout.clone(), receipts.clone(), metrics.clone());
+    let messages = Arc::new(if link.is_some() { messages.in_cluster() } else { messages });
     let reactions = Arc::new(Reactions::new(store.clone(), fanout.clone(), metrics.clone()));
     let calls = Arc::new(Calls::new(Arc::new(MemoryCalls::default()), fanout.clone(), cfg.call_ring_timeout));
     let connections = Arc::new(Connections::new(
@@ -246,6 +322,21 @@ fn assemble(cfg: Config, store: Store, fanout: Arc<Fanout>) -> anyhow::Result<Ar
         metrics.clone(),
         id.clone(),
     ));
+    let cluster = link.as_ref().map(|l| {
+        let nodes =
+            Nodes::new(l.redis.clone(), &id, cfg.node_timeout, census.clone().unwrap_or_default(), l.stats.clone());
+        Arc::new(Cluster::new(
+            nodes,
+            l.stats.clone(),
+            store.clone(),
+            sessions.clone(),
+            connections.clone(),
+            rooms.clone(),
+            presence.clone(),
+            typing.clone(),
+        ))
+    });
+    let redis = link.map(|l| l.client);
     let retention = (cfg.message_retention_days, cfg.event_retention_days);
     let upkeep = Arc::new(Upkeep::new(
         store.clone(),
@@ -264,6 +355,7 @@ fn assemble(cfg: Config, store: Store, fanout: Arc<Fanout>) -> anyhow::Result<Ar
         verifier,
         metrics,
         redis,
+        cluster,
         roster,
         limiter,
         fanout,
@@ -295,6 +387,9 @@ fn start(node: &Node) {
     node.calls.start();
     node.receipts.start(node.cfg.receipt_flush_interval);
     node.upkeep.start();
+    if let Some(c) = &node.cluster {
+        c.start();
+    }
 }
 
 /// Stops every part's timer (each finishes its round); the receipts write what is pending.
@@ -306,6 +401,9 @@ async fn stop(node: &Node) {
     node.calls.stop().await;
     node.upkeep.stop().await;
     node.receipts.stop().await;
+    if let Some(c) = &node.cluster {
+        c.stop().await;
+    }
 }
 
 /// Binds with a deep accept queue: after a restart every client reconnects at once, and the default of 128

@@ -244,6 +244,33 @@ impl Connections {
         }
     }
 
+    /// The shared state lost this node's sockets (Redis restarted empty): each socket the roster does not
+    /// know is registered again, as at its admission (rooms, presence). Returns how many were.
+    pub async fn republish(&self) -> usize {
+        let mut n = 0;
+        for s in self.sessions.all() {
+            if s.is_closed() || self.roster.rooms_of(&s.sid).await.is_some() {
+                continue;
+            }
+            let memberships = match s.user() {
+                Some(u) => match self.store.rooms_of_user(&s.account, u).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot load rooms to register a socket again");
+                        continue;
+                    }
+                },
+                None => Vec::new(),
+            };
+            self.rooms.connected(&s, &memberships).await;
+            if let Some(u) = s.user() {
+                self.presence.connected(&s.account, u, &s.sid).await;
+            }
+            n += 1;
+        }
+        n
+    }
+
     pub fn sessions(&self) -> &Sessions {
         &self.sessions
     }

@@ -67,7 +67,15 @@ pub struct Messages {
     fanout: Arc<Fanout>,
     receipts: Arc<Receipts>,
     metrics: Arc<Metrics>,
+    /// How far `sync:messages` sets `serverTime` back (see [`CLUSTER_SYNC_MARGIN_MS`]); 0 on one node.
+    sync_margin_ms: i64,
 }
+
+/// In a cluster, `serverTime` is set this far back: another node may be committing a message stamped
+/// earlier (its writer's batch in flight, or its clock a little behind this node's), which this node's
+/// writer cannot see. A client's next `since` then asks again for the last seconds: a repeated message is
+/// harmless, a skipped one is not. Holds while commits take, and clocks differ by, less than this together.
+pub const CLUSTER_SYNC_MARGIN_MS: i64 = 5_000;
 
 impl Messages {
     pub fn new(
@@ -77,7 +85,13 @@ impl Messages {
         receipts: Arc<Receipts>,
         metrics: Arc<Metrics>,
     ) -> Messages {
-        Messages { store, writer, fanout, receipts, metrics }
+        Messages { store, writer, fanout, receipts, metrics, sync_margin_ms: 0 }
+    }
+
+    /// A node of a cluster: `serverTime` leaves room for the other nodes' commits.
+    pub fn in_cluster(mut self) -> Messages {
+        self.sync_margin_ms = CLUSTER_SYNC_MARGIN_MS;
+        self
     }
 
     /// Checks the sender may write, and queues the message (not yet durable, not yet broadcast).
@@ -205,7 +219,7 @@ impl Messages {
         if !(1..=SYNC_MAX_LIMIT).contains(&limit) {
             return Err(AppError::validation(format!("limit must be between 1 and {SYNC_MAX_LIMIT}")));
         }
-        let server_time = self.writer.safe_server_time();
+        let server_time = self.writer.safe_server_time() - self.sync_margin_ms;
         let since = since.unwrap_or(0).max(0);
         let page = self.store.sync_messages(account, &room.name, since, after_seq.unwrap_or(0), limit).await?;
         self.receipts.fetched(account, user, &page.messages).await;

@@ -3,6 +3,7 @@
 //! never see a wire payload. Shared by the socket dialects and the HTTP API.
 
 pub mod calls;
+pub mod cluster;
 pub mod connections;
 pub mod dms;
 pub mod events;

@@ -54,7 +54,59 @@ pub enum ReadResult {
     Read { room: String, watermark: Seq },
 }
 
+/// A receipt change made on one node of a cluster, for the others: each node counts deliveries and reads
+/// in its own memory, and applies the other nodes' changes to it without announcing anything (the node
+/// where a change happened announces it), so a read on one node counts with the reads made on another.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum ReceiptOp {
+    Sent {
+        account: String,
+        room: String,
+        id: String,
+        seq: Seq,
+        sender: String,
+        client_id: Option<String>,
+        at: i64,
+        present: Vec<String>,
+    },
+    Delivered {
+        account: String,
+        id: String,
+        users: Vec<String>,
+        at: i64,
+    },
+    Read {
+        account: String,
+        room: String,
+        user: String,
+        seq: Seq,
+        at: i64,
+    },
+    Member {
+        account: String,
+        room: String,
+        user: String,
+        joined: bool,
+    },
+    ReadReceipts {
+        account: String,
+        user: String,
+        allowed: bool,
+    },
+    Forget {
+        account: String,
+        room: String,
+    },
+}
+
+/// Where a node tells the others its receipt changes.
+pub trait ReceiptBus: Send + Sync {
+    fn publish(&self, op: &ReceiptOp);
+}
+
 pub struct Receipts {
+    bus: std::sync::OnceLock<Arc<dyn ReceiptBus>>,
     store: Store,
     roster: RosterRef,
     fanout: Arc<Fanout>,
@@ -71,6 +123,7 @@ pub struct Receipts {
 impl Receipts {
     pub fn new(store: Store, roster: RosterRef, fanout: Arc<Fanout>) -> Receipts {
         Receipts {
+            bus: std::sync::OnceLock::new(),
             store,
             roster,
             fanout,
@@ -97,8 +150,67 @@ impl Receipts {
         self.flush().await;
     }
 
+    /// In a cluster: this node's changes go to the other nodes through `bus` (see [`ReceiptOp`]).
+    pub fn attach_bus(&self, bus: Arc<dyn ReceiptBus>) {
+        let _ = self.bus.set(bus);
+    }
+
+    fn tell(&self, op: impl FnOnce() -> ReceiptOp) {
+        if let Some(bus) = self.bus.get() {
+            bus.publish(&op());
+        }
+    }
+
+    /// Another node's change, applied to this node's counts without announcing it.
+    pub async fn apply_remote(&self, op: ReceiptOp) {
+        match op {
+            ReceiptOp::Sent { account, room, id, seq, sender, client_id, at, present } => {
+                if self.ensure_room(&account, &room).await.is_err() {
+                    return;
+                }
+                let at = DateTime::from_timestamp_millis(at).unwrap_or_else(Utc::now);
+                let mut t = self.tracker.lock();
+                let msg = NewMessage {
+                    message_id: id.clone(),
+                    seq,
+                    sender_id: sender,
+                    client_message_id: client_id,
+                    created_at: at,
+                };
+                t.register_message(&account, &room, msg);
+                t.mark_delivered(&account, &id, present.iter().map(String::as_str), at);
+            }
+            ReceiptOp::Delivered { account, id, users, at } => {
+                let at = DateTime::from_timestamp_millis(at).unwrap_or_else(Utc::now);
+                self.tracker.lock().mark_delivered(&account, &id, users.iter().map(String::as_str), at);
+            }
+            ReceiptOp::Read { account, room, user, seq, at } => {
+                let at = DateTime::from_timestamp_millis(at).unwrap_or_else(Utc::now);
+                let mut t = self.tracker.lock();
+                // A room not loaded here is loaded from the database when first needed (the reader's node
+                // writes the watermark there).
+                if t.has_room(&account, &room) {
+                    t.load_watermark(&account, &room, &user, seq, at);
+                }
+            }
+            ReceiptOp::Member { account, room, user, joined } => {
+                let mut t = self.tracker.lock();
+                if joined && t.has_room(&account, &room) {
+                    t.add_member(&account, &room, &user);
+                } else if !joined {
+                    t.remove_member(&account, &room, &user);
+                }
+            }
+            ReceiptOp::ReadReceipts { account, user, allowed } => {
+                self.tracker.lock().set_read_receipts(&account, &user, allowed)
+            }
+            ReceiptOp::Forget { account, room } => self.tracker.lock().forget_room(&account, &room),
+        }
+    }
+
     pub fn set_read_receipts(&self, account: &str, user: &str, allowed: bool) {
         self.tracker.lock().set_read_receipts(account, user, allowed);
+        self.tell(|| ReceiptOp::ReadReceipts { account: account.into(), user: user.into(), allowed });
     }
 
     pub fn member_joined(&self, account: &str, room: &str, user: &str) {
@@ -106,14 +218,19 @@ impl Receipts {
         if t.has_room(account, room) {
             t.add_member(account, room, user);
         }
+        drop(t);
+        self.tell(|| ReceiptOp::Member { account: account.into(), room: room.into(), user: user.into(), joined: true });
     }
 
     pub fn member_removed(&self, account: &str, room: &str, user: &str) {
         self.tracker.lock().remove_member(account, room, user);
+        let op = || ReceiptOp::Member { account: account.into(), room: room.into(), user: user.into(), joined: false };
+        self.tell(op);
     }
 
     pub fn forget_room(&self, account: &str, room: &str) {
         self.tracker.lock().forget_room(account, room);
+        self.tell(|| ReceiptOp::Forget { account: account.into(), room: room.into() });
     }
 
     /// Loads a room's members and watermarks the first time a receipt needs them.
@@ -180,6 +297,16 @@ impl Receipts {
         if present.len() <= SMALL_ROOM_DELIVERIES {
             self.record_deliveries(account, &m.id, present.iter().filter(|u| **u != m.user_id), now);
         }
+        self.tell(|| ReceiptOp::Sent {
+            account: account.into(),
+            room: m.room.clone(),
+            id: m.id.clone(),
+            seq: m.seq,
+            sender: m.user_id.clone(),
+            client_id: m.client_message_id.clone(),
+            at: m.created_at,
+            present: present.clone(),
+        });
         if let Some(n) = notice {
             self.emit_delivered(account, vec![n]).await;
         }
@@ -209,6 +336,12 @@ impl Receipts {
         let reader = [user.to_string()];
         for id in &ids {
             self.record_deliveries(account, id, reader.iter(), now);
+            self.tell(|| ReceiptOp::Delivered {
+                account: account.into(),
+                id: id.clone(),
+                users: reader.to_vec(),
+                at: now.timestamp_millis(),
+            });
         }
         self.emit_delivered(account, notices).await;
     }
@@ -219,6 +352,22 @@ impl Receipts {
             return Ok((room, seq));
         }
         let m = self.store.message(account, id).await?.ok_or_else(|| AppError::unknown_message(id))?;
+        // In a cluster the message may have been sent through another node a moment ago: tracked from here
+        // on, so its reads are counted and announced as on the node that sent it.
+        if self.bus.get().is_some() && self.ensure_room(account, &m.room).await.is_ok() {
+            let created_at = DateTime::from_timestamp_millis(m.created_at).unwrap_or_else(Utc::now);
+            self.tracker.lock().register_message(
+                account,
+                &m.room,
+                NewMessage {
+                    message_id: m.id.clone(),
+                    seq: m.seq,
+                    sender_id: m.user_id.clone(),
+                    client_message_id: m.client_message_id.clone(),
+                    created_at,
+                },
+            );
+        }
         Ok((m.room, m.seq))
     }
 
@@ -250,6 +399,12 @@ impl Receipts {
                     self.ensure_room(account, &room).await?;
                     let n = self.tracker.lock().mark_delivered(account, &message_id, [user], now);
                     self.record_deliveries(account, &message_id, [user.to_string()].iter(), now);
+                    self.tell(|| ReceiptOp::Delivered {
+                        account: account.into(),
+                        id: message_id.clone(),
+                        users: vec![user.to_string()],
+                        at: now.timestamp_millis(),
+                    });
                     self.emit_delivered(account, n.into_iter().collect()).await;
                     return Ok(ReadResult::Delivered { message_id });
                 }
@@ -280,6 +435,15 @@ impl Receipts {
         check_in_room(&room)?;
         self.ensure_room(account, &room).await?;
         let outcome: ReadOutcome = self.tracker.lock().mark_read(account, &room, user, seq, now);
+        if outcome.advanced {
+            self.tell(|| ReceiptOp::Read {
+                account: account.into(),
+                room: room.clone(),
+                user: user.into(),
+                seq: outcome.watermark,
+                at: now.timestamp_millis(),
+            });
+        }
         self.emit_delivered(account, outcome.delivered.clone()).await;
         if batch {
             for n in outcome.batch_by_sender(channel_id_of(&room)) {

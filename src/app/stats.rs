@@ -19,6 +19,9 @@ pub struct Stats {
     pub node_id: String,
     pub database: &'static str,
     pub presence: Breakdown,
+    /// In a cluster: the live nodes (with their socket counts, all accounts) as of the last heartbeat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<crate::cluster::redis::nodes::NodeInfo>>,
 }
 
 /// Connected users per published status.

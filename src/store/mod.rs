@@ -51,6 +51,11 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Microseconds since the epoch.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
 pub(crate) fn flag(b: bool) -> i64 {
     b as i64
 }

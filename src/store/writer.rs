@@ -144,17 +144,59 @@ async fn commit(store: &Store, batch: &mut Vec<(WriteOp, Reply)>, now: i64) {
         }
         Err(e) if batch.len() > 1 => {
             // One bad op must not fail its neighbours: retry each alone.
-            tracing::warn!(error = %e, size = batch.len(), "batched message write failed; retrying one by one");
+            if !is_unique_violation(&e) {
+                tracing::warn!(error = %e, size = batch.len(), "batched message write failed; retrying one by one");
+            }
             for (op, reply) in batch.drain(..) {
-                let res = apply(store, &[&op], now).await.map(|mut v| v.remove(0)).map_err(|e| e.to_string());
+                let res = match apply(store, &[&op], now).await {
+                    Ok(mut v) => Ok(v.remove(0)),
+                    Err(e) => settle(store, &op, e).await,
+                };
                 let _ = reply.send(res);
             }
         }
         Err(e) => {
-            for (_, reply) in batch.drain(..) {
-                let _ = reply.send(Err(format!("database: {e}")));
+            if let Some((op, reply)) = batch.pop() {
+                let _ = reply.send(settle(store, &op, e).await);
             }
+            batch.clear();
         }
+    }
+}
+
+/// A write that failed alone. The one failure that is an answer: the same clientMessageId committed
+/// meanwhile by another writer (another node took the same retry at the same moment; the unique key
+/// decided). The send is then a duplicate of that message, with its id and seq.
+async fn settle(store: &Store, op: &WriteOp, e: sqlx::Error) -> Result<WriteOutcome, String> {
+    if is_unique_violation(&e)
+        && let WriteOp::Insert(m) = op
+        && let Some(cid) = &m.client_message_id
+    {
+        let original = async {
+            let mut txn = store.begin_write().await?;
+            let row = tx::by_client_id(&mut txn, &m.account, &m.user_id, cid).await?;
+            txn.rollback().await?;
+            Ok::<_, sqlx::Error>(row)
+        };
+        match original.await {
+            Ok(Some(row)) => return Ok(WriteOutcome::Duplicate(row)),
+            Ok(None) => {}
+            Err(e2) => return Err(format!("database: {e2}")),
+        }
+    }
+    Err(format!("database: {e}"))
+}
+
+/// A unique key refused the row (PostgreSQL 23505, SQLite 2067/1555).
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e.as_database_error() {
+        Some(d) => {
+            d.is_unique_violation()
+                || matches!(d.code().as_deref(), Some("23505" | "2067" | "1555"))
+                || d.message().contains("UNIQUE constraint failed")
+                || d.message().contains("duplicate key value")
+        }
+        None => false,
     }
 }
 

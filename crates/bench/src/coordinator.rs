@@ -68,7 +68,12 @@ impl Coordinator {
             bail!("bench: nothing to do (0 connections)");
         }
         // Fails early on a bad URL, a remote target or missing credentials.
-        let target = Target::resolve(&c.url, &c.path, c.allow_remote).await?;
+        let mut target = None;
+        for url in c.urls() {
+            let t = Target::resolve(url, &c.path, c.allow_remote).await?;
+            target.get_or_insert(t);
+        }
+        let target = target.ok_or_else(|| anyhow::anyhow!("bench: --url names no server"))?;
         super::token::TokenSource::from_args(c)?;
 
         let workers =
@@ -172,10 +177,14 @@ impl Coordinator {
             tty: std::io::stderr().is_terminal(),
         };
         co.say(&format!(
-            "bench {}: {} clients against {} ({} worker{}, {} source address{}, server metrics: {})",
+            "bench {}: {} clients against {}{} ({} worker{}, {} source address{}, server metrics: {})",
             co.scenario.name(),
             fmt_num(co.plan.total as f64, 0),
             co.target.ws_url,
+            match c.urls().len() {
+                1 => String::new(),
+                n => format!(" and {} more node{} (clients spread evenly)", n - 1, if n == 2 { "" } else { "s" }),
+            },
             co.workers,
             if co.workers == 1 { "" } else { "s" },
             if co.source_addrs > 1 { co.source_addrs } else { 1 },

@@ -63,7 +63,8 @@ pub struct BenchArgs {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Common options")]
 pub struct CommonArgs {
-    /// Server base URL (http:// only; the WebSocket URL is derived from it).
+    /// Server base URL (http:// only; the WebSocket URL is derived from it). Several, comma separated: the
+    /// nodes of a cluster, each room's members spread evenly over them (server metrics come from the first).
     #[arg(long, global = true, default_value = "http://127.0.0.1:3101")]
     pub url: String,
 
@@ -190,6 +191,11 @@ pub enum Scenario {
 }
 
 impl CommonArgs {
+    /// The URLs of `--url`, in order.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+    }
+
     /// Ramp-up pace of the whole run (0 = unpaced).
     pub fn connect_rate_for(&self, scenario: &Scenario) -> f64 {
         match (self.connect_rate, scenario) {

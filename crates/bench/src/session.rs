@@ -40,7 +40,10 @@ pub enum Signal {
 
 /// State shared by all clients of one worker.
 pub struct Shared {
+    /// The first node (source addresses, metrics).
     pub target: Target,
+    /// Every node: client g connects to `targets[g mod n]`.
+    pub targets: Vec<Target>,
     pub tokens: TokenSource,
     pub app: Option<String>,
     pub ready_event: Option<String>,
@@ -77,6 +80,14 @@ impl Shared {
         self.room_id(g).map(|r| format!("channel:{r}"))
     }
 
+    /// The node client `g` connects to: the members of each room are spread over the nodes (client g is in
+    /// room g mod rooms, so the node goes by g / rooms), and so every room event crosses between them.
+    fn target_of(&self, g: u64) -> &Target {
+        let n = self.targets.len().max(1) as u64;
+        let i = g.checked_div(self.plan.rooms).unwrap_or(g) % n;
+        self.targets.get(i as usize).unwrap_or(&self.target)
+    }
+
     fn source_addr(&self, g: u64) -> Option<Ipv4Addr> {
         if self.source_addrs <= 1 || !self.target.is_loopback_v4() {
             return None;
@@ -106,7 +117,7 @@ impl Shared {
     async fn connect(&self, g: u64) -> Result<Conn, String> {
         let auth = self.auth(g)?;
         let mut conn = client::dial(Dial {
-            target: &self.target,
+            target: self.target_of(g),
             src: self.source_addr(g),
             auth: &auth,
             ready_event: self.ready_event.as_deref(),

@@ -194,12 +194,17 @@ pub async fn serve(
     let start_rss = self_usage().rss_bytes;
     let c = &args.common;
     let plan = args.scenario.plan();
-    let target = Target::resolve(&c.url, &c.path, c.allow_remote).await?;
+    let mut targets = Vec::new();
+    for url in c.urls() {
+        targets.push(Target::resolve(url, &c.path, c.allow_remote).await?);
+    }
+    let target = targets.first().cloned().ok_or_else(|| anyhow::anyhow!("bench: --url names no server"))?;
     let local: Vec<u64> = local_clients(plan.total, id, of).collect();
     let (phase, _) = watch::channel(Signal::Idle);
     let prefix = c.prefix.clone().unwrap_or_else(|| format!("bench-{run_id}"));
     let sh = Arc::new(Shared {
         target,
+        targets,
         tokens: TokenSource::from_args(c)?,
         app: c.app.clone(),
         ready_event: (!c.ready_event.is_empty() && c.ready_event != "none").then(|| c.ready_event.clone()),

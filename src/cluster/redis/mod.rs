@@ -18,7 +18,9 @@
 //! Standalone Redis (with replicas or Sentinel) is supported; the scripts touch keys they compute, which
 //! Redis Cluster does not allow.
 
+pub mod nodes;
 mod presence;
+pub mod pubsub;
 pub mod ratelimit;
 mod records;
 mod roster;
@@ -65,11 +67,7 @@ impl Redis {
     /// A connection that opens on first use and reconnects by itself: a node starts, and keeps serving its
     /// own sockets, while Redis is unreachable. Operations time out after 2 s.
     pub fn new(client: ::redis::Client, prefix: &str) -> ::redis::RedisResult<Redis> {
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_max_delay(Duration::from_secs(2));
-        Ok(Redis::from_connection(ConnectionManager::new_lazy_with_config(client, cfg)?, prefix))
+        Ok(Redis::from_connection(lazy_connection(client)?, prefix))
     }
 
     /// Over a connection made elsewhere.
@@ -120,6 +118,18 @@ impl Redis {
     fn failed(&self, what: &str, e: &::redis::RedisError) {
         self.failures.note(what, e);
     }
+}
+
+/// A connection that opens on first use and reconnects by itself; operations time out after 2 s.
+pub fn lazy_connection(client: ::redis::Client) -> ::redis::RedisResult<ConnectionManager> {
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_max_delay(Duration::from_secs(2))
+        // One attempt per reconnection: while Redis refuses, an operation fails at once (and the next one
+        // tries again) instead of waiting through a series of retries; callers never wait for Redis.
+        .set_number_of_retries(0);
+    ConnectionManager::new_lazy_with_config(client, cfg)
 }
 
 /// Failed Redis operations: counted, and logged once per 10 s (the first at once), so an outage is visible

@@ -46,6 +46,7 @@ pub async fn stats(State(app): State<App>, admin: Admin) -> ApiResult {
         node_id: app.id.clone(),
         database: app.store.dialect(),
         presence: app.presence.breakdown(&account).await.into(),
+        nodes: app.cluster.as_ref().map(|c| c.nodes()),
         account,
     };
     Ok(Json(serde_json::to_value(stats).expect("stats serialise")))

@@ -38,6 +38,23 @@ pub async fn health(State(app): State<Arc<Node>>) -> Response {
     if let Some(r) = &redis {
         deps["redis"] = probe_json(r);
     }
+    let cluster = app.cluster.as_ref().map(|c| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = c.stats();
+        json!({
+            "node": app.id,
+            "nodes": c.nodes(),
+            "subscribed": stats.subscribed.load(Relaxed),
+            "publishErrors": stats.publish_errors.load(Relaxed),
+            "reconnects": stats.reconnects.load(Relaxed),
+            "heartbeatError": c.error(),
+        })
+    });
+    // A node whose heartbeat or subscriptions fail is cut off from the others, even when a probe answers.
+    let status = match (status, &cluster) {
+        ("healthy", Some(c)) if !c["heartbeatError"].is_null() || c["subscribed"] == false => "degraded",
+        (s, _) => s,
+    };
     let body = json!({
         "status": status,
         "service": "realtime",
@@ -48,6 +65,10 @@ pub async fn health(State(app): State<Arc<Node>>) -> Response {
                        "connections": app.sessions.len() },
         "dependencies": deps,
     });
+    let mut body = body;
+    if let Some(c) = cluster {
+        body["cluster"] = c;
+    }
     let code = if status == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (code, axum::Json(body)).into_response()
 }

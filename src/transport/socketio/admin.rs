@@ -131,7 +131,8 @@ impl AdminUi {
             let ui = for_handshake.clone();
             async move { ui.admit(&s, auth.unwrap_or(Value::Null)) }
         };
-        self.io.ns(NAMESPACE, on_connect.with(handshake));
+        // Alone the namespace is registered at once; over Redis once its channels are subscribed.
+        socketioxide_core::adapter::Spawnable::spawn(self.io.ns(NAMESPACE, on_connect.with(handshake)));
         let two_s = Duration::from_secs(2);
         self.ticker.every(self, two_s, two_s, |ui| async move { ui.tick() });
     }

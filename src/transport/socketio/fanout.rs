@@ -176,9 +176,10 @@ mod tests {
     use crate::cluster::Fanout;
     use crate::cluster::suite::{self, FanoutHarness, ObservedSocket};
     use crate::domain::names::{room_key, user_room};
+    use crate::transport::socketio::adapter::{AdapterState, NodeAdapter};
 
     struct OneNode {
-        io: SocketIo,
+        io: SocketIo<NodeAdapter>,
         fanout: Arc<SocketIoFanout>,
     }
 
@@ -239,14 +240,16 @@ mod tests {
 
     #[tokio::test]
     async fn meets_the_fanout_contract() {
-        let (_svc, io) = SocketIo::new_svc();
-        io.ns("/", async |s: SocketRef, Data(auth): Data<Value>| {
+        let (_svc, io) = SocketIo::builder().with_adapter::<NodeAdapter>(AdapterState::Local).build_svc();
+        io.ns("/", async |s: SocketRef<NodeAdapter>, Data(auth): Data<Value>| {
             let user = auth["user"].as_str().unwrap_or_default();
             s.join(room_key("acc", &user_room(user)));
             for r in auth["rooms"].as_array().into_iter().flatten() {
                 s.join(room_key("acc", r.as_str().unwrap_or_default()));
             }
-        });
+        })
+        .done()
+        .await;
         // The test's sockets join the contract dialect's room keys.
         let census = Arc::new(crate::cluster::memory::MemoryCensus::default());
         crate::cluster::Census::arrived(census.as_ref(), crate::wire::Dialect::Contract.index());

@@ -1,6 +1,7 @@
 //! The Socket.IO edge: the handshake, a socket's connection and disconnection, and the dispatch of its
 //! events to the wire dialect. Everything that knows about sockets lives here and in `http/`.
 
+pub mod adapter;
 pub mod admin;
 pub mod conn;
 pub mod dispatch;
@@ -11,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use serde_json::Value;
-use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
@@ -30,13 +30,14 @@ use admin::AdminUi;
 use conn::{Conn, Counted, Link, WeakSocket};
 use dispatch::Dispatcher;
 
-/// The adapter the node runs on (one node: socketioxide's local adapter).
-pub type Adapter = LocalAdapter;
+/// The adapter the node runs on: local on one node, over Redis in a cluster (see [`adapter`]).
+pub type Adapter = adapter::NodeAdapter;
 
 /// Builds the Socket.IO layer with the configured limits. Handlers are registered with [`register`] once the
 /// node exists (the node's fan-out needs this `SocketIo`).
-pub fn build(cfg: &Config) -> (SocketIoLayer<Adapter>, SocketIo<Adapter>) {
+pub fn build(cfg: &Config, state: adapter::AdapterState) -> (SocketIoLayer<Adapter>, SocketIo<Adapter>) {
     SocketIo::builder()
+        .with_adapter::<Adapter>(state)
         .ping_interval(cfg.ping_interval)
         .ping_timeout(cfg.ping_timeout)
         // A session that never sends CONNECT is closed (see `http::engine` for how such sessions are counted).
@@ -64,7 +65,7 @@ impl Edge {
     /// Registers the namespace: the handshake middleware admits or refuses, then the connect handler greets.
     /// `census` counts the sockets of each wire dialect (the fan-out reads it). With `admin` (the Admin UI is
     /// on) the `/admin` namespace is registered too, and the sockets of `/` report to it.
-    pub fn register(
+    pub async fn register(
         io: SocketIo<Adapter>,
         node: Arc<Node>,
         census: Arc<dyn Census>,
@@ -79,7 +80,7 @@ impl Edge {
             let (node, census, admin) = (for_handshake.0.clone(), census.clone(), for_handshake.1.clone());
             async move { handshake(s, weak, auth.unwrap_or(Value::Null), node, census, admin).await }
         };
-        io.ns("/", on_connect.with(handshake));
+        io.ns("/", on_connect.with(handshake)).done().await;
         if let Some(admin) = &admin {
             admin.register(node.clone());
         }
@@ -124,7 +125,7 @@ impl Edge {
         self.io.close().await;
         self.node.connections.close_all("server shutting down").await;
         let refuse = async || -> Result<(), AuthError> { Err(AuthError::Refused(SHUTTING_DOWN.into())) };
-        self.io.ns("/", (async || {}).with(refuse));
+        self.io.ns("/", (async || {}).with(refuse)).done().await;
     }
 }
 
