@@ -87,6 +87,21 @@ pub const VARS: &[Var] = &[
     v("REALTIME_PING_INTERVAL", "25000", "Engine.IO ping interval, ms"),
     v("REALTIME_PING_TIMEOUT", "20000", "Engine.IO ping timeout, ms"),
     v("REALTIME_MAX_CONNECTIONS", "10000", "maximum concurrent sockets; 0 = unlimited"),
+    v(
+        "REALTIME_WRITE_TIMEOUT",
+        "10000",
+        "ms a client may read nothing while the server has data for it before its connection is closed",
+    ),
+    v(
+        "REALTIME_MAX_BUFFER",
+        "4096",
+        "packets queued for one socket; past it its packets are dropped until REALTIME_WRITE_TIMEOUT closes it",
+    ),
+    v(
+        "REALTIME_CONNECT_TIMEOUT",
+        "10000",
+        "ms an Engine.IO session may live without joining (Socket.IO CONNECT) before it is closed",
+    ),
     v("REALTIME_MAX_PAYLOAD", "2097152", "largest frame or polling body in bytes; larger closes the connection"),
     v("REALTIME_MAX_MESSAGE_LENGTH", "16000", "largest message content in bytes"),
     v("REALTIME_RATE_LIMIT", "600", "new connections per IP per minute; 0 = unlimited"),
@@ -202,6 +217,12 @@ pub struct Config {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub max_connections: usize,
+    /// An Engine.IO session that has not sent its Socket.IO CONNECT by then is closed.
+    pub connect_timeout: Duration,
+    /// A connection that cannot be written to for this long (its client reads nothing) is closed.
+    pub write_timeout: Duration,
+    /// Packets queued for one socket at most.
+    pub max_buffer: usize,
     pub max_payload: u64,
     pub max_message_length: usize,
     pub connect_rate_per_ip: u32,
@@ -454,6 +475,9 @@ impl Config {
             ping_interval: r.millis("REALTIME_PING_INTERVAL"),
             ping_timeout: r.millis("REALTIME_PING_TIMEOUT"),
             max_connections: r.parse("REALTIME_MAX_CONNECTIONS", "a whole number"),
+            connect_timeout: r.millis("REALTIME_CONNECT_TIMEOUT"),
+            write_timeout: r.millis("REALTIME_WRITE_TIMEOUT"),
+            max_buffer: r.parse("REALTIME_MAX_BUFFER", "a whole number of packets"),
             max_payload: r.parse("REALTIME_MAX_PAYLOAD", "a number of bytes"),
             max_message_length: r.parse("REALTIME_MAX_MESSAGE_LENGTH", "a number of bytes"),
             connect_rate_per_ip: r.parse("REALTIME_RATE_LIMIT", "a whole number of connections per minute"),
@@ -511,6 +535,15 @@ impl Config {
         }
         if cfg.batch_size == 0 {
             r.errors.push("REALTIME_BATCH_SIZE must be above 0".into());
+        }
+        if cfg.connect_timeout.is_zero() {
+            r.errors.push("REALTIME_CONNECT_TIMEOUT must be above 0 (ms)".into());
+        }
+        if cfg.write_timeout.is_zero() {
+            r.errors.push("REALTIME_WRITE_TIMEOUT must be above 0 (ms)".into());
+        }
+        if cfg.max_buffer == 0 {
+            r.errors.push("REALTIME_MAX_BUFFER must be at least 1 (packets)".into());
         }
         if cfg.ping_interval.is_zero() || cfg.ping_timeout.is_zero() {
             r.errors.push("REALTIME_PING_INTERVAL and REALTIME_PING_TIMEOUT must be above 0".into());

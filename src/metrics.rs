@@ -18,6 +18,8 @@ pub struct Metrics {
     pub broadcasts: Counter,
     pub errors: Counter,
     pub rate_limited: Counter,
+    /// Connections closed because the client stopped reading (`REALTIME_WRITE_TIMEOUT`).
+    pub slow_consumers: Counter,
     /// Milliseconds from receiving a message to handing it to every local socket of the room.
     pub latency_ms: Histogram,
     rss: Gauge,
@@ -56,6 +58,7 @@ impl Metrics {
             broadcasts: Counter::default(),
             errors: Counter::default(),
             rate_limited: Counter::default(),
+            slow_consumers: Counter::default(),
             latency_ms: Histogram::new(exponential_buckets(0.25, 2.0, 14)),
             rss: Gauge::default(),
             cluster: None,
@@ -71,6 +74,11 @@ impl Metrics {
         registry.register("realtime_broadcasts", "Room broadcasts emitted", m.broadcasts.clone());
         registry.register("realtime_errors", "Errors answered to clients", m.errors.clone());
         registry.register("realtime_rate_limited", "Events refused by the rate limit", m.rate_limited.clone());
+        registry.register(
+            "realtime_slow_consumers",
+            "Connections closed because the client read nothing for REALTIME_WRITE_TIMEOUT",
+            m.slow_consumers.clone(),
+        );
         registry.register("realtime_latency_ms", "Publish to fan-out latency in ms", m.latency_ms.clone());
         registry.register("process_resident_memory_bytes", "Resident memory of the process", m.rss.clone());
         Metrics { registry, ..m }

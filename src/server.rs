@@ -139,6 +139,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let mut router = crate::transport::http::router(node.clone())
         .layer(sio_layer)
+        .layer(axum::middleware::from_fn_with_state(
+            crate::transport::http::engine::EngineGate::new(node.clone()),
+            crate::transport::http::engine::admit_sessions,
+        ))
         .layer(axum::middleware::from_fn_with_state(node.clone(), crate::transport::http::polls::end_at_shutdown));
     // The Admin UI's origins are allowed besides a list of origins while it is on.
     let admin_origins = if node.cfg.admin_ui { node.cfg.admin_ui_origins.clone() } else { Vec::new() };
@@ -160,7 +164,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(crate::transport::http::serve::serve(listener, router, stop_rx, Duration::from_secs(10)));
+    let stall =
+        crate::transport::http::serve::WriteStall { timeout: node.cfg.write_timeout, metrics: node.metrics.clone() };
+    let server =
+        tokio::spawn(crate::transport::http::serve::serve(listener, router, stop_rx, Duration::from_secs(10), stall));
 
     tracing::info!(%addr, database = node.store.dialect(), "listening on http://{addr}");
     systemd::ready(&node).await;

@@ -11,6 +11,8 @@
 
 pub mod compat;
 pub mod contract;
+#[cfg(test)]
+mod fuzz;
 pub mod plugin;
 pub mod socket;
 

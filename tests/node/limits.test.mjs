@@ -1,10 +1,12 @@
 // Limits and feature switches: REALTIME_MAX_CONNECTIONS, REALTIME_RATE_LIMIT (new connections per IP per minute),
 // REALTIME_AUTO_CREATE_ROOMS=false, REALTIME_CORS_ORIGIN (polling and /api), gzip, and the feature flags
-// REALTIME_ENABLE_PRESENCE / _TYPING / _COMPRESSION, REALTIME_RATE_LIMIT_ENABLED, REALTIME_LOG_EVENTS.
+// REALTIME_ENABLE_PRESENCE / _TYPING / _COMPRESSION, REALTIME_RATE_LIMIT_ENABLED, REALTIME_LOG_EVENTS; bare
+// Engine.IO sessions (never sending CONNECT) counted from their first request, REALTIME_CONNECT_TIMEOUT.
 // Run against SQLite and PostgreSQL.
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { gunzipSync } from 'node:zlib';
+import WebSocket from 'ws';
 import {
   describe, it, before, after, backends, noteSkips, startServer, shutdown, connectClient, emitAck, waitDisconnect,
   assertOk, assertErr, show, uid, join, http, API_KEY, mintToken, eventually, listOf, sleep,
@@ -66,6 +68,41 @@ function rawUpgrade(server, headers = {}) {
     req.on('error', reject);
     req.end();
   });
+}
+
+
+/** A bare Engine.IO session over WebSocket (no Socket.IO CONNECT is ever sent). Resolves
+ *  {ok: true, closed: Promise<ms after opening>} once the server's open packet arrives, or {ok: false, status}. */
+function bareWebSocket(server, headers = {}) {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/socket.io/?EIO=4&transport=websocket`, { headers });
+    const closed = new Promise((r) => ws.on('close', () => r(Date.now() - started)));
+    ws.on('unexpected-response', (req, res) => {
+      res.resume();
+      req.destroy();
+      resolve({ ok: false, status: res.statusCode, retryAfter: res.headers['retry-after'] });
+    });
+    ws.on('error', (e) => resolve({ ok: false, status: 0, error: e.message }));
+    ws.on('message', (m) => {
+      if (String(m).startsWith('0')) resolve({ ok: true, ws, closed });
+    });
+  });
+}
+
+/** A bare Engine.IO session over long-polling: the handshake GET only. Resolves {ok: true, sid} or
+ *  {ok: false, status, retryAfter}. */
+async function barePoll(server, headers = {}) {
+  const r = await rawRequest(server, 'GET', '/socket.io/?EIO=4&transport=polling', headers);
+  if (r.status !== 200) return { ok: false, status: r.status, retryAfter: r.headers['retry-after'], text: r.text };
+  return { ok: true, sid: JSON.parse(r.text.slice(1)).sid };
+}
+
+/** Counts of a batch of bare sessions: {opened, refused: {status: n}}. */
+function tally(results) {
+  const refused = {};
+  for (const r of results.filter((x) => !x.ok)) refused[r.status] = (refused[r.status] || 0) + 1;
+  return { opened: results.filter((r) => r.ok).length, refused };
 }
 
 for (const backend of backends()) {
@@ -147,7 +184,10 @@ for (const backend of backends()) {
         results.push(r.ok || r.reason);
         if (r.ok) r.c.socket.disconnect();
       }
-      assert.deepEqual(results, [true, true, true, ...Array(27).fill(RATE_REFUSAL)], show(results));
+      // Three handshakes admitted, three refused by name; then the address has spent its Engine.IO session
+      // budget too (twice REALTIME_RATE_LIMIT): the rest are refused before any handshake (HTTP 429).
+      assert.deepEqual(results.slice(0, 6), [true, true, true, RATE_REFUSAL, RATE_REFUSAL, RATE_REFUSAL], show(results));
+      assert.ok(results.slice(6).every((r) => r !== true), `none of the other 24 is admitted: ${show(results)}`);
       // another real client behind the same proxy has its own budget, and is recorded with its own address
       const other = await tryConnect(server, uid('other'), { extraHeaders: { 'X-Forwarded-For': '10.0.0.1, 198.51.100.20' } });
       assert.equal(other.ok, true, `a different client address is admitted: ${show(other.reason)}`);
@@ -165,6 +205,64 @@ for (const backend of backends()) {
         if (r.ok) r.c.socket.disconnect();
       }
       assert.deepEqual(results, [true, true, true, RATE_REFUSAL, RATE_REFUSAL], show(results));
+    });
+  });
+
+  describe(`bare Engine.IO sessions (no CONNECT): REALTIME_RATE_LIMIT=10, REALTIME_MAX_CONNECTIONS=10, REALTIME_CONNECT_TIMEOUT=1500 [${backend.name}]`, { skip: backend.skip }, () => {
+    // Before: with a limit of 10, 5,000 bare websockets and 2,000 bare polling sessions were accepted and held
+    // ~45 s. Each address has its own X-Forwarded-For (the tests' 127.0.0.1 is a trusted proxy).
+    let server;
+    before(async () => {
+      server = await startServer({
+        backend: backend.name,
+        env: { REALTIME_RATE_LIMIT: '10', REALTIME_MAX_CONNECTIONS: '10', REALTIME_CONNECT_TIMEOUT: '1500' },
+      });
+    });
+    after(() => shutdown(server));
+
+    it('one address: of 60 bare websockets and then 60 bare polling handshakes, 20 open (twice REALTIME_RATE_LIMIT), the rest get 429 with Retry-After; every opened one is closed at REALTIME_CONNECT_TIMEOUT', async () => {
+      const from = { 'X-Forwarded-For': '198.51.100.1' };
+      const sockets = await Promise.all(Array.from({ length: 60 }, () => bareWebSocket(server, from)));
+      const polls = await Promise.all(Array.from({ length: 60 }, () => barePoll(server, from)));
+      const t = tally([...sockets, ...polls]);
+      assert.ok(t.opened >= 20 && t.opened <= 21, `20 sessions open (one more may refill meanwhile): ${show(t)}`);
+      assert.equal(t.refused[429], 120 - t.opened, `the others are refused with 429: ${show(t)}`);
+      for (const r of [...sockets, ...polls].filter((x) => !x.ok)) assert.ok(Number(r.retryAfter) >= 1, show(r));
+      // a well-behaved client from the same address is refused too: its budget went on bare sessions
+      const same = await tryConnect(server, uid('same'), { extraHeaders: from });
+      assert.equal(same.ok, false, 'the address has spent its session budget');
+      // the opened sessions end at the deadline, not at once and not at the ping timeout
+      const closedAfter = await Promise.all(sockets.filter((r) => r.ok).map((r) => r.closed));
+      const waited = await Promise.all(polls.filter((r) => r.ok).map(async (r) => {
+        const started = Date.now();
+        const res = await rawRequest(server, 'GET', `/socket.io/?EIO=4&transport=polling&sid=${r.sid}`, from);
+        return { ms: Date.now() - started, status: res.status, text: res.text };
+      }));
+      for (const ms of closedAfter) assert.ok(ms >= 1000 && ms < 8000, `a bare websocket closed after ${ms} ms`);
+      for (const w of waited) {
+        assert.ok(w.status === 400 || w.text.includes('1'), `the poll of a closed session ends it: ${show(w)}`);
+        assert.ok(w.ms < 8000, `a bare polling session ended after ${w.ms} ms`);
+      }
+      // another address is not affected
+      const other = await tryConnect(server, uid('other'), { extraHeaders: { 'X-Forwarded-For': '198.51.100.2' } });
+      assert.equal(other.ok, true, `another address connects: ${show(other.reason)}`);
+      other.c.socket.disconnect();
+    });
+
+    it('many addresses: bare sessions waiting to join stop at the allowance (64 with REALTIME_MAX_CONNECTIONS=10), the rest get 503; once the deadline closes them a client connects', async () => {
+      const results = await Promise.all(Array.from({ length: 100 }, (_, i) =>
+        bareWebSocket(server, { 'X-Forwarded-For': `203.0.113.${1 + (i % 10)}` })));
+      const t = tally(results);
+      assert.ok(t.opened <= 64, `at most 64 bare sessions open at once: ${show(t)}`);
+      assert.ok(t.opened >= 50, `the allowance is used, not refused early: ${show(t)}`);
+      assert.equal(t.refused[503], 100 - t.opened, `the others are refused with 503: ${show(t)}`);
+      await Promise.all(results.filter((r) => r.ok).map((r) => r.closed));
+      const c = await eventually('a client to connect once the bare sessions are closed', async () => {
+        const r = await tryConnect(server, uid('after'), { extraHeaders: { 'X-Forwarded-For': '192.0.2.50' } });
+        return r.ok && r.c;
+      });
+      assert.ok(c.socket.connected);
+      c.socket.disconnect();
     });
   });
 

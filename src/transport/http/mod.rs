@@ -5,6 +5,7 @@ mod admin;
 mod broadcast;
 mod client;
 mod dashboard;
+pub mod engine;
 pub mod health;
 pub mod polls;
 pub mod serve;

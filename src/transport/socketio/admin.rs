@@ -250,6 +250,7 @@ impl AdminUi {
             let mut sessions = self.sessions.lock();
             sessions.retain(|_, exp| *exp > now);
             if sessions.contains_key(id) {
+                crate::transport::http::engine::joined(parts);
                 return Ok(());
             }
         }
@@ -276,6 +277,7 @@ impl AdminUi {
         }
         tracing::info!(ip = ?ip, user, "admin UI login");
         s.extensions.insert(NewSession(id));
+        crate::transport::http::engine::joined(parts);
         Ok(())
     }
 

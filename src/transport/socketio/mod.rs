@@ -40,13 +40,16 @@ pub fn build(cfg: &Config, state: adapter::AdapterState) -> (SocketIoLayer<Adapt
         .with_adapter::<Adapter>(state)
         .ping_interval(cfg.ping_interval)
         .ping_timeout(cfg.ping_timeout)
+        // A session that never sends CONNECT is closed (see `http::engine` for how such sessions are counted).
+        .connect_timeout(cfg.connect_timeout)
         .max_payload(cfg.max_payload)
         .ws_max_message_size(cfg.max_payload as usize)
         .ws_max_frame_size(cfg.max_payload as usize)
         // Frames are small chat events; the buffer grows for a big one. 1 KiB instead of 4 KiB per socket.
         .ws_read_buffer_size(1024)
-        // Room fan-out bursts must not overflow a socket's queue (a full queue drops packets).
-        .max_buffer_size(4096)
+        // Room fan-out bursts must not overflow a socket's queue (a full queue drops packets); a socket whose
+        // client stopped reading is closed by REALTIME_WRITE_TIMEOUT (`http::serve`).
+        .max_buffer_size(cfg.max_buffer)
         .build_layer()
 }
 
@@ -262,7 +265,10 @@ async fn handshake(
     });
 
     // Persisted rooms are joined before the client hears anything, so `authenticated.rooms` is complete.
-    node.connections.open(session).await.map_err(|e| refuse(AuthError::Refused(e.message)))
+    node.connections.open(session).await.map_err(|e| refuse(AuthError::Refused(e.message)))?;
+    // Counted with the sockets from now on, no longer among the sessions waiting to join.
+    crate::transport::http::engine::joined(parts);
+    Ok(())
 }
 
 /// Runs after the CONNECT packet: greet the client.
