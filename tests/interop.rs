@@ -104,10 +104,11 @@ struct FileRun {
     output: String,
 }
 
-/// Writes a line to the real stderr (visible in `cargo test` output, unlike `eprintln!` inside a test).
-/// Files run one at a time after the others.
-const ALONE: &[&str] = &["cluster.test.mjs"];
+/// Files run one at a time after the others: the cluster starts several servers at once, and the flood, the
+/// wire fuzzer and the slow consumer load the machine on purpose while they measure another client's latency.
+const ALONE: &[&str] = &["cluster.test.mjs", "flood.test.mjs", "wire-fuzz.test.mjs", "slow-consumer.test.mjs"];
 
+/// Writes a line to the real stderr (visible in `cargo test` output, unlike `eprintln!` inside a test).
 fn say(line: &str) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{line}");
@@ -210,8 +211,8 @@ fn socket_io_client_interop_suite() {
         if skip { " (REALTIME_TEST_SERVICES=skip)" } else { "" }
     ));
     let t0 = Instant::now();
-    // Files that start several servers at once (the cluster) run alone, after the others: beside three
-    // other files their timing bounds would measure the machine's load.
+    // The ALONE files run after the others, one at a time: beside three other files their timing bounds would
+    // measure the machine's load (and theirs would disturb the others').
     let (alone, files): (Vec<PathBuf>, Vec<PathBuf>) =
         files.into_iter().partition(|p| ALONE.iter().any(|a| p.to_string_lossy().ends_with(a)));
     let queue = Mutex::new(files.into_iter().collect::<VecDeque<_>>());
