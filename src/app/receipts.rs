@@ -279,17 +279,7 @@ impl Receipts {
         let present = self.roster.users_in(account, &m.room).await;
         let notice = {
             let mut t = self.tracker.lock();
-            t.register_message(
-                account,
-                &m.room,
-                NewMessage {
-                    message_id: m.id.clone(),
-                    seq: m.seq,
-                    sender_id: m.user_id.clone(),
-                    client_message_id: m.client_message_id.clone(),
-                    created_at: DateTime::from_timestamp_millis(m.created_at).unwrap_or(now),
-                },
-            );
+            t.register_message(account, &m.room, tracked(m, now));
             t.mark_delivered(account, &m.id, present.iter().map(String::as_str), now)
         };
         // Per-recipient delivery rows answer delivery:sync after a restart. They matter in dms and small
@@ -355,18 +345,7 @@ impl Receipts {
         // In a cluster the message may have been sent through another node a moment ago: tracked from here
         // on, so its reads are counted and announced as on the node that sent it.
         if self.bus.get().is_some() && self.ensure_room(account, &m.room).await.is_ok() {
-            let created_at = DateTime::from_timestamp_millis(m.created_at).unwrap_or_else(Utc::now);
-            self.tracker.lock().register_message(
-                account,
-                &m.room,
-                NewMessage {
-                    message_id: m.id.clone(),
-                    seq: m.seq,
-                    sender_id: m.user_id.clone(),
-                    client_message_id: m.client_message_id.clone(),
-                    created_at,
-                },
-            );
+            self.tracker.lock().register_message(account, &m.room, tracked(&m, Utc::now()));
         }
         Ok((m.room, m.seq))
     }
@@ -553,5 +532,16 @@ impl Receipts {
         if evicted > 0 {
             tracing::debug!(rooms = evicted, "idle rooms left the receipt tracker");
         }
+    }
+}
+
+/// What the tracker keeps of a stored message (`now` when its timestamp is out of range).
+fn tracked(m: &MessageRow, now: DateTime<Utc>) -> NewMessage {
+    NewMessage {
+        message_id: m.id.clone(),
+        seq: m.seq,
+        sender_id: m.user_id.clone(),
+        client_message_id: m.client_message_id.clone(),
+        created_at: DateTime::from_timestamp_millis(m.created_at).unwrap_or(now),
     }
 }
