@@ -57,7 +57,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     co.shutdown().await;
     let report = result?;
     report.print(args.common.json);
-    Ok(())
+    match report.failure {
+        Some(f) => bail!("bench {}: {f}", args.scenario.name()),
+        None => Ok(()),
+    }
 }
 
 impl Coordinator {
@@ -286,14 +289,14 @@ impl Coordinator {
             Action::Hold { ms } => {
                 format!("{:.0}/{:.0} s · {} live", secs, ms as f64 / 1000.0, fmt_num(p.live as f64, 0))
             }
-            Action::Send { .. } => format!(
+            Action::Send { .. } | Action::SendStorm { .. } => format!(
                 "sent {} · delivered {} · events in {}",
                 fmt_num(p.sent as f64, 0),
                 fmt_num(p.deliveries as f64, 0),
                 fmt_num(p.events_in as f64, 0)
             ),
             Action::Settle { .. } => format!("events in {}", fmt_num(p.events_in as f64, 0)),
-            Action::Drop => format!(
+            Action::Drop { .. } => format!(
                 "{} live · reconnected {} · failed {}",
                 fmt_num(p.live as f64, 0),
                 fmt_num(p.reconnected as f64, 0),

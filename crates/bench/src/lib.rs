@@ -16,7 +16,7 @@
 //! * [`coordinator`]: starts workers, runs the phases in lock-step, shows progress.
 //! * [`probe`]: the server's RSS and CPU from `/metrics` or `/proc/<pid>`.
 //! * [`report`]: the result table and `--json`.
-//! * [`scenarios`]: one file per scenario (connect, idle, fanout, storm, typing/presence).
+//! * [`scenarios`]: one file per scenario (connect, idle, fanout, storm, typing/presence, soak).
 //!
 //! Every scenario is bounded: counts and durations come from flags, every wait has a timeout,
 //! and `--max-runtime` aborts the whole run.
@@ -43,13 +43,14 @@ pub const DEFAULT_MAX_CONNS_PER_WORKER: u64 = 10_000;
 /// Load generator: N Socket.IO clients against a server, with a report.
 #[derive(Args, Debug, Clone)]
 #[command(
-    about = "Load generator speaking Engine.IO v4 / Socket.IO v5 (connect, idle, fanout, storm, typing, presence)",
+    about = "Load generator speaking Engine.IO v4 / Socket.IO v5 (connect, idle, fanout, storm, typing, presence, soak)",
     after_help = "Examples:\n  \
         nself-realtime bench connect -n 5000\n  \
         nself-realtime bench --server-pid $PID idle -n 10000 --duration 30\n  \
         nself-realtime bench fanout --rooms 10 --members 100 --rate 200 --payload 1k --duration 10\n  \
         nself-realtime bench storm -n 5000\n  \
-        nself-realtime bench --json typing --rooms 20 --members 20 --rate 500"
+        nself-realtime bench --json typing --rooms 20 --members 20 --rate 500\n  \
+        nself-realtime bench --server-pid $PID soak --duration 10m --storm-every 60s"
 )]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -188,6 +189,9 @@ pub enum Scenario {
     Typing(scenarios::events::EventStormArgs),
     /// `presence:update` storm: broadcasts received per inbound event (amplification).
     Presence(scenarios::events::EventStormArgs),
+    /// Bounded soak: steady messages, typing and presence, a reconnect storm every --storm-every; the server's
+    /// RSS and open files must stay flat after warm-up (needs --server-pid).
+    Soak(scenarios::soak::SoakArgs),
 }
 
 impl CommonArgs {
@@ -215,6 +219,7 @@ impl Scenario {
             Scenario::Storm(_) => "storm",
             Scenario::Typing(_) => "typing",
             Scenario::Presence(_) => "presence",
+            Scenario::Soak(_) => "soak",
         }
     }
 }

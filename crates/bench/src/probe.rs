@@ -86,6 +86,16 @@ impl Probe {
     }
 }
 
+/// Resident memory (bytes) and open file descriptors of process `pid`, from /proc (same machine).
+pub fn proc_rss_and_fds(pid: u32) -> (Option<u64>, Option<u64>) {
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| status_kb(&s, "VmRSS:"))
+        .map(|kb| kb * 1024);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count() as u64);
+    (rss, fds)
+}
+
 /// `getconf CLK_TCK` (100 on Linux in practice).
 fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
@@ -193,6 +203,8 @@ mod tests {
         assert_eq!(stat_cpu_ticks(stat), Some(300));
         assert_eq!(status_kb("Name:\tx\nVmRSS:\t  2048 kB\n", "VmRSS:"), Some(2048));
         let me = self_usage();
+        let (rss, fds) = proc_rss_and_fds(std::process::id());
+        assert!(rss.unwrap_or(0) > 0 && fds.unwrap_or(0) >= 3, "{rss:?} {fds:?}");
         assert!(me.rss_bytes > 0);
         assert!(open_files_limit().unwrap_or(1) > 0);
     }

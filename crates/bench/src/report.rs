@@ -14,6 +14,9 @@ pub struct Report {
     params: Map<String, Value>,
     results: Map<String, Value>,
     rows: Vec<(String, String)>,
+    /// Set when the run measured what it measures but a check failed: the report is printed, then the command
+    /// exits non-zero with this message.
+    pub failure: Option<String>,
 }
 
 fn round(v: f64, decimals: i32) -> f64 {
@@ -62,6 +65,7 @@ impl Report {
             params: Map::new(),
             results: Map::new(),
             rows: Vec::new(),
+            failure: None,
         }
     }
 

@@ -31,9 +31,10 @@ pub enum Signal {
     Send { start: Instant },
     /// Senders stop; everybody keeps receiving.
     Quiet,
-    /// Every client drops its connection (no close handshake) and reconnects; latencies are
-    /// measured from `t0`.
-    Drop { t0: Instant },
+    /// Clients drop their connection (no close handshake) and reconnect; latencies are measured from `t0`.
+    /// `permille` of the clients take part (1000: all), picked by [`picked`].
+    /// With `send`, the senders that stay (and those back) keep sending as in `Send { start: send }`.
+    Drop { t0: Instant, permille: u16, seed: u32, send: Option<Instant> },
     /// Close gracefully and end.
     Close,
 }
@@ -185,7 +186,7 @@ pub async fn run(sh: Arc<Shared>, g: u64) {
     let mut conn = conn;
     let mut sender = Sender::new(&sh, g);
     loop {
-        match live(&sh, &mut conn, &mut phase, &mut sender).await {
+        match live(&sh, g, &mut conn, &mut phase, &mut sender).await {
             Exit::Close => {
                 st.live.fetch_sub(1, Relaxed);
                 conn.close().await;
@@ -260,7 +261,7 @@ impl Sender {
         let is_sender = p.send.is_some() && g < p.senders && p.rate > 0.0;
         let senders = p.senders.max(1) as f64;
         Sender {
-            kind: if is_sender { p.send } else { None },
+            kind: if is_sender { p.send.map(|k| k.for_client(g)) } else { None },
             period: Duration::from_secs_f64((senders / p.rate.max(1e-9)).clamp(1e-4, 3600.0)),
             // Only senders keep the encoded room names (most clients never send).
             room_json: if is_sender { json_str(&sh.room_name(g).unwrap_or_default()) } else { String::new() },
@@ -329,6 +330,8 @@ impl Sender {
                 st.inflight.fetch_add(1, Relaxed);
                 Some(format!("42{id}[\"message:send\",{{\"roomName\":{},\"content\":\"{content}\"}}]", self.room_json))
             }
+            // Resolved per client in Sender::new; never sent as such.
+            SendKind::Mixed { .. } => None,
             SendKind::Typing => {
                 Some(format!("42[\"typing:start\",{{\"roomName\":{},\"roomType\":\"channel\"}}]", self.bare_json))
             }
@@ -362,6 +365,20 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// Whether client `g` takes part in a drop of `permille` of the clients with `seed`: a hash of both, so each
+/// storm picks a different, evenly spread set.
+pub fn picked(g: u64, seed: u32, permille: u16) -> bool {
+    if permille >= 1000 {
+        return true;
+    }
+    // splitmix64 of (seed, g)
+    let mut z = g ^ ((seed as u64) << 40) ^ 0x9E37_79B9_7F4A_7C15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    z % 1000 < permille as u64
+}
+
 /// Reads the send time that follows `marker` in a message:new frame.
 pub fn sent_at_us(raw: &str, marker: &str) -> Option<u64> {
     let i = raw.find(marker)? + marker.len();
@@ -370,11 +387,11 @@ pub fn sent_at_us(raw: &str, marker: &str) -> Option<u64> {
 }
 
 /// The connected life of a client, until the phase says close/drop or the connection is lost.
-async fn live(sh: &Shared, conn: &mut Conn, phase: &mut watch::Receiver<Signal>, sender: &mut Sender) -> Exit {
+async fn live(sh: &Shared, g: u64, conn: &mut Conn, phase: &mut watch::Receiver<Signal>, sender: &mut Sender) -> Exit {
     let st = &sh.stats;
     // Apply the current phase (a client that finished connecting late, or reconnected).
     match *phase.borrow_and_update() {
-        Signal::Send { start } => sender.start(start),
+        Signal::Send { start } | Signal::Drop { send: Some(start), .. } => sender.start(start),
         Signal::Close => return Exit::Close,
         _ => {}
     }
@@ -388,7 +405,12 @@ async fn live(sh: &Shared, conn: &mut Conn, phase: &mut watch::Receiver<Signal>,
                 match sig {
                     Signal::Send { start } => sender.start(start),
                     Signal::Quiet | Signal::Idle => sender.ticker = None,
-                    Signal::Drop { t0 } => return Exit::Drop { t0 },
+                    Signal::Drop { t0, permille, seed, .. } => {
+                        if picked(g, seed, permille) {
+                            st.c.dropped.fetch_add(1, Relaxed);
+                            return Exit::Drop { t0 };
+                        }
+                    }
                     Signal::Close => return Exit::Close,
                 }
             }
@@ -440,6 +462,16 @@ async fn live(sh: &Shared, conn: &mut Conn, phase: &mut watch::Receiver<Signal>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partial_drop_picks_about_its_share() {
+        let n = (0..10_000u64).filter(|&g| picked(g, 1, 250)).count();
+        assert!((2_200..2_800).contains(&n), "{n}");
+        let other = (0..10_000u64).filter(|&g| picked(g, 1, 250) != picked(g, 2, 250)).count();
+        assert!(other > 2_000, "a new seed picks other clients: {other}");
+        assert!((0..100u64).all(|g| picked(g, 7, 1000)));
+        assert!(!(0..100u64).any(|g| picked(g, 7, 0)));
+    }
 
     #[test]
     fn finds_the_send_time() {

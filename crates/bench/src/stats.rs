@@ -137,6 +137,27 @@ impl HistSnap {
         self.max
     }
 
+    /// What was recorded after `earlier` (a snapshot of the same histogram): the bucket counts subtracted; min
+    /// and max become the bounds of the lowest and highest bucket left (clamped to the whole run's).
+    pub fn since(&self, earlier: &HistSnap) -> HistSnap {
+        let before: BTreeMap<u32, u64> = earlier.b.iter().copied().collect();
+        let b: Vec<(u32, u64)> = self
+            .b
+            .iter()
+            .map(|&(i, c)| (i, c.saturating_sub(*before.get(&i).unwrap_or(&0))))
+            .filter(|&(_, c)| c > 0)
+            .collect();
+        let count = b.iter().map(|&(_, c)| c).sum();
+        let (min, max) = match (b.first(), b.last()) {
+            (Some(&(lo, _)), Some(&(hi, _))) => (
+                bucket_range(lo as usize).0.clamp(self.min, self.max),
+                bucket_range(hi as usize).1.clamp(self.min, self.max),
+            ),
+            _ => (0, 0),
+        };
+        HistSnap { count, sum: self.sum.saturating_sub(earlier.sum), min, max, b }
+    }
+
     pub fn mean_us(&self) -> f64 {
         if self.count == 0 { 0.0 } else { self.sum as f64 / self.count as f64 }
     }
@@ -219,6 +240,7 @@ counters!(
     reconnected,
     reconnect_failed,
     resettled,
+    dropped,
     lost,
     // rooms
     joins_ok,

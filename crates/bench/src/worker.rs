@@ -40,8 +40,13 @@ pub enum Action {
     /// Wait until no event arrived for `quiet_ms` (at most `max_ms`): lets late broadcasts of the
     /// ramp (presence announcements, joins) pass before a measured window.
     Settle { quiet_ms: u64, max_ms: u64 },
-    /// Every live client drops its connection and reconnects; done when all are back or failed.
-    Drop,
+    /// Live clients drop their connection and reconnect; done when all of them are back or failed. `permille`
+    /// of the clients drop (1000: all), chosen by client index and `seed` (a new choice for each seed).
+    Drop { permille: u16, seed: u32 },
+    /// Senders send for `ms`; half-way through, `permille` of the clients drop and reconnect (the others keep
+    /// sending, the reconnected ones resume). Done at the end of the window once the dropped ones are back or
+    /// failed.
+    SendStorm { ms: u64, permille: u16, seed: u32 },
     /// Close every connection.
     Close,
 }
@@ -101,6 +106,23 @@ impl Worker {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// After a drop signal: waits until the clients that dropped are back or failed. `before` is (resettled,
+    /// dropped) when the signal went out; `all` the number of clients when every one dropped.
+    async fn wait_back(&self, before: (u64, u64), all: Option<u64>) {
+        if all.is_none() {
+            // Clients count themselves as they see the signal; give them a moment to.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let p = &self.sh.plan;
+        let stall = self.sh.handshake_timeout * (p.retries + 2) + p.jitter + Duration::from_secs(5);
+        self.wait_until(stall, |w| {
+            let st = &w.sh.stats;
+            let target = all.unwrap_or_else(|| st.c.dropped.load(Relaxed).saturating_sub(before.1));
+            st.c.resettled.load(Relaxed) >= before.0 + target
+        })
+        .await;
     }
 
     async fn act(&mut self, action: Action) {
@@ -163,13 +185,23 @@ impl Worker {
                     }
                 }
             }
-            Action::Drop => {
-                let target = st.live.load(Relaxed).max(0) as u64;
-                let before = st.c.resettled.load(Relaxed);
-                sh.phase.send_replace(Signal::Drop { t0: Instant::now() });
-                let p = &sh.plan;
-                let stall = sh.handshake_timeout * (p.retries + 2) + p.jitter + Duration::from_secs(5);
-                self.wait_until(stall, |w| w.sh.stats.c.resettled.load(Relaxed) >= before + target).await;
+            Action::Drop { permille, seed } => {
+                let before = (st.c.resettled.load(Relaxed), st.c.dropped.load(Relaxed));
+                // With every client dropping, the target is known at once; otherwise it is how many clients took
+                // the drop, counted by the clients as they see the signal.
+                let all = (permille >= 1000).then(|| st.live.load(Relaxed).max(0) as u64);
+                sh.phase.send_replace(Signal::Drop { t0: Instant::now(), permille, seed, send: None });
+                self.wait_back(before, all).await;
+            }
+            Action::SendStorm { ms, permille, seed } => {
+                let start = Instant::now() + Duration::from_millis(5);
+                sh.phase.send_replace(Signal::Send { start });
+                tokio::time::sleep_until(start + Duration::from_millis(ms / 2)).await;
+                let before = (st.c.resettled.load(Relaxed), st.c.dropped.load(Relaxed));
+                sh.phase.send_replace(Signal::Drop { t0: Instant::now(), permille, seed, send: Some(start) });
+                tokio::time::sleep_until(start + Duration::from_millis(ms)).await;
+                sh.phase.send_replace(Signal::Quiet);
+                self.wait_back(before, None).await;
             }
             Action::Close => {
                 sh.phase.send_replace(Signal::Close);

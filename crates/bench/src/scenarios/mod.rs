@@ -6,6 +6,7 @@ pub mod connect;
 pub mod events;
 pub mod fanout;
 pub mod idle;
+pub mod soak;
 pub mod storm;
 
 use std::time::Duration;
@@ -26,6 +27,22 @@ pub enum SendKind {
     Typing,
     /// `presence:update {status}`, alternating online/away, fire-and-forget.
     Presence,
+    /// Soak traffic: half of the senders send messages, a quarter typing, a quarter presence (by client index).
+    Mixed { payload: usize },
+}
+
+impl SendKind {
+    /// What client `g` sends (only [`SendKind::Mixed`] depends on the client).
+    pub fn for_client(self, g: u64) -> SendKind {
+        match self {
+            SendKind::Mixed { payload } => match g % 4 {
+                0 | 1 => SendKind::Message { payload },
+                2 => SendKind::Typing,
+                _ => SendKind::Presence,
+            },
+            k => k,
+        }
+    }
 }
 
 /// What every client of a run does; derived from the scenario flags, identically in the
@@ -73,6 +90,7 @@ impl Scenario {
             Scenario::Idle(a) => Plan::connections(a.connections),
             Scenario::Storm(a) => Plan { retries: a.retries, jitter: a.jitter, ..Plan::connections(a.connections) },
             Scenario::Fanout(a) => a.plan(),
+            Scenario::Soak(a) => a.plan(),
             Scenario::Typing(a) => a.plan(SendKind::Typing),
             Scenario::Presence(a) => a.plan(SendKind::Presence),
         }
@@ -85,6 +103,7 @@ impl Scenario {
             Scenario::Idle(a) => idle::drive(a, co).await,
             Scenario::Fanout(a) => fanout::drive(a, co).await,
             Scenario::Storm(a) => storm::drive(a, co).await,
+            Scenario::Soak(a) => soak::drive(a, co).await,
             Scenario::Typing(a) => events::drive(a, co, SendKind::Typing).await,
             Scenario::Presence(a) => events::drive(a, co, SendKind::Presence).await,
         }

@@ -46,7 +46,7 @@ pub async fn drive(a: &StormArgs, co: &mut Coordinator) -> anyhow::Result<Report
     for i in 0..a.rounds.max(1) {
         tokio::time::sleep(a.settle).await;
         let s_before = co.probe.sample().await;
-        let step = co.step(&format!("round {}", i + 1), Action::Drop).await?;
+        let step = co.step(&format!("round {}", i + 1), Action::Drop { permille: 1000, seed: i }).await?;
         let s_after = co.probe.sample().await;
         let d = step.snap.c.delta(&prev.c);
         rounds.push(serde_json::json!({
