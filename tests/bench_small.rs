@@ -1,6 +1,7 @@
 //! Every `bench` scenario, run small against a real server process: the load generator works, and the server
 //! answers its Rust Engine.IO/Socket.IO client (connect, join, send, fan-out, typing, presence, reconnect
-//! storm). No timing is asserted here; performance lives in BENCHMARKS.md.
+//! storm, soak). No timing is asserted here (performance lives in BENCHMARKS.md), but the soak's own check runs:
+//! the server's RSS and open descriptors stay flat through 30 s of traffic and three reconnect storms.
 
 mod common;
 
@@ -39,16 +40,22 @@ impl Server {
 
     /// Runs one scenario with `--json` and returns its `results`.
     fn bench(&self, scenario: &[&str]) -> Value {
-        let dir = common::tempdir();
-        let (code, out, err) = common::run(
-            common::command(common::BIN, dir.path(), dir.path())
-                .args(["bench", "-q", "--json", "--url", &self.url, "--max-runtime", "60s"])
-                .args(scenario),
-        );
-        assert_eq!(code, 0, "bench {scenario:?} failed:\n{err}");
+        let (code, out, err) = self.bench_raw(scenario);
+        assert_eq!(code, 0, "bench {scenario:?} failed:\n{err}\n{out}");
         let report: Value =
             serde_json::from_str(&out).unwrap_or_else(|e| panic!("bench {scenario:?} printed no JSON ({e}):\n{out}"));
         report["results"].clone()
+    }
+
+    /// Runs one scenario with `--json` and `--server-pid`: (exit code, stdout, stderr).
+    fn bench_raw(&self, scenario: &[&str]) -> (i32, String, String) {
+        let dir = common::tempdir();
+        let pid = self.child.id().to_string();
+        common::run(
+            common::command(common::BIN, dir.path(), dir.path())
+                .args(["bench", "-q", "--json", "--url", &self.url, "--max-runtime", "90s", "--server-pid", &pid])
+                .args(scenario),
+        )
     }
 }
 
@@ -122,4 +129,56 @@ fn every_bench_scenario_runs_against_the_server() {
 
     let r = server.bench(&["storm", "-n", "30"]);
     assert_eq!((n(&r, "reconnected"), n(&r, "reconnect_failed")), (30.0, 0.0), "storm: {r}");
+}
+
+/// 30 s of messages, typing and presence in 4 rooms with a reconnect storm of a quarter of the clients every
+/// 10 s: every storm's clients come back, nothing is refused, and the server's RSS and open descriptors stay
+/// within ±10 % of their median after the warm-up (the command fails, naming what grew, otherwise).
+#[test]
+fn a_short_soak_stays_flat() {
+    let server = Server::start();
+    let soak = [
+        "soak",
+        "--rooms",
+        "4",
+        "--members",
+        "10",
+        "--rate",
+        "100",
+        "--duration",
+        "30s",
+        "--storm-every",
+        "10s",
+        "--sample-every",
+        "2s",
+    ];
+    let (code, out, err) = server.bench_raw(&soak);
+    let report: Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("soak printed no JSON ({e}), exit {code}:\n{out}\n{err}"));
+    let r = &report["results"];
+    assert_eq!(code, 0, "soak: the server's RSS or descriptors moved:\n{err}\nsamples: {}", r["samples"]);
+    assert_eq!(r["flat"], "yes", "soak: {r}");
+    assert!(n(r, "storms") >= 2.0, "soak: a storm every 10 s: {r}");
+    assert!(n(r, "dropped") > 0.0, "soak: the storms drop clients: {r}");
+    assert_eq!(n(r, "reconnected"), n(r, "dropped"), "soak: every dropped client is back: {r}");
+    assert_eq!((n(r, "reconnect_failed"), n(r, "lost"), n(r, "ack_errors")), (0.0, 0.0, 0.0), "soak: {r}");
+    assert_eq!(n(r, "live_at_end"), 40.0, "soak: {r}");
+    assert!(n(r, "deliveries") > 0.0, "soak: messages are delivered: {r}");
+    let samples = r["samples"].as_array().expect("samples");
+    assert!(samples.len() >= 10, "soak: a sample every 2 s: {r}");
+    assert!(samples.iter().all(|s| s["rss_bytes"].as_u64().unwrap_or(0) > 0 && s["fds"].as_u64().unwrap_or(0) > 0));
+
+    // Without --server-pid the soak refuses to start, and says what to give.
+    let dir = common::tempdir();
+    let (code, _, err) = common::run(common::command(common::BIN, dir.path(), dir.path()).args([
+        "bench",
+        "-q",
+        "--url",
+        &server.url,
+        "soak",
+        "--duration",
+        "2s",
+    ]));
+    assert_ne!(code, 0);
+    assert!(err.contains("--server-pid"), "{err}");
 }

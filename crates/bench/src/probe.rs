@@ -86,14 +86,26 @@ impl Probe {
     }
 }
 
-/// Resident memory (bytes) and open file descriptors of process `pid`, from /proc (same machine).
-pub fn proc_rss_and_fds(pid: u32) -> (Option<u64>, Option<u64>) {
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| status_kb(&s, "VmRSS:"))
-        .map(|kb| kb * 1024);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count() as u64);
-    (rss, fds)
+/// Memory and open files of a process, from /proc/<pid> (same machine).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcSample {
+    /// VmRSS: all resident memory, bytes.
+    pub rss: Option<u64>,
+    /// RssAnon: the resident heap and stacks, bytes (without the mapped executable and files, whose resident
+    /// pages come and go with the page cache).
+    pub anon: Option<u64>,
+    /// Entries of /proc/<pid>/fd.
+    pub fds: Option<u64>,
+}
+
+pub fn proc_sample(pid: u32) -> ProcSample {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
+    let kb = |field: &str| status.as_deref().and_then(|s| status_kb(s, field)).map(|kb| kb * 1024);
+    ProcSample {
+        rss: kb("VmRSS:"),
+        anon: kb("RssAnon:"),
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count() as u64),
+    }
 }
 
 /// `getconf CLK_TCK` (100 on Linux in practice).
@@ -203,8 +215,8 @@ mod tests {
         assert_eq!(stat_cpu_ticks(stat), Some(300));
         assert_eq!(status_kb("Name:\tx\nVmRSS:\t  2048 kB\n", "VmRSS:"), Some(2048));
         let me = self_usage();
-        let (rss, fds) = proc_rss_and_fds(std::process::id());
-        assert!(rss.unwrap_or(0) > 0 && fds.unwrap_or(0) >= 3, "{rss:?} {fds:?}");
+        let p = proc_sample(std::process::id());
+        assert!(p.rss.unwrap_or(0) > 0 && p.anon.unwrap_or(0) > 0 && p.fds.unwrap_or(0) >= 3, "{p:?}");
         assert!(me.rss_bytes > 0);
         assert!(open_files_limit().unwrap_or(1) > 0);
     }

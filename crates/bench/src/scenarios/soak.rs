@@ -1,9 +1,9 @@
 //! `soak`: a bounded run of ordinary traffic, looking for slow leaks. R rooms × M members; half of the senders
 //! send `message:send`, a quarter `typing:start`, a quarter `presence:update` (together `--rate` events/s);
 //! every `--storm-every` a fraction of the clients drop their connection at once and reconnect. Every
-//! `--sample-every` the server's RSS and open file descriptors are read from /proc/<pid> (`--server-pid`), next
-//! to the window's publish→deliver p99. After the warm-up (the first third of the samples) RSS and descriptors
-//! must stay within ±`--tolerance` % of their post-warm-up median (with a small absolute slack for tiny
+//! `--sample-every` the server's RSS (all of it, and its anonymous part: heap and stacks) and open file
+//! descriptors are read from /proc/<pid> (`--server-pid`), next to the window's publish→deliver p99. After the
+//! warm-up (the first third of the samples) the anonymous RSS and the descriptors must stay within ±`--tolerance` % of their post-warm-up median (with a small absolute slack for tiny
 //! values); otherwise the report is printed and the command fails, naming what moved.
 
 use std::time::Duration;
@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::{Plan, SendKind};
 use crate::coordinator::Coordinator;
-use crate::probe::proc_rss_and_fds;
+use crate::probe::proc_sample;
 use crate::report::{Report, fmt_bytes, fmt_num};
 use crate::stats::Snapshot;
 use crate::worker::Action;
@@ -98,6 +98,8 @@ pub struct SoakSample {
     /// Seconds since the soak started.
     pub t: f64,
     pub rss: Option<u64>,
+    /// The anonymous part of RSS (heap, stacks): what a leak grows.
+    pub anon: Option<u64>,
     pub fds: Option<u64>,
     pub sent: u64,
     pub deliveries: u64,
@@ -133,7 +135,7 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
              descriptors from /proc/<pid>, so it runs on the server's machine)"
         );
     };
-    if proc_rss_and_fds(pid).1.is_none() {
+    if proc_sample(pid).fds.is_none() {
         bail!("bench soak: cannot read /proc/{pid}/fd: is --server-pid {pid} a running process of this user?");
     }
     if !(0.0..=100.0).contains(&a.storm_percent) {
@@ -175,7 +177,7 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
     co.step("ramp", Action::Ramp).await?;
     let ramp = co.step("settle", Action::Settle { quiet_ms: 1000, max_ms: 5000 }).await?;
     let ramp_snap = ramp.snap.clone();
-    let (rss0, fds0) = proc_rss_and_fds(pid);
+    let p0 = proc_sample(pid);
 
     let start = Instant::now();
     let deadline = start + a.duration;
@@ -200,7 +202,7 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
             }
             co.step("send", Action::Send { ms, drain_ms: 0 }).await?
         };
-        let (rss, fds) = proc_rss_and_fds(pid);
+        let p = proc_sample(pid);
         let c = step.snap.c.delta(&prev.c);
         let lat = step.snap.deliver_lat.since(&prev.deliver_lat);
         let storm = step.name.starts_with("storm");
@@ -216,8 +218,9 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
         }
         samples.push(SoakSample {
             t: start.elapsed().as_secs_f64(),
-            rss,
-            fds,
+            rss: p.rss,
+            anon: p.anon,
+            fds: p.fds,
             sent: c.sent,
             deliveries: c.deliveries,
             p99_ms: (lat.count > 0).then(|| lat.quantile_us(0.99) as f64 / 1000.0),
@@ -230,7 +233,8 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
     co.step("close", Action::Close).await?;
 
     // The checks.
-    let rss: Vec<(usize, f64)> = samples.iter().enumerate().filter_map(|(i, s)| s.rss.map(|v| (i, v as f64))).collect();
+    let anon: Vec<(usize, f64)> =
+        samples.iter().enumerate().filter_map(|(i, s)| s.anon.map(|v| (i, v as f64))).collect();
     let fds: Vec<(usize, f64)> = samples.iter().enumerate().filter_map(|(i, s)| s.fds.map(|v| (i, v as f64))).collect();
     let mut problems = Vec::new();
     if samples.len() < 3 {
@@ -239,22 +243,39 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
             samples.len()
         ));
     }
-    let describe = |what: &str, (i, v, median, rel): (usize, f64, f64, f64), show: &dyn Fn(f64) -> String| {
+    // Names the move: the worst sample against the median, and where the series went after the warm-up.
+    let describe = |what: &str,
+                    series: &[(usize, f64)],
+                    (i, v, median, rel): (usize, f64, f64, f64),
+                    show: &dyn Fn(f64) -> String| {
+        let after = &series[series.len() / 3..];
+        let ((i0, v0), (i1, v1)) = (after[0], after[after.len() - 1]);
+        let verb = if v1 > v0 && v > median {
+            "grew"
+        } else if v1 < v0 && v < median {
+            "fell"
+        } else {
+            "moved"
+        };
         format!(
-            "{what} {} to {} at {:.0} s (post-warm-up median {}, {:+.1}%, allowed ±{}%)",
-            if v > median { "grew" } else { "fell" },
+            "{what} {verb}: {} at {:.0} s against a post-warm-up median of {} ({:+.1}%, allowed ±{}%); \
+             {} at {:.0} s → {} at {:.0} s",
             show(v),
             samples[i].t,
             show(median),
             rel * 100.0,
-            a.tolerance
+            a.tolerance,
+            show(v0),
+            samples[i0].t,
+            show(v1),
+            samples[i1].t,
         )
     };
-    if let Some(bad) = out_of_bounds(&rss, a.tolerance, RSS_SLACK_BYTES) {
-        problems.push(describe("server RSS", bad, &fmt_bytes));
+    if let Some(bad) = out_of_bounds(&anon, a.tolerance, RSS_SLACK_BYTES) {
+        problems.push(describe("server RSS (anonymous: heap and stacks)", &anon, bad, &fmt_bytes));
     }
     if let Some(bad) = out_of_bounds(&fds, a.tolerance, FD_SLACK) {
-        problems.push(describe("server open file descriptors", bad, &|v| fmt_num(v, 0)));
+        problems.push(describe("server open file descriptors", &fds, bad, &|v| fmt_num(v, 0)));
     }
 
     let c = end.snap.c.delta(&ramp_snap.c);
@@ -286,9 +307,16 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
     r.int("live_at_end", "connected at the end", end.snap.live);
 
     r.section("server (/proc)");
-    r.bytes("server_rss_start_bytes", "RSS after the ramp", rss0.map(|v| v as f64));
-    r.bytes("server_rss_end_bytes", "RSS at the end", samples.last().and_then(|s| s.rss).map(|v| v as f64));
-    r.opt_num("server_fds_start", "open descriptors after the ramp", fds0.map(|v| v as f64), "", 0);
+    let last_sample = samples.last().copied();
+    r.bytes("server_rss_start_bytes", "RSS after the ramp", p0.rss.map(|v| v as f64));
+    r.bytes("server_rss_end_bytes", "RSS at the end", last_sample.and_then(|s| s.rss).map(|v| v as f64));
+    r.bytes("server_anon_start_bytes", "anonymous RSS (heap) after the ramp", p0.anon.map(|v| v as f64));
+    r.bytes(
+        "server_anon_end_bytes",
+        "anonymous RSS (heap) at the end",
+        last_sample.and_then(|s| s.anon).map(|v| v as f64),
+    );
+    r.opt_num("server_fds_start", "open descriptors after the ramp", p0.fds.map(|v| v as f64), "", 0);
     r.opt_num(
         "server_fds_end",
         "open descriptors at the end",
@@ -298,16 +326,17 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
     );
     let p99s: Vec<f64> = samples.iter().filter_map(|s| s.p99_ms).collect();
     r.num("window_p99_max_ms", "worst window publish→deliver p99", p99s.iter().copied().fold(0.0, f64::max), "ms", 1);
-    r.text("flat", "RSS and descriptors flat after warm-up", if problems.is_empty() { "yes" } else { "NO" });
+    r.text("flat", "heap RSS and descriptors flat after warm-up", if problems.is_empty() { "yes" } else { "NO" });
 
-    r.section("samples (t · RSS · fds · sent · delivered · p99)");
+    r.section("samples (t · RSS · heap · fds · sent · delivered · p99)");
     for s in &samples {
         r.text(
             &format!("sample_{:.0}", s.t * 10.0),
             &format!("{:>6.1} s{}", s.t, if s.storm { " storm" } else { "" }),
             &format!(
-                "{:>10} · {:>5} · {:>6} · {:>7} · {}",
+                "{:>10} · {:>10} · {:>5} · {:>6} · {:>7} · {}",
                 s.rss.map(|v| fmt_bytes(v as f64)).unwrap_or_else(|| "-".into()),
+                s.anon.map(|v| fmt_bytes(v as f64)).unwrap_or_else(|| "-".into()),
                 s.fds.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
                 s.sent,
                 s.deliveries,
@@ -321,7 +350,7 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
             samples
                 .iter()
                 .map(|s| {
-                    json!({"t_s": s.t, "rss_bytes": s.rss, "fds": s.fds, "sent": s.sent,
+                    json!({"t_s": s.t, "rss_bytes": s.rss, "anon_rss_bytes": s.anon, "fds": s.fds, "sent": s.sent,
                            "deliveries": s.deliveries, "p99_ms": s.p99_ms, "storm": s.storm})
                 })
                 .collect(),
