@@ -250,9 +250,11 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
                     show: &dyn Fn(f64) -> String| {
         let after = &series[series.len() / 3..];
         let ((i0, v0), (i1, v1)) = (after[0], after[after.len() - 1]);
-        let verb = if v1 > v0 && v > median {
+        // The direction of the whole post-warm-up run names it; a swing that comes back is a move.
+        let bound = (median.abs() * a.tolerance / 100.0).max(f64::EPSILON);
+        let verb = if v1 - v0 > bound {
             "grew"
-        } else if v1 < v0 && v < median {
+        } else if v0 - v1 > bound {
             "fell"
         } else {
             "moved"
