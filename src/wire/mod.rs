@@ -490,24 +490,32 @@ impl<'a> Payload<'a> {
     }
 }
 
+/// The room a message goes to: `roomName`, else `channelId` (nchat's bare channel id); `missing` when neither.
+pub(crate) fn message_room(p: &Payload<'_>, missing: &str) -> AppResult<RoomName> {
+    match (p.opt_str("roomName", limits::ID)?, p.opt_id("channelId")?) {
+        (Some(name), _) => RoomName::parse(name),
+        (None, Some(id)) => RoomName::from_channel_id(&id),
+        (None, None) => return Err(AppError::validation(missing)),
+    }
+    .map_err(AppError::validation)
+}
+
+/// A message's `content`: a string of at most `max` bytes; empty when absent.
+pub(crate) fn message_content(p: &Payload<'_>, max: usize) -> AppResult<String> {
+    match p.raw("content") {
+        Some(Value::String(s)) if s.len() > max => Err(AppError::too_large("content", max)),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(AppError::validation("content must be a string")),
+        None => Ok(String::new()),
+    }
+}
+
 /// Reads either `message:send` shape: `{roomName, content, threadId?, replyTo?, metadata?}` (rooms service)
 /// or `{channelId, content, type, attachments?, threadId?, mentions?, clientMessageId}` (offline queue).
 pub fn outgoing(data: &Value, max_message_length: usize) -> AppResult<Outgoing> {
     let p = Payload::object(data)?;
-    let room = match (p.opt_str("roomName", limits::ID)?, p.opt_id("channelId")?) {
-        (Some(name), _) => RoomName::parse(name),
-        (None, Some(id)) => RoomName::from_channel_id(&id),
-        (None, None) => return Err(AppError::validation("roomName or channelId is required")),
-    }
-    .map_err(AppError::validation)?;
-    let content = match p.raw("content") {
-        Some(Value::String(s)) if s.len() > max_message_length => {
-            return Err(AppError::too_large("content", max_message_length));
-        }
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(AppError::validation("content must be a string")),
-        None => String::new(),
-    };
+    let room = message_room(&p, "roomName or channelId is required")?;
+    let content = message_content(&p, max_message_length)?;
     let attachments = p.opt_json("attachments", limits::ATTACHMENTS, true)?;
     if content.trim().is_empty() && attachments.is_none() {
         return Err(AppError::validation("content is required (or attachments)"));

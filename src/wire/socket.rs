@@ -18,7 +18,7 @@ use crate::app::events::{Author, CallEvent, CallParty, Event, ReadPosition, Room
 use crate::app::messages::Outgoing;
 use crate::app::receipts::ReadRequest;
 use crate::domain::calls::Signal;
-use crate::domain::names::{RoomName, channel_id_of};
+use crate::domain::names::channel_id_of;
 use crate::domain::presence::{PublicStatus, ViewedPresence};
 use crate::domain::time::iso_ms;
 use crate::domain::typing::{RoomType, TypingUser};
@@ -90,20 +90,8 @@ pub fn refusal(event: &str, data: Option<&Value>) -> Refusal {
 /// `mentions` as ids or as lib/socket's `{type, id?, …}` objects, and `attachmentIds`.
 pub fn outgoing(data: &Value, max_message_length: usize) -> AppResult<Outgoing> {
     let p = Payload::object(data)?;
-    let room = match (p.opt_str("roomName", limits::ID)?, p.opt_id("channelId")?) {
-        (Some(name), _) => RoomName::parse(name),
-        (None, Some(id)) => RoomName::from_channel_id(&id),
-        (None, None) => return Err(AppError::validation("channelId (or roomName) is required")),
-    }
-    .map_err(AppError::validation)?;
-    let content = match p.raw("content") {
-        Some(Value::String(s)) if s.len() > max_message_length => {
-            return Err(AppError::too_large("content", max_message_length));
-        }
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(AppError::validation("content must be a string")),
-        None => String::new(),
-    };
+    let room = super::message_room(&p, "channelId (or roomName) is required")?;
+    let content = super::message_content(&p, max_message_length)?;
     let attachments = match p.opt_json("attachments", limits::ATTACHMENTS, true)? {
         Some(a) => Some(a),
         None => p.opt_ids("attachmentIds")?.map(|ids| Value::from(ids).to_string()),
