@@ -212,9 +212,10 @@ fn a_server_that_does_not_answer_exits_4() {
 
 #[test]
 fn a_failed_start_reports_the_log_and_leaves_no_pid_file() {
-    let e = Env::new();
-    // Something that is not our server holds the port.
-    let _squatter = std::net::TcpListener::bind(("0.0.0.0", e.port)).unwrap();
+    // Something that is not our server holds the port (bound first, so no other test can take it meanwhile).
+    let squatter = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
+    let mut e = Env::new();
+    e.port = squatter.local_addr().unwrap().port();
     let (code, _, err) = e.run(&["server", "start", "--timeout", "20"]);
     assert_ne!(code, 0);
     assert!(err.contains("exited during start") || err.contains("did not answer"), "{err}");
