@@ -7,7 +7,7 @@
 //! - `node` — handles to the application parts and backends; `server` builds it and runs the process.
 //! - `app` — the application: typed requests in, typed results and events out; each part owns its timer.
 //! - `cluster` — the seams several nodes share (fan-out, roster, presence, typing, rate limits); `memory/`.
-//! - `store` — SQL on PostgreSQL or SQLite; `domain` — the rules, pure and synchronous.
+//! - `store` — SQL on PostgreSQL or SQLite; `domain` — the rules, pure and synchronous (crate `nself-realtime-core`).
 //!
 //! Beside them: `config`, `auth`, `error`, `metrics`, `telemetry`, `systemd`, `cli`.
 
@@ -16,8 +16,6 @@ pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
-pub mod domain;
-pub mod error;
 pub mod metrics;
 pub mod node;
 pub mod server;
@@ -26,3 +24,7 @@ pub mod systemd;
 pub mod telemetry;
 pub mod transport;
 pub mod wire;
+
+/// The rules and the error vocabulary live in `crates/core` (built and mutation-tested on their own); the
+/// paths `crate::domain` and `crate::error` stay as they were.
+pub use nself_realtime_core::{domain, error};

@@ -105,6 +105,9 @@ impl AppError {
     }
 }
 
+/// Store failures reach clients as INTERNAL_ERROR (the cause is logged). Behind the `sqlx` feature so the
+/// rules build without the database driver.
+#[cfg(feature = "sqlx")]
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
         AppError::internal(format!("database: {e}"))
