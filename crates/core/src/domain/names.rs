@@ -171,4 +171,41 @@ mod tests {
         assert_eq!(dm_room("bob", "alice"), "dm:alice:bob");
         assert_eq!(room_key("acme", "general"), "acme/general");
     }
+
+    #[test]
+    fn nchat_knows_channels_by_their_bare_id_and_other_rooms_by_name() {
+        assert_eq!(channel_id_of("channel:c1"), "c1");
+        assert_eq!(channel_id_of("dm:alice:bob"), "dm:alice:bob");
+        assert_eq!(channel_id_of("general"), "general");
+        assert_eq!(RoomName::parse("dm:alice:bob").unwrap().channel_id(), "dm:alice:bob", "not the id after the colon");
+        assert_eq!(RoomName::parse("thread:t1").unwrap().channel_id(), "thread:t1");
+    }
+
+    #[test]
+    fn a_users_personal_room_is_owned_by_that_user() {
+        assert_eq!(user_room("u1"), "user:u1");
+        assert_eq!(RoomName::parse(&user_room("u1")).unwrap().personal_owner(), Some("u1"));
+    }
+
+    #[test]
+    fn names_may_be_exactly_the_longest_length() {
+        assert!(RoomName::parse(&"a".repeat(MAX_ROOM_NAME_LEN)).is_ok());
+        assert!(RoomName::parse(&"a".repeat(MAX_ROOM_NAME_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn stored_row_types_are_the_contracts_or_channel() {
+        for (name, row) in [
+            ("dm:alice:bob", "dm"),
+            ("group-dm:x", "group-dm"),
+            ("broadcast:news", "broadcast"),
+            ("thread:t1", "thread"),
+            ("user:u1", "user"),
+            ("general", "channel"),
+            ("custom:x", "channel"),
+        ] {
+            assert_eq!(RoomName::parse(name).unwrap().row_type(), row, "{name}");
+        }
+        assert_eq!(RoomName::parse(" dm:alice:bob ").unwrap().to_string(), "dm:alice:bob", "displayed as its name");
+    }
 }

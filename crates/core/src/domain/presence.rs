@@ -1788,4 +1788,42 @@ mod tests {
         let hiding = Presence { appear_offline: true, ..off(1_000) };
         assert!(!hiding.same_publication(&off(1_000)));
     }
+
+    #[test]
+    fn every_status_word_is_understood_and_others_refused() {
+        for (word, status) in [
+            ("online", Status::Online),
+            ("away", Status::Away),
+            ("idle", Status::Away),
+            ("busy", Status::Busy),
+            ("dnd", Status::Busy),
+            ("offline", Status::Offline),
+            ("invisible", Status::Invisible),
+            (" Online ", Status::Online),
+            ("DND", Status::Busy),
+        ] {
+            assert_eq!(Status::parse(word), Some(status), "{word:?}");
+        }
+        assert_eq!(Status::parse("available"), None);
+        for (s, word) in [
+            (PublicStatus::Online, "online"),
+            (PublicStatus::Away, "away"),
+            (PublicStatus::Busy, "busy"),
+            (PublicStatus::Offline, "offline"),
+        ] {
+            assert_eq!(s.as_str(), word);
+            assert_eq!(json(&s), format!("\"{word}\""), "the wire word and as_str agree");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let e = PresenceUpdate::new(Status::Online, None, Some(&"x".repeat(MAX_STATUS_EMOJI_BYTES + 1)), None);
+        let e = crate::error::AppError::from(e.unwrap_err());
+        assert_eq!(e.code, crate::error::ErrorCode::PayloadTooLarge);
+        assert_eq!(e.message, "customStatus.emoji is too long");
+        let e = crate::error::AppError::from(PresenceError::Validation("status must be a string".into()));
+        assert_eq!(e.code, crate::error::ErrorCode::ValidationError);
+        assert_eq!(e.message, "status must be a string");
+    }
 }
