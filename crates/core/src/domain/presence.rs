@@ -1400,6 +1400,36 @@ mod tests {
         assert!(serde_json::from_str::<PrivacySettingsPatch>(r#"{"visibility": "all"}"#).is_err());
     }
 
+    #[test]
+    fn visibility_words_round_trip_and_others_are_refused() {
+        for v in [Visibility::Everyone, Visibility::Contacts, Visibility::Nobody] {
+            assert_eq!(Visibility::parse(v.as_str()), Some(v));
+            assert_eq!(json(&v), format!("\"{}\"", v.as_str()), "the wire word and as_str agree");
+        }
+        assert_eq!(Visibility::parse("all"), None);
+        assert_eq!(Visibility::parse("Everyone"), None, "case-sensitive like the wire");
+    }
+
+    #[test]
+    fn every_patched_setting_is_taken_and_omitted_ones_kept() {
+        let off = PrivacySettings {
+            visibility: Visibility::Nobody,
+            show_online_status: false,
+            show_last_seen: false,
+            allow_read_receipts: false,
+            invisible_mode: true,
+        };
+        let patch = PrivacySettingsPatch {
+            visibility: Some(Visibility::Everyone),
+            show_online_status: Some(true),
+            show_last_seen: Some(true),
+            allow_read_receipts: Some(true),
+            invisible_mode: Some(false),
+        };
+        assert_eq!(off.merged(&patch), PrivacySettings::default());
+        assert_eq!(off.merged(&PrivacySettingsPatch::default()), off);
+    }
+
     // ----- bounds ----------------------------------------------------------------------------
 
     #[test]

@@ -116,6 +116,21 @@ mod tests {
     }
 
     #[test]
+    fn a_full_table_never_forgets_an_address_that_is_still_refused() {
+        let t0 = Instant::now();
+        let guesser: std::net::IpAddr = "203.0.113.1".parse().unwrap();
+        let mut s = Strikes::new(Rate { capacity: 3, period: Duration::from_secs(30) });
+        for _ in 0..3 {
+            s.failed(guesser, t0);
+        }
+        for i in 1..Strikes::MAX_TRACKED as u32 {
+            s.failed(std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)), t0);
+        }
+        s.failed("198.51.100.1".parse().unwrap(), t0 + Duration::from_secs(1));
+        assert!(s.refused(guesser, t0 + Duration::from_secs(1)).is_some(), "the guesser is still refused");
+    }
+
+    #[test]
     fn burst_then_steady_rate() {
         let rate = Rate { capacity: 5, period: Duration::from_secs(60) };
         let t0 = Instant::now();

@@ -852,6 +852,16 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_is_delivered_once_and_an_older_read_does_not_cover_a_newer_message() {
+        let mut r = room4();
+        r.mark_read(A, ROOM, "bob", 1, t(10));
+        assert!(r.mark_delivered(A, "m1", ["bob"], t(11)).is_none(), "the read already counted as delivery");
+        r.register_message(A, ROOM, msg("m2", 2, "alice"));
+        let n = r.mark_delivered(A, "m2", ["bob"], t(12)).expect("m2 is after bob's watermark");
+        assert_eq!((n.delivered.delivered_count, n.delivered.total_recipients), (1, 3));
+    }
+
+    #[test]
     fn read_counts_one_to_three_then_all_read() {
         let mut r = room4();
         r.mark_delivered(A, "m1", ["bob", "carol", "dave"], t(5));
@@ -1126,5 +1136,18 @@ mod tests {
         let all_got = [m("a", 0, 0, true, false), m("b", 0, 9, false, true)];
         assert_eq!(count("s", 9, all_got).state(), DeliveryState::Delivered, "a private reader is delivered only");
         assert_eq!(count("s", 1, []).state(), DeliveryState::Sent, "no recipients: sent");
+    }
+
+    #[test]
+    fn delivery_state_words_match_the_wire() {
+        for (s, word) in [
+            (DeliveryState::Sent, "sent"),
+            (DeliveryState::Delivered, "delivered"),
+            (DeliveryState::Read, "read"),
+            (DeliveryState::Failed, "failed"),
+        ] {
+            assert_eq!(s.as_str(), word);
+            assert_eq!(json(&s), format!("\"{word}\""));
+        }
     }
 }
