@@ -1792,6 +1792,7 @@ mod tests {
         assert_eq!(PresenceConfig::from_std(s(5_000), s(300_000), s(400)), c);
         let huge = PresenceConfig::from_std(std::time::Duration::MAX, s(0), s(5_000));
         assert_eq!(huge.offline_grace, Duration::milliseconds(MAX_SETTING_MS));
+        assert_eq!(huge.offline_grace, Duration::days(365), "settings are capped at a year");
         assert_eq!(huge.idle_timeout, Duration::milliseconds(1));
         assert_eq!(huge.coalesce_max_delay, Duration::milliseconds(5_000));
     }

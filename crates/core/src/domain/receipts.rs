@@ -862,6 +862,32 @@ mod tests {
     }
 
     #[test]
+    fn the_read_receipts_setting_is_per_user_and_account() {
+        let mut r = room4();
+        assert!(r.allows_read_receipts(A, "bob"), "on unless turned off");
+        r.set_read_receipts(A, "bob", false);
+        assert!(!r.allows_read_receipts(A, "bob"));
+        assert!(r.allows_read_receipts(A, "carol") && r.allows_read_receipts("other", "bob"));
+        r.set_read_receipts(A, "bob", true);
+        assert!(r.allows_read_receipts(A, "bob"));
+    }
+
+    #[test]
+    fn eviction_keeps_what_was_used_at_the_cutoff_and_other_rooms_pending_writes() {
+        let mut r = room4();
+        r.touch_room(A, ROOM, t(1_000));
+        assert_eq!(r.evict_idle(t(1_000)), 0, "used at the cutoff: not idle");
+        assert_eq!(r.evict_idle(t(1_001)), 1);
+        let mut r = room4();
+        r.touch_room(A, ROOM, t(0));
+        assert_eq!(r.evict_idle(t(1)), 0, "m1 was updated at the cutoff (its seq 1 is t(1))");
+        r.mark_read(A, "other-room", "bob", 7, t(5));
+        r.mark_read("other-account", ROOM, "bob", 7, t(5));
+        r.forget_room(A, ROOM);
+        assert_eq!(r.dirty_len(), 2, "forgetting a room keeps the writes of other rooms and accounts");
+    }
+
+    #[test]
     fn read_counts_one_to_three_then_all_read() {
         let mut r = room4();
         r.mark_delivered(A, "m1", ["bob", "carol", "dave"], t(5));

@@ -1173,6 +1173,7 @@ mod tests {
         assert_eq!(c.coalesce, Duration::milliseconds(MAX_SETTING_MS));
         let c = TypingConfig::from_std(std::time::Duration::MAX, std::time::Duration::ZERO);
         assert_eq!(c.timeout, Duration::milliseconds(MAX_SETTING_MS));
+        assert_eq!(c.timeout, Duration::days(365), "settings are capped at a year");
     }
 
     #[test]
