@@ -1820,6 +1820,79 @@ mod tests {
         assert!(!hiding.same_publication(&off(1_000)));
     }
 
+    // ----- one user's state (what a shared backend stores and replays) ------------------------
+
+    fn other_view(p: &Presence) -> ViewedPresence {
+        view_for(false, p, &PrivacySettings::default())
+    }
+
+    #[test]
+    fn a_users_state_knows_its_devices_and_grace() {
+        let cfg = PresenceConfig::default();
+        let mut u = UserState::new("u");
+        assert_eq!(u.user_id(), "u");
+        assert!(!u.is_connected() && !u.in_grace());
+        u.connect("s1", t(0), &cfg);
+        u.connect("s2", t(0), &cfg);
+        let mut devices: Vec<&str> = u.devices().collect();
+        devices.sort();
+        assert_eq!(devices, ["s1", "s2"]);
+        assert!(u.is_connected() && !u.in_grace());
+        u.disconnect("s1", t(10), &cfg);
+        assert!(!u.in_grace(), "a device is still connected");
+        u.disconnect("s2", t(20), &cfg);
+        assert!(u.is_connected() && u.in_grace(), "the grace keeps the session");
+        assert_eq!(u.devices().count(), 0);
+        u.tick(A, t(20) + cfg.offline_grace, &cfg);
+        assert!(!u.is_connected() && !u.in_grace());
+    }
+
+    #[test]
+    fn answers_inside_a_window_are_remembered_and_handed_out_with_its_close() {
+        let cfg = PresenceConfig::default();
+        let mut u = UserState::new("u");
+        u.connect("s1", t(0), &cfg);
+        let (shown, remembered) = u.answer(Some("v"), &other_view);
+        assert_eq!(shown.status, PublicStatus::Online, "the live state, before it is published");
+        assert!(remembered, "the window would announce something else than what is published");
+        assert!(!u.answer(Some("v"), &other_view).1, "told the same again: nothing new to remember");
+        assert!(!u.answer(None, &other_view).1, "an answer to nobody in particular is not remembered");
+        let events = u.tick(A, t(0) + cfg.coalesce_window, &cfg);
+        let [PresenceEvent::Changed { answers, .. }] = &events[..] else { panic!("{events:?}") };
+        assert_eq!(answers, &vec![("v".to_string(), shown)]);
+        // Published and no window open: nothing to remember.
+        assert!(!u.answer(Some("v"), &other_view).1);
+        // A window that ends where it started (online → appear offline → online) sets nobody right.
+        u.update("s1", upd(Status::Offline), t(1_000), &cfg);
+        u.update("s1", upd(Status::Online), t(1_100), &cfg);
+        assert!(!u.answer(Some("w"), &other_view).1, "the live state is what was published");
+    }
+
+    #[test]
+    fn restored_users_keep_only_a_live_custom_status() {
+        let status = |expires_at| CustomStatus { text: Some("🌴".into()), emoji: None, expires_at };
+        assert_eq!(UserState::restored("u", Some(t(0)), None, t(10)), None, "lastSeen alone stays in the database");
+        assert_eq!(UserState::restored("u", None, Some(status(Some(t(5)))), t(10)), None, "expired");
+        let u = UserState::restored("u", Some(t(0)), Some(status(Some(t(50)))), t(10)).expect("a live status");
+        assert_eq!(u.published().custom_status, Some(status(Some(t(50)))));
+        assert_eq!(u.published().last_seen, Some(t(0)));
+    }
+
+    #[test]
+    fn a_heartbeat_differs_only_in_activity_by_less_than_the_bound() {
+        let cfg = PresenceConfig::default();
+        let mut a = UserState::new("u");
+        a.connect("s1", t(0), &cfg);
+        let mut b = a.clone();
+        b.touch("s1", t(1_000), &cfg);
+        assert!(a.differs_only_in_activity(&b, Duration::milliseconds(1_001)));
+        assert!(b.differs_only_in_activity(&a, Duration::milliseconds(1_001)));
+        assert!(!a.differs_only_in_activity(&b, Duration::milliseconds(1_000)), "the bound is exclusive");
+        let mut c = a.clone();
+        c.update("s1", upd(Status::Busy), t(0), &cfg);
+        assert!(!a.differs_only_in_activity(&c, Duration::milliseconds(1_001)), "a status change is more");
+    }
+
     #[test]
     fn every_status_word_is_understood_and_others_refused() {
         for (word, status) in [

@@ -888,6 +888,47 @@ mod tests {
     }
 
     #[test]
+    fn a_read_announces_a_delivery_only_when_it_was_not_delivered_yet() {
+        let mut r = room4();
+        r.mark_delivered(A, "m1", ["bob"], t(5));
+        let out = r.mark_read(A, ROOM, "bob", 1, t(10));
+        assert!(out.delivered.is_empty(), "bob already counted as delivered");
+        let out = r.mark_read(A, ROOM, "carol", 1, t(11));
+        assert_eq!(out.delivered.len(), 1, "carol's read is her delivery");
+        assert_eq!(out.delivered[0].delivered.delivered_count, 2);
+    }
+
+    #[test]
+    fn loaded_watermarks_keep_the_higher_and_its_time() {
+        let mut r = room4();
+        r.load_watermark(A, ROOM, "bob", 1, t(5));
+        assert_eq!(r.watermark(A, ROOM, "bob"), Some(1));
+        r.load_watermark(A, ROOM, "bob", 1, t(9));
+        assert_eq!(r.readers(A, ROOM, 1).unwrap(), vec![("bob".to_string(), t(5))], "the same seq keeps its time");
+        r.load_watermark(A, ROOM, "bob", 0, t(9));
+        assert_eq!(r.watermark(A, ROOM, "bob"), Some(1), "never backwards");
+        r.load_watermark(A, ROOM, "bob", 3, t(20));
+        assert_eq!(r.watermark(A, ROOM, "bob"), Some(3));
+        assert_eq!(r.unread_count(A, ROOM, "bob"), 0);
+    }
+
+    #[test]
+    fn failed_writes_restored_in_any_order_keep_the_highest_watermark() {
+        let mut r = room4();
+        r.register_message(A, ROOM, msg("m2", 2, "alice"));
+        r.mark_read(A, ROOM, "bob", 1, t(10));
+        let first = r.take_dirty();
+        r.mark_read(A, ROOM, "bob", 2, t(20));
+        let second = r.take_dirty();
+        r.restore_dirty(first.clone());
+        r.restore_dirty(second.clone());
+        assert_eq!(r.take_dirty(), second, "the later failed batch wins, whichever is restored first");
+        r.restore_dirty(second.clone());
+        r.restore_dirty(first);
+        assert_eq!(r.take_dirty(), second);
+    }
+
+    #[test]
     fn read_counts_one_to_three_then_all_read() {
         let mut r = room4();
         r.mark_delivered(A, "m1", ["bob", "carol", "dave"], t(5));
