@@ -1137,6 +1137,16 @@ mod tests {
     }
 
     #[test]
+    fn refusals_name_the_field_and_the_limit() {
+        let huge = "x".repeat(MAX_ID_LEN + 1);
+        let e = crate::error::AppError::from(TypingRoom::new("p", RoomType::Channel, &huge, None).unwrap_err());
+        assert_eq!(e.code, crate::error::ErrorCode::PayloadTooLarge);
+        assert_eq!(e.message, "roomName is longer than 256 bytes");
+        let e = crate::error::AppError::from(TypingRoom::new("p", RoomType::Thread, "abc", None).unwrap_err());
+        assert_eq!(e.message, "threadId is required for roomType thread");
+    }
+
+    #[test]
     fn request_infers_the_room_type() {
         let r = TypingRequest::new("alice:bob".into(), Some(RoomType::Dm), None, Some("bob".into()), true).unwrap();
         assert_eq!(r.room_type, RoomType::Dm);
