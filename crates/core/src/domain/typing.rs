@@ -1147,6 +1147,30 @@ mod tests {
     }
 
     #[test]
+    fn room_type_words_round_trip_and_others_are_refused() {
+        for t in [RoomType::Channel, RoomType::Thread, RoomType::Dm] {
+            assert_eq!(RoomType::parse(t.as_str()), Some(t));
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{}\"", t.as_str()));
+        }
+        assert_eq!(RoomType::parse("Channel"), None, "case-sensitive like the clients send it");
+        assert_eq!(RoomType::parse("group"), None);
+    }
+
+    #[test]
+    fn ids_may_be_exactly_the_longest_length() {
+        assert!(TypingRoom::new("p", RoomType::Channel, &"x".repeat(MAX_ID_LEN), None).is_ok());
+        assert!(TypingRoom::new("p", RoomType::Channel, &"x".repeat(MAX_ID_LEN + 1), None).is_err());
+    }
+
+    #[test]
+    fn a_bare_named_channel_is_its_own_socket_room() {
+        let room = TypingRoom { bare: true, ..TypingRoom::new("p", RoomType::Channel, "general", None).unwrap() };
+        assert_eq!(room.socket_room(), "general");
+        assert_eq!(room.targets([]), vec!["general".to_string()]);
+        assert_eq!(TypingRoom::new("p", RoomType::Channel, "general", None).unwrap().socket_room(), "channel:general");
+    }
+
+    #[test]
     fn request_infers_the_room_type() {
         let r = TypingRequest::new("alice:bob".into(), Some(RoomType::Dm), None, Some("bob".into()), true).unwrap();
         assert_eq!(r.room_type, RoomType::Dm);
