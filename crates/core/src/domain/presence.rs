@@ -1866,6 +1866,23 @@ mod tests {
         u.update("s1", upd(Status::Offline), t(1_000), &cfg);
         u.update("s1", upd(Status::Online), t(1_100), &cfg);
         assert!(!u.answer(Some("w"), &other_view).1, "the live state is what was published");
+        assert_eq!(u.tick(A, t(1_100) + cfg.coalesce_window, &cfg), vec![], "nobody was told anything else");
+        // A viewer told `offline` inside a window that ends online again is set right by a Settled.
+        u.update("s1", upd(Status::Offline), t(5_000), &cfg);
+        let (told, remembered) = u.answer(Some("w"), &other_view);
+        assert!(remembered && told.status == PublicStatus::Offline);
+        u.update("s1", upd(Status::Online), t(5_100), &cfg);
+        let events = u.tick(A, t(5_100) + cfg.coalesce_window, &cfg);
+        let [PresenceEvent::Settled { answers, current, .. }] = &events[..] else { panic!("{events:?}") };
+        assert_eq!(answers, &vec![("w".to_string(), told)]);
+        assert_eq!(current.status, PublicStatus::Online);
+    }
+
+    #[test]
+    fn the_tracker_keeps_its_configuration() {
+        let cfg = PresenceConfig::from_millis(1, 2, 3);
+        assert_eq!(PresenceTracker::new(cfg).config(), cfg);
+        assert_ne!(cfg, PresenceConfig::default());
     }
 
     #[test]

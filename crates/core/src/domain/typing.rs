@@ -1171,6 +1171,20 @@ mod tests {
     }
 
     #[test]
+    fn a_personal_delta_leaves_out_only_that_user() {
+        let user = |id: &str| TypingUser {
+            user_id: id.into(),
+            user_name: None,
+            user_avatar: None,
+            started_at: DateTime::from_timestamp_millis(0).unwrap(),
+        };
+        let delta =
+            TypingDelta { started: vec![user("a"), user("b")], stopped: vec!["c".to_string(), "d".to_string()] };
+        assert_eq!(delta.without("a"), TypingDelta { started: vec![user("b")], stopped: delta.stopped.clone() });
+        assert_eq!(delta.without("c"), TypingDelta { started: delta.started.clone(), stopped: vec!["d".to_string()] });
+    }
+
+    #[test]
     fn request_infers_the_room_type() {
         let r = TypingRequest::new("alice:bob".into(), Some(RoomType::Dm), None, Some("bob".into()), true).unwrap();
         assert_eq!(r.room_type, RoomType::Dm);
