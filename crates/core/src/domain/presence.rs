@@ -1879,6 +1879,19 @@ mod tests {
     }
 
     #[test]
+    fn the_tracker_lists_every_connected_device() {
+        let mut p = tracker();
+        p.connect(A, "u", "s1", t(0));
+        p.connect(A, "u", "s2", t(0));
+        p.connect("acme", "v", "s3", t(0));
+        p.disconnect(A, "u", "s2", t(10));
+        let mut devices = p.devices();
+        devices.sort();
+        let row = |a: &str, u: &str, s: &str| (a.to_string(), u.to_string(), s.to_string());
+        assert_eq!(devices, vec![row("acme", "v", "s3"), row(A, "u", "s1")]);
+    }
+
+    #[test]
     fn the_tracker_keeps_its_configuration() {
         let cfg = PresenceConfig::from_millis(1, 2, 3);
         assert_eq!(PresenceTracker::new(cfg).config(), cfg);

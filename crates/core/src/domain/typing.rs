@@ -1185,6 +1185,27 @@ mod tests {
     }
 
     #[test]
+    fn the_sockets_typing_are_listed_per_user_and_account() {
+        let cfg = TypingConfig::default();
+        let mut room = RoomState::default();
+        room.start(&typist("alice", "s1"), None, t(0), &cfg);
+        room.start(&typist("alice", "s2"), None, t(0), &cfg);
+        room.start(&typist("bob", "s3"), None, t(0), &cfg);
+        assert_eq!(room.users().collect::<Vec<_>>(), ["alice", "bob"]);
+        let mut sockets: Vec<(&str, &str)> = room.sockets().collect();
+        sockets.sort();
+        assert_eq!(sockets, [("alice", "s1"), ("alice", "s2"), ("bob", "s3")]);
+
+        let mut s = store();
+        s.start(&channel("general"), &typist("alice", "s1"), None, t(0));
+        s.start(&channel("random"), &typist("alice", "s1"), None, t(0));
+        let other = TypingRoom::new("acme", RoomType::Channel, "general", None).unwrap();
+        s.start(&other, &typist("bob", "s9"), None, t(0));
+        let row = |a: &str, u: &str, so: &str| (a.to_string(), u.to_string(), so.to_string());
+        assert_eq!(s.sockets(), vec![row("acme", "bob", "s9"), row("primary", "alice", "s1")], "once each, sorted");
+    }
+
+    #[test]
     fn request_infers_the_room_type() {
         let r = TypingRequest::new("alice:bob".into(), Some(RoomType::Dm), None, Some("bob".into()), true).unwrap();
         assert_eq!(r.room_type, RoomType::Dm);
