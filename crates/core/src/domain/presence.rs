@@ -1892,6 +1892,25 @@ mod tests {
     }
 
     #[test]
+    fn the_breakdown_counts_connected_users_by_published_status() {
+        let mut p = tracker();
+        for (user, status) in
+            [("on", None), ("away", Some(Status::Away)), ("busy", Some(Status::Busy)), ("hid", Some(Status::Invisible))]
+        {
+            p.connect(A, user, "s", t(0));
+            if let Some(status) = status {
+                p.update(A, user, "s", upd(status), t(0));
+            }
+        }
+        p.connect("acme", "elsewhere", "s", t(0));
+        run_until(&mut p, t(1_000));
+        assert_eq!(p.breakdown(A), StatusBreakdown { online: 1, away: 1, busy: 1, offline: 1 });
+        let view = |p: &Presence| view_for(false, p, &PrivacySettings::default());
+        assert_eq!(p.answer(A, "busy", Some("v"), &view).map(|v| v.status), Some(PublicStatus::Busy));
+        assert_eq!(p.answer(A, "nobody", Some("v"), &view), None, "not tracked");
+    }
+
+    #[test]
     fn the_tracker_keeps_its_configuration() {
         let cfg = PresenceConfig::from_millis(1, 2, 3);
         assert_eq!(PresenceTracker::new(cfg).config(), cfg);

@@ -1206,6 +1206,17 @@ mod tests {
     }
 
     #[test]
+    fn a_device_whose_start_expires_now_does_not_keep_the_user_typing() {
+        let cfg = TypingConfig::default();
+        let mut room = RoomState::default();
+        room.start(&typist("alice", "old"), None, t(0), &cfg);
+        room.start(&typist("alice", "new"), None, t(1_000), &cfg);
+        let mut kept = room.clone();
+        assert!(!kept.withdraw("alice", "new", None, t(0) + cfg.timeout - Duration::milliseconds(1), &cfg, false));
+        assert!(room.withdraw("alice", "new", None, t(0) + cfg.timeout, &cfg, false), "`old` expired at that instant");
+    }
+
+    #[test]
     fn request_infers_the_room_type() {
         let r = TypingRequest::new("alice:bob".into(), Some(RoomType::Dm), None, Some("bob".into()), true).unwrap();
         assert_eq!(r.room_type, RoomType::Dm);
