@@ -141,7 +141,8 @@ mod tests {
         assert!(!b.take(rate, t0), "the sixth event in the window is refused");
         assert!(!b.take(rate, t0 + Duration::from_secs(11)), "one point needs 12 s");
         assert!(b.take(rate, t0 + Duration::from_secs(12)));
-        assert!(b.is_idle(rate, t0 + Duration::from_secs(80)));
+        assert!(!b.is_idle(rate, t0 + Duration::from_secs(71)), "used at 12 s: idle a period later");
+        assert!(b.is_idle(rate, t0 + Duration::from_secs(72)));
     }
 
     #[test]

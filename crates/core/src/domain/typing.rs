@@ -1217,6 +1217,17 @@ mod tests {
     }
 
     #[test]
+    fn the_list_leaves_out_an_entry_from_the_instant_it_expires() {
+        let cfg = TypingConfig::from_millis(1_000, 250);
+        let mut s = TypingState::new(cfg);
+        assert_eq!(s.config(), cfg);
+        let room = channel("general");
+        s.start(&room, &typist("alice", "s1"), None, t(0));
+        assert_eq!(ids(&s.typing_users(&room, t(999))), ["alice"]);
+        assert!(s.typing_users(&room, t(1_000)).is_empty(), "expired, even before the flush removes it");
+    }
+
+    #[test]
     fn request_infers_the_room_type() {
         let r = TypingRequest::new("alice:bob".into(), Some(RoomType::Dm), None, Some("bob".into()), true).unwrap();
         assert_eq!(r.room_type, RoomType::Dm);
