@@ -112,6 +112,11 @@ mod tests {
         let wait = s.refused(ip, t0).expect("refused after 3 failures");
         assert!(wait > Duration::from_secs(9) && wait <= Duration::from_secs(10), "{wait:?}");
         assert_eq!(s.refused(other, t0), None, "another address is not affected");
+        let wait = s.refused(ip, t0 + Duration::from_secs(5)).expect("half a point refilled");
+        assert!(
+            wait > Duration::from_millis(4_900) && wait <= Duration::from_millis(5_001),
+            "the other half: {wait:?}"
+        );
         assert_eq!(s.refused(ip, t0 + Duration::from_secs(10)), None, "one point refilled");
     }
 
