@@ -26,8 +26,9 @@ use crate::{parse_duration, parse_size};
 const RSS_SLACK_BYTES: f64 = 2.0 * 1024.0 * 1024.0;
 /// Descriptors may move this many whatever their number (a log file, an accept in flight, a DB connection).
 const FD_SLACK: f64 = 8.0;
-/// Tasks may move this many whatever their number (a storm's reconnects still finishing, timers of a flush).
-const TASK_SLACK: f64 = 32.0;
+/// Tasks may move this many whatever their number: a storm's reconnects still finishing (a few tasks each),
+/// timers of a flush.
+const TASK_SLACK: f64 = 64.0;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SoakArgs {
