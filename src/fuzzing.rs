@@ -25,8 +25,11 @@ pub const SECRET: &str = "fuzz-secret-0123456789abcdef0123456789";
 /// The fixed "now" (epoch seconds) tokens are checked at: 2026-01-01.
 pub const NOW: i64 = 1_767_225_600;
 
+/// A target: raw bytes in; a panic is a finding.
+pub type Target = fn(&[u8]);
+
 /// The targets, by name: what `fuzz/fuzz_targets/<name>.rs` calls and `fuzz/corpus/<name>/` feeds.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("event_contract", event_contract),
     ("event_socket", event_socket),
     ("event_plugin", event_plugin),
