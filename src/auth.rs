@@ -32,6 +32,8 @@ pub enum AuthError {
 
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 const MAX_ID_LEN: usize = 256;
+/// Clock skew allowed between the auth service and this server for `nbf`.
+const LEEWAY_SECS: i64 = 5;
 
 const HMAC_ALGS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
 const RSA_ALGS: [Algorithm; 6] =
@@ -293,10 +295,11 @@ impl Verifier {
             return Err(refused("algorithm not accepted", format_args!("no key for {:?}", header.alg)));
         };
         let mut validation = Validation::new(header.alg);
-        validation.validate_exp = false; // checked below, with the grace
-        validation.validate_nbf = true;
+        // exp and nbf are checked below against `now` (the library would read the clock itself).
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.validate_aud = false; // checked below, against every configured audience
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS as u64;
         validation.required_spec_claims.clear();
         let data = jsonwebtoken::decode::<Value>(token, key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
@@ -312,18 +315,16 @@ impl Verifier {
             refused(reason, e)
         })?;
         let claims = data.claims;
-        let exp = match claims.get("exp") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_i64()
-                    .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
-                    .ok_or_else(|| refused("malformed claims", "exp is not a number of seconds"))?,
-            ),
-        };
+        let exp = seconds_claim(&claims, "exp")?;
         if let Some(exp) = exp
             && now > exp.saturating_add(self.grace_secs)
         {
             return Err(refused("token expired", format_args!("exp {exp}, now {now}, grace {} s", self.grace_secs)));
+        }
+        if let Some(nbf) = seconds_claim(&claims, "nbf")?
+            && now.saturating_add(LEEWAY_SECS) < nbf
+        {
+            return Err(refused("token not yet valid (nbf)", format_args!("nbf {nbf}, now {now}")));
         }
         if !self.issuer.is_empty() {
             let iss = claims.get("iss").and_then(Value::as_str);
@@ -347,6 +348,18 @@ impl Verifier {
 
     pub fn grace_secs(&self) -> i64 {
         self.grace_secs
+    }
+}
+
+/// A time claim (`exp`, `nbf`) in epoch seconds; a fraction is floored, anything but a number is malformed.
+fn seconds_claim(claims: &Value, key: &str) -> Result<Option<i64>, AuthError> {
+    match claims.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
+            .map(Some)
+            .ok_or_else(|| refused("malformed claims", format_args!("{key} is not a number of seconds"))),
     }
 }
 
@@ -473,6 +486,20 @@ mod tests {
         assert!(matches!(v.verify(&t, now()), Err(AuthError::Invalid(_))), "a string exp is refused, not ignored");
         let t = sign("s", serde_json::json!({"sub": "u", "exp": i64::MAX}));
         assert!(v.verify(&t, now()).is_ok(), "a far exp neither overflows nor expires");
+    }
+
+    /// exp and nbf are both read at the `now` the caller gives (the corpus replay checks tokens at a fixed
+    /// time; the library's own nbf check read the clock and let a not-yet-valid token through there).
+    #[test]
+    fn nbf_is_checked_at_the_given_time() {
+        let v = verifier(&[("REALTIME_JWT_SECRET", "s")]);
+        let at = 1_767_225_600; // long before this test runs
+        let t = sign("s", serde_json::json!({"sub": "u", "nbf": at + 3600}));
+        assert_eq!(v.verify(&t, at), Err(AuthError::Invalid("token not yet valid (nbf)".into())));
+        assert!(v.verify(&t, at + 3600 - LEEWAY_SECS).is_ok(), "within the leeway");
+        assert!(v.verify(&t, at + 3600).is_ok());
+        let t = sign("s", serde_json::json!({"sub": "u", "nbf": "soon"}));
+        assert_eq!(v.verify(&t, at), Err(AuthError::Invalid("malformed claims".into())));
     }
 
     #[test]

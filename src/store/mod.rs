@@ -151,8 +151,33 @@ impl Store {
     /// A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE): a deferred
     /// transaction that reads first and writes later fails with "database is locked" when another writer
     /// committed in between, instead of waiting its turn.
+    ///
+    /// A COMMIT that SQLite refused (`SQLITE_FULL`: the disk is full) leaves its connection inside the
+    /// transaction, and the pool takes it back so: every later BEGIN on it failed ("begin_with at non-zero
+    /// transaction depth"), long after space was freed. Such a connection is rolled back here before use, or
+    /// closed when that fails too.
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        if self.dialect == "sqlite" { self.pool.begin_with("BEGIN IMMEDIATE").await } else { self.pool.begin().await }
+        use sqlx::Connection;
+        if self.dialect != "sqlite" {
+            return self.pool.begin().await;
+        }
+        let mut attempts = 0;
+        loop {
+            let mut conn = self.pool.acquire().await?;
+            if conn.is_in_transaction() {
+                attempts += 1;
+                match sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await {
+                    Ok(_) => tracing::warn!("a database connection was left inside a failed transaction; rolled back"),
+                    Err(e) if attempts < 8 => {
+                        tracing::warn!(error = %e, "a database connection left inside a failed transaction is closed");
+                        conn.close_on_drop();
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return sqlx::Transaction::begin(conn, Some(sqlx::SqlSafeStr::into_sql_str("BEGIN IMMEDIATE"))).await;
+        }
     }
 
     pub fn dialect(&self) -> &'static str {

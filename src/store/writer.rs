@@ -37,7 +37,7 @@ pub enum WriteOutcome {
     NotFound,
 }
 
-type Reply = oneshot::Sender<Result<WriteOutcome, String>>;
+type Reply = oneshot::Sender<AppResult<WriteOutcome>>;
 
 #[allow(clippy::large_enum_variant)] // see WriteOp
 enum Cmd {
@@ -54,13 +54,12 @@ pub struct MessageWriter {
 const IDLE: i64 = i64::MAX;
 
 /// A queued write; resolves once it is committed.
-pub struct Queued(oneshot::Receiver<Result<WriteOutcome, String>>);
+pub struct Queued(oneshot::Receiver<AppResult<WriteOutcome>>);
 
 impl Queued {
     pub async fn committed(self) -> AppResult<WriteOutcome> {
         match self.0.await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(e)) => Err(AppError::internal(e)),
+            Ok(result) => result,
             Err(_) => Err(AppError::internal("message writer stopped")),
         }
     }
@@ -166,8 +165,9 @@ async fn commit(store: &Store, batch: &mut Vec<(WriteOp, Reply)>, now: i64) {
 
 /// A write that failed alone. The one failure that is an answer: the same clientMessageId committed
 /// meanwhile by another writer (another node took the same retry at the same moment; the unique key
-/// decided). The send is then a duplicate of that message, with its id and seq.
-async fn settle(store: &Store, op: &WriteOp, e: sqlx::Error) -> Result<WriteOutcome, String> {
+/// decided). The send is then a duplicate of that message, with its id and seq. Any other failure is the
+/// caller's error (a full disk says so: [`AppError::disk_full`]); nothing of the write was committed.
+async fn settle(store: &Store, op: &WriteOp, e: sqlx::Error) -> AppResult<WriteOutcome> {
     if is_unique_violation(&e)
         && let WriteOp::Insert(m) = op
         && let Some(cid) = &m.client_message_id
@@ -181,10 +181,10 @@ async fn settle(store: &Store, op: &WriteOp, e: sqlx::Error) -> Result<WriteOutc
         match original.await {
             Ok(Some(row)) => return Ok(WriteOutcome::Duplicate(row)),
             Ok(None) => {}
-            Err(e2) => return Err(format!("database: {e2}")),
+            Err(e2) => return Err(e2.into()),
         }
     }
-    Err(format!("database: {e}"))
+    Err(e.into())
 }
 
 /// A unique key refused the row (PostgreSQL 23505, SQLite 2067/1555).

@@ -9,13 +9,14 @@ use serde_json::{Value, json};
 use super::{Cx, Packet, Payload, Refusal, Reply, Tell, limits};
 use crate::app::connections::RefreshError;
 use crate::app::events::{Author, Event, RoomPresence};
-use crate::app::messages::{Channels, Sent, SyncPage};
+use crate::app::messages::{Channels, Outgoing, Sent, SyncPage};
 use crate::app::receipts::{ReadRequest, ReadResult};
 use crate::app::rooms::Joined;
 use crate::app::typing::Typer;
 use crate::domain::names::{RoomName, channel_id_of};
-use crate::domain::presence::PrivacySettingsPatch;
+use crate::domain::presence::{PresenceUpdate, PrivacySettingsPatch};
 use crate::domain::time::iso_ms;
+use crate::domain::typing::TypingRequest;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::store::MessageRow;
 
@@ -23,46 +24,169 @@ use crate::store::MessageRow;
 // Inbound
 // ---------------------------------------------------------------------------------------------
 
-/// Handles one inbound event of a socket.
-pub async fn handle(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
-    match event {
-        "ping" => ping(cx, data),
-        "pong" => pong(data),
-        "auth:refresh" => refresh(cx, data).await,
+/// A contract event read into what the application is asked to do. [`decode`] is the whole reading of a
+/// payload (no I/O, no state), so it can be fuzzed alone; [`run`] carries the command out.
+pub enum Command {
+    /// `ping`: the client's `timestamp` (echoed raw with an ack).
+    Ping {
+        timestamp: Value,
+    },
+    Pong,
+    Refresh {
+        token: String,
+    },
+    Join {
+        room: String,
+    },
+    Leave {
+        room: String,
+        forget: bool,
+    },
+    ChannelJoin(RoomName),
+    ChannelLeave(RoomName),
+    Send(Outgoing),
+    Edit {
+        message_id: String,
+        content: String,
+    },
+    Delete {
+        message_id: String,
+    },
+    Sync {
+        channel: String,
+        since: Option<i64>,
+        after_seq: Option<i64>,
+        limit: Option<i64>,
+    },
+    Channels,
+    PresenceUpdate(PresenceUpdate),
+    PresenceSubscribe(Vec<String>),
+    PresenceUnsubscribe(Vec<String>),
+    PresenceGet(Vec<String>),
+    PresenceSettings(PrivacySettingsPatch),
+    Typing(TypingRequest),
+    Read(ReadRequest),
+    DeliverySync(Vec<String>),
+    React {
+        message_id: String,
+        emoji: String,
+        add: bool,
+    },
+}
 
-        "room:join" => join(cx, data).await,
-        "room:leave" => leave(cx, data).await,
-        "channel:join" => channel_join(cx, data).await.map(|(_, j)| Reply::Data(joined_ack(&j))),
-        "channel:leave" => channel_leave(cx, data).await.map(Reply::Data),
-
-        "message:send" => send(cx, data).await,
-        "message:edit" => edit(cx, data).await,
-        "message:delete" => delete(cx, data).await,
-        "sync:messages" => sync(cx, data).await,
-        "sync:channels" => channels(cx, data).await,
-
-        "presence:update" => presence_update(cx, data).await,
-        "presence:subscribe" => presence_subscribe(cx, data).await,
-        "presence:unsubscribe" => presence_unsubscribe(cx, data).await,
-        "presence:get" => presence_get(cx, data).await,
-        "presence:settings" => presence_settings(cx, data).await,
-
-        "typing:start" | "typing:stop" | "typing" => typing(cx, event, data).await,
-
-        "message:read-ack" | "read:update" => {
-            read(cx, ReadRequest::Message(required_id(&data, "messageId")?), None).await
+/// Reads one inbound event of the contract into its command (`max_message_length`: the configured bound of
+/// a message's content). Unknown events are `UNKNOWN_EVENT`.
+pub fn decode(event: &str, data: &Value, max_message_length: usize) -> AppResult<Command> {
+    Ok(match event {
+        "ping" => Command::Ping {
+            timestamp: match data {
+                Value::Object(m) => m.get("timestamp").cloned().unwrap_or(Value::Null),
+                Value::Number(_) => data.clone(),
+                _ => Value::Null,
+            },
+        },
+        // The original's clients report latency with `pong {timestamp}`: accepted; without a payload it is invalid.
+        "pong" => {
+            if Payload::object(data)?.opt_i64("timestamp")?.is_none() {
+                return Err(AppError::validation("pong needs {timestamp: number}"));
+            }
+            Command::Pong
         }
-        "receipt:update" => read(cx, receipt_update(&data)?, None).await,
-        "message:batch-read-ack" => {
-            read(cx, ReadRequest::Batch(Payload::object(&data)?.ids("messageIds")?), None).await
-        }
-        "channel:read" => read(cx, ReadRequest::Channel(required_id(&data, "channelId")?), None).await,
-        "delivery:sync" => delivery_sync(cx, data).await,
-        "reaction:add" => react(cx, data, true).await,
-        "reaction:remove" => react(cx, data, false).await,
+        // Larger than the verifier allows, so an oversized token is refused as a token (INVALID_TOKEN).
+        "auth:refresh" => Command::Refresh { token: Payload::object(data)?.str("token", 64 * 1024)?.to_string() },
 
-        _ => Err(unknown(event)),
+        "room:join" => Command::Join { room: Payload::object(data)?.str("roomName", limits::ID)?.to_string() },
+        "room:leave" => {
+            let p = Payload::object(data)?;
+            let room = p.str("roomName", limits::ID)?.to_string();
+            Command::Leave { room, forget: p.opt_bool("forget")?.unwrap_or(false) }
+        }
+        "channel:join" => Command::ChannelJoin(channel_room(data)?),
+        "channel:leave" => Command::ChannelLeave(channel_room(data)?),
+
+        "message:send" => Command::Send(super::outgoing(data, max_message_length)?),
+        "message:edit" => {
+            let p = Payload::object(data)?;
+            let message_id = p.opt_id("messageId")?.ok_or_else(|| AppError::validation("messageId is required"))?;
+            Command::Edit { message_id, content: p.str("content", max_message_length)?.to_string() }
+        }
+        "message:delete" => Command::Delete { message_id: required_id(data, "messageId")? },
+        "sync:messages" => {
+            let p = Payload::object(data)?;
+            let channel = match (p.opt_id("channelId")?, p.opt_str("roomName", limits::ID)?) {
+                (Some(id), _) => id,
+                (None, Some(name)) => name.to_string(),
+                (None, None) => return Err(AppError::validation("channelId (or roomName) is required")),
+            };
+            let (since, after_seq, limit) = (p.opt_i64("since")?, p.opt_i64("afterSeq")?, p.opt_i64("limit")?);
+            Command::Sync { channel, since, after_seq, limit }
+        }
+        "sync:channels" => {
+            if !data.is_null() {
+                Payload::object(data)?.opt_i64("since")?;
+            }
+            Command::Channels
+        }
+
+        "presence:update" => Command::PresenceUpdate(super::presence_update(data)?),
+        "presence:subscribe" => Command::PresenceSubscribe(Payload::object(data)?.ids("userIds")?),
+        "presence:unsubscribe" => Command::PresenceUnsubscribe(Payload::object(data)?.ids("userIds")?),
+        "presence:get" => Command::PresenceGet(Payload::object(data)?.ids("userIds")?),
+        "presence:settings" => Command::PresenceSettings(settings_patch(data)?),
+
+        "typing:start" | "typing:stop" | "typing" => Command::Typing(super::typing_request(event, data)?),
+
+        "message:read-ack" | "read:update" => Command::Read(ReadRequest::Message(required_id(data, "messageId")?)),
+        "receipt:update" => Command::Read(receipt_update(data)?),
+        "message:batch-read-ack" => Command::Read(ReadRequest::Batch(Payload::object(data)?.ids("messageIds")?)),
+        "channel:read" => Command::Read(ReadRequest::Channel(required_id(data, "channelId")?)),
+        "delivery:sync" => Command::DeliverySync(Payload::object(data)?.ids("messageIds")?),
+        "reaction:add" | "reaction:remove" => {
+            let p = Payload::object(data)?;
+            let message_id = p.opt_id("messageId")?.ok_or_else(|| AppError::validation("messageId is required"))?;
+            let emoji = p.str("emoji", limits::EMOJI_BYTES)?.trim().to_string();
+            Command::React { message_id, emoji, add: event == "reaction:add" }
+        }
+
+        _ => return Err(unknown(event)),
+    })
+}
+
+/// Carries out a decoded command.
+pub async fn run(cx: &Cx<'_>, command: Command) -> AppResult<Reply> {
+    match command {
+        Command::Ping { timestamp } => Ok(ping(cx, timestamp)),
+        Command::Pong => Ok(Reply::Done),
+        Command::Refresh { token } => refresh(cx, token).await,
+
+        Command::Join { room } => join(cx, &room).await,
+        Command::Leave { room, forget } => leave(cx, &room, forget).await,
+        Command::ChannelJoin(room) => channel_join(cx, room).await.map(|(_, j)| Reply::Data(joined_ack(&j))),
+        Command::ChannelLeave(room) => channel_leave(cx, room).await.map(Reply::Data),
+
+        Command::Send(out) => Ok(Reply::Later(Box::pin(commit(cx, out).await?))),
+        Command::Edit { message_id, content } => edit(cx, &message_id, content).await,
+        Command::Delete { message_id } => delete(cx, &message_id).await,
+        Command::Sync { channel, since, after_seq, limit } => sync(cx, &channel, since, after_seq, limit).await,
+        Command::Channels => channels(cx).await,
+
+        Command::PresenceUpdate(update) => apply_presence(cx, update).await,
+        Command::PresenceSubscribe(ids) => presence_subscribe(cx, &ids).await,
+        Command::PresenceUnsubscribe(ids) => presence_unsubscribe(cx, &ids).await,
+        Command::PresenceGet(ids) => presence_get(cx, &ids).await,
+        Command::PresenceSettings(patch) => presence_settings(cx, &patch).await,
+
+        Command::Typing(req) => apply_typing(cx, req).await,
+
+        Command::Read(req) => read(cx, req, None).await,
+        Command::DeliverySync(ids) => delivery_sync(cx, &ids).await,
+        Command::React { message_id, emoji, add } => react(cx, &message_id, &emoji, add).await,
     }
+}
+
+/// The room of `channel:join` / `channel:leave {channelId}`: `channel:<id>`.
+pub(super) fn channel_room(data: &Value) -> AppResult<RoomName> {
+    RoomName::from_channel_id(&required_id(data, "channelId")?).map_err(AppError::validation)
 }
 
 /// `UNKNOWN_EVENT` for an event name no dialect of this socket knows.
@@ -105,26 +229,13 @@ pub(super) fn required_id(data: &Value, field: &str) -> AppResult<String> {
 
 /// With an ack: the client's own `{timestamp}` back, raw (nchat computes latency from it).
 /// Without: `pong {timestamp: server ms}`.
-pub(super) fn ping(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
-    let timestamp = match &data {
-        Value::Object(m) => m.get("timestamp").cloned().unwrap_or(Value::Null),
-        Value::Number(_) => data.clone(),
-        _ => Value::Null,
-    };
+fn ping(cx: &Cx<'_>, timestamp: Value) -> Reply {
     if cx.has_ack {
-        Ok(Reply::Raw(json!({ "timestamp": timestamp })))
+        Reply::Raw(json!({ "timestamp": timestamp }))
     } else {
         cx.out.emit("pong", &json!({ "timestamp": crate::store::now_ms() }));
-        Ok(Reply::Done)
+        Reply::Done
     }
-}
-
-/// The original's clients report latency with `pong {timestamp}`: accepted; without a payload it is invalid.
-fn pong(data: Value) -> AppResult<Reply> {
-    if Payload::object(&data)?.opt_i64("timestamp")?.is_none() {
-        return Err(AppError::validation("pong needs {timestamp: number}"));
-    }
-    Ok(Reply::Done)
 }
 
 /// `connected`, sent after CONNECT.
@@ -138,9 +249,7 @@ pub fn authenticated(cx_user: Option<&str>, session_id: &str, rooms: &[String]) 
 }
 
 /// `auth:refresh {token}`: re-verify; `authenticated` again, or `auth:error`. The user may not change.
-async fn refresh(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
-    // Larger than the verifier allows, so an oversized token is refused as a token (INVALID_TOKEN).
-    let token = Payload::object(&data)?.str("token", 64 * 1024)?.to_string();
+async fn refresh(cx: &Cx<'_>, token: String) -> AppResult<Reply> {
     match cx.node.connections.refresh(cx.session, &token).await {
         Ok(_) => {
             let rooms = cx.node.roster.rooms_of(&cx.session.sid).await.unwrap_or_default().rooms;
@@ -169,15 +278,11 @@ pub(super) fn joined_ack(j: &Joined) -> Value {
     v
 }
 
-async fn join(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
-    let name = Payload::object(&data)?.str("roomName", limits::ID)?.to_string();
-    Ok(Reply::Data(joined_ack(&cx.node.rooms.join(cx.session, &name).await?)))
+async fn join(cx: &Cx<'_>, name: &str) -> AppResult<Reply> {
+    Ok(Reply::Data(joined_ack(&cx.node.rooms.join(cx.session, name).await?)))
 }
 
-async fn leave(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
-    let p = Payload::object(&data)?;
-    let name = p.str("roomName", limits::ID)?;
-    let forget = p.opt_bool("forget")?.unwrap_or(false);
+async fn leave(cx: &Cx<'_>, name: &str, forget: bool) -> AppResult<Reply> {
     let room = cx.node.rooms.leave(cx.session, name, forget).await?;
     cx.state.left(&room.name);
     Ok(Reply::Data(json!({ "roomName": room.name })))
@@ -185,8 +290,7 @@ async fn leave(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
 
 /// `channel:join {channelId}`: the room `channel:<id>`. The socket hears `channel:joined` once per room: a
 /// repeated join (nchat's hooks join twice per mount) is answered by its ack only.
-pub(super) async fn channel_join(cx: &Cx<'_>, data: Value) -> AppResult<(RoomName, Joined)> {
-    let room = RoomName::from_channel_id(&required_id(&data, "channelId")?).map_err(AppError::validation)?;
+pub(super) async fn channel_join(cx: &Cx<'_>, room: RoomName) -> AppResult<(RoomName, Joined)> {
     let joined = cx.node.rooms.join(cx.session, &room.name).await?;
     if cx.state.first_join(&room.name) {
         cx.out.emit("channel:joined", &json!({ "channelId": room.channel_id(), "userId": cx.session.user() }));
@@ -195,8 +299,7 @@ pub(super) async fn channel_join(cx: &Cx<'_>, data: Value) -> AppResult<(RoomNam
 }
 
 /// `channel:leave {channelId}`: answered with `channel:left` (and the ack).
-pub(super) async fn channel_leave(cx: &Cx<'_>, data: Value) -> AppResult<Value> {
-    let room = RoomName::from_channel_id(&required_id(&data, "channelId")?).map_err(AppError::validation)?;
+pub(super) async fn channel_leave(cx: &Cx<'_>, room: RoomName) -> AppResult<Value> {
     cx.node.rooms.leave(cx.session, &room.name, false).await?;
     cx.state.left(&room.name);
     let payload = json!({ "channelId": room.channel_id(), "userId": cx.session.user() });
@@ -206,15 +309,10 @@ pub(super) async fn channel_leave(cx: &Cx<'_>, data: Value) -> AppResult<Value> 
 
 // ----- messages ----------------------------------------------------------------------------------------
 
-async fn send(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
-    let out = super::outgoing(&data, cx.node.cfg.max_message_length)?;
-    Ok(Reply::Later(Box::pin(commit(cx, out).await?)))
-}
-
 /// Queues a message for its commit; the future completes it (broadcast, `message:sent`) and answers the ack.
 pub(super) async fn commit(
     cx: &Cx<'_>,
-    out: crate::app::messages::Outgoing,
+    out: Outgoing,
 ) -> AppResult<impl std::future::Future<Output = AppResult<Reply>> + Send + 'static> {
     let user = cx.user()?;
     let pending = cx.node.messages.begin(&cx.session.account, user, out).await?;
@@ -247,33 +345,28 @@ pub fn sent_ack(sent: &Sent) -> Value {
     ack
 }
 
-pub(super) async fn edit(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+async fn edit(cx: &Cx<'_>, id: &str, content: String) -> AppResult<Reply> {
     let user = cx.user()?;
-    let p = Payload::object(&data)?;
-    let id = p.opt_id("messageId")?.ok_or_else(|| AppError::validation("messageId is required"))?;
-    let content = p.str("content", cx.node.cfg.max_message_length)?.to_string();
-    let m = cx.node.messages.change(&cx.session.account, user, &id, Some(content)).await?;
+    let m = cx.node.messages.change(&cx.session.account, user, id, Some(content)).await?;
     Ok(Reply::Data(json!({ "messageId": m.id, "editedAt": iso_ms(m.updated_at) })))
 }
 
-pub(super) async fn delete(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+async fn delete(cx: &Cx<'_>, id: &str) -> AppResult<Reply> {
     let user = cx.user()?;
-    let id = required_id(&data, "messageId")?;
-    let m = cx.node.messages.change(&cx.session.account, user, &id, None).await?;
+    let m = cx.node.messages.change(&cx.session.account, user, id, None).await?;
     Ok(Reply::Data(json!({ "messageId": m.id, "deletedAt": iso_ms(m.updated_at) })))
 }
 
-async fn sync(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+async fn sync(
+    cx: &Cx<'_>,
+    id: &str,
+    since: Option<i64>,
+    after_seq: Option<i64>,
+    limit: Option<i64>,
+) -> AppResult<Reply> {
     let user = cx.user()?;
-    let p = Payload::object(&data)?;
-    let id = match (p.opt_id("channelId")?, p.opt_str("roomName", limits::ID)?) {
-        (Some(id), _) => id,
-        (None, Some(name)) => name.to_string(),
-        (None, None) => return Err(AppError::validation("channelId (or roomName) is required")),
-    };
     let account = &cx.session.account;
-    let room = crate::app::rooms::resolve_channel(&cx.node.store, account, user, &id).await?;
-    let (since, after_seq, limit) = (p.opt_i64("since")?, p.opt_i64("afterSeq")?, p.opt_i64("limit")?);
+    let room = crate::app::rooms::resolve_channel(&cx.node.store, account, user, id).await?;
     let page = cx.node.messages.sync(account, user, &room, since, after_seq, limit).await?;
     Ok(Reply::Data(sync_page(&page)))
 }
@@ -287,11 +380,8 @@ pub fn sync_page(page: &SyncPage) -> Value {
     })
 }
 
-async fn channels(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+async fn channels(cx: &Cx<'_>) -> AppResult<Reply> {
     let user = cx.user()?;
-    if !data.is_null() {
-        Payload::object(&data)?.opt_i64("since")?;
-    }
     Ok(Reply::Data(channel_list(&cx.node.messages.channels(&cx.session.account, user).await?)))
 }
 
@@ -326,10 +416,6 @@ async fn undo_if_closed(cx: &Cx<'_>, user: &str) {
     }
 }
 
-async fn presence_update(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
-    apply_presence(cx, super::presence_update(&data)?).await
-}
-
 /// A presence change of this socket.
 pub(super) async fn apply_presence(cx: &Cx<'_>, update: crate::domain::presence::PresenceUpdate) -> AppResult<Reply> {
     let user = cx.user()?;
@@ -338,33 +424,30 @@ pub(super) async fn apply_presence(cx: &Cx<'_>, update: crate::domain::presence:
     Ok(Reply::Done)
 }
 
-async fn presence_subscribe(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
-    let presences = subscribe(cx, data).await?;
+async fn presence_subscribe(cx: &Cx<'_>, ids: &[String]) -> AppResult<Reply> {
+    let presences = subscribe(cx, ids).await?;
     let payload = json!({ "presences": presences });
     cx.out.emit("presence:bulk", &payload);
     Ok(Reply::Data(payload))
 }
 
 /// Subscribes this socket to `{userIds}`; what it may see of each now.
-pub(super) async fn subscribe(cx: &Cx<'_>, data: Value) -> AppResult<Vec<crate::domain::presence::ViewedPresence>> {
+pub(super) async fn subscribe(cx: &Cx<'_>, ids: &[String]) -> AppResult<Vec<crate::domain::presence::ViewedPresence>> {
     let user = cx.user()?;
-    let ids = Payload::object(&data)?.ids("userIds")?;
     let account = &cx.session.account;
-    cx.node.presence.subscribe(account, user, &cx.session.sid, &ids).await;
+    cx.node.presence.subscribe(account, user, &cx.session.sid, ids).await;
     undo_if_closed(cx, user).await;
-    cx.node.presence.views_for(account, Some(user), &ids).await
+    cx.node.presence.views_for(account, Some(user), ids).await
 }
 
-pub(super) async fn presence_unsubscribe(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+async fn presence_unsubscribe(cx: &Cx<'_>, ids: &[String]) -> AppResult<Reply> {
     let user = cx.user()?;
-    let ids = Payload::object(&data)?.ids("userIds")?;
-    cx.node.presence.unsubscribe(&cx.session.account, user, &cx.session.sid, &ids).await;
+    cx.node.presence.unsubscribe(&cx.session.account, user, &cx.session.sid, ids).await;
     Ok(Reply::Done)
 }
 
-async fn presence_get(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
-    let ids = Payload::object(&data)?.ids("userIds")?;
-    let presences = cx.node.presence.views_for(&cx.session.account, cx.session.user(), &ids).await?;
+async fn presence_get(cx: &Cx<'_>, ids: &[String]) -> AppResult<Reply> {
+    let presences = cx.node.presence.views_for(&cx.session.account, cx.session.user(), ids).await?;
     Ok(Reply::Data(json!({ "presences": presences })))
 }
 
@@ -379,18 +462,13 @@ pub fn settings_patch(data: &Value) -> AppResult<PrivacySettingsPatch> {
     })
 }
 
-async fn presence_settings(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+async fn presence_settings(cx: &Cx<'_>, patch: &PrivacySettingsPatch) -> AppResult<Reply> {
     let user = cx.user()?;
-    let patch = settings_patch(&data)?;
-    let merged = cx.node.presence.change_settings(&cx.session.account, user, &patch).await?;
+    let merged = cx.node.presence.change_settings(&cx.session.account, user, patch).await?;
     Ok(Reply::Data(serde_json::to_value(merged).expect("settings serialise")))
 }
 
 // ----- typing ------------------------------------------------------------------------------------------
-
-async fn typing(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
-    apply_typing(cx, super::typing_request(event, &data)?).await
-}
 
 /// A typing start or stop of this socket.
 pub(super) async fn apply_typing(cx: &Cx<'_>, req: crate::domain::typing::TypingRequest) -> AppResult<Reply> {
@@ -424,21 +502,17 @@ pub(super) async fn read(cx: &Cx<'_>, req: ReadRequest, thread: Option<String>) 
     }))
 }
 
-async fn delivery_sync(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
+async fn delivery_sync(cx: &Cx<'_>, ids: &[String]) -> AppResult<Reply> {
     let user = cx.user()?;
-    let ids = Payload::object(&data)?.ids("messageIds")?;
-    let response = cx.node.receipts.delivery_sync(&cx.session.account, user, &ids).await?;
+    let response = cx.node.receipts.delivery_sync(&cx.session.account, user, ids).await?;
     let response = serde_json::to_value(response).expect("serialisable");
     cx.out.emit("delivery:sync-response", &response);
     Ok(Reply::Data(response))
 }
 
-pub(super) async fn react(cx: &Cx<'_>, data: Value, add: bool) -> AppResult<Reply> {
+async fn react(cx: &Cx<'_>, id: &str, emoji: &str, add: bool) -> AppResult<Reply> {
     let user = cx.user()?;
-    let p = Payload::object(&data)?;
-    let id = p.opt_id("messageId")?.ok_or_else(|| AppError::validation("messageId is required"))?;
-    let emoji = p.str("emoji", limits::EMOJI_BYTES)?.trim().to_string();
-    let change = cx.node.reactions.react(&cx.session.account, user, &id, &emoji, add).await?;
+    let change = cx.node.reactions.react(&cx.session.account, user, id, emoji, add).await?;
     Ok(Reply::Data(reaction(&change)))
 }
 

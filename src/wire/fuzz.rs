@@ -104,6 +104,55 @@ const FIELDS: &[&str] = &[
     "userId",
 ];
 
+/// Every inbound event name of every dialect (and a few that are no event).
+const EVENTS: &[&str] = &[
+    "ping",
+    "pong",
+    "auth:refresh",
+    "room:join",
+    "room:leave",
+    "channel:join",
+    "channel:leave",
+    "message:send",
+    "message:new",
+    "message:edit",
+    "message:delete",
+    "message:typing",
+    "sync:messages",
+    "sync:channels",
+    "presence:update",
+    "presence:subscribe",
+    "presence:unsubscribe",
+    "presence:get",
+    "presence:settings",
+    "typing:start",
+    "typing:stop",
+    "typing",
+    "message:read-ack",
+    "read:update",
+    "receipt:update",
+    "message:batch-read-ack",
+    "channel:read",
+    "delivery:sync",
+    "reaction:add",
+    "reaction:remove",
+    "user:status",
+    "notification:read",
+    "call:initiate",
+    "call:accept",
+    "call:decline",
+    "call:offer",
+    "call:ice-candidate",
+    "call:end",
+    "call:cancelled",
+    "call:mute:changed",
+    "call:ring",
+    "call:x",
+    "stream:start",
+    "nope",
+    "",
+];
+
 /// One structural mutation of a payload (applied a few times in a row).
 fn mutate(rng: &mut Rng, v: &mut Value) {
     match v {
@@ -154,7 +203,7 @@ fn mutate_text(rng: &mut Rng, v: &Value) -> Option<Value> {
 }
 
 /// Every decoder over one payload: refusals carry a message, nothing panics.
-fn decode_all(v: &Value) {
+fn decode_all(v: &Value, pick: usize) {
     if let Err(e) = outgoing(v, 16_000) {
         assert!(!e.message.is_empty(), "message:send refusal without a reason for {v}");
     }
@@ -171,6 +220,12 @@ fn decode_all(v: &Value) {
     }
     let _ = nul_field(v);
     for d in Dialect::ALL {
+        // A few event tables per payload (all of them over the rounds), to keep the test quick.
+        for event in (0..4).map(|j| EVENTS[(pick + j * 11 + d.index()) % EVENTS.len()]) {
+            if let Err(e) = super::decode(d, event, v, 16_000) {
+                assert!(!e.message.is_empty(), "{event} ({}) refusal without a reason for {v}", d.name());
+            }
+        }
         for event in ["message:send", "call:ice", "typing:start", "presence:update", "reaction:add", "x\u{0}y", ""] {
             let _ = refusal(d, event, Some(v));
         }
@@ -181,8 +236,10 @@ fn decode_all(v: &Value) {
 #[test]
 fn decoders_survive_the_corpus_and_its_mutations() {
     let corpus = seeds();
-    for v in &corpus {
-        decode_all(v);
+    for (i, v) in corpus.iter().enumerate() {
+        for pick in 0..EVENTS.len() {
+            decode_all(v, pick + i);
+        }
     }
     let mut rng = Rng(0x005E_ED0F_2026);
     let mut text_mutants = 0;
@@ -191,10 +248,10 @@ fn decoders_survive_the_corpus_and_its_mutations() {
         for _ in 0..=rng.below(3) {
             mutate(&mut rng, &mut v);
         }
-        decode_all(&v);
+        decode_all(&v, round);
         let pick = rng.below(corpus.len());
         if let Some(t) = mutate_text(&mut rng, &corpus[pick]) {
-            decode_all(&t);
+            decode_all(&t, round + 1);
             text_mutants += 1;
         }
     }

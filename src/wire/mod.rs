@@ -13,6 +13,7 @@ pub mod compat;
 pub mod contract;
 #[cfg(test)]
 mod fuzz;
+pub mod handshake;
 pub mod plugin;
 pub mod socket;
 
@@ -169,13 +170,31 @@ pub fn render_origin(dialect: Dialect, event: &Event) -> Option<Vec<Packet<'_>>>
     }
 }
 
+/// An inbound event read into its dialect's command.
+pub enum Command {
+    Contract(contract::Command),
+    Socket(socket::Command),
+    Plugin(plugin::Command),
+}
+
+/// Reads one inbound event of a socket in its dialect: the NUL scan, then the dialect's event table, every
+/// field type and size checked. The whole reading of a payload (no I/O, no state), which the fuzz targets
+/// drive (`fuzz/`); [`handle`] runs exactly this before it acts.
+pub fn decode(dialect: Dialect, event: &str, data: &Value, max_message_length: usize) -> AppResult<Command> {
+    refuse_nul(data)?;
+    Ok(match dialect {
+        Dialect::Contract => Command::Contract(contract::decode(event, data, max_message_length)?),
+        Dialect::Compat | Dialect::Socket => Command::Socket(socket::decode(event, data, max_message_length)?),
+        Dialect::Plugin => Command::Plugin(plugin::decode(event, data, max_message_length)?),
+    })
+}
+
 /// Handles one inbound event of a socket in its dialect.
 pub async fn handle(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
-    refuse_nul(&data)?;
-    match cx.dialect {
-        Dialect::Contract => contract::handle(cx, event, data).await,
-        Dialect::Compat | Dialect::Socket => socket::handle(cx, event, data).await,
-        Dialect::Plugin => plugin::handle(cx, event, data).await,
+    match decode(cx.dialect, event, &data, cx.node.cfg.max_message_length)? {
+        Command::Contract(command) => contract::run(cx, command).await,
+        Command::Socket(command) => socket::run(cx, command).await,
+        Command::Plugin(command) => plugin::run(cx, command).await,
     }
 }
 

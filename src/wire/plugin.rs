@@ -9,16 +9,35 @@ use serde_json::{Value, json};
 
 use super::{Cx, Packet, Reply, contract, socket};
 use crate::app::events::Event;
-use crate::domain::names::channel_id_of;
+use crate::app::messages::Outgoing;
+use crate::domain::names::{RoomName, channel_id_of};
 use crate::domain::presence::PublicStatus;
 use crate::domain::time::iso_ms;
 use crate::error::AppResult;
 
-/// Handles one inbound event of a plugin socket.
-pub async fn handle(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
-    match event {
-        "channel:join" => {
-            let (room, joined) = contract::channel_join(cx, data).await?;
+/// A plugin event read into what the application is asked to do ([`decode`] is the whole reading).
+pub enum Command {
+    /// `channel:join {channelId}`: answered with `channel:joined` and `channel:members`.
+    ChannelJoin(RoomName),
+    /// `message:send {channelId, content, mentions: []}`: the lenient reading of nchat's shapes.
+    Send(Outgoing),
+    Contract(contract::Command),
+}
+
+/// Reads one inbound event of a plugin socket into its command.
+pub fn decode(event: &str, data: &Value, max_message_length: usize) -> AppResult<Command> {
+    Ok(match event {
+        "channel:join" => Command::ChannelJoin(contract::channel_room(data)?),
+        "message:send" => Command::Send(socket::outgoing(data, max_message_length)?),
+        _ => Command::Contract(contract::decode(event, data, max_message_length)?),
+    })
+}
+
+/// Carries out a decoded command.
+pub async fn run(cx: &Cx<'_>, command: Command) -> AppResult<Reply> {
+    match command {
+        Command::ChannelJoin(room) => {
+            let (room, joined) = contract::channel_join(cx, room).await?;
             let members: Vec<Value> = joined
                 .members
                 .iter()
@@ -28,12 +47,8 @@ pub async fn handle(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
             cx.out.emit("channel:members", &json!({ "channelId": room.channel_id(), "members": members }));
             Ok(Reply::Data(contract::joined_ack(&joined)))
         }
-        // `{channelId, content, mentions: []}`: the lenient reading of nchat's shapes.
-        "message:send" => {
-            let out = socket::outgoing(&data, cx.node.cfg.max_message_length)?;
-            Ok(Reply::Later(Box::pin(contract::commit(cx, out).await?)))
-        }
-        _ => contract::handle(cx, event, data).await,
+        Command::Send(out) => Ok(Reply::Later(Box::pin(contract::commit(cx, out).await?))),
+        Command::Contract(command) => contract::run(cx, command).await,
     }
 }
 

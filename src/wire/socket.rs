@@ -19,9 +19,9 @@ use crate::app::messages::Outgoing;
 use crate::app::receipts::ReadRequest;
 use crate::domain::calls::Signal;
 use crate::domain::names::channel_id_of;
-use crate::domain::presence::{PublicStatus, ViewedPresence};
+use crate::domain::presence::{PresenceUpdate, PublicStatus, ViewedPresence};
 use crate::domain::time::iso_ms;
-use crate::domain::typing::{RoomType, TypingUser};
+use crate::domain::typing::{RoomType, TypingRequest, TypingUser};
 use crate::error::{AppError, AppResult};
 use crate::store::MessageRow;
 
@@ -32,37 +32,75 @@ pub const MAX_SIGNAL_BYTES: usize = 64 * 1024;
 // Inbound
 // ---------------------------------------------------------------------------------------------
 
-/// Handles one inbound event of a `compat` or `socket` socket.
-pub async fn handle(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
-    match event {
+/// An event of a `compat` or `socket` socket read into what the application is asked to do ([`decode`]
+/// is the whole reading; [`run`] carries it out). The events these stacks share with the contract are
+/// the contract's commands.
+pub enum Command {
+    /// `message:send`, or socketManager's delivery retry as `message:new`.
+    Send(Outgoing),
+    /// socketManager's `message:typing` (its `userId` field is ignored: the typer is the socket's user).
+    Typing(TypingRequest),
+    /// `read:update {messageId, threadId?}`.
+    Read {
+        message_id: String,
+        thread: Option<String>,
+    },
+    PresenceSubscribe(Vec<String>),
+    /// lib/socket's `user:status`: a presence update whose custom status may expire.
+    Status(PresenceUpdate),
+    /// `notification:read` / `notification:read:all`: notifications live in nchat's own backend.
+    NotificationRead,
+    Call(CallCommand),
+    Contract(contract::Command),
+}
+
+/// A `call:*` signal: its routing fields checked, the payload relayed as sent.
+pub struct CallCommand {
+    pub call_id: String,
+    pub req: CallRequest,
+    /// The field that names the sender and what it says, to be checked against the socket's user.
+    pub sender: Option<(&'static str, String)>,
+    pub data: Value,
+}
+
+/// Reads one inbound event of a `compat` or `socket` socket into its command.
+pub fn decode(event: &str, data: &Value, max_message_length: usize) -> AppResult<Command> {
+    Ok(match event {
         // lib/socket sends `{tempId, channelId, content, mentions: [{type, id?}], attachments: [{…}]}` without an
         // ack; socketManager `{channelId, content, replyTo?}` with one and reads `messageId` at the top level.
-        "message:send" => send(cx, data).await,
         // socketManager's delivery retry re-sends a message as `message:new {clientMessageId, channelId, …}`.
-        "message:new" => send(cx, data).await,
-        // socketManager's typing (its `userId` field is ignored: the typer is the socket's user).
-        "message:typing" => contract::apply_typing(cx, super::typing_request("typing", &data)?).await,
+        "message:send" | "message:new" => Command::Send(outgoing(data, max_message_length)?),
+        "message:typing" => Command::Typing(super::typing_request("typing", data)?),
         "read:update" => {
-            let p = Payload::object(&data)?;
-            let id = p.opt_id("messageId")?.ok_or_else(|| AppError::validation("messageId is required"))?;
-            let thread = p.opt_id("threadId")?;
-            contract::read(cx, ReadRequest::Message(id), thread).await
+            let p = Payload::object(data)?;
+            let message_id = p.opt_id("messageId")?.ok_or_else(|| AppError::validation("messageId is required"))?;
+            Command::Read { message_id, thread: p.opt_id("threadId")? }
         }
-        "presence:subscribe" => presence_subscribe(cx, data).await,
+        "presence:subscribe" => Command::PresenceSubscribe(Payload::object(data)?.ids("userIds")?),
         // lib/socket's custom status with an expiry: `{status, customStatus?: string, customEmoji?, expiresAt?}`.
-        "user:status" => {
-            let update = user_status(&data)?;
-            contract::apply_presence(cx, update).await
-        }
-        // Notifications live in nchat's own backend; reading one is acknowledged (nothing to do here).
-        "notification:read" | "notification:read:all" => {
+        "user:status" => Command::Status(user_status(data)?),
+        "notification:read" | "notification:read:all" => Command::NotificationRead,
+        e if e.starts_with("call:") => Command::Call(call_command(e, data)?),
+        // socketManager names live-stream events; streams are not served here (refused without an `error`).
+        e if e.starts_with("stream:") => return Err(AppError::forbidden("live streams are not served by this server")),
+        _ => Command::Contract(contract::decode(event, data, max_message_length)?),
+    })
+}
+
+/// Carries out a decoded command.
+pub async fn run(cx: &Cx<'_>, command: Command) -> AppResult<Reply> {
+    match command {
+        Command::Send(out) => send(cx, out).await,
+        Command::Typing(req) => contract::apply_typing(cx, req).await,
+        Command::Read { message_id, thread } => contract::read(cx, ReadRequest::Message(message_id), thread).await,
+        Command::PresenceSubscribe(ids) => presence_subscribe(cx, &ids).await,
+        Command::Status(update) => contract::apply_presence(cx, update).await,
+        Command::NotificationRead => {
             cx.user()?;
             Ok(Reply::Done)
         }
-        e if e.starts_with("call:") => call(cx, e, data).await,
-        // socketManager names live-stream events; streams are not served here (refused without an `error`).
-        e if e.starts_with("stream:") => Err(AppError::forbidden("live streams are not served by this server")),
-        _ => contract::handle(cx, event, data).await,
+        Command::Call(call) => signal(cx, call).await,
+        Command::Contract(command) => contract::run(cx, command).await,
     }
 }
 
@@ -139,8 +177,7 @@ pub fn outgoing(data: &Value, max_message_length: usize) -> AppResult<Outgoing> 
 
 /// `message:send` / inbound `message:new`: the contract's ack, with `messageId` also at the top level
 /// (socketManager reads it there).
-async fn send(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
-    let out = outgoing(&data, cx.node.cfg.max_message_length)?;
+async fn send(cx: &Cx<'_>, out: Outgoing) -> AppResult<Reply> {
     let done = contract::commit(cx, out).await?;
     Ok(Reply::Later(Box::pin(async move {
         match done.await? {
@@ -155,7 +192,7 @@ async fn send(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
 
 /// `user:status {status, customStatus?, customEmoji?, expiresAt?}`: a presence update whose custom status
 /// may expire.
-fn user_status(data: &Value) -> AppResult<crate::domain::presence::PresenceUpdate> {
+fn user_status(data: &Value) -> AppResult<PresenceUpdate> {
     let p = Payload::object(data)?;
     let mut update = json!({ "status": p.raw("status").cloned().unwrap_or(Value::Null) });
     match p.raw("customStatus") {
@@ -178,8 +215,8 @@ fn user_status(data: &Value) -> AppResult<crate::domain::presence::PresenceUpdat
 
 /// `presence:subscribe`: `presence:bulk` (the contract's shape on a compat socket, lib/socket's otherwise),
 /// then one `presence:update` per user (lib/socket's `useUserPresence` reads only those).
-async fn presence_subscribe(cx: &Cx<'_>, data: Value) -> AppResult<Reply> {
-    let presences = contract::subscribe(cx, data).await?;
+async fn presence_subscribe(cx: &Cx<'_>, ids: &[String]) -> AppResult<Reply> {
+    let presences = contract::subscribe(cx, ids).await?;
     let bulk = if cx.dialect == Dialect::Compat {
         json!({ "presences": presences })
     } else {
@@ -232,10 +269,9 @@ pub fn signal_name(signal: Signal) -> &'static str {
     }
 }
 
-/// A `call:*` signal: its routing fields are checked (the user fields must name the sender), the rest is
-/// relayed as sent. Refusals go back as `call:error`.
-async fn call(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
-    let user = cx.user()?;
+/// Reads a `call:*` signal: its routing fields are checked (the user fields must name the sender, checked
+/// when it runs), the rest is relayed as sent. Refusals go back as `call:error`.
+fn call_command(event: &str, data: &Value) -> AppResult<CallCommand> {
     let Some(signal) = signal_of(event) else {
         return Err(match event {
             "call:ring" | "call:timeout" | "call:participant:joined" | "call:participant:left" | "call:error" => {
@@ -244,20 +280,19 @@ async fn call(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
             _ => contract::unknown(event),
         });
     };
-    let p = Payload::object(&data)?;
+    let p = Payload::object(data)?;
     let call_id = p.str("callId", limits::ID)?.to_string();
     if data.to_string().len() > MAX_SIGNAL_BYTES {
         return Err(AppError::too_large(event, MAX_SIGNAL_BYTES));
     }
-    let is_sender = |field: &str, required: bool| -> AppResult<()> {
+    let sender = |field: &'static str, required: bool| -> AppResult<Option<(&'static str, String)>> {
         match p.opt_id(field)? {
-            Some(v) if v == user => Ok(()),
-            Some(_) => Err(AppError::forbidden(format!("{field} must be the sender ({user})"))),
+            Some(v) => Ok(Some((field, v))),
             None if required => Err(AppError::validation(format!("{field} is required"))),
-            None => Ok(()),
+            None => Ok(None),
         }
     };
-    let req = match signal {
+    let (req, sender) = match signal {
         Signal::Initiate => {
             let target = p.opt_id("targetUserId")?.ok_or_else(|| AppError::validation("targetUserId is required"))?;
             let kind = match p.opt_str("callType", limits::SHORT)? {
@@ -265,40 +300,33 @@ async fn call(cx: &Cx<'_>, event: &str, data: Value) -> AppResult<Reply> {
                 Some("video") => "video",
                 Some(_) => return Err(AppError::validation("callType must be voice or video")),
             };
-            CallRequest::Initiate { target, kind: kind.into(), channel_id: p.opt_id("channelId")? }
+            (CallRequest::Initiate { target, kind: kind.into(), channel_id: p.opt_id("channelId")? }, None)
         }
         s if s.is_direct() => {
-            is_sender("fromUserId", true)?;
+            let from = sender("fromUserId", true)?;
             let to = p.opt_id("toUserId")?.ok_or_else(|| AppError::validation("toUserId is required"))?;
-            CallRequest::Direct { signal: s, to }
+            (CallRequest::Direct { signal: s, to }, from)
         }
-        Signal::Accept => {
-            is_sender("userId", false)?;
-            CallRequest::Accept
-        }
-        Signal::Decline => {
-            is_sender("userId", false)?;
-            CallRequest::Decline
-        }
-        Signal::Busy => {
-            is_sender("userId", false)?;
-            CallRequest::Busy
-        }
-        Signal::Cancel => {
-            is_sender("cancelledBy", false)?;
-            CallRequest::Cancel
-        }
-        Signal::End => {
-            is_sender("endedBy", false)?;
-            CallRequest::End
-        }
-        s => {
-            is_sender("userId", false)?;
-            CallRequest::Media { signal: s, enabled: p.opt_bool("enabled")? }
-        }
+        Signal::Accept => (CallRequest::Accept, sender("userId", false)?),
+        Signal::Decline => (CallRequest::Decline, sender("userId", false)?),
+        Signal::Busy => (CallRequest::Busy, sender("userId", false)?),
+        Signal::Cancel => (CallRequest::Cancel, sender("cancelledBy", false)?),
+        Signal::End => (CallRequest::End, sender("endedBy", false)?),
+        s => (CallRequest::Media { signal: s, enabled: p.opt_bool("enabled")? }, sender("userId", false)?),
     };
+    Ok(CallCommand { call_id, req, sender, data: data.clone() })
+}
+
+/// Relays a call signal; a field naming the sender must name this socket's user.
+async fn signal(cx: &Cx<'_>, call: CallCommand) -> AppResult<Reply> {
+    let user = cx.user()?;
+    if let Some((field, v)) = &call.sender
+        && v != user
+    {
+        return Err(AppError::forbidden(format!("{field} must be the sender ({user})")));
+    }
     let who = Caller { account: &cx.session.account, user, author: cx.session.author() };
-    cx.node.calls.signal(who, &call_id, req, data).await?;
+    cx.node.calls.signal(who, &call.call_id, call.req, call.data).await?;
     Ok(Reply::Done)
 }
 

@@ -226,11 +226,13 @@ export async function startServer(opts = {}) {
   if (!existsSync(BIN)) {
     throw new Error(`server binary not found at ${BIN} (build it with cargo build, or set REALTIME_BIN)`);
   }
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'nself-rt-test-'));
+  // opts.dataDir: a directory the caller made (and removes), e.g. a small filesystem of its own
+  const dataDir = opts.dataDir || mkdtempSync(path.join(os.tmpdir(), 'nself-rt-test-'));
   const dbName = backend === 'postgres' ? `rt_test_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}` : null;
   const server = {
     backend,
     dataDir,
+    ownDataDir: !!opts.dataDir,
     dbName,
     databaseUrl: dbName ? pgUrlFor(dbName) : null,
     extraEnv: { ...(opts.env || {}) },
@@ -395,7 +397,7 @@ async function cleanupServer(server) {
     await server.exited;
   }
   try {
-    rmSync(server.dataDir, { recursive: true, force: true });
+    if (!server.ownDataDir) rmSync(server.dataDir, { recursive: true, force: true });
   } catch {}
   if (server.dbName) dropPgDatabase(server.dbName);
 }

@@ -98,6 +98,15 @@ impl AppError {
     pub fn rate_limited(points: u32, per: std::time::Duration) -> Self {
         Self::new(ErrorCode::RateLimited, format!("more than {points} events in {} s; slow down", per.as_secs()))
     }
+    /// The database could not store the request because its disk is full: still `INTERNAL_ERROR` (and so
+    /// retryable), but saying so, since the client's retry works only once an operator frees space.
+    pub fn disk_full(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "the database's disk is full; writes fail until space is freed");
+        Self::new(
+            ErrorCode::InternalError,
+            "the server's disk is full: nothing was stored; retry later (an operator must free space)",
+        )
+    }
     /// Internal failures are logged with their cause; the client only learns that it was internal.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -110,7 +119,23 @@ impl AppError {
 #[cfg(feature = "sqlx")]
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
+        if is_disk_full(&e) {
+            return AppError::disk_full(format!("database: {e}"));
+        }
         AppError::internal(format!("database: {e}"))
+    }
+}
+
+/// The database's disk (or quota) is full: SQLite's `SQLITE_FULL` (13), PostgreSQL's `disk_full` (53100),
+/// or the operating system's ENOSPC.
+#[cfg(feature = "sqlx")]
+pub fn is_disk_full(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            matches!(d.code().as_deref(), Some("13" | "53100")) || d.message().contains("database or disk is full")
+        }
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+        _ => false,
     }
 }
 

@@ -18,12 +18,11 @@ use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::DisconnectReason;
 use socketioxide::{SocketIo, TransportType};
 
-use crate::app::session::{Device, Origin, Session};
+use crate::app::session::{Origin, Session};
 use crate::app::worker::Worker;
 use crate::auth::AuthError;
 use crate::cluster::{Budget, Census};
 use crate::config::Config;
-use crate::domain::names::normalize_account;
 use crate::node::Node;
 use crate::store::now_ms;
 use admin::AdminUi;
@@ -170,12 +169,14 @@ async fn handshake(
     if max > 0 && node.sessions.len() + node.handshakes.load(Ordering::SeqCst) > max {
         return Err(refuse(AuthError::Refused("the server is at REALTIME_MAX_CONNECTIONS".into())));
     }
-    if let Some(field) = crate::wire::nul_field(&auth) {
-        return Err(refuse(AuthError::Protocol(format!(
-            "auth.{field} contains a NUL character (\\u0000), which no text may hold; remove it"
-        ))));
-    }
     let parts = s.req_parts();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let request = crate::wire::handshake::Request {
+        query: parts.uri.query(),
+        authorization: header("authorization"),
+        app_name: header("x-app-name"),
+    };
+    let read = crate::wire::handshake::read(&auth, request).map_err(refuse)?;
     let ip = client_ip(parts, &node.cfg.trusted_proxies);
     if let Some(ip) = ip
         && !node.limiter.allow(&Budget::Connects(ip), std::time::Instant::now())
@@ -184,60 +185,28 @@ async fn handshake(
             "too many new connections from this address (REALTIME_RATE_LIMIT)".into(),
         )));
     }
-    let query = |key: &str| -> Option<String> {
-        parts.uri.query().and_then(|q| {
-            q.split('&').find_map(|kv| {
-                let (k, v) = kv.split_once('=')?;
-                (k == key).then(|| percent_decode(v))
-            })
-        })
-    };
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-
-    let token = auth
-        .get("token")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .filter(|t| !t.trim().is_empty())
-        .or_else(|| query("token").filter(|t| !t.is_empty()))
-        .or_else(|| header("authorization").and_then(|h| h.strip_prefix("Bearer ").map(str::to_string)));
-    let account = normalize_account(
-        auth.get("sourceAccountId")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .or_else(|| header("x-app-name"))
-            .or_else(|| query("app"))
-            .as_deref(),
-    );
-    let identity = match token {
-        Some(t) => Some(node.verifier.check(&t, chrono::Utc::now().timestamp()).await.map_err(refuse)?),
+    let identity = match &read.token {
+        Some(t) => Some(node.verifier.check(t, chrono::Utc::now().timestamp()).await.map_err(refuse)?),
         None if node.cfg.allow_anonymous => None,
         None => return Err(refuse(AuthError::Missing)),
     };
-    // The wire dialect (docs/protocol.md §13.1). A user id claimed in `auth.userId` is never an identity: it
-    // must be the token's.
-    let detected = crate::wire::detect(&auth).map_err(|e| refuse(AuthError::Protocol(e)))?;
-    if let Some(claimed) = &detected.claimed_user {
+    // A user id claimed in `auth.userId` is never an identity: it must be the token's.
+    if let Some(claimed) = &read.detected.claimed_user {
         match &identity {
             Some(i) if &i.user_id == claimed => {}
             Some(_) => return Err(refuse(AuthError::Invalid("auth.userId does not match the token".into()))),
             None => return Err(refuse(AuthError::Invalid("auth.userId needs a token that names that user".into()))),
         }
     }
-    let dialect = detected.dialect;
-
-    let device = auth.get("device").map(|d| Device {
-        kind: short(d.get("type")),
-        os: short(d.get("os")),
-        browser: short(d.get("browser")),
-    });
+    let dialect = read.detected.dialect;
+    let account = read.account;
     let origin = Origin {
         ip,
         transport: match s.transport_type() {
             TransportType::Websocket => "websocket",
             TransportType::Polling => "polling",
         },
-        device: device.unwrap_or_default(),
+        device: read.device.unwrap_or_default(),
         user_agent: header("user-agent").map(|ua| ua.chars().take(256).collect()),
     };
     let link = Arc::new(Link::new(&weak, &account, dialect, admin.clone()));
@@ -286,10 +255,6 @@ async fn greet(s: SocketRef<Adapter>, node: Arc<Node>, admin: Option<Arc<AdminUi
     }
 }
 
-fn short(v: Option<&Value>) -> Option<String> {
-    v.and_then(Value::as_str).map(|s| s.chars().take(64).collect())
-}
-
 /// The client's address: the TCP peer, or what the trusted proxies in front say it is
 /// (`REALTIME_TRUSTED_PROXIES`; see `domain::proxies`).
 pub fn client_ip(parts: &http::request::Parts, trusted: &crate::domain::proxies::TrustedProxies) -> Option<IpAddr> {
@@ -298,24 +263,4 @@ pub fn client_ip(parts: &http::request::Parts, trusted: &crate::domain::proxies:
         parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
     let real_ip = parts.headers.get("x-real-ip").and_then(|v| v.to_str().ok());
     trusted.client_ip(peer, &forwarded, real_ip)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-            (b'+', _) => out.push(b' '),
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
