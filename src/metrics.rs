@@ -23,6 +23,9 @@ pub struct Metrics {
     /// Milliseconds from receiving a message to handing it to every local socket of the room.
     pub latency_ms: Histogram,
     rss: Gauge,
+    /// Tasks alive in the server's tokio runtime, read at scrape time: a leak of per-connection work shows
+    /// here before it shows in memory (the soak watches it).
+    tasks: Gauge,
     cluster: Option<ClusterGauges>,
 }
 
@@ -61,6 +64,7 @@ impl Metrics {
             slow_consumers: Counter::default(),
             latency_ms: Histogram::new(exponential_buckets(0.25, 2.0, 14)),
             rss: Gauge::default(),
+            tasks: Gauge::default(),
             cluster: None,
             registry: Registry::default(),
         };
@@ -81,6 +85,7 @@ impl Metrics {
         );
         registry.register("realtime_latency_ms", "Publish to fan-out latency in ms", m.latency_ms.clone());
         registry.register("process_resident_memory_bytes", "Resident memory of the process", m.rss.clone());
+        registry.register("realtime_tokio_tasks", "Tasks alive in the server's async runtime", m.tasks.clone());
         Metrics { registry, ..m }
     }
 
@@ -136,6 +141,9 @@ impl Metrics {
     /// The text exposition, with the process memory read at scrape time.
     pub fn render(&self) -> String {
         self.rss.set(resident_memory_bytes().unwrap_or(0) as i64);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.tasks.set(rt.metrics().num_alive_tasks() as i64);
+        }
         if let Some(g) = &self.cluster {
             use std::sync::atomic::Ordering::Relaxed;
             g.publish_errors.set(g.stats.publish_errors.load(Relaxed) as i64);
@@ -254,5 +262,26 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn counts_the_runtime_s_live_tasks() {
+        let m = Metrics::new();
+        let tasks = |text: &str| -> i64 {
+            let line = text.lines().find(|l| l.starts_with("realtime_tokio_tasks ")).expect("the gauge is exposed");
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        let before = tasks(&m.render());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let waiting: Vec<_> = (0..3).map(|_| tokio::spawn(std::future::pending::<()>())).collect();
+        let one = tokio::spawn(async move { rx.await.ok() });
+        assert_eq!(tasks(&m.render()), before + 4);
+        tx.send(()).unwrap();
+        one.await.unwrap();
+        for w in waiting {
+            w.abort();
+            let _ = w.await;
+        }
+        assert_eq!(tasks(&m.render()), before);
     }
 }

@@ -1,7 +1,7 @@
 //! Every `bench` scenario, run small against a real server process: the load generator works, and the server
 //! answers its Rust Engine.IO/Socket.IO client (connect, join, send, fan-out, typing, presence, reconnect
 //! storm, soak). No timing is asserted here (performance lives in BENCHMARKS.md), but the soak's own check runs:
-//! the server's RSS and open descriptors stay flat through 30 s of traffic and three reconnect storms.
+//! the server's RSS, open descriptors and async tasks stay flat through 30 s of traffic and three reconnect storms.
 
 mod common;
 
@@ -158,6 +158,9 @@ fn a_short_soak_stays_flat() {
     let r = &report["results"];
     assert_eq!(code, 0, "soak: the server's RSS or descriptors moved:\n{err}\nsamples: {}", r["samples"]);
     assert_eq!(r["flat"], "yes", "soak: {r}");
+    // The server's live tasks are read from its metrics and judged with the rest.
+    let tasks = r["samples"].as_array().unwrap().iter().filter(|s| s["tasks"].as_u64().is_some_and(|t| t > 40)).count();
+    assert!(tasks >= 10, "soak: realtime_tokio_tasks was not sampled (each of 40 clients has tasks): {}", r["samples"]);
     assert!(n(r, "storms") >= 2.0, "soak: a storm every 10 s: {r}");
     assert!(n(r, "dropped") > 0.0, "soak: the storms drop clients: {r}");
     assert_eq!(n(r, "reconnected"), n(r, "dropped"), "soak: every dropped client is back: {r}");

@@ -8,7 +8,8 @@
 //! - Reads are per-room per-user *watermarks* on the message `seq`: reading message N reads
 //!   everything up to N. A watermark never moves backwards.
 //! - Deliveries are per-message sets of recipients (pushed to a connected socket, or fetched
-//!   through sync). A read implies delivery.
+//!   through sync), held as bits over the room's numbered users (a message pushed to 500 members costs
+//!   64 bytes, not 500 copies of their ids). A read implies delivery.
 //! - Counts are over recipients: `totalRecipients = members − sender` (WhatsApp-style "all
 //!   read" when `readCount == totalRecipients`). Readers who turned read receipts off never
 //!   count as readers and never cause `message:read*` (they still count as delivered).
@@ -268,8 +269,38 @@ struct Tracked {
     message_id: String,
     sender_id: String,
     client_message_id: Option<String>,
-    delivered: HashSet<String>,
+    /// Users it was delivered to, by their number in the room ([`RoomState::numbers`]).
+    delivered: Bits,
     updated_at: DateTime<Utc>,
+}
+
+/// A set of small numbers: the first 64 inline, the rest in words allocated only when needed. Every tracked
+/// message has one, so a room's usual delivery set costs no allocation at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Bits {
+    low: u64,
+    high: Vec<u64>,
+}
+
+impl Bits {
+    fn contains(&self, n: u32) -> bool {
+        let (word, bit) = ((n / 64) as usize, n % 64);
+        let w = if word == 0 { Some(&self.low) } else { self.high.get(word - 1) };
+        w.is_some_and(|w| w & (1 << bit) != 0)
+    }
+
+    fn insert(&mut self, n: u32) {
+        let (word, bit) = ((n / 64) as usize, n % 64);
+        let w = if word == 0 {
+            &mut self.low
+        } else {
+            if self.high.len() < word {
+                self.high.resize(word, 0);
+            }
+            &mut self.high[word - 1]
+        };
+        *w |= 1 << bit;
+    }
 }
 
 /// How many recipients of a message got it and read it.
@@ -325,6 +356,10 @@ pub fn count<'a>(sender: &str, seq: Seq, members: impl IntoIterator<Item = Membe
 struct RoomState {
     /// member → `since_seq`: recipient of messages with `seq > since_seq`.
     members: HashMap<String, Seq>,
+    /// A number for every user a delivery was recorded for while the room is in memory, the index of the
+    /// delivery sets ([`Tracked::delivered`]). Never reused: a user who leaves keeps theirs (their bits
+    /// are ignored by the recipient rule), and the room's eviction drops them all.
+    numbers: HashMap<String, u32>,
     watermarks: HashMap<String, Watermark>,
     messages: BTreeMap<Seq, Tracked>,
     last_seq: Seq,
@@ -341,12 +376,22 @@ impl RoomState {
         self.watermarks.get(user).is_some_and(|w| w.seq >= seq)
     }
 
+    fn delivered_to(&self, user: &str, m: &Tracked) -> bool {
+        self.numbers.get(user).is_some_and(|n| m.delivered.contains(*n))
+    }
+
+    /// The user's number in the room, given on first use.
+    fn number(&mut self, user: &str) -> u32 {
+        let next = self.numbers.len() as u32;
+        *self.numbers.entry(user.to_string()).or_insert(next)
+    }
+
     fn counts(&self, seq: Seq, m: &Tracked, receipts_off: impl Fn(&str) -> bool) -> Counts {
         let members = self.members.iter().map(|(user, since)| Member {
             user,
             since_seq: *since,
             read_seq: self.watermarks.get(user).map_or(Seq::MIN, |w| w.seq),
-            delivered: m.delivered.contains(user),
+            delivered: self.delivered_to(user, m),
             receipts_off: receipts_off(user),
         });
         count(&m.sender_id, seq, members)
@@ -517,7 +562,7 @@ impl ReceiptTracker {
                 message_id: msg.message_id.clone(),
                 sender_id: msg.sender_id.clone(),
                 client_message_id: msg.client_message_id.clone(),
-                delivered: HashSet::new(),
+                delivered: Bits::default(),
                 updated_at: msg.created_at,
             },
         );
@@ -569,15 +614,18 @@ impl ReceiptTracker {
             let m = r.messages.get(&seq)?;
             users
                 .into_iter()
-                .filter(|u| r.is_recipient(u, seq, m) && !m.delivered.contains(*u) && !r.read_through(u, seq))
+                .filter(|u| r.is_recipient(u, seq, m) && !r.delivered_to(u, m) && !r.read_through(u, seq))
                 .map(str::to_string)
                 .collect()
         };
         if new_users.is_empty() {
             return None;
         }
+        let numbers: Vec<u32> = new_users.iter().map(|u| r.number(u)).collect();
         let m = r.messages.get_mut(&seq)?;
-        m.delivered.extend(new_users);
+        for n in numbers {
+            m.delivered.insert(n);
+        }
         m.updated_at = now;
         let m = r.messages.get(&seq)?;
         let after = r.counts(seq, m, off);
@@ -809,6 +857,47 @@ mod tests {
         r.set_members(A, ROOM, ["alice", "bob", "carol", "dave"].map(|u| (u.to_string(), 0)));
         r.register_message(A, ROOM, msg("m1", 1, "alice"));
         r
+    }
+
+    #[test]
+    fn bits_hold_numbers_inline_and_beyond_the_first_word() {
+        let mut b = Bits::default();
+        for n in [0, 63, 64, 130, 1_000] {
+            assert!(!b.contains(n));
+            b.insert(n);
+            assert!(b.contains(n));
+        }
+        for n in [1, 62, 65, 127, 128, 129, 131, 999, 1_001, 5_000] {
+            assert!(!b.contains(n), "{n} was never inserted");
+        }
+        assert_eq!(b.high.len(), 1_000 / 64, "words up to the highest number only");
+        let mut small = Bits::default();
+        small.insert(5);
+        assert!(small.high.is_empty(), "a room of up to 64 users allocates nothing");
+    }
+
+    #[test]
+    fn deliveries_count_in_a_room_of_hundreds_and_ignore_members_who_left() {
+        let mut r = ReceiptTracker::new(ReceiptConfig::default());
+        let users: Vec<String> = (0..300).map(|i| format!("u{i}")).collect();
+        r.set_members(A, ROOM, users.iter().map(|u| (u.clone(), 0)));
+        r.register_message(A, ROOM, msg("m1", 1, "u0"));
+        r.register_message(A, ROOM, msg("m2", 2, "u0"));
+        // Pushed to every other user in two batches; a repeat and the sender change nothing.
+        let n = r.mark_delivered(A, "m1", users[..150].iter().map(String::as_str), t(10)).unwrap();
+        assert_eq!((n.delivered.delivered_count, n.delivered.total_recipients), (149, 299));
+        let n = r.mark_delivered(A, "m1", users[100..].iter().map(String::as_str), t(11)).unwrap();
+        assert_eq!(n.delivered.delivered_count, 299);
+        assert!(r.mark_delivered(A, "m1", users.iter().map(String::as_str), t(12)).is_none());
+        // Another message's set is its own: numbers are per room, bits per message.
+        let n = r.mark_delivered(A, "m2", ["u299", "u200"], t(13)).unwrap();
+        assert_eq!(n.delivered.delivered_count, 2);
+        // A member who leaves no longer counts, though their bit stays.
+        r.remove_member(A, ROOM, "u299");
+        let s = r.status(A, "u0", "m2").unwrap();
+        assert_eq!((s.delivered_count, s.total_recipients), (1, 298));
+        let s = r.status(A, "u0", "m1").unwrap();
+        assert_eq!((s.delivered_count, s.total_recipients), (298, 298));
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! send `message:send`, a quarter `typing:start`, a quarter `presence:update` (together `--rate` events/s);
 //! every `--storm-every` a fraction of the clients drop their connection at once and reconnect. Every
 //! `--sample-every` the server's RSS (all of it, and its anonymous part: heap and stacks) and open file
-//! descriptors are read from /proc/<pid> (`--server-pid`), next to the window's publish→deliver p99. After the
-//! warm-up (the first third of the samples) the anonymous RSS and the descriptors must stay within ±`--tolerance` % of their post-warm-up median (with a small absolute slack for tiny
-//! values); otherwise the report is printed and the command fails, naming what moved.
+//! descriptors are read from /proc/<pid> (`--server-pid`), its live async tasks from its metrics
+//! (`realtime_tokio_tasks`, when the server exposes it), next to the window's publish→deliver p99. After the
+//! warm-up (the first third of the samples) the anonymous RSS, the descriptors and the tasks must stay within
+//! ±`--tolerance` % of their post-warm-up median (with a small absolute slack for tiny values); otherwise the
+//! report is printed and the command fails, naming what moved.
 
 use std::time::Duration;
 
@@ -24,6 +26,9 @@ use crate::{parse_duration, parse_size};
 const RSS_SLACK_BYTES: f64 = 2.0 * 1024.0 * 1024.0;
 /// Descriptors may move this many whatever their number (a log file, an accept in flight, a DB connection).
 const FD_SLACK: f64 = 8.0;
+/// Tasks may move this many whatever their number: a storm's reconnects still finishing (a few tasks each),
+/// timers of a flush.
+const TASK_SLACK: f64 = 64.0;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SoakArgs {
@@ -101,6 +106,8 @@ pub struct SoakSample {
     /// The anonymous part of RSS (heap, stacks): what a leak grows.
     pub anon: Option<u64>,
     pub fds: Option<u64>,
+    /// Tasks alive in the server's runtime (its `realtime_tokio_tasks` metric).
+    pub tasks: Option<u64>,
     pub sent: u64,
     pub deliveries: u64,
     /// publish→deliver p99 of the window, ms (None: nothing delivered).
@@ -178,6 +185,13 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
     let ramp = co.step("settle", Action::Settle { quiet_ms: 1000, max_ms: 5000 }).await?;
     let ramp_snap = ramp.snap.clone();
     let p0 = proc_sample(pid);
+    let metrics_url = co
+        .common
+        .metrics_url
+        .clone()
+        .unwrap_or_else(|| format!("{}/metrics", co.target.base_url.trim_end_matches('/')));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let tasks0 = server_tasks(&http, &metrics_url).await;
 
     let start = Instant::now();
     let deadline = start + a.duration;
@@ -203,6 +217,7 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
             co.step("send", Action::Send { ms, drain_ms: 0 }).await?
         };
         let p = proc_sample(pid);
+        let tasks = server_tasks(&http, &metrics_url).await;
         let c = step.snap.c.delta(&prev.c);
         let lat = step.snap.deliver_lat.since(&prev.deliver_lat);
         let storm = step.name.starts_with("storm");
@@ -221,6 +236,7 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
             rss: p.rss,
             anon: p.anon,
             fds: p.fds,
+            tasks,
             sent: c.sent,
             deliveries: c.deliveries,
             p99_ms: (lat.count > 0).then(|| lat.quantile_us(0.99) as f64 / 1000.0),
@@ -236,6 +252,8 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
     let anon: Vec<(usize, f64)> =
         samples.iter().enumerate().filter_map(|(i, s)| s.anon.map(|v| (i, v as f64))).collect();
     let fds: Vec<(usize, f64)> = samples.iter().enumerate().filter_map(|(i, s)| s.fds.map(|v| (i, v as f64))).collect();
+    let tasks: Vec<(usize, f64)> =
+        samples.iter().enumerate().filter_map(|(i, s)| s.tasks.map(|v| (i, v as f64))).collect();
     let mut problems = Vec::new();
     if samples.len() < 3 {
         problems.push(format!(
@@ -278,6 +296,9 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
     }
     if let Some(bad) = out_of_bounds(&fds, a.tolerance, FD_SLACK) {
         problems.push(describe("server open file descriptors", &fds, bad, &|v| fmt_num(v, 0)));
+    }
+    if let Some(bad) = out_of_bounds(&tasks, a.tolerance, TASK_SLACK) {
+        problems.push(describe("server async tasks", &tasks, bad, &|v| fmt_num(v, 0)));
     }
 
     let c = end.snap.c.delta(&ramp_snap.c);
@@ -326,20 +347,33 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
         "",
         0,
     );
+    r.opt_num("server_tasks_start", "async tasks after the ramp", tasks0.map(|v| v as f64), "", 0);
+    r.opt_num(
+        "server_tasks_end",
+        "async tasks at the end",
+        samples.last().and_then(|s| s.tasks).map(|v| v as f64),
+        "",
+        0,
+    );
     let p99s: Vec<f64> = samples.iter().filter_map(|s| s.p99_ms).collect();
     r.num("window_p99_max_ms", "worst window publish→deliver p99", p99s.iter().copied().fold(0.0, f64::max), "ms", 1);
-    r.text("flat", "heap RSS and descriptors flat after warm-up", if problems.is_empty() { "yes" } else { "NO" });
+    r.text(
+        "flat",
+        "heap RSS, descriptors and tasks flat after warm-up",
+        if problems.is_empty() { "yes" } else { "NO" },
+    );
 
-    r.section("samples (t · RSS · heap · fds · sent · delivered · p99)");
+    r.section("samples (t · RSS · heap · fds · tasks · sent · delivered · p99)");
     for s in &samples {
         r.text(
             &format!("sample_{:.0}", s.t * 10.0),
             &format!("{:>6.1} s{}", s.t, if s.storm { " storm" } else { "" }),
             &format!(
-                "{:>10} · {:>10} · {:>5} · {:>6} · {:>7} · {}",
+                "{:>10} · {:>10} · {:>5} · {:>5} · {:>6} · {:>7} · {}",
                 s.rss.map(|v| fmt_bytes(v as f64)).unwrap_or_else(|| "-".into()),
                 s.anon.map(|v| fmt_bytes(v as f64)).unwrap_or_else(|| "-".into()),
                 s.fds.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                s.tasks.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
                 s.sent,
                 s.deliveries,
                 s.p99_ms.map(|v| format!("{v:.1} ms")).unwrap_or_else(|| "-".into()),
@@ -352,7 +386,7 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
             samples
                 .iter()
                 .map(|s| {
-                    json!({"t_s": s.t, "rss_bytes": s.rss, "anon_rss_bytes": s.anon, "fds": s.fds, "sent": s.sent,
+                    json!({"t_s": s.t, "rss_bytes": s.rss, "anon_rss_bytes": s.anon, "fds": s.fds, "tasks": s.tasks, "sent": s.sent,
                            "deliveries": s.deliveries, "p99_ms": s.p99_ms, "storm": s.storm})
                 })
                 .collect(),
@@ -364,6 +398,13 @@ pub async fn drive(a: &SoakArgs, co: &mut Coordinator) -> anyhow::Result<Report>
         r.failure = Some(problems.join("; "));
     }
     Ok(r)
+}
+
+/// The server's live async tasks from its Prometheus text; None when it does not expose them (another
+/// server, or the metrics path moved: give `--metrics-url`).
+async fn server_tasks(http: &reqwest::Client, url: &str) -> Option<u64> {
+    let text = http.get(url).send().await.ok()?.error_for_status().ok()?.text().await.ok()?;
+    crate::probe::prom_value(&text, "realtime_tokio_tasks").map(|v| v as u64)
 }
 
 #[cfg(test)]
