@@ -351,3 +351,44 @@ fn receipt_facts_count_late_joiners_out_of_older_messages() {
         assert_eq!((c.total, c.read, c.delivered), (2, 1, 1));
     });
 }
+
+#[test]
+fn sessions_ended_together_are_stored_in_one_batch() {
+    use nself_realtime::store::presence::PresenceWrite;
+    on_both("presence batch test on PostgreSQL", |store| async move {
+        // alice was seen before; the batch must keep her custom status and not erase her last seen.
+        store.save_presence("acct", "alice", "online", (Some("lunch"), Some("🍕"), None), Some(1_000)).await.unwrap();
+        let users: Vec<String> = (0..1_203).map(|i| format!("u{i}")).collect();
+        let mut rows: Vec<PresenceWrite<'_>> = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| PresenceWrite {
+                account: "acct",
+                user: u,
+                status: "offline",
+                custom: (None, None, None),
+                last_seen: Some(5_000 + i as i64),
+            })
+            .collect();
+        rows.push(PresenceWrite {
+            account: "acct",
+            user: "alice",
+            status: "offline",
+            custom: (Some("lunch"), Some("🍕"), None),
+            last_seen: None,
+        });
+        store.save_presences(&rows).await.unwrap();
+
+        let mut asked = users.clone();
+        asked.push("alice".into());
+        let stored: std::collections::HashMap<String, _> =
+            store.presence_rows("acct", &asked).await.unwrap().into_iter().collect();
+        assert_eq!(stored.len(), 1_204, "every user of every chunk of 500 is stored");
+        assert_eq!(stored["u0"].last_seen_at, Some(5_000));
+        assert_eq!(stored["u1202"].last_seen_at, Some(6_202));
+        assert!(stored.values().all(|r| r.status == "offline"));
+        let alice = &stored["alice"];
+        assert_eq!((alice.last_seen_at, alice.custom_text.as_deref()), (Some(1_000), Some("lunch")));
+        store.save_presences(&[]).await.unwrap();
+    });
+}

@@ -20,7 +20,7 @@ use crate::domain::presence::{
 use crate::error::{AppError, AppResult};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::store::presence::{PresenceRow, SettingsRow};
+use crate::store::presence::{PresenceRow, PresenceWrite, SettingsRow};
 
 type UserKey = (String, String);
 
@@ -525,25 +525,45 @@ impl Presence {
 
     /// Shutdown, after every socket closed: the offline graces will not run out in this process, so the
     /// sessions end now and their last seen is stored (a restart would otherwise show the previous one's).
+    /// One batch write for them all: with thousands connected, a write each made stopping take seconds.
     pub async fn end_sessions_at_shutdown(&self) {
+        let mut ended = Vec::new();
         for ev in self.backend.end_all_graces().await {
             if let PresenceEvent::SessionEnded { account, user_id, last_seen } = ev {
-                self.session_ended(&account, &user_id, last_seen).await;
+                let custom = self.backend.published(&account, &user_id).await.and_then(|p| p.custom_status);
+                ended.push((account, user_id, custom, last_seen.map(|t| t.timestamp_millis())));
             }
+        }
+        let rows: Vec<PresenceWrite<'_>> = ended
+            .iter()
+            .map(|(account, user, custom, last_seen)| PresenceWrite {
+                account,
+                user,
+                status: domain::PublicStatus::Offline.as_str(),
+                custom: custom_columns(custom.as_ref()),
+                last_seen: *last_seen,
+            })
+            .collect();
+        if let Err(e) = self.store.save_presences(&rows).await {
+            tracing::warn!(error = %e, users = rows.len(), "cannot store the last seen of the sessions ended at shutdown");
         }
     }
 
     async fn persist(&self, account: &str, p: &UserPresence, last_seen: Option<i64>) {
-        let c = p.custom_status.as_ref();
-        let custom = (
-            c.and_then(|c| c.text.as_deref()),
-            c.and_then(|c| c.emoji.as_deref()),
-            c.and_then(|c| c.expires_at.map(|t| t.timestamp_millis())),
-        );
+        let custom = custom_columns(p.custom_status.as_ref());
         if let Err(e) = self.store.save_presence(account, &p.user_id, p.status.as_str(), custom, last_seen).await {
             tracing::warn!(error = %e, user = %p.user_id, "cannot store presence");
         }
     }
+}
+
+/// A custom status as the presence table's columns: text, emoji, expiry (ms).
+fn custom_columns(c: Option<&CustomStatus>) -> (Option<&str>, Option<&str>, Option<i64>) {
+    (
+        c.and_then(|c| c.text.as_deref()),
+        c.and_then(|c| c.emoji.as_deref()),
+        c.and_then(|c| c.expires_at.map(|t| t.timestamp_millis())),
+    )
 }
 
 /// Adds a viewer to the group of its view (a new group when no other viewer gets that view).

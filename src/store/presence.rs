@@ -111,26 +111,22 @@ impl Store {
         custom: (Option<&str>, Option<&str>, Option<i64>),
         last_seen: Option<i64>,
     ) -> Result<(), sqlx::Error> {
+        let row = PresenceWrite { account, user, status, custom, last_seen };
+        upsert_presence(&row, now_ms()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// [`Store::save_presence`] for many users in one transaction per 500: at shutdown every connected user's
+    /// session ends at once, and one write (one fsync on SQLite) each made stopping take seconds per thousand.
+    pub async fn save_presences(&self, rows: &[PresenceWrite<'_>]) -> Result<(), sqlx::Error> {
         let now = now_ms();
-        sqlx::query(
-            "INSERT INTO np_realtime_presence (source_account_id, user_id, status, custom_text, custom_emoji, \
-             custom_expires_at, last_seen_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (source_account_id, user_id) DO UPDATE SET status = excluded.status, \
-             custom_text = excluded.custom_text, custom_emoji = excluded.custom_emoji, \
-             custom_expires_at = excluded.custom_expires_at, \
-             last_seen_at = COALESCE(excluded.last_seen_at, np_realtime_presence.last_seen_at), \
-             updated_at = excluded.updated_at",
-        )
-        .bind(account)
-        .bind(user)
-        .bind(status)
-        .bind(custom.0)
-        .bind(custom.1)
-        .bind(custom.2)
-        .bind(last_seen)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        for chunk in rows.chunks(500) {
+            let mut tx = self.begin_write().await?;
+            for row in chunk {
+                upsert_presence(row, now).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        }
         Ok(())
     }
 
@@ -209,4 +205,39 @@ impl Store {
         .await?;
         Ok(res.rows_affected() > 0)
     }
+}
+
+/// One user's published presence, as [`Store::save_presences`] writes it.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceWrite<'a> {
+    pub account: &'a str,
+    pub user: &'a str,
+    pub status: &'a str,
+    /// Custom status text, emoji and expiry (ms).
+    pub custom: (Option<&'a str>, Option<&'a str>, Option<i64>),
+    /// Last seen (ms); None keeps the stored one.
+    pub last_seen: Option<i64>,
+}
+
+fn upsert_presence<'q>(
+    row: &PresenceWrite<'q>,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "INSERT INTO np_realtime_presence (source_account_id, user_id, status, custom_text, custom_emoji, \
+         custom_expires_at, last_seen_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (source_account_id, user_id) DO UPDATE SET status = excluded.status, \
+         custom_text = excluded.custom_text, custom_emoji = excluded.custom_emoji, \
+         custom_expires_at = excluded.custom_expires_at, \
+         last_seen_at = COALESCE(excluded.last_seen_at, np_realtime_presence.last_seen_at), \
+         updated_at = excluded.updated_at",
+    )
+    .bind(row.account)
+    .bind(row.user)
+    .bind(row.status)
+    .bind(row.custom.0)
+    .bind(row.custom.1)
+    .bind(row.custom.2)
+    .bind(row.last_seen)
+    .bind(now)
 }
