@@ -9,7 +9,7 @@ Usage:
   bench/heap-owners.py /tmp/h.fg 2000 [K]                  # K: also print the K largest unowned stacks
 
 Each stack is given to the first owner (in the order below) one of its frames matches; BENCHMARKS.md
-("Memory per connection") shows the table for 15,000 connections' worth of owners.
+("Memory per connection") shows the table it made for 2,000 connections in 3 rooms each.
 """
 import sys,re,collections
 N=int(sys.argv[2])
