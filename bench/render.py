@@ -22,6 +22,7 @@ METRICS = {
     ],
     "idle": [
         ("held", "connections held", "int"),
+        ("joined", "room joins ok", "int"),
         ("lost_during_hold", "dropped during the window", "int"),
         ("server_rss_per_conn_bytes", "server RSS per connection (KiB)", "kib"),
         ("server_rss_end_bytes", "server RSS at the end (MiB)", "mib"),
@@ -105,7 +106,8 @@ def variant_title(r):
     if s in ("connect", "storm"):
         return f"{s} — {p.get('connections', '?'):,} clients"
     if s == "idle":
-        return f"idle — {p.get('connections', '?'):,} connections held {p.get('duration_s', '?')} s"
+        rooms = f", {p['joins']} of {p['rooms']:,} rooms each" if p.get("rooms") else ""
+        return f"idle — {p.get('connections', '?'):,} connections held {p.get('duration_s', '?')} s{rooms}"
     if s == "fanout":
         return (f"fanout — {p.get('rooms')} rooms × {p.get('members')} members, {p.get('senders')} senders, "
                 f"{p.get('rate'):g} msg/s, {p.get('payload_bytes')} B, {p.get('duration_s')} s")
@@ -121,6 +123,8 @@ def check(r):
     got = res.get("connected")
     if want is not None and got != want:
         problems.append(f"connected {got} of {want}")
+    if s == "idle" and p.get("rooms") and want is not None and res.get("joined") != want * p.get("joins", 1):
+        problems.append(f"joined {res.get('joined')} rooms of {want * p.get('joins', 1)}")
     if s == "fanout" and not (res.get("acked") or 0) > 0:
         problems.append("no message acked")
     if s == "fanout" and not (res.get("deliveries") or 0) > 0:

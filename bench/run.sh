@@ -73,6 +73,7 @@ else
   IDLE_SETTLE=2; DRAIN=10
 fi
 IDLE_T=$([ "$SMALL" = 1 ] && echo "$T" || echo $(( T * 3 )))
+IDLE_ROOMS=$(( N / 50 > 3 ? N / 50 : 3 ))
 
 # ---- build ---------------------------------------------------------------------------------
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -162,7 +163,8 @@ stop_server() {
 scenario_args() { # scenario -> the bench arguments (one per line, may be several variants)
   case "$1" in
     connect) echo "connect -n $N" ;;
-    idle) echo "idle -n $N --duration $IDLE_T --settle $IDLE_SETTLE" ;;
+    # Every client in 3 rooms (about 150 members each at full size), as an authenticated chat user would be.
+    idle) echo "idle -n $N --duration $IDLE_T --settle $IDLE_SETTLE --rooms $IDLE_ROOMS --joins 3" ;;
     fanout)
       echo "fanout --rooms $FAN_ROOMS --members $FAN_MEMBERS --rate $FAN_RATE --payload 100 --duration $T --drain $DRAIN"
       echo "fanout --rooms $FAN_ROOMS --members $FAN_MEMBERS --rate $FAN_RATE --payload 1k --duration $T --drain $DRAIN" ;;

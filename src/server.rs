@@ -77,6 +77,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(problem) = cfg.auth_problem() {
         anyhow::bail!(problem);
     }
+    raise_open_files_limit(cfg.max_connections);
     tracing::info!(database = cfg.database.dialect(), "opening storage");
     let store = Store::open(&cfg.database).await?;
     let addr: SocketAddr = format!("{}:{}", cfg.host, cfg.port)
@@ -407,6 +408,33 @@ async fn stop(node: &Node) {
     node.receipts.stop().await;
     if let Some(c) = &node.cluster {
         c.stop().await;
+    }
+}
+
+/// Every connection is a file descriptor: the soft limit (often 1,024) is raised to the hard one, which the
+/// process may do without privileges, and a limit below `REALTIME_MAX_CONNECTIONS` is named at startup rather
+/// than found as refused accepts under load.
+fn raise_open_files_limit(max_connections: usize) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read or write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    // The listener, the database and Redis connections and the log take a few dozen descriptors.
+    let wanted = (max_connections as libc::rlim_t).saturating_add(64);
+    if max_connections > 0 && lim.rlim_cur < wanted {
+        tracing::warn!(
+            limit = lim.rlim_cur,
+            max_connections,
+            "the open-files limit is below REALTIME_MAX_CONNECTIONS: connections past it are refused at accept; \
+             raise it (LimitNOFILE= in the systemd unit, ulimit -n) or lower REALTIME_MAX_CONNECTIONS"
+        );
     }
 }
 

@@ -77,8 +77,9 @@ fn every_bench_scenario_runs_against_the_server() {
     let r = server.bench(&["connect", "-n", "40"]);
     assert_eq!((n(&r, "connected"), n(&r, "failed")), (40.0, 0.0), "connect: {r}");
 
-    let r = server.bench(&["idle", "-n", "30", "--duration", "1s"]);
+    let r = server.bench(&["idle", "-n", "30", "--duration", "1s", "--rooms", "4", "--joins", "3"]);
     assert_eq!((n(&r, "held"), n(&r, "lost_during_hold")), (30.0, 0.0), "idle: {r}");
+    assert_eq!((n(&r, "joined"), n(&r, "join_failed")), (90.0, 0.0), "idle: every client joins its 3 rooms: {r}");
 
     let r = server.bench(&[
         "fanout",

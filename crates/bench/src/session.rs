@@ -114,7 +114,17 @@ impl Shared {
         Ok(if auth.is_empty() { serde_json::Value::Null } else { auth.into() })
     }
 
-    /// Connects client `g` and joins its room. Join failures are counted, not fatal.
+    /// Every room client `g` joins: its own room (the one it sends to), then the next `joins - 1`.
+    fn room_names(&self, g: u64) -> Vec<String> {
+        let Some(first) = self.room_name(g) else { return Vec::new() };
+        let mut names = vec![first];
+        for k in 1..self.plan.joins.min(self.plan.rooms) {
+            names.push(format!("channel:{}-r{}", self.prefix, (g + k) % self.plan.rooms));
+        }
+        names
+    }
+
+    /// Connects client `g` and joins its rooms. Join failures are counted, not fatal.
     async fn connect(&self, g: u64) -> Result<Conn, String> {
         let auth = self.auth(g)?;
         let mut conn = client::dial(Dial {
@@ -126,7 +136,7 @@ impl Shared {
             stats: &self.stats,
         })
         .await?;
-        if let Some(room) = self.room_name(g) {
+        for room in self.room_names(g) {
             let t = Instant::now();
             match conn.request(&self.stats, "room:join", &json!({ "roomName": room }), self.handshake_timeout).await {
                 Ok(AckOutcome::Ok) => {

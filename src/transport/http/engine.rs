@@ -156,7 +156,8 @@ pub async fn admit_sessions(State(gate): State<Arc<EngineGate>>, mut req: Reques
     if !opens_session(&req) {
         return next.run(req).await;
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    detach_from_read_buffer(&mut parts);
     let ip = crate::transport::socketio::client_ip(&parts, &gate.node.cfg.trusted_proxies);
     req = Request::from_parts(parts, body);
     match gate.admit(ip) {
@@ -170,6 +171,31 @@ pub async fn admit_sessions(State(gate): State<Arc<EngineGate>>, mut req: Reques
             refusal.into_response()
         }
     }
+}
+
+/// Gives the request's URI and header values allocations of their own.
+///
+/// hyper parses them as slices of the connection's read buffer (8 KiB), and the engine keeps the request's parts
+/// for the session's life (URI, headers and extensions, where axum's router put the original URI): without a
+/// copy, that whole buffer stays allocated for every open session, WebSocket or long-polling, although the
+/// connection no longer reads into it. The copy is a few hundred bytes.
+fn detach_from_read_buffer(parts: &mut axum::http::request::Parts) {
+    if let Ok(uri) = parts.uri.to_string().parse::<axum::http::Uri>() {
+        // The router keeps the URI as it arrived in the extensions too.
+        if let Some(original) = parts.extensions.get_mut::<axum::extract::OriginalUri>() {
+            original.0 = uri.clone();
+        }
+        parts.uri = uri;
+    }
+    let mut headers = axum::http::HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in parts.headers.iter() {
+        let owned = HeaderValue::from_bytes(value.as_bytes()).map(|mut v| {
+            v.set_sensitive(value.is_sensitive());
+            v
+        });
+        headers.append(name.clone(), owned.unwrap_or_else(|_| value.clone()));
+    }
+    parts.headers = headers;
 }
 
 /// A request that opens an Engine.IO session: a GET of the Socket.IO path without a `sid` (a polling
@@ -195,6 +221,25 @@ mod tests {
         assert!(!opens_session(&req("/socket.io/?EIO=4&transport=polling&sid=abc")));
         assert!(!opens_session(&req("/socket.io/?sid=abc&EIO=4&transport=websocket")));
         assert!(!opens_session(&req("/health")));
+    }
+
+    #[test]
+    fn detaching_keeps_the_uri_and_every_header() {
+        let mut parts = Request::builder()
+            .method(Method::GET)
+            .uri("/socket.io/?EIO=4&transport=websocket")
+            .header("origin", "https://chat.example")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("x-forwarded-for", "10.0.0.2")
+            .body(axum::body::Body::empty())
+            .expect("request")
+            .into_parts()
+            .0;
+        let before = (parts.uri.clone(), parts.headers.clone());
+        detach_from_read_buffer(&mut parts);
+        assert_eq!(parts.uri, before.0);
+        assert_eq!(parts.headers, before.1);
+        assert_eq!(parts.headers.get_all("x-forwarded-for").iter().count(), 2);
     }
 
     #[test]

@@ -100,7 +100,9 @@ async fn drain(node: Arc<Node>, conn: Arc<Conn>) {
             match q.jobs.pop_front() {
                 Some(j) if !conn.session.is_closed() => j,
                 _ => {
-                    q.jobs.clear();
+                    // Freed, not cleared: an idle socket keeps no queue buffer (a burst of events grew it to a
+                    // kilobyte or more, held for the life of the connection otherwise).
+                    q.jobs = std::collections::VecDeque::new();
                     q.running = false;
                     return;
                 }

@@ -53,6 +53,9 @@ pub struct Plan {
     pub total: u64,
     /// Rooms; client `g` joins `channel:<prefix>-r<g % rooms>` (0: no room).
     pub rooms: u64,
+    /// Rooms each client joins: `g % rooms`, then the next ones (`(g + 1) % rooms`, ...). At least 1 when
+    /// `rooms > 0`; the first is the one it sends to.
+    pub joins: u64,
     /// Clients `0..senders` send.
     pub senders: u64,
     pub send: Option<SendKind>,
@@ -72,6 +75,7 @@ impl Plan {
         Plan {
             total,
             rooms: 0,
+            joins: 1,
             senders: 0,
             send: None,
             rate: 0.0,
@@ -87,7 +91,7 @@ impl Scenario {
     pub fn plan(&self) -> Plan {
         match self {
             Scenario::Connect(a) => Plan::connections(a.connections),
-            Scenario::Idle(a) => Plan::connections(a.connections),
+            Scenario::Idle(a) => a.plan(),
             Scenario::Storm(a) => Plan { retries: a.retries, jitter: a.jitter, ..Plan::connections(a.connections) },
             Scenario::Fanout(a) => a.plan(),
             Scenario::Soak(a) => a.plan(),
