@@ -30,6 +30,7 @@ pub(crate) type App = std::sync::Arc<Node>;
 pub const ROUTES: &[&str] = &[
     "GET /health",
     "GET /metrics",
+    "GET /openapi.json",
     "GET /dashboard",
     "GET /dashboard/stream",
     "POST /api/broadcast",
@@ -134,6 +135,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route(&cfg.health_path, get(health::health))
         .route(&cfg.metrics_path, get(metrics))
+        .route("/openapi.json", get(openapi))
         .nest("/api", api)
         .merge(client::routes())
         .merge(dashboard::routes())
@@ -152,6 +154,14 @@ async fn refuse_nul_in_uri(req: axum::extract::Request, next: axum::middleware::
         .into_response();
     }
     next.run(req).await
+}
+
+/// The OpenAPI 3.0 document of these routes (docs/openapi.json, kept true by tests/openapi.rs), for client
+/// generators and API fuzzers.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    ([("content-type", "application/json")], OPENAPI).into_response()
 }
 
 async fn metrics(State(app): State<App>) -> Response {
