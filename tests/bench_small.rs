@@ -5,39 +5,20 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
-use std::time::Duration;
-
 use serde_json::Value;
 
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
+/// The server under test: rate limits out of the way of the load generator.
+fn start() -> common::Server {
+    common::Server::start(&[("REALTIME_RATE_LIMIT", "0"), ("REALTIME_RATE_LIMIT_POINTS", "100000")])
 }
 
-impl Server {
-    fn start() -> Server {
-        let dir = common::tempdir();
-        let port = common::free_port();
-        let child = common::command(common::BIN, dir.path(), dir.path())
-            .args(["server", "run"])
-            .env("REALTIME_PORT", port.to_string())
-            .env("REALTIME_HOST", "127.0.0.1")
-            .env("REALTIME_DATA_DIR", dir.path().join("data"))
-            .env("REALTIME_RATE_LIMIT", "0")
-            .env("REALTIME_RATE_LIMIT_POINTS", "100000")
-            .env("LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server starts");
-        common::wait_for("the server to accept connections", Duration::from_secs(20), || {
-            common::accepts(port).then_some(())
-        });
-        Server { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
-    }
+/// Runs the load generator against a server under test.
+trait Bench {
+    fn bench(&self, scenario: &[&str]) -> Value;
+    fn bench_raw(&self, scenario: &[&str]) -> (i32, String, String);
+}
 
+impl Bench for common::Server {
     /// Runs one scenario with `--json` and returns its `results`.
     fn bench(&self, scenario: &[&str]) -> Value {
         let (code, out, err) = self.bench_raw(scenario);
@@ -59,20 +40,13 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn n(v: &Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or_else(|| panic!("no number {key} in {v}"))
 }
 
 #[test]
 fn every_bench_scenario_runs_against_the_server() {
-    let server = Server::start();
+    let server = start();
 
     let r = server.bench(&["connect", "-n", "40"]);
     assert_eq!((n(&r, "connected"), n(&r, "failed")), (40.0, 0.0), "connect: {r}");
@@ -137,7 +111,7 @@ fn every_bench_scenario_runs_against_the_server() {
 /// within ±10 % of their median after the warm-up (the command fails, naming what grew, otherwise).
 #[test]
 fn a_short_soak_stays_flat() {
-    let server = Server::start();
+    let server = start();
     let soak = [
         "soak",
         "--rooms",

@@ -7,7 +7,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -72,33 +71,17 @@ fn the_document_names_exactly_the_routes_that_exist() {
     }
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+/// The server under test: the API on (`REALTIME_API_KEY`).
+fn start() -> common::Server {
+    common::Server::start(&[("REALTIME_API_KEY", KEY)])
 }
 
-impl Server {
-    fn start() -> Server {
-        let dir = common::tempdir();
-        let port = common::free_port();
-        let child = common::command(common::BIN, dir.path(), dir.path())
-            .args(["server", "run"])
-            .env("REALTIME_PORT", port.to_string())
-            .env("REALTIME_HOST", "127.0.0.1")
-            .env("REALTIME_DATA_DIR", dir.path().join("data"))
-            .env("REALTIME_API_KEY", KEY)
-            .env("LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server starts");
-        common::wait_for("the server to accept connections", Duration::from_secs(20), || {
-            common::accepts(port).then_some(())
-        });
-        Server { child, port, _dir: dir }
-    }
+/// Requests against a server under test.
+trait Requests {
+    fn request(&self, method: &str, path: &str) -> (u16, String);
+}
 
+impl Requests for common::Server {
     /// Sends one request with the API key and a `{}` body for POST and PUT; returns the status and, unless
     /// the answer is a 200 that may be an endless stream, the body.
     fn request(&self, method: &str, path: &str) -> (u16, String) {
@@ -135,13 +118,6 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// True when the router itself refused the request: a wrong method, the empty 404 of an unknown path, or
 /// the API's "no such API route". A handler's 404 (`ROOM_NOT_FOUND`, `NOT_FOUND` of a socket) is an answer.
 fn unrouted(status: u16, body: &str) -> bool {
@@ -150,7 +126,7 @@ fn unrouted(status: u16, body: &str) -> bool {
 
 #[test]
 fn the_server_answers_every_documented_route_and_serves_the_document() {
-    let server = Server::start();
+    let server = start();
     let doc = document();
     for op in operations(&doc) {
         let (method, path) = op.split_once(' ').unwrap();

@@ -171,3 +171,39 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn path(p: &str) -> PathBuf {
     Path::new(ROOT).join(p)
 }
+
+/// A server process on a free port of 127.0.0.1 with a data dir of its own, killed when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `server run` with `env` on top of the clean environment, and waits until it accepts connections.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        let dir = tempdir();
+        let port = free_port();
+        let child = command(BIN, dir.path(), dir.path())
+            .args(["server", "run"])
+            .env("REALTIME_PORT", port.to_string())
+            .env("REALTIME_HOST", "127.0.0.1")
+            .env("REALTIME_DATA_DIR", dir.path().join("data"))
+            .env("LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server starts");
+        wait_for("the server to accept connections", Duration::from_secs(20), || accepts(port).then_some(()));
+        Server { child, port, url: format!("http://127.0.0.1:{port}"), _dir: dir }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
