@@ -263,8 +263,8 @@ fn every_fuzz_target_runs_its_time_without_a_finding() {
     if std::fs::read(&lock).ok().as_ref() != Some(&locked) {
         std::fs::write(&lock, &locked).unwrap();
         panic!(
-            "fuzz/Cargo.lock is out of date with the server's dependencies (the build changed it; restored): run \
-             `cd fuzz && cargo update --workspace` and commit it"
+            "fuzz/Cargo.lock is out of date with the server's dependencies (the build changed it; restored): run a \
+             cargo command in fuzz/ without --locked (`cd fuzz && cargo tree > /dev/null`) and commit fuzz/Cargo.lock"
         );
     }
     assert_eq!(code, 0, "cargo fuzz build {} failed ({rustc}):\n{out}{err}", BUILD_FLAGS.join(" "));
