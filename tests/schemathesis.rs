@@ -1,5 +1,5 @@
 //! The HTTP API fuzzed from its OpenAPI document by schemathesis: a real server on SQLite and on PostgreSQL
-//! (API key set, rate limit off), every documented operation but the endless `/dashboard/stream` with the API
+//! (API key set, rate limits off), every documented operation but the endless `/dashboard/stream` with the API
 //! key, then the client routes (`/messages`, `/poll`, `/presence/…`, `/typing`) with a user's token, every check
 //! but `ignored_auth` (after 10 wrong keys an address is answered 429 by design: RELIABILITY.md, "API key
 //! guessing"). A 5xx, a status code or content type the document does not list, a body outside its schema, a
@@ -8,7 +8,7 @@
 //!
 //! schemathesis is installed on first run into a virtual environment under the target directory
 //! (`python3 -m venv`, then pip from PyPI, pinned). Without python3 (or its venv module) the test is skipped
-//! locally and fails under `CI=true`. `REALTIME_TEST_SCHEMATHESIS_EXAMPLES` sets the test cases per operation
+//! locally and fails under `CI=true` (`REALTIME_TEST_PYTHON` names another interpreter). `REALTIME_TEST_SCHEMATHESIS_EXAMPLES` sets the test cases per operation
 //! and phase (50 by default; 0 skips the test); `REALTIME_TEST_SCHEMATHESIS_SEED` the seed of the requests (1 by
 //! default; `random` draws one).
 
@@ -17,13 +17,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-
 use std::time::{Duration, Instant};
 
 /// The schemathesis release the suite runs (the one of the runs recorded in RELIABILITY.md).
 const VERSION: &str = "4.32.5";
 const KEY: &str = "schemathesis-test-key";
-/// A run that takes longer than this is stopped and fails (a run of 50 examples takes ~30–60 s).
+/// A run that takes longer than this is stopped and fails (one of 50 examples took 1–4 minutes here).
 const TIMEOUT: Duration = Duration::from_secs(600);
 
 static INSTALL: Mutex<()> = Mutex::new(());
