@@ -167,7 +167,9 @@ impl RateLimiter for RedisRateLimiter {
         let mut l = self.buckets.entry(budget.clone()).or_insert_with(|| Local {
             bucket: TokenBucket::full(rate, now),
             unsynced: 0,
-            shared: false,
+            // Wrong keys are few and a guesser spreads them over the nodes: read the shared budget back every
+            // round until it refills, so a node hears of guesses made elsewhere after its own was sent.
+            shared: matches!(budget, Budget::KeyGuesses(_)),
         });
         let ok = l.bucket.take(rate, now);
         if ok {
@@ -219,6 +221,28 @@ mod tests {
             }
         };
         crate::cluster::suite::rate_limiter_cluster(a.clone(), b.clone(), settle).await;
+        assert_eq!(redis.failures().count(), 0);
+    }
+
+    /// A node that sent its one wrong key before another node sent its ten still hears of them.
+    #[tokio::test]
+    async fn a_guess_sent_before_the_other_nodes_guesses_still_learns_of_them() {
+        use crate::cluster::{Budget, RateLimiter};
+        use crate::domain::ratelimit::KEY_GUESSES;
+        let server = RedisServer::start();
+        let redis = server.redis().await;
+        let (a, b) = (redis.rate_limiter(None, None), redis.rate_limiter(None, None));
+        let guesser = Budget::KeyGuesses("203.0.113.9".parse().expect("ip"));
+        let now = std::time::Instant::now();
+        for _ in 0..KEY_GUESSES.capacity {
+            assert!(a.allow(&guesser, now));
+        }
+        assert!(b.allow(&guesser, now));
+        b.sync().await; // b's guess reaches Redis first: the shared budget still has 9
+        assert_eq!(b.exhausted(&guesser, now), None);
+        a.sync().await; // then a's ten: -1
+        b.sync().await;
+        assert!(b.exhausted(&guesser, now).is_some(), "b reads the budget back and refuses the address");
         assert_eq!(redis.failures().count(), 0);
     }
 }
