@@ -123,7 +123,11 @@ pub const VARS: &[Var] = &[
         "400",
         "ms a presence change waits for further changes before it is announced (never over 2 s after the first)",
     ),
-    v("REALTIME_BATCH_SIZE", "100", "most messages written in one database transaction"),
+    v(
+        "REALTIME_BATCH_SIZE",
+        "100",
+        "most messages written in one database transaction (at most a tenth of them from one user: users take turns)",
+    ),
     v("REALTIME_RECEIPT_FLUSH_INTERVAL", "1000", "ms between batched writes of read watermarks and deliveries"),
     v("REALTIME_MESSAGE_RETENTION_DAYS", "90", "days messages are kept (and recoverable by sync); 0 = forever"),
     v("REALTIME_EVENT_RETENTION_DAYS", "30", "days audit events are kept; 0 = forever"),

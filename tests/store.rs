@@ -148,6 +148,35 @@ fn a_sync_during_a_burst_never_skips_a_message() {
 }
 
 #[test]
+fn a_burst_of_one_user_does_not_stand_ahead_of_another_users_message() {
+    on_both("writer fairness test on PostgreSQL", |store| async move {
+        room(&store, "a").await;
+        let writer = MessageWriter::spawn(store.clone(), 100);
+        let share = nself_realtime::store::writer::user_share(100) as i64;
+        // 300 queued by u1 at once (a whole budget's worth), then one of u2 behind them
+        let burst: Vec<_> =
+            (0..300).map(|i| writer.enqueue(message("a", "u1", &format!("b{i}"), None)).unwrap()).collect();
+        let quiet = writer.enqueue(message("a", "u2", "quiet", None)).unwrap();
+        let seq = |o: WriteOutcome| match o {
+            WriteOutcome::Inserted(m) => m.seq,
+            other => panic!("not inserted: {other:?}"),
+        };
+        let quiet = seq(quiet.committed().await.unwrap());
+        let mut burst_seqs = Vec::new();
+        for q in burst {
+            burst_seqs.push(seq(q.committed().await.unwrap()));
+        }
+        // One room, so seqs are the commit order. u2's message goes in the batch after the one in progress
+        // when it came, each holding at most `share` of the burst (2 × share + 1; the bound leaves room for a
+        // writer that took batches while the burst was still being queued); in arrival order it was 301.
+        assert!(quiet <= 4 * share + 1, "u2's message committed as seq {quiet}, behind the burst");
+        // u1's messages committed in the order they were queued
+        assert!(burst_seqs.windows(2).all(|w| w[0] < w[1]), "u1's order: {burst_seqs:?}");
+        assert_eq!(burst_seqs.len() + 1, 301);
+    });
+}
+
+#[test]
 fn pages_are_oldest_first_and_edits_come_back() {
     on_both("paging test on PostgreSQL", |store| async move {
         room(&store, "a").await;
@@ -169,7 +198,12 @@ fn pages_are_oldest_first_and_edits_come_back() {
         let since = writer.safe_server_time() + 1;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         let first = first.unwrap();
-        let op = WriteOp::Change { account: "acct".into(), id: first.id.clone(), content: Some("edited".into()) };
+        let op = WriteOp::Change {
+            account: "acct".into(),
+            user: "u1".into(),
+            id: first.id.clone(),
+            content: Some("edited".into()),
+        };
         assert!(matches!(writer.submit(op).await.unwrap(), WriteOutcome::Changed(_)));
         let page = store.sync_messages("acct", "a", since, 0, 10).await.unwrap();
         assert_eq!(page.messages.len(), 1, "only the edit is newer than since");

@@ -184,7 +184,7 @@ impl Messages {
             )));
         }
         let deleting = content.is_none();
-        let op = WriteOp::Change { account: account.to_string(), id: id.to_string(), content };
+        let op = WriteOp::Change { account: account.to_string(), user: user.to_string(), id: id.to_string(), content };
         let changed = match self.writer.submit(op).await? {
             WriteOutcome::Changed(m) => m,
             _ => return Err(AppError::unknown_message(id)),

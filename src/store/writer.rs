@@ -2,9 +2,17 @@
 //!
 //! Sends, edits and deletes queue here and are committed in batches (up to `REALTIME_BATCH_SIZE` per
 //! transaction), so a burst costs one fsync instead of hundreds. A caller's future resolves only after the
-//! commit: an ack always means durable. The writer also publishes the creation time of the batch in flight,
-//! so `sync:messages` never hands out a `serverTime` beyond a message that is about to commit with an older
-//! time (a repeated id is harmless, a gap is not).
+//! commit: an ack always means durable.
+//!
+//! Users take turns: each user's writes wait in a queue of their own, and a batch takes one write from each
+//! user in turn, at most [`user_share`] from any one ([`FairQueue`]). Another user's message sent during a
+//! burst (a whole rate budget, 600 messages by default) then waits for the batch being committed and goes
+//! in the next one, each holding at most a share of the burst, instead of queueing behind all of it. A
+//! user's own writes still commit in the order they were queued.
+//!
+//! The writer also publishes the creation time of the batch in flight, so `sync:messages` never hands out a
+//! `serverTime` beyond a message that is about to commit with an older time (a repeated id is harmless, a
+//! gap is not).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -13,15 +21,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::messages::{NewMessage, tx};
 use super::{MessageRow, Store, now_ms};
+use crate::domain::fairness::FairQueue;
 use crate::error::{AppError, AppResult};
 
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // inserts are the common case; boxing would allocate per message
 pub enum WriteOp {
     Insert(NewMessage),
-    /// Edit (content Some) or delete (content None).
+    /// Edit (content Some) or delete (content None), by `user`.
     Change {
         account: String,
+        user: String,
         id: String,
         content: Option<String>,
     },
@@ -35,6 +45,26 @@ pub enum WriteOutcome {
     Changed(MessageRow),
     /// No such room (insert) or no such live message (change).
     NotFound,
+}
+
+impl WriteOp {
+    /// Whose turn the write takes: (account, user).
+    fn author(&self) -> Author {
+        match self {
+            WriteOp::Insert(m) => (m.account.clone(), m.user_id.clone()),
+            WriteOp::Change { account, user, .. } => (account.clone(), user.clone()),
+        }
+    }
+}
+
+type Author = (String, String);
+
+/// The most writes of one user in one batch: a tenth of the batch (at least 1). The batch being committed
+/// when another user's message comes, and the batch that message goes in, each hold at most this many of a
+/// flooding user's messages, so that message waits for about two such shares of inserts (measured in
+/// RELIABILITY.md, Flood) instead of whole batches of them.
+pub fn user_share(batch_size: usize) -> usize {
+    (batch_size / 10).max(1)
 }
 
 type Reply = oneshot::Sender<AppResult<WriteOutcome>>;
@@ -69,7 +99,8 @@ impl MessageWriter {
     pub fn spawn(store: Store, batch_size: usize) -> MessageWriter {
         let (tx, rx) = mpsc::unbounded_channel();
         let inflight = Arc::new(AtomicI64::new(IDLE));
-        tokio::spawn(run(store, rx, batch_size.max(1), inflight.clone()));
+        let batch_size = batch_size.max(1);
+        tokio::spawn(run(store, rx, batch_size, user_share(batch_size), inflight.clone()));
         MessageWriter { tx, inflight }
     }
 
@@ -77,8 +108,9 @@ impl MessageWriter {
         self.enqueue(op)?.committed().await
     }
 
-    /// Queues a write without waiting for it. Writes commit in the order they were queued, so a caller can
-    /// queue several and await them later (a socket's offline queue then shares one transaction).
+    /// Queues a write without waiting for it. A user's writes commit in the order they were queued, so a
+    /// caller can queue several and await them later (a socket's offline queue then shares transactions,
+    /// [`user_share`] at a time). Different users' writes take turns.
     pub fn enqueue(&self, op: WriteOp) -> AppResult<Queued> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Cmd::Op(op, reply)).map_err(|_| AppError::internal("message writer is closed"))?;
@@ -101,35 +133,53 @@ impl MessageWriter {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Cmd>, batch_size: usize, inflight: Arc<AtomicI64>) {
-    let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(batch_size);
-    while let Some(cmd) = rx.recv().await {
-        let mut close = None;
-        match cmd {
-            Cmd::Op(op, reply) => batch.push((op, reply)),
-            Cmd::Close(done) => close = Some(done),
+async fn run(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    batch_size: usize,
+    share: usize,
+    inflight: Arc<AtomicI64>,
+) {
+    let mut waiting: FairQueue<Author, (WriteOp, Reply)> = FairQueue::new();
+    let mut close: Option<oneshot::Sender<()>> = None;
+    loop {
+        if waiting.is_empty() {
+            if let Some(done) = close.take() {
+                rx.close();
+                let _ = done.send(());
+                return;
+            }
+            match rx.recv().await {
+                Some(cmd) => accept(cmd, &mut waiting, &mut close),
+                None => return,
+            }
         }
-        while close.is_none() && batch.len() < batch_size {
+        // Everything sent so far takes its turn in this batch's choice (until a close: what comes after it is
+        // refused, as the writer is then stopping).
+        while close.is_none() {
             match rx.try_recv() {
-                Ok(Cmd::Op(op, reply)) => batch.push((op, reply)),
-                Ok(Cmd::Close(done)) => close = Some(done),
+                Ok(cmd) => accept(cmd, &mut waiting, &mut close),
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() {
-            // Publish the batch time first, then take it: any sync that misses this batch's commit has
-            // read a serverTime no later than these messages' createdAt.
-            let now = now_ms();
-            inflight.store(now, Ordering::SeqCst);
-            let now = now_ms();
-            commit(&store, &mut batch, now).await;
-            inflight.store(IDLE, Ordering::SeqCst);
+        let mut batch = waiting.take(batch_size, share);
+        if batch.is_empty() {
+            continue;
         }
-        if let Some(done) = close {
-            rx.close();
-            let _ = done.send(());
-            return;
-        }
+        // Publish the batch time first, then take it: any sync that misses this batch's commit has read a
+        // serverTime no later than these messages' createdAt.
+        let now = now_ms();
+        inflight.store(now, Ordering::SeqCst);
+        let now = now_ms();
+        commit(&store, &mut batch, now).await;
+        inflight.store(IDLE, Ordering::SeqCst);
+    }
+}
+
+fn accept(cmd: Cmd, waiting: &mut FairQueue<Author, (WriteOp, Reply)>, close: &mut Option<oneshot::Sender<()>>) {
+    match cmd {
+        Cmd::Op(op, reply) => waiting.push(op.author(), (op, reply)),
+        Cmd::Close(done) => *close = Some(done),
     }
 }
 
@@ -218,7 +268,7 @@ async fn apply(store: &Store, ops: &[&WriteOp], now: i64) -> Result<Vec<WriteOut
                     },
                 }
             }
-            WriteOp::Change { account, id, content } => {
+            WriteOp::Change { account, id, content, .. } => {
                 match tx::change(&mut txn, account, id, content.as_deref(), now).await? {
                     Some(row) => WriteOutcome::Changed(row),
                     None => WriteOutcome::NotFound,

@@ -2,6 +2,7 @@
 //! sockets and no SQL; the transport and the store feed it facts and act on its decisions.
 
 pub mod calls;
+pub mod fairness;
 pub mod names;
 pub mod occupancy;
 pub mod policy;
