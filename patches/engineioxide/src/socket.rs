@@ -59,7 +59,8 @@ use std::{
     fmt::Debug,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU8, Ordering},
+        RwLock,
+        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -112,21 +113,61 @@ impl From<&Error> for Option<DisconnectReason> {
     }
 }
 
+/// The most bytes of messages queued for one socket (see [`set_max_buffer_bytes`]); unbounded by default.
+static MAX_BUFFER_BYTES: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Called once for a socket closed because its queue passed [`MAX_BUFFER_BYTES`].
+type OverflowHook = Box<dyn Fn(Sid, &Parts, usize) + Send + Sync>;
+static ON_OVERFLOW: RwLock<Option<OverflowHook>> = RwLock::new(None);
+
+/// Bounds, for every socket of the process, the bytes of messages queued for it and not yet taken by its
+/// transport (a client that stops reading its websocket, or stops polling). Once a socket's queue holds
+/// more than `max` bytes, the next packet for it is refused (as for a closed socket), `on_overflow` is
+/// called with the socket's id, its request and the bytes queued, and the session is closed with
+/// [`DisconnectReason::TransportError`]; a websocket is dropped without waiting for its pending writes.
+///
+/// Each socket is charged the length of each message (text or binary) queued for it, even when a
+/// broadcast shares the message's bytes between sockets. This bound is process-wide because
+/// [`EngineIoConfig`] cannot be passed through socketioxide's builder.
+pub fn set_max_buffer_bytes(max: usize, on_overflow: impl Fn(Sid, &Parts, usize) + Send + Sync + 'static) {
+    *ON_OVERFLOW.write().unwrap() = Some(Box::new(on_overflow));
+    MAX_BUFFER_BYTES.store(max, Ordering::Relaxed);
+}
+
+/// The bytes a socket is charged for queued packets: the length of their messages.
+pub(crate) fn queued_len(packets: &[Packet]) -> usize {
+    packets
+        .iter()
+        .map(|p| match p {
+            Packet::Message(msg) => msg.len(),
+            Packet::Binary(bin) | Packet::BinaryV3(bin) => bin.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
 /// A permit to emit a message to the client.
 /// A permit holds a place in the internal channel to send one packet to the client.
 pub struct Permit<'a> {
     inner: mpsc::Permit<'a, PacketBuf>,
+    queued: &'a AtomicUsize,
 }
 impl Permit<'_> {
+    /// Charges the socket for the packets before they can be taken off the queue.
+    fn send(self, packets: PacketBuf) {
+        self.queued
+            .fetch_add(queued_len(&packets), Ordering::Relaxed);
+        self.inner.send(packets);
+    }
     /// Consume the permit and emit a message to the client.
     #[inline]
     pub fn emit(self, msg: Str) {
-        self.inner.send(smallvec![Packet::Message(msg)]);
+        self.send(smallvec![Packet::Message(msg)]);
     }
     /// Consume the permit and emit a binary message to the client.
     #[inline]
     pub fn emit_binary(self, data: Bytes) {
-        self.inner.send(smallvec![Packet::Binary(data)]);
+        self.send(smallvec![Packet::Binary(data)]);
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -138,7 +179,7 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(packets);
+        self.send(packets);
     }
 
     /// Consume the permit and emit a message with multiple binary data to the client.
@@ -150,7 +191,7 @@ impl Permit<'_> {
         for d in data {
             packets.push(Packet::Binary(d));
         }
-        self.inner.send(packets);
+        self.send(packets);
     }
 }
 
@@ -216,6 +257,11 @@ where
     /// Channel to send [PacketBuf] to the internal connection
     pub(crate) internal_tx: mpsc::Sender<PacketBuf>,
 
+    /// Bytes of messages in the internal channel (see [`set_max_buffer_bytes`]).
+    pub(crate) queued: AtomicUsize,
+    /// The socket was closed because `queued` passed the bound.
+    overflowed: AtomicBool,
+
     /// Channel to send volatile [PacketBuf]s that bypass the internal buffer.
     /// Uses a [`watch`](tokio::sync::watch) channel so only the latest volatile
     /// message is retained; subsequent volatile sends overwrite the previous one.
@@ -267,6 +313,8 @@ where
 
             internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
             internal_tx,
+            queued: AtomicUsize::new(0),
+            overflowed: AtomicBool::new(false),
 
             volatile_tx,
 
@@ -288,13 +336,45 @@ where
         #[cfg(feature = "tracing")]
         tracing::debug!(?packet, "sending packet");
 
+        let len = queued_len(std::slice::from_ref(&packet));
+        self.queued.fetch_add(len, Ordering::Relaxed);
         self.internal_tx
             .try_send(smallvec![packet])
-            .map_err(|p| match p {
-                TrySendError::Full(mut p) => TrySendError::Full(p.pop().unwrap()),
-                TrySendError::Closed(mut p) => TrySendError::Closed(p.pop().unwrap()),
+            .map_err(|p| {
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+                match p {
+                    TrySendError::Full(mut p) => TrySendError::Full(p.pop().unwrap()),
+                    TrySendError::Closed(mut p) => TrySendError::Closed(p.pop().unwrap()),
+                }
             })?;
         Ok(())
+    }
+
+    /// Packets were taken off the internal channel by the transport.
+    pub(crate) fn dequeued(&self, packets: &[Packet]) {
+        self.queued
+            .fetch_sub(queued_len(packets), Ordering::Relaxed);
+    }
+
+    /// Resolves once the socket is closed because its queue passed the bound: its transport should stop
+    /// writing at once instead of waiting for a client that does not read.
+    pub(crate) async fn overflow_closed(&self) {
+        self.cancellation_token.cancelled().await;
+        if !self.overflowed.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The queue holds more than the bound: the first time, reports it and closes the session.
+    #[cold]
+    fn overflow(&self) {
+        if self.overflowed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(hook) = &*ON_OVERFLOW.read().unwrap() {
+            hook(self.id, &self.req_parts, self.queued.load(Ordering::Relaxed));
+        }
+        self.close(DisconnectReason::TransportError);
     }
     pub(crate) fn is_upgrading(&self) -> bool {
         self.upgrading.load(Ordering::Relaxed)
@@ -442,8 +522,15 @@ where
     /// If the socket is closed, the function will return a [`TrySendError::Closed`] error.
     #[inline]
     pub fn reserve(&self) -> Result<Permit<'_>, TrySendError<()>> {
+        if self.queued.load(Ordering::Relaxed) > MAX_BUFFER_BYTES.load(Ordering::Relaxed) {
+            self.overflow();
+            return Err(TrySendError::Closed(()));
+        }
         let permit = self.internal_tx.try_reserve()?;
-        Ok(Permit { inner: permit })
+        Ok(Permit {
+            inner: permit,
+            queued: &self.queued,
+        })
     }
 
     /// Emits a message to the client.
@@ -618,6 +705,8 @@ where
 
             internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
             internal_tx,
+            queued: AtomicUsize::new(0),
+            overflowed: AtomicBool::new(false),
 
             volatile_tx,
 
@@ -638,6 +727,7 @@ where
         tokio::spawn(async move {
             let mut internal_rx = sock_clone.internal_rx.try_lock().unwrap();
             while let Some(packets) = internal_rx.buffered_rx.recv().await {
+                sock_clone.dequeued(&packets);
                 for packet in packets {
                     tx.send(packet).await.unwrap();
                 }

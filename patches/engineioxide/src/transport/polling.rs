@@ -126,7 +126,11 @@ where
         // Prepend the packet peeked during the previous
         // polling request so it is encoded first, ahead of the newly received packets.
         let rx_stream = stream::iter(peeked_packet.take())
-            .chain(rx_stream::EncoderStream::new(buffered_rx, volatile_rx));
+            .chain(rx_stream::EncoderStream::new(
+                buffered_rx,
+                volatile_rx,
+                &socket.queued,
+            ));
 
         // Stop waiting for the next packet as soon as the session is closed. The combinator is biased
         // towards the encoder completion, so any buffered close packet is still flushed to the client.
@@ -223,8 +227,11 @@ where
 mod rx_stream {
     use std::{
         pin::Pin,
+        sync::atomic::{AtomicUsize, Ordering},
         task::{Context, Poll, ready},
     };
+
+    use engineioxide_core::PacketBuf;
 
     use futures_core::Stream;
     use pin_project_lite::pin_project;
@@ -233,21 +240,28 @@ mod rx_stream {
 
     /// [`ReceiverStream`] is a stream that wraps a [`mpsc::Receiver`] by reference.
     /// Allowing to use it as a stream even if it is behind a mutex.
+    /// It takes the packets off the socket's count of queued bytes.
     pub struct ReceiverStream<'a, T> {
         inner: &'a mut mpsc::Receiver<T>,
+        queued: &'a AtomicUsize,
     }
 
     impl<'a, T> ReceiverStream<'a, T> {
-        pub fn new(inner: &'a mut mpsc::Receiver<T>) -> Self {
-            Self { inner }
+        pub fn new(inner: &'a mut mpsc::Receiver<T>, queued: &'a AtomicUsize) -> Self {
+            Self { inner, queued }
         }
     }
 
-    impl<'a, T> Stream for ReceiverStream<'a, T> {
-        type Item = T;
+    impl<'a> Stream for ReceiverStream<'a, PacketBuf> {
+        type Item = PacketBuf;
 
         fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            self.inner.poll_recv(cx)
+            let packets = ready!(self.inner.poll_recv(cx));
+            if let Some(packets) = &packets {
+                self.queued
+                    .fetch_sub(crate::socket::queued_len(packets), Ordering::Relaxed);
+            }
+            Poll::Ready(packets)
         }
     }
 
@@ -313,16 +327,17 @@ mod rx_stream {
         pub fn new(
             rx: &'a mut mpsc::Receiver<T>,
             watch: &'a mut watch::Receiver<Option<T>>,
+            queued: &'a AtomicUsize,
         ) -> Self {
             Self {
-                rx: ReceiverStream::new(rx),
+                rx: ReceiverStream::new(rx, queued),
                 watch: WatchStream::new(watch),
             }
         }
     }
 
-    impl<'a, T: Clone + Send + Sync + 'static> Stream for EncoderStream<'a, T> {
-        type Item = T;
+    impl<'a> Stream for EncoderStream<'a, PacketBuf> {
+        type Item = PacketBuf;
 
         fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
             let this = self.project();

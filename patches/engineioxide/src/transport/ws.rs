@@ -166,8 +166,16 @@ where
     };
     let (tx, rx) = ws.split();
 
-    // Pipe between websocket and internal socket channel.
-    tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
+    // Pipe between websocket and internal socket channel. A socket closed for an overflowing queue drops
+    // its writer (and with it the connection) instead of waiting for the client to read.
+    let writer = forward_to_socket::<H, S>(socket.clone(), tx);
+    let overflow = socket.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = writer => {}
+            _ = overflow.overflow_closed() => {}
+        }
+    });
 
     // pipe between internal socket channel and websocket
     match forward_to_handler(&engine, rx, &socket)
@@ -313,10 +321,12 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
             items = buffered_rx.recv() => {
                 match items {
                     Some(packets) => {
+                        socket.dequeued(&packets);
                         for item in packets {
                             map_fn!(item);
                         }
                         while let Ok(packets) = buffered_rx.try_recv() {
+                            socket.dequeued(&packets);
                             for item in packets {
                                 map_fn!(item);
                             }
