@@ -58,8 +58,7 @@ use std::{
     collections::VecDeque,
     fmt::Debug,
     sync::{
-        Arc,
-        RwLock,
+        Arc, RwLock,
         atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -129,7 +128,10 @@ static ON_OVERFLOW: RwLock<Option<OverflowHook>> = RwLock::new(None);
 /// Each socket is charged the length of each message (text or binary) queued for it, even when a
 /// broadcast shares the message's bytes between sockets. This bound is process-wide because
 /// [`EngineIoConfig`] cannot be passed through socketioxide's builder.
-pub fn set_max_buffer_bytes(max: usize, on_overflow: impl Fn(Sid, &Parts, usize) + Send + Sync + 'static) {
+pub fn set_max_buffer_bytes(
+    max: usize,
+    on_overflow: impl Fn(Sid, &Parts, usize) + Send + Sync + 'static,
+) {
     *ON_OVERFLOW.write().unwrap() = Some(Box::new(on_overflow));
     MAX_BUFFER_BYTES.store(max, Ordering::Relaxed);
 }
@@ -338,15 +340,13 @@ where
 
         let len = queued_len(std::slice::from_ref(&packet));
         self.queued.fetch_add(len, Ordering::Relaxed);
-        self.internal_tx
-            .try_send(smallvec![packet])
-            .map_err(|p| {
-                self.queued.fetch_sub(len, Ordering::Relaxed);
-                match p {
-                    TrySendError::Full(mut p) => TrySendError::Full(p.pop().unwrap()),
-                    TrySendError::Closed(mut p) => TrySendError::Closed(p.pop().unwrap()),
-                }
-            })?;
+        self.internal_tx.try_send(smallvec![packet]).map_err(|p| {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            match p {
+                TrySendError::Full(mut p) => TrySendError::Full(p.pop().unwrap()),
+                TrySendError::Closed(mut p) => TrySendError::Closed(p.pop().unwrap()),
+            }
+        })?;
         Ok(())
     }
 
@@ -372,7 +372,11 @@ where
             return;
         }
         if let Some(hook) = &*ON_OVERFLOW.read().unwrap() {
-            hook(self.id, &self.req_parts, self.queued.load(Ordering::Relaxed));
+            hook(
+                self.id,
+                &self.req_parts,
+                self.queued.load(Ordering::Relaxed),
+            );
         }
         self.close(DisconnectReason::TransportError);
     }

@@ -116,6 +116,7 @@ where
     tracing::debug!(%sid, %protocol, supports_binary = socket.supports_binary, "polling request");
 
     let max_payload = engine.config.max_payload;
+    let queued = &socket.queued;
     let payload = {
         let InternalRx {
             buffered_rx,
@@ -125,12 +126,8 @@ where
 
         // Prepend the packet peeked during the previous
         // polling request so it is encoded first, ahead of the newly received packets.
-        let rx_stream = stream::iter(peeked_packet.take())
-            .chain(rx_stream::EncoderStream::new(
-                buffered_rx,
-                volatile_rx,
-                &socket.queued,
-            ));
+        let buffered = rx_stream::EncoderStream::new(buffered_rx, volatile_rx, queued);
+        let rx_stream = stream::iter(peeked_packet.take()).chain(buffered);
 
         // Stop waiting for the next packet as soon as the session is closed. The combinator is biased
         // towards the encoder completion, so any buffered close packet is still flushed to the client.
