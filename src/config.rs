@@ -707,6 +707,14 @@ mod tests {
     }
 
     #[test]
+    fn outbound_byte_bound_defaults_to_a_mebibyte_and_0_lifts_it() {
+        assert_eq!(cfg(&[]).unwrap().max_buffer_bytes, 1_048_576);
+        assert_eq!(cfg(&[("REALTIME_MAX_BUFFER_BYTES", "0")]).unwrap().max_buffer_bytes, 0);
+        let err = cfg(&[("REALTIME_MAX_BUFFER_BYTES", "100")]).unwrap_err().to_string();
+        assert!(err.contains("REALTIME_MAX_BUFFER_BYTES must be 0 (no byte bound) or at least 1024 bytes"), "{err}");
+    }
+
+    #[test]
     fn redis_from_url_or_parts() {
         let pg = ("DATABASE_URL", "postgres://u@h/d");
         let c = cfg(&[pg, ("REALTIME_REDIS_HOST", "cache"), ("REALTIME_REDIS_PASSWORD", "p@ss")]).unwrap();
