@@ -61,9 +61,9 @@ pub fn bound_queued_bytes(max: usize, metrics: Arc<crate::metrics::Metrics>) {
     engineioxide::socket::set_max_buffer_bytes(max, move |sid, parts, queued| {
         metrics.slow_consumers.inc();
         metrics.buffer_overflows.inc();
-        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
         tracing::warn!(
-            peer = ?peer,
+            peer = %peer.map_or_else(|| "unknown".to_string(), |c| c.0.to_string()),
             session = %sid,
             queued,
             "closing a connection whose client is not reading: {queued} bytes wait for it, more than \
