@@ -100,7 +100,10 @@ impl Jwks {
                 *self.keys.write() = keys;
                 self.fetched.lock().1 = Some(std::time::Instant::now());
             }
-            Err(e) => tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; keeping the keys held"),
+            // `{:#}`: the whole chain; the cause ("invalid peer certificate: UnknownIssuer") is at its end.
+            Err(e) => {
+                tracing::warn!(url = %self.url, error = format!("{e:#}"), "JWKS fetch failed; keeping the keys held")
+            }
         }
     }
 

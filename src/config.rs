@@ -60,7 +60,7 @@ pub const VARS: &[Var] = &[
     v(
         "REALTIME_JWKS_URL",
         "",
-        "http:// URL of the auth service's JWKS (e.g. http://auth:4000/.well-known/jwks.json); keys follow rotation",
+        "http:// or https:// URL of the auth service's JWKS (e.g. http://auth:4000/.well-known/jwks.json); keys follow rotation; https trusts the system's CAs (SSL_CERT_FILE names another bundle)",
     ),
     v(
         "REALTIME_JWKS_REFRESH_INTERVAL",
@@ -402,16 +402,11 @@ impl Config {
             None => None,
         };
         let jwks_url = r.set("REALTIME_JWKS_URL");
-        if let Some(url) = &jwks_url {
-            if url.starts_with("https://") {
-                r.errors.push(format!(
-                    "REALTIME_JWKS_URL={url:?}: this build fetches JWKS over http:// only; use the auth service's \
-                     address inside your network (e.g. http://auth:4000/.well-known/jwks.json) or \
-                     REALTIME_JWT_PUBLIC_KEY"
-                ));
-            } else if !url.starts_with("http://") {
-                r.errors.push(format!("REALTIME_JWKS_URL={url:?} is not an http:// URL"));
-            }
+        if let Some(url) = &jwks_url
+            && !url.starts_with("http://")
+            && !url.starts_with("https://")
+        {
+            r.errors.push(format!("REALTIME_JWKS_URL={url:?} is not an http:// or https:// URL"));
         }
         let allow_dev_tokens = r.bool("REALTIME_ALLOW_DEV_TOKENS");
         let allow_anonymous = r.bool("REALTIME_ALLOW_ANONYMOUS");

@@ -56,7 +56,6 @@ pub struct Node {
     /// Handshakes in progress (admitted against `REALTIME_MAX_CONNECTIONS` with the open sessions).
     pub handshakes: AtomicUsize,
     /// Wrong API keys per client address (`/api/*`): past the budget the address hears 429.
-    pub api_key_strikes: parking_lot::Mutex<crate::domain::ratelimit::Strikes>,
     /// Turns true when shutdown begins (new connections are refused, open long-polls are ended).
     pub stopping: tokio::sync::watch::Sender<bool>,
 }

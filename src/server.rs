@@ -377,9 +377,6 @@ fn assemble(
         calls,
         upkeep,
         handshakes: AtomicUsize::new(0),
-        api_key_strikes: parking_lot::Mutex::new(crate::domain::ratelimit::Strikes::new(
-            crate::transport::http::API_KEY_FAILURES,
-        )),
         stopping: tokio::sync::watch::Sender::new(false),
     }))
 }

@@ -373,6 +373,9 @@ pub enum Budget {
     Events { account: String, subject: String },
     /// New connections from one address.
     Connects(std::net::IpAddr),
+    /// Wrong API keys presented from one address ([`crate::domain::ratelimit::KEY_GUESSES`]); only failures
+    /// spend it, so the question before a request is [`RateLimiter::exhausted`].
+    KeyGuesses(std::net::IpAddr),
 }
 
 /// Token buckets. Synchronous on purpose: it is asked on every inbound event before anything else, so a
@@ -381,6 +384,8 @@ pub enum Budget {
 pub trait RateLimiter: Send + Sync {
     /// Takes one point of the budget; false when it is spent.
     fn allow(&self, budget: &Budget, now: std::time::Instant) -> bool;
+    /// How long until the budget has a point again (None: it has one now), without taking one.
+    fn exhausted(&self, budget: &Budget, now: std::time::Instant) -> Option<std::time::Duration>;
     /// Forgets budgets that have refilled completely (idle users cost nothing).
     fn sweep(&self, now: std::time::Instant);
 }

@@ -25,7 +25,7 @@ use crate::domain::presence::{
     Presence, PresenceConfig, PresenceEvent, PresenceUpdate, PrivacySettings, PublicStatus, Status, UpdateOutcome,
     Viewer, view_as,
 };
-use crate::domain::ratelimit::Rate;
+use crate::domain::ratelimit::{KEY_GUESSES, Rate};
 use crate::domain::typing::{RoomType, TypingConfig, TypingRoom, Typist};
 
 fn t(ms: i64) -> DateTime<Utc> {
@@ -575,6 +575,19 @@ pub fn rate_limiter(make: impl Fn(Option<Rate>, Option<Rate>) -> Arc<dyn RateLim
     for _ in 0..3 {
         assert!(l.allow(&ann, now + Duration::from_secs(60)), "a swept budget starts full");
     }
+
+    // Wrong API keys: a fixed budget, whatever the configured rates; asking never spends a point.
+    let guesser = Budget::KeyGuesses("203.0.113.1".parse().expect("ip"));
+    let other = Budget::KeyGuesses("203.0.113.2".parse().expect("ip"));
+    for _ in 0..KEY_GUESSES.capacity {
+        assert_eq!(l.exhausted(&guesser, now), None);
+        assert!(l.allow(&guesser, now));
+    }
+    let wait = l.exhausted(&guesser, now).expect("refused after the budget of wrong keys");
+    let point = KEY_GUESSES.period / KEY_GUESSES.capacity;
+    assert!(wait > point - Duration::from_millis(100) && wait <= point, "one point's refill: {wait:?}");
+    assert_eq!(l.exhausted(&other, now), None, "another address is not affected");
+    assert_eq!(l.exhausted(&guesser, now + point), None, "a point refilled");
 }
 
 /// A fan-out under test, with sockets to observe it. `node` picks which node a socket connects to and which
@@ -669,6 +682,20 @@ pub async fn rate_limiter_cluster<F: std::future::Future<Output = ()>>(
     assert!(!b.allow(&ann, now), "the budget is shared");
     assert!(!a.allow(&ann, now));
     assert!(b.allow(&bob, now), "another user has their own budget");
+
+    // Wrong API keys spent on one node refuse the address on the other as soon as it has been heard from
+    // there (one guess past the budget at most, charged as a debt).
+    let guesser = Budget::KeyGuesses("203.0.113.1".parse().expect("ip"));
+    for _ in 0..KEY_GUESSES.capacity {
+        assert!(a.allow(&guesser, now));
+    }
+    assert!(a.exhausted(&guesser, now).is_some());
+    settle().await;
+    assert!(b.allow(&guesser, now), "the other node has not heard of the address yet");
+    settle().await;
+    let wait = b.exhausted(&guesser, now).expect("the other node refuses it after one round");
+    assert!(wait > KEY_GUESSES.period / KEY_GUESSES.capacity, "the extra guess is a debt: {wait:?}");
+    assert!(a.exhausted(&guesser, now).is_some());
 }
 
 /// [`Census`]: a dialect is present while one of its sockets is; counts never go below zero.

@@ -401,6 +401,26 @@ describe('cluster [postgres]', { skip: SERVICES_SKIPPED ? PG_SKIP_REASON : false
     });
   });
 
+  it('wrong API keys are counted across the nodes: after ten on one node the other refuses the address, the right key too, after at most one more guess', async () => {
+    await cluster(async (redis, started) => {
+      const { nodes } = await startNodes(2, redis, started);
+      const wrong = `${API_KEY}-guess`;
+      for (let i = 0; i < 10; i++) {
+        assert.equal((await http(nodes[0], 'GET', '/api/stats', { apiKey: wrong })).status, 401, `guess ${i + 1} on node 0`);
+      }
+      assert.equal((await http(nodes[0], 'GET', '/api/stats', { apiKey: API_KEY })).status, 429, 'node 0 refuses the address');
+      // node 1 has not heard of the address: its first guess is answered, and sent to Redis in the next round
+      assert.equal((await http(nodes[1], 'GET', '/api/stats', { apiKey: wrong })).status, 401, 'the guess on node 1');
+      const refused = await eventually('node 1 to refuse the address (with the right key)', async () => {
+        const r = await http(nodes[1], 'GET', '/api/stats', { apiKey: API_KEY });
+        return r.status === 429 ? r : null;
+      }, { timeoutMs: 5_000, intervalMs: 100 });
+      // eleven guesses in all against a budget of ten a minute: a debt, so more than one point's 6 s to wait
+      const retry = Number(refused.headers.get('retry-after'));
+      assert.ok(retry > 6 && retry <= 12, `Retry-After: ${refused.headers.get('retry-after')}`);
+    });
+  });
+
   it('a node stops cleanly (SIGTERM, exit 0 within 10 s) while Redis is down', async () => {
     await cluster(async (redis, started) => {
       const { nodes } = await startNodes(1, redis, started);

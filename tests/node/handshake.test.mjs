@@ -3,6 +3,11 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, createHmac } from 'node:crypto';
 import { createServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import jwt from 'jsonwebtoken';
 import {
   describe, it, before, after, backends, noteSkips, startServer, shutdown, connectClient, expectConnectError, makeClient, mintToken, JWT_SECRET,
@@ -628,3 +633,66 @@ describe(`REALTIME_JWKS_URL: keys from the auth service, rotated without a resta
   });
 });
 }
+
+// An https:// JWKS: the auth service's certificate is checked against the system's certificate authorities, or
+// the bundle SSL_CERT_FILE names. One database is enough: nothing here touches storage.
+describe('REALTIME_JWKS_URL over https: trusted through SSL_CERT_FILE, refused (and logged) when its CA is unknown', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'nself-rt-jwks-tls-'));
+  const pem = (name) => path.join(dir, name);
+  const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const priv = privateKey.export({ type: 'pkcs8', format: 'pem' });
+  const jwk = { ...publicKey.export({ format: 'jwk' }), kid: 'tls-key', alg: 'RS256', use: 'sig' };
+  const sign = (user) => jwt.sign({ sub: user, userId: user, exp: Math.floor(Date.now() / 1000) + 3600 }, priv, { algorithm: 'RS256', keyid: 'tls-key' });
+  let jwks;
+  let hits = 0;
+  const servers = [];
+
+  before(async () => {
+    // A private CA and a certificate for 127.0.0.1 signed by it (a CA certificate cannot serve as its own leaf).
+    const ssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+    ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
+      '-subj', '/CN=test CA', '-keyout', 'ca.key', '-out', 'ca.pem');
+    ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=127.0.0.1',
+      '-keyout', 'leaf.key', '-out', 'leaf.csr');
+    writeFileSync(pem('leaf.ext'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
+    ssl('x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1',
+      '-extfile', 'leaf.ext', '-out', 'leaf.pem');
+    jwks = createHttpsServer({ key: readFileSync(pem('leaf.key')), cert: readFileSync(pem('leaf.pem')) }, (req, res) => {
+      hits += 1;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: [jwk] }));
+    });
+    await new Promise((r) => jwks.listen(0, '127.0.0.1', r));
+  });
+  after(async () => {
+    for (const s of servers) await shutdown(s);
+    await new Promise((r) => jwks.close(r));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const start = async (env) => {
+    const s = await startServer({
+      env: { REALTIME_JWKS_URL: `https://127.0.0.1:${jwks.address().port}/.well-known/jwks.json`, REALTIME_JWT_SECRET: undefined, ...env },
+    });
+    servers.push(s);
+    return s;
+  };
+
+  it('with the CA in SSL_CERT_FILE the keys are fetched over TLS and a token signed by them connects', async () => {
+    const server = await start({ SSL_CERT_FILE: pem('ca.pem') });
+    await eventually('the keys loaded', () => /JWKS keys loaded/.test(server.output));
+    const u = uid('tls');
+    const c = await connectClient(server, { token: sign(u) });
+    assert.equal(c.authenticated.userId, u, show(c.authenticated));
+    c.socket.disconnect();
+  });
+
+  it('without it the certificate is not trusted: nothing is fetched, tokens are refused, the log says why', async () => {
+    const before = hits;
+    const server = await start({ SSL_CERT_FILE: undefined }); // the system's authorities only
+    await eventually('the failed fetch logged', () => /JWKS fetch failed/.test(server.output));
+    assert.match(server.output, /certificate/i, 'the log names the certificate as the cause');
+    assert.equal(await expectConnectError(server, { token: sign(uid('tls')) }), 'Invalid token: unknown signing key');
+    assert.equal(hits, before, 'no JWKS was served over an untrusted connection');
+  });
+});

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use crate::cluster::{Budget, RateLimiter};
-use crate::domain::ratelimit::{Rate, TokenBucket};
+use crate::domain::ratelimit::{KEY_GUESSES, Rate, TokenBucket};
 
 pub struct MemoryRateLimiter {
     /// Per user (or anonymous socket); None: unlimited.
@@ -24,6 +24,7 @@ impl MemoryRateLimiter {
         match budget {
             Budget::Events { .. } => self.events,
             Budget::Connects(_) => self.connects,
+            Budget::KeyGuesses(_) => Some(KEY_GUESSES),
         }
     }
 }
@@ -32,6 +33,11 @@ impl RateLimiter for MemoryRateLimiter {
     fn allow(&self, budget: &Budget, now: Instant) -> bool {
         let Some(rate) = self.rate(budget) else { return true };
         self.buckets.entry(budget.clone()).or_insert_with(|| TokenBucket::full(rate, now)).take(rate, now)
+    }
+
+    fn exhausted(&self, budget: &Budget, now: Instant) -> Option<Duration> {
+        let rate = self.rate(budget)?;
+        self.buckets.get_mut(budget)?.wait(rate, now)
     }
 
     fn sweep(&self, now: Instant) {

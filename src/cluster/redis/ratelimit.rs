@@ -16,7 +16,8 @@
 //! limited exactly as without Redis. While Redis is unreachable each node limits on its own (at most N·C in a
 //! burst), and the points spent meanwhile are sent once it answers.
 //!
-//! Keys: `<prefix>:rate:ev:<account>:<subject>` and `<prefix>:rate:ip:<address>` hashes {t tokens, u updated
+//! Keys: `<prefix>:rate:ev:<account>:<subject>`, `<prefix>:rate:ip:<address>` (connects) and
+//! `<prefix>:rate:key:<address>` (wrong API keys) hashes {t tokens, u updated
 //! (ms, Redis time)}, expiring when they would have refilled completely.
 
 use std::sync::{Arc, Weak};
@@ -27,7 +28,7 @@ use dashmap::DashMap;
 
 use super::{Redis, esc};
 use crate::cluster::{Budget, RateLimiter};
-use crate::domain::ratelimit::{Rate, TokenBucket};
+use crate::domain::ratelimit::{KEY_GUESSES, Rate, TokenBucket};
 
 /// How often a node reconciles its budgets with the shared ones.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(250);
@@ -89,6 +90,7 @@ impl RedisRateLimiter {
         match budget {
             Budget::Events { .. } => self.events,
             Budget::Connects(_) => self.connects,
+            Budget::KeyGuesses(_) => Some(KEY_GUESSES),
         }
     }
 
@@ -96,6 +98,7 @@ impl RedisRateLimiter {
         match budget {
             Budget::Events { account, subject } => format!("{}ev:{}:{}", self.base, esc(account), esc(subject)),
             Budget::Connects(ip) => format!("{}ip:{}", self.base, esc(&ip.to_string())),
+            Budget::KeyGuesses(ip) => format!("{}key:{}", self.base, esc(&ip.to_string())),
         }
     }
 
@@ -171,6 +174,12 @@ impl RateLimiter for RedisRateLimiter {
             l.unsynced += 1;
         }
         ok
+    }
+
+    /// The local view: what this node spent, lowered by every round to what is left cluster-wide.
+    fn exhausted(&self, budget: &Budget, now: Instant) -> Option<Duration> {
+        let rate = self.rate(budget)?;
+        self.buckets.get_mut(budget)?.bucket.wait(rate, now)
     }
 
     fn sweep(&self, now: Instant) {

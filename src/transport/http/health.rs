@@ -1,7 +1,12 @@
 //! `GET /health`: the database (and Redis when configured) with latencies; 503 when the database is down.
+//!
+//! The route has no authentication (load balancers and container health checks call it), so a dependency's
+//! own error text — which can name hosts, database users or paths — is shown only to a caller that presents
+//! the API key; everyone else hears that the dependency did not answer.
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -9,19 +14,28 @@ use std::sync::Arc;
 
 use crate::app::health::{self, Probe};
 use crate::node::Node;
+use crate::transport::http::Admin;
 
-fn probe_json(p: &Probe) -> Value {
+/// What a caller without the API key hears of a failed dependency.
+const UNDISCLOSED: &str = "did not answer (the cause: this route with the API key, or the server's log)";
+
+fn probe_json(p: &Probe, disclose: bool) -> Value {
     let mut v = json!({
         "status": if p.ok { "connected" } else { "disconnected" },
         "latency": (p.latency_ms * 100.0).round() / 100.0,
     });
     if let Some(e) = &p.error {
-        v["error"] = e.clone().into();
+        v["error"] = if disclose { e.clone() } else { UNDISCLOSED.to_string() }.into();
     }
     v
 }
 
-pub async fn health(State(app): State<Arc<Node>>) -> Response {
+pub async fn health(State(app): State<Arc<Node>>, mut parts: Parts) -> Response {
+    // The same check as the admin API, wrong keys counted against the address alike (otherwise this route
+    // would answer unlimited guesses); a refusal only withholds the details.
+    // Asked only when a credential came: most callers send none, and that is not worth a log line.
+    let presented = parts.headers.contains_key("x-api-key") || parts.headers.contains_key("authorization");
+    let disclose = presented && Admin::from_request_parts(&mut parts, &app).await.is_ok();
     let redis = async {
         match &app.redis {
             Some(client) => Some(health::redis(client).await),
@@ -34,9 +48,9 @@ pub async fn health(State(app): State<Arc<Node>>) -> Response {
         (_, Some(r)) if !r.ok => "degraded",
         _ => "healthy",
     };
-    let mut deps = json!({ "database": probe_json(&db) });
+    let mut deps = json!({ "database": probe_json(&db, disclose) });
     if let Some(r) = &redis {
-        deps["redis"] = probe_json(r);
+        deps["redis"] = probe_json(r, disclose);
     }
     let cluster = app.cluster.as_ref().map(|c| {
         use std::sync::atomic::Ordering::Relaxed;
@@ -47,7 +61,7 @@ pub async fn health(State(app): State<Arc<Node>>) -> Response {
             "subscribed": stats.subscribed.load(Relaxed),
             "publishErrors": stats.publish_errors.load(Relaxed),
             "reconnects": stats.reconnects.load(Relaxed),
-            "heartbeatError": c.error(),
+            "heartbeatError": c.error().map(|e| if disclose { e } else { UNDISCLOSED.to_string() }),
         })
     });
     // A node whose heartbeat or subscriptions fail is cut off from the others, even when a probe answers.

@@ -225,10 +225,6 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Api
     }
 }
 
-/// Wrong API keys an address may present: 10 a minute (one more every 6 s), then 429 with Retry-After.
-pub const API_KEY_FAILURES: crate::domain::ratelimit::Rate =
-    crate::domain::ratelimit::Rate { capacity: 10, period: std::time::Duration::from_secs(60) };
-
 /// A request that presented the right API key; carries the account it acts for.
 pub struct Admin {
     pub account: String,
@@ -246,15 +242,15 @@ impl FromRequestParts<App> for Admin {
             )
                 .into_response());
         };
-        // Wrong keys are counted per client address: past the budget every request from it is refused
-        // unchecked (a right guess cannot be confirmed), until a point refills.
+        // Wrong keys are counted per client address (across the nodes when they share Redis): past the
+        // budget every request from it is refused unchecked (a right guess cannot be confirmed), until a point
+        // refills.
         let ip = crate::transport::socketio::client_ip(parts, &app.cfg.trusted_proxies);
+        let guesses = ip.map(crate::cluster::Budget::KeyGuesses);
         let now = std::time::Instant::now();
-        if let Some(ip) = ip
-            && let Some(wait) = app.api_key_strikes.lock().refused(ip, now)
-        {
+        if let Some(wait) = guesses.as_ref().and_then(|g| app.limiter.exhausted(g, now)) {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            tracing::debug!(%ip, "API request refused: too many wrong keys");
+            tracing::debug!(ip = ?ip, "API request refused: too many wrong keys");
             return Err((
                 StatusCode::TOO_MANY_REQUESTS,
                 [(axum::http::header::RETRY_AFTER, secs.to_string())],
@@ -268,8 +264,8 @@ impl FromRequestParts<App> for Admin {
         let ok = presented.is_some_and(|p| constant_time_eq(p.trim().as_bytes(), expected.as_bytes()));
         if !ok {
             // A guess (a key presented) costs a point; forgetting the header does not.
-            if let (Some(ip), true) = (ip, presented.is_some()) {
-                app.api_key_strikes.lock().failed(ip, now);
+            if let (Some(g), true) = (&guesses, presented.is_some()) {
+                app.limiter.allow(g, now);
             }
             // The key itself is never logged.
             tracing::info!(ip = ?ip, presented = presented.is_some(), path = %parts.uri.path(), "wrong API key");

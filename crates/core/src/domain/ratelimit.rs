@@ -39,6 +39,15 @@ impl TokenBucket {
         self.tokens
     }
 
+    /// How long until a point is back (None: one is there now).
+    pub fn wait(&mut self, rate: Rate, now: Instant) -> Option<Duration> {
+        let tokens = self.tokens(rate, now);
+        (tokens < 1.0).then(|| {
+            let per_sec = rate.capacity as f64 / rate.period.as_secs_f64().max(0.001);
+            Duration::from_secs_f64((1.0 - tokens) / per_sec)
+        })
+    }
+
     /// Lowers the points left to `max` if there are more (a shared budget was spent elsewhere); `max` may be
     /// negative: the bucket refuses until it has refilled past it.
     pub fn limit(&mut self, rate: Rate, max: f64, now: Instant) {
@@ -59,80 +68,34 @@ impl TokenBucket {
     }
 }
 
-/// Failures counted per address (wrong API keys): `rate.capacity` failures per `rate.period`, then the address
-/// is refused until its bucket refills a point. Every request from a refused address is refused, right key or
-/// not, so a guess cannot be confirmed while it lasts.
-#[derive(Debug)]
-pub struct Strikes {
-    rate: Rate,
-    buckets: std::collections::HashMap<std::net::IpAddr, TokenBucket>,
-}
-
-impl Strikes {
-    const MAX_TRACKED: usize = 4096;
-
-    pub fn new(rate: Rate) -> Strikes {
-        Strikes { rate, buckets: Default::default() }
-    }
-
-    /// How long the address must wait, when it has spent its failures.
-    pub fn refused(&mut self, ip: std::net::IpAddr, now: Instant) -> Option<Duration> {
-        let rate = self.rate;
-        let tokens = self.buckets.get_mut(&ip)?.tokens(rate, now);
-        (tokens < 1.0).then(|| {
-            let per_sec = rate.capacity as f64 / rate.period.as_secs_f64().max(0.001);
-            Duration::from_secs_f64((1.0 - tokens) / per_sec)
-        })
-    }
-
-    /// Counts one failure of the address.
-    pub fn failed(&mut self, ip: std::net::IpAddr, now: Instant) {
-        let rate = self.rate;
-        if self.buckets.len() >= Self::MAX_TRACKED {
-            self.buckets.retain(|_, b| !b.is_idle(rate, now));
-        }
-        self.buckets.entry(ip).or_insert_with(|| TokenBucket::full(rate, now)).take(rate, now);
-    }
-}
+/// Wrong API keys an address may present: 10 a minute (one more every 6 s), then every request from it is
+/// refused, right key or not (a guess cannot be confirmed), until a point refills.
+pub const KEY_GUESSES: Rate = Rate { capacity: 10, period: Duration::from_secs(60) };
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn strikes_refuse_after_the_budget_until_a_point_refills() {
+    fn wait_says_how_long_until_a_point_is_back() {
         let t0 = Instant::now();
-        let ip: std::net::IpAddr = "203.0.113.1".parse().unwrap();
-        let other: std::net::IpAddr = "203.0.113.2".parse().unwrap();
-        let mut s = Strikes::new(Rate { capacity: 3, period: Duration::from_secs(30) });
+        let rate = Rate { capacity: 3, period: Duration::from_secs(30) };
+        let mut b = TokenBucket::full(rate, t0);
         for _ in 0..3 {
-            assert_eq!(s.refused(ip, t0), None);
-            s.failed(ip, t0);
+            assert_eq!(b.wait(rate, t0), None);
+            assert!(b.take(rate, t0));
         }
-        let wait = s.refused(ip, t0).expect("refused after 3 failures");
+        let wait = b.wait(rate, t0).expect("empty after 3 points");
         assert!(wait > Duration::from_secs(9) && wait <= Duration::from_secs(10), "{wait:?}");
-        assert_eq!(s.refused(other, t0), None, "another address is not affected");
-        let wait = s.refused(ip, t0 + Duration::from_secs(5)).expect("half a point refilled");
+        let wait = b.wait(rate, t0 + Duration::from_secs(5)).expect("half a point refilled");
         assert!(
             wait > Duration::from_millis(4_900) && wait <= Duration::from_millis(5_001),
             "the other half: {wait:?}"
         );
-        assert_eq!(s.refused(ip, t0 + Duration::from_secs(10)), None, "one point refilled");
-    }
-
-    #[test]
-    fn a_full_table_never_forgets_an_address_that_is_still_refused() {
-        let t0 = Instant::now();
-        let guesser: std::net::IpAddr = "203.0.113.1".parse().unwrap();
-        let mut s = Strikes::new(Rate { capacity: 3, period: Duration::from_secs(30) });
-        for _ in 0..3 {
-            s.failed(guesser, t0);
-        }
-        for i in 1..Strikes::MAX_TRACKED as u32 {
-            s.failed(std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)), t0);
-        }
-        s.failed("198.51.100.1".parse().unwrap(), t0 + Duration::from_secs(1));
-        assert!(s.refused(guesser, t0 + Duration::from_secs(1)).is_some(), "the guesser is still refused");
+        assert_eq!(b.wait(rate, t0 + Duration::from_secs(10)), None, "one point refilled");
+        b.limit(rate, -2.0, t0 + Duration::from_secs(10));
+        let wait = b.wait(rate, t0 + Duration::from_secs(10)).expect("a debt");
+        assert!(wait > Duration::from_secs(29) && wait <= Duration::from_secs(30), "3 points to repay: {wait:?}");
     }
 
     #[test]
