@@ -34,11 +34,8 @@ async fn a_socket_whose_queue_passes_the_bound_is_closed_once_and_reported() {
     let on_close = closed.clone();
     let sid = Sid::new();
     // Nothing reads `_rx`, and nothing is taken off the queue while this test does not yield.
-    let (socket, _rx) = Socket::<()>::new_dummy_piped(
-        sid,
-        Box::new(move |_, reason| on_close.lock().unwrap().push(reason)),
-        64,
-    );
+    let (socket, _rx) =
+        Socket::<()>::new_dummy_piped(sid, Box::new(move |_, reason| on_close.lock().unwrap().push(reason)), 64);
     let mut accepted = 0;
     while socket.reserve().map(|p| p.emit(message(4000))).is_ok() {
         accepted += 1;
