@@ -11,11 +11,14 @@ use engineioxide::{Socket, Str};
 
 const LIMIT: usize = 10_000;
 
+/// Every overflow reported: the socket and the bytes queued.
+type Overflows = Arc<Mutex<Vec<(Sid, usize)>>>;
+
 /// The overflows reported for `sid` (the bound and its hook are set once for the tests running in parallel).
 fn overflows(sid: Sid) -> Vec<usize> {
-    static LOG: OnceLock<Arc<Mutex<Vec<(Sid, usize)>>>> = OnceLock::new();
+    static LOG: OnceLock<Overflows> = OnceLock::new();
     let log = LOG.get_or_init(|| {
-        let log: Arc<Mutex<Vec<(Sid, usize)>>> = Arc::default();
+        let log: Overflows = Arc::default();
         let to = log.clone();
         set_max_buffer_bytes(LIMIT, move |sid, _, queued| to.lock().unwrap().push((sid, queued)));
         log
