@@ -263,3 +263,39 @@ for (const backend of backends()) {
     });
   });
 }
+
+// A long-polling member takes its packets off the queue with each poll: one that keeps polling is never closed
+// by the byte bound, however much it receives in total.
+for (const backend of backends()) {
+  describe(`a long-polling member that keeps polling receives far more than REALTIME_MAX_BUFFER_BYTES [${backend.name}]`, { skip: backend.skip }, () => {
+    let server;
+    before(async () => {
+      server = await startServer({ backend: backend.name, env: { REALTIME_RATE_LIMIT_POINTS: '1000000' } });
+    });
+    after(() => shutdown(server));
+
+    it('300 messages of 15 KB (4.5 MB, the bound is 1 MiB) all arrive and the member stays connected', async () => {
+      const room = uid('poll');
+      const poller = (await connectClient(server, { user: uid('poller'), transports: ['polling'] })).socket;
+      await join(poller, room);
+      const publisher = (await connectClient(server, { user: uid('pub') })).socket;
+      await join(publisher, room);
+      let received = 0;
+      poller.on('message:new', () => { received++; });
+      const drops = [];
+      poller.on('disconnect', (reason) => drops.push(reason));
+      const padding = 'x'.repeat(BIG - 14);
+      for (let i = 0; i < 300; i += 5) {
+        await Promise.all(Array.from({ length: 5 }, () =>
+          emitAck(publisher, 'message:send', { roomName: room, content: `${Date.now()}|${padding}` }).then((a) => assertOk(a, 'send'))));
+        await sleep(50);
+      }
+      await eventually('the poller to receive every message', () => received === 300, { timeoutMs: 30_000 });
+      assert.deepEqual(drops, [], 'the poller is never disconnected');
+      assert.equal(poller.io.engine.transport.name, 'polling', 'it stayed on long-polling');
+      assert.equal(await metric(server, 'realtime_slow_consumers_buffer_bytes_total'), 0, 'nothing was closed by the byte bound');
+      poller.disconnect();
+      publisher.disconnect();
+    });
+  });
+}
