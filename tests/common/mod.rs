@@ -207,3 +207,25 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The target directory the tests were built in (`target/` unless `CARGO_TARGET_DIR` says otherwise): where
+/// tests keep tools they install for themselves.
+pub fn target_dir() -> PathBuf {
+    // BIN is <target>/<profile>/nself-realtime.
+    Path::new(BIN).parent().and_then(Path::parent).expect("the binary lives in <target>/<profile>").to_path_buf()
+}
+
+/// A test that cannot run here because `reason` (a missing tool): under `CI=true` it fails with the reason, since
+/// CI must run it; elsewhere it says `SKIPPED` on the process's stderr (shown by `cargo test` and collected by
+/// `.ci/run`) and the caller returns.
+pub fn cannot_run(what: &str, reason: &str) {
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{what} cannot run under CI=true: {reason}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}: {reason}");
+}
+
+/// A line on the process's stderr, shown by `cargo test` even when the test passes (figures for the log).
+pub fn note(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
