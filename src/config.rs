@@ -98,6 +98,11 @@ pub const VARS: &[Var] = &[
         "packets queued for one socket; past it its packets are dropped until REALTIME_WRITE_TIMEOUT closes it",
     ),
     v(
+        "REALTIME_MAX_BUFFER_BYTES",
+        "1048576",
+        "bytes of messages queued for one socket; past it the connection is closed (a slow consumer); 0 = no byte bound",
+    ),
+    v(
         "REALTIME_CONNECT_TIMEOUT",
         "10000",
         "ms an Engine.IO session may live without joining (Socket.IO CONNECT) before it is closed",
@@ -227,6 +232,8 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Packets queued for one socket at most.
     pub max_buffer: usize,
+    /// Bytes of messages queued for one socket before its connection is closed (0: no byte bound).
+    pub max_buffer_bytes: usize,
     pub max_payload: u64,
     pub max_message_length: usize,
     pub connect_rate_per_ip: u32,
@@ -477,6 +484,7 @@ impl Config {
             connect_timeout: r.millis("REALTIME_CONNECT_TIMEOUT"),
             write_timeout: r.millis("REALTIME_WRITE_TIMEOUT"),
             max_buffer: r.parse("REALTIME_MAX_BUFFER", "a whole number of packets"),
+            max_buffer_bytes: r.parse("REALTIME_MAX_BUFFER_BYTES", "a number of bytes"),
             max_payload: r.parse("REALTIME_MAX_PAYLOAD", "a number of bytes"),
             max_message_length: r.parse("REALTIME_MAX_MESSAGE_LENGTH", "a number of bytes"),
             connect_rate_per_ip: r.parse("REALTIME_RATE_LIMIT", "a whole number of connections per minute"),
@@ -543,6 +551,9 @@ impl Config {
         }
         if cfg.max_buffer == 0 {
             r.errors.push("REALTIME_MAX_BUFFER must be at least 1 (packets)".into());
+        }
+        if cfg.max_buffer_bytes != 0 && cfg.max_buffer_bytes < 1024 {
+            r.errors.push("REALTIME_MAX_BUFFER_BYTES must be 0 (no byte bound) or at least 1024 bytes".into());
         }
         if cfg.ping_interval.is_zero() || cfg.ping_timeout.is_zero() {
             r.errors.push("REALTIME_PING_INTERVAL and REALTIME_PING_TIMEOUT must be above 0".into());
@@ -692,6 +703,14 @@ mod tests {
         assert!(err.contains("REALTIME_PORT"), "{err}");
         assert!(err.contains("REALTIME_ALLOW_ANONYMOUS"), "{err}");
         assert!(err.contains("REALTIME_TYPING_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn outbound_byte_bound_defaults_to_a_mebibyte_and_0_lifts_it() {
+        assert_eq!(cfg(&[]).unwrap().max_buffer_bytes, 1_048_576);
+        assert_eq!(cfg(&[("REALTIME_MAX_BUFFER_BYTES", "0")]).unwrap().max_buffer_bytes, 0);
+        let err = cfg(&[("REALTIME_MAX_BUFFER_BYTES", "100")]).unwrap_err().to_string();
+        assert!(err.contains("REALTIME_MAX_BUFFER_BYTES must be 0 (no byte bound) or at least 1024 bytes"), "{err}");
     }
 
     #[test]

@@ -18,8 +18,11 @@ pub struct Metrics {
     pub broadcasts: Counter,
     pub errors: Counter,
     pub rate_limited: Counter,
-    /// Connections closed because the client stopped reading (`REALTIME_WRITE_TIMEOUT`).
+    /// Connections closed because the client stopped reading (`REALTIME_WRITE_TIMEOUT` or
+    /// `REALTIME_MAX_BUFFER_BYTES`).
     pub slow_consumers: Counter,
+    /// Of those, the ones closed because more than `REALTIME_MAX_BUFFER_BYTES` waited for them.
+    pub buffer_overflows: Counter,
     /// Milliseconds from receiving a message to handing it to every local socket of the room.
     pub latency_ms: Histogram,
     rss: Gauge,
@@ -62,6 +65,7 @@ impl Metrics {
             errors: Counter::default(),
             rate_limited: Counter::default(),
             slow_consumers: Counter::default(),
+            buffer_overflows: Counter::default(),
             latency_ms: Histogram::new(exponential_buckets(0.25, 2.0, 14)),
             rss: Gauge::default(),
             tasks: Gauge::default(),
@@ -80,8 +84,13 @@ impl Metrics {
         registry.register("realtime_rate_limited", "Events refused by the rate limit", m.rate_limited.clone());
         registry.register(
             "realtime_slow_consumers",
-            "Connections closed because the client read nothing for REALTIME_WRITE_TIMEOUT",
+            "Connections closed because the client stopped reading (REALTIME_WRITE_TIMEOUT or REALTIME_MAX_BUFFER_BYTES)",
             m.slow_consumers.clone(),
+        );
+        registry.register(
+            "realtime_slow_consumers_buffer_bytes",
+            "Slow consumers closed because more than REALTIME_MAX_BUFFER_BYTES waited for them",
+            m.buffer_overflows.clone(),
         );
         registry.register("realtime_latency_ms", "Publish to fan-out latency in ms", m.latency_ms.clone());
         registry.register("process_resident_memory_bytes", "Resident memory of the process", m.rss.clone());

@@ -164,6 +164,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         router = router.layer(tower_http::compression::CompressionLayer::new());
     }
 
+    crate::transport::socketio::bound_queued_bytes(node.cfg.max_buffer_bytes, node.metrics.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stall =
         crate::transport::http::serve::WriteStall { timeout: node.cfg.write_timeout, metrics: node.metrics.clone() };

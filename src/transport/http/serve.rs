@@ -102,10 +102,11 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// A TCP stream whose writes fail once none could make progress for [`WriteStall::timeout`].
 ///
-/// The socket's outbound queue (socketioxide's, `REALTIME_MAX_BUFFER` packets) fills while the kernel's
-/// buffers are full; without this, a client that stops reading keeps its queue until the heartbeat notices
-/// (ping interval + ping timeout), and every packet past the bound is dropped for it meanwhile.
-/// passes the timeout, writes and reads fail (the reader is woken), so the WebSocket (or the long-poll)
+/// The socket's outbound queue (socketioxide's, `REALTIME_MAX_BUFFER` packets and `REALTIME_MAX_BUFFER_BYTES`)
+/// fills while the kernel's buffers are full; without this, a client that stops reading keeps its queue until
+/// the heartbeat notices (ping interval + ping timeout) or the byte bound closes it, and every packet past the
+/// packet bound is dropped for it meanwhile. Once a write has waited for the timeout, writes and reads fail
+/// (the reader is woken), so the WebSocket (or the long-poll)
 /// ends and its session with it, like any lost connection.
 struct Stalling {
     inner: TcpStream,

@@ -47,9 +47,30 @@ pub fn build(cfg: &Config, state: adapter::AdapterState) -> (SocketIoLayer<Adapt
         // Frames are small chat events; the buffer grows for a big one. 1 KiB instead of 4 KiB per socket.
         .ws_read_buffer_size(1024)
         // Room fan-out bursts must not overflow a socket's queue (a full queue drops packets); a socket whose
-        // client stopped reading is closed by REALTIME_WRITE_TIMEOUT (`http::serve`).
+        // client stopped reading is closed by REALTIME_WRITE_TIMEOUT (`http::serve`) or, once more than
+        // REALTIME_MAX_BUFFER_BYTES wait for it, by `bound_queued_bytes`.
         .max_buffer_size(cfg.max_buffer)
         .build_layer()
+}
+
+/// Bounds the bytes queued for each socket (`REALTIME_MAX_BUFFER_BYTES`; 0: no bound). A socket past it is
+/// closed like a lost connection, logged once and counted as a slow consumer. The bound is process-wide
+/// (the vendored engineioxide's `set_max_buffer_bytes`: socketioxide's builder cannot pass it).
+pub fn bound_queued_bytes(max: usize, metrics: Arc<crate::metrics::Metrics>) {
+    let max = if max == 0 { usize::MAX } else { max };
+    engineioxide::socket::set_max_buffer_bytes(max, move |sid, parts, queued| {
+        metrics.slow_consumers.inc();
+        metrics.buffer_overflows.inc();
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        tracing::warn!(
+            peer = %peer.map_or_else(|| "unknown".to_string(), |c| c.0.to_string()),
+            session = %sid,
+            queued,
+            "closing a connection whose client is not reading: {queued} bytes wait for it, more than \
+             REALTIME_MAX_BUFFER_BYTES={max} (a slow consumer; raise REALTIME_MAX_BUFFER_BYTES for clients that \
+             legitimately fall this far behind)"
+        );
+    });
 }
 
 /// The Socket.IO edge of a node: its namespace handlers, and the reaper of handshakes whose client left.
