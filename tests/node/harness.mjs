@@ -25,7 +25,8 @@ import { io } from 'socket.io-client';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(here, '..', '..');
-export const BIN = process.env.REALTIME_BIN || path.join(REPO_ROOT, 'target', 'debug', 'nself-realtime');
+// resolved here: the server is spawned in its data directory, where a relative path would not lead to it
+export const BIN = process.env.REALTIME_BIN ? path.resolve(process.env.REALTIME_BIN) : path.join(REPO_ROOT, 'target', 'debug', 'nself-realtime');
 export const DEFAULT_PG_BASE = 'postgres://postgres@127.0.0.1:5432';
 export const PG_BASE = process.env.REALTIME_TEST_DATABASE_URL || DEFAULT_PG_BASE;
 export const SERVICES_SKIPPED = process.env.REALTIME_TEST_SERVICES === 'skip';
