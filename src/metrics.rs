@@ -88,7 +88,7 @@ impl Metrics {
             m.slow_consumers.clone(),
         );
         registry.register(
-            "realtime_slow_consumers_buffer_bytes",
+            "realtime_slow_consumers_over_byte_bound",
             "Slow consumers closed because more than REALTIME_MAX_BUFFER_BYTES waited for them",
             m.buffer_overflows.clone(),
         );

@@ -19,6 +19,17 @@ function percentile(sorted, p) {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] : NaN;
 }
 
+/** `n` new users (`prefix` + index) connected and in `room`; their sockets. */
+async function inRoom(server, room, n, prefix, opts = {}) {
+  const sockets = [];
+  for (let i = 0; i < n; i++) {
+    const { socket } = await connectClient(server, { user: uid(n === 1 ? prefix : `${prefix}${i}`), ...opts });
+    await join(socket, room);
+    sockets.push(socket);
+  }
+  return sockets;
+}
+
 async function metric(server, name) {
   const r = await http(server, 'GET', '/metrics');
   const line = String(r.body).split('\n').find((l) => l.startsWith(`${name} `));
@@ -42,16 +53,9 @@ for (const backend of backends()) {
 
     it('a member that stops reading is closed (logged, counted); the others get every message and their p99 stays low', async () => {
       const room = uid('busy');
-      const members = [];
-      for (let i = 0; i < MEMBERS; i++) {
-        const c = await connectClient(server, { user: uid(`m${i}`) });
-        await join(c.socket, room);
-        members.push(c.socket);
-      }
-      const publisher = (await connectClient(server, { user: uid('pub') })).socket;
-      await join(publisher, room);
-      const slow = (await connectClient(server, { user: uid('slow') })).socket;
-      await join(slow, room);
+      const members = await inRoom(server, room, MEMBERS, 'm');
+      const [publisher] = await inRoom(server, room, 1, 'pub');
+      const [slow] = await inRoom(server, room, 1, 'slow');
       const slowId = slow.id;
 
       // Latencies of the messages sent before the slow member stops reading (the baseline), and after.
@@ -158,20 +162,9 @@ for (const backend of backends()) {
 
     it('the members that stop reading are closed by the byte bound (logged, counted, memory bounded); the others get every message', async () => {
       const room = uid('big');
-      const members = [];
-      for (let i = 0; i < MEMBERS; i++) {
-        const c = await connectClient(server, { user: uid(`m${i}`) });
-        await join(c.socket, room);
-        members.push(c.socket);
-      }
-      const publisher = (await connectClient(server, { user: uid('pub') })).socket;
-      await join(publisher, room);
-      const slow = [];
-      for (let i = 0; i < PAUSED; i++) {
-        const s = (await connectClient(server, { user: uid(`slow${i}`) })).socket;
-        await join(s, room);
-        slow.push(s);
-      }
+      const members = await inRoom(server, room, MEMBERS, 'm');
+      const [publisher] = await inRoom(server, room, 1, 'pub');
+      const slow = await inRoom(server, room, PAUSED, 'slow');
       const slowIds = new Set(slow.map((s) => s.id));
       const dropped = [];
       for (const s of [publisher, ...members]) s.on('disconnect', (reason) => dropped.push(reason));
@@ -254,7 +247,7 @@ for (const backend of backends()) {
       assert.ok(growth < 24 * 1048576, `the server's memory stays bounded: +${(growth / 1048576).toFixed(1)} MiB`);
       assert.ok(server.output.includes('REALTIME_MAX_BUFFER_BYTES'), 'the close is logged with its reason');
       assert.ok(!server.output.includes('REALTIME_WRITE_TIMEOUT)'), 'and not by the write timeout');
-      assert.equal(await metric(server, 'realtime_slow_consumers_buffer_bytes_total'), PAUSED, 'counted in /metrics');
+      assert.equal(await metric(server, 'realtime_slow_consumers_over_byte_bound_total'), PAUSED, 'counted in /metrics');
       assert.ok((await metric(server, 'realtime_slow_consumers_total')) >= PAUSED, 'as slow consumers');
       assert.ok(members.every((s) => s.connected), 'every other member is still connected');
       const still = await emitAck(members[0], 'message:send', { roomName: room, content: `${Date.now()}|after` });
@@ -276,10 +269,8 @@ for (const backend of backends()) {
 
     it('300 messages of 15 KB (4.5 MB, the bound is 1 MiB) all arrive and the member stays connected', async () => {
       const room = uid('poll');
-      const poller = (await connectClient(server, { user: uid('poller'), transports: ['polling'] })).socket;
-      await join(poller, room);
-      const publisher = (await connectClient(server, { user: uid('pub') })).socket;
-      await join(publisher, room);
+      const [poller] = await inRoom(server, room, 1, 'poller', { transports: ['polling'] });
+      const [publisher] = await inRoom(server, room, 1, 'pub');
       let received = 0;
       poller.on('message:new', () => { received++; });
       const drops = [];
@@ -293,7 +284,7 @@ for (const backend of backends()) {
       await eventually('the poller to receive every message', () => received === 300, { timeoutMs: 30_000 });
       assert.deepEqual(drops, [], 'the poller is never disconnected');
       assert.equal(poller.io.engine.transport.name, 'polling', 'it stayed on long-polling');
-      assert.equal(await metric(server, 'realtime_slow_consumers_buffer_bytes_total'), 0, 'nothing was closed by the byte bound');
+      assert.equal(await metric(server, 'realtime_slow_consumers_over_byte_bound_total'), 0, 'nothing was closed by the byte bound');
       poller.disconnect();
       publisher.disconnect();
     });
