@@ -28,8 +28,10 @@ owners=[
  ('ours: presence tracker', r'\(presence\.rs\)'),
  ('ours: roster', r'\(roster\.rs\)'),
  ('ours: rate limiter', r'\(ratelimit\.rs\)'),
- ('ours: event queue (dispatch)', r'\(dispatch\.rs\)'),
- ('socketioxide: room index (rooms → sockets)', r'add_all'),
+ ('axum/hyper: request extensions kept with the request parts', r'insert_url_params|\(path_router\.rs\)|prepare_upgrade|^poll_catch<> \(dispatch\.rs\)|^call<> \(map_request\.rs\)'),
+ ('socketioxide: room index (rooms → sockets)', r'add_all|^join<> \(socket\.rs\)'),
+ # hyper has a dispatch.rs too (its frames are generic, `poll_…<>`); ours are not
+ ('ours: event queue (dispatch)', r'^(call|drain|handle|answer|answer_error|\{async_fn#\d+\}) \(dispatch\.rs\)'),
  ('socketioxide: socket and its extensions (our Conn, Session)', r'\(extensions\.rs\)|\(ns\.rs\)|\(client\.rs\)|\(connect\.rs\)'),
  ('ours: other (connections, rooms, ledger)', r'\((connections|rooms|session|ledger)\.rs\)'),
 ]

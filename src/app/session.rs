@@ -42,8 +42,19 @@ pub struct Device {
 pub struct Origin {
     pub ip: Option<IpAddr>,
     pub transport: &'static str,
-    pub device: Device,
+    /// None when the client reported no device (most do not): a pointer instead of three empty fields.
+    pub device: Option<Box<Device>>,
     pub user_agent: Option<String>,
+}
+
+/// What an origin without device details reports.
+static NO_DEVICE: Device = Device { kind: None, os: None, browser: None };
+
+impl Origin {
+    /// The device details the client reported (all empty when it reported none).
+    pub fn device(&self) -> &Device {
+        self.device.as_deref().unwrap_or(&NO_DEVICE)
+    }
 }
 
 pub struct Session {
@@ -51,8 +62,12 @@ pub struct Session {
     pub account: String,
     /// None for an anonymous socket. The user id never changes; a refreshed token may change the rest.
     pub user_id: Option<String>,
-    profile: RwLock<Identity>,
-    pub session_id: String,
+    /// The display name and avatar from the token; None when it named neither (most tokens), so a socket holds
+    /// no more than a pointer for them.
+    profile: RwLock<Option<Box<Author>>>,
+    /// The token's `sessionId`; without one, `generated` is the session's id.
+    token_session_id: Option<String>,
+    generated_session_id: uuid::Uuid,
     pub origin: Origin,
     pub connected_at: i64,
     /// Token expiry in epoch seconds; 0 = none.
@@ -65,6 +80,10 @@ pub struct Session {
     pub link: Arc<dyn SocketLink>,
 }
 
+fn profile_of(name: Option<String>, avatar: Option<String>) -> Option<Box<Author>> {
+    (name.is_some() || avatar.is_some()).then(|| Box::new(Author { name, avatar }))
+}
+
 impl Session {
     pub fn new(
         sid: String,
@@ -73,23 +92,20 @@ impl Session {
         origin: Origin,
         link: Arc<dyn SocketLink>,
     ) -> Session {
-        let session_id =
-            identity.as_ref().and_then(|i| i.session_id.clone()).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let token_session_id = identity.as_ref().and_then(|i| i.session_id.clone());
+        let generated_session_id = if token_session_id.is_some() { uuid::Uuid::nil() } else { uuid::Uuid::new_v4() };
         let exp = identity.as_ref().and_then(|i| i.exp).unwrap_or(0);
-        let user_id = identity.as_ref().map(|i| i.user_id.clone());
-        let profile = identity.unwrap_or(Identity {
-            user_id: String::new(),
-            session_id: None,
-            name: None,
-            avatar: None,
-            exp: None,
-        });
+        let (user_id, profile) = match identity {
+            Some(i) => (Some(i.user_id), profile_of(i.name, i.avatar)),
+            None => (None, None),
+        };
         Session {
             sid,
             account,
             user_id,
             profile: RwLock::new(profile),
-            session_id,
+            token_session_id,
+            generated_session_id,
             origin,
             connected_at: now_ms(),
             exp: AtomicI64::new(exp),
@@ -99,14 +115,22 @@ impl Session {
         }
     }
 
+    /// The session id the client is told: the token's `sessionId`, else one made for this connection (kept as
+    /// 16 bytes, written out when asked for).
+    pub fn session_id(&self) -> String {
+        match &self.token_session_id {
+            Some(id) => id.clone(),
+            None => self.generated_session_id.to_string(),
+        }
+    }
+
     pub fn user(&self) -> Option<&str> {
         self.user_id.as_deref()
     }
 
     /// The author details of this socket's user (from the token).
     pub fn author(&self) -> Author {
-        let p = self.profile.read();
-        Author { name: p.name.clone(), avatar: p.avatar.clone() }
+        self.profile.read().as_deref().cloned().unwrap_or_default()
     }
 
     /// The key the rate limiter counts this socket under: its user, or the socket itself when anonymous.
@@ -127,7 +151,7 @@ impl Session {
     /// A refreshed token replaces the profile and the expiry.
     pub fn refresh(&self, identity: Identity) {
         self.exp.store(identity.exp.unwrap_or(0), Ordering::Relaxed);
-        *self.profile.write() = identity;
+        *self.profile.write() = profile_of(identity.name, identity.avatar);
     }
 
     /// Takes a place in the send order: (the previous send's completion to wait for, this send's signal).

@@ -253,7 +253,7 @@ async fn refresh(cx: &Cx<'_>, token: String) -> AppResult<Reply> {
     match cx.node.connections.refresh(cx.session, &token).await {
         Ok(_) => {
             let rooms = cx.node.roster.rooms_of(&cx.session.sid).await.unwrap_or_default().rooms;
-            let payload = authenticated(cx.session.user(), &cx.session.session_id, &rooms);
+            let payload = authenticated(cx.session.user(), &cx.session.session_id(), &rooms);
             cx.out.emit("authenticated", &payload);
             Ok(Reply::Data(payload))
         }

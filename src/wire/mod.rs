@@ -18,7 +18,6 @@ pub mod plugin;
 pub mod socket;
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -279,18 +278,23 @@ pub trait Outbox: Send + Sync {
 #[derive(Default)]
 pub struct SocketState {
     /// Rooms whose `channel:join` was answered with `channel:joined` (a repeated join is not answered again;
-    /// a leave forgets it).
-    joined: Mutex<HashSet<String>>,
+    /// a leave forgets it). A list: a socket joins a handful, and an empty one is smaller than an empty set.
+    joined: Mutex<Vec<String>>,
 }
 
 impl SocketState {
     /// True the first time a room's join is answered on this socket.
     pub fn first_join(&self, room: &str) -> bool {
-        self.joined.lock().insert(room.to_string())
+        let mut joined = self.joined.lock();
+        if joined.iter().any(|r| r == room) {
+            return false;
+        }
+        joined.push(room.to_string());
+        true
     }
 
     pub fn left(&self, room: &str) {
-        self.joined.lock().remove(room);
+        self.joined.lock().retain(|r| r != room);
     }
 }
 

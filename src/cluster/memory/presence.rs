@@ -20,20 +20,27 @@ fn key(account: &str, user: &str) -> UserKey {
     (account.to_string(), user.to_string())
 }
 
+/// What is kept beside a user's presence: one record per user rather than one map each, since every
+/// connected user has settings and rooms.
+#[derive(Default)]
+struct Known {
+    settings: Option<PrivacySettings>,
+    /// Rooms the user was last seen in, so an offline announcement reaches room-mates after the user's
+    /// sockets are gone. Sized to them (a user is in a handful).
+    rooms: Vec<Box<str>>,
+    /// Last seen of a session that ended here, known before the database write lands.
+    last_seen: Option<DateTime<Utc>>,
+}
+
 pub struct MemoryPresence {
     /// The node whose devices these are (all of them: memory is one node's).
     node: String,
     tracker: Mutex<PresenceTracker>,
-    settings: DashMap<UserKey, PrivacySettings>,
+    known: DashMap<UserKey, Known>,
     /// target → viewer → how many of the viewer's sockets subscribed.
     subscribers: DashMap<UserKey, HashMap<String, u32>>,
     /// socket → its (account, viewer) and the targets it subscribed to (undone when it closes).
     by_socket: DashMap<String, (UserKey, HashSet<String>)>,
-    /// Rooms each user was last seen in, so an offline announcement reaches room-mates after the user's
-    /// sockets are gone.
-    rooms: DashMap<UserKey, Vec<String>>,
-    /// Last seen of sessions that ended here, known before the database write lands.
-    last_seen: DashMap<UserKey, DateTime<Utc>>,
 }
 
 impl MemoryPresence {
@@ -41,11 +48,9 @@ impl MemoryPresence {
         MemoryPresence {
             node: String::new(),
             tracker: Mutex::new(PresenceTracker::new(cfg)),
-            settings: DashMap::new(),
+            known: DashMap::new(),
             subscribers: DashMap::new(),
             by_socket: DashMap::new(),
-            rooms: DashMap::new(),
-            last_seen: DashMap::new(),
         }
     }
 
@@ -112,7 +117,7 @@ impl PresenceBackend for MemoryPresence {
     }
 
     async fn published(&self, account: &str, user: &str) -> Option<Presence> {
-        self.tracker.lock().get(account, user).cloned()
+        self.tracker.lock().get(account, user)
     }
 
     async fn current(&self, account: &str, user: &str) -> Option<Presence> {
@@ -181,44 +186,48 @@ impl PresenceBackend for MemoryPresence {
     }
 
     async fn joined_room(&self, account: &str, user: &str, room: &str) {
-        let mut rooms = self.rooms.entry(key(account, user)).or_default();
-        if !rooms.iter().any(|r| r == room) {
-            rooms.push(room.to_string());
+        let mut known = self.known.entry(key(account, user)).or_default();
+        if !known.rooms.iter().any(|r| &**r == room) {
+            known.rooms.reserve_exact(1);
+            known.rooms.push(room.into());
         }
     }
 
     async fn left_room(&self, account: &str, user: &str, room: &str) {
-        if let Some(mut rooms) = self.rooms.get_mut(&key(account, user)) {
-            rooms.retain(|r| r != room);
+        if let Some(mut known) = self.known.get_mut(&key(account, user)) {
+            known.rooms.retain(|r| &**r != room);
+            known.rooms.shrink_to_fit();
         }
     }
 
     async fn rooms_of(&self, account: &str, user: &str) -> Vec<String> {
-        self.rooms.get(&key(account, user)).map(|r| r.clone()).unwrap_or_default()
+        self.known.get(&key(account, user)).map(|k| k.rooms.iter().map(|r| r.to_string()).collect()).unwrap_or_default()
     }
 
     async fn settings(&self, account: &str, user: &str) -> Option<PrivacySettings> {
-        self.settings.get(&key(account, user)).map(|s| *s)
+        self.known.get(&key(account, user)).and_then(|k| k.settings)
     }
 
     async fn set_settings(&self, account: &str, user: &str, settings: PrivacySettings) {
-        self.settings.insert(key(account, user), settings);
+        self.known.entry(key(account, user)).or_default().settings = Some(settings);
     }
 
     async fn remembered_last_seen(&self, account: &str, user: &str) -> Option<DateTime<Utc>> {
-        self.last_seen.get(&key(account, user)).map(|t| *t)
+        self.known.get(&key(account, user)).and_then(|k| k.last_seen)
     }
 
     async fn remember_last_seen(&self, account: &str, user: &str, at: DateTime<Utc>) {
-        self.last_seen.insert(key(account, user), at);
+        self.known.entry(key(account, user)).or_default().last_seen = Some(at);
     }
 
     async fn sweep(&self) {
         let tracker = self.tracker.lock();
-        let gone = |k: &UserKey| tracker.get(&k.0, &k.1).is_none() && !self.subscribers.contains_key(k);
-        self.settings.retain(|k, _| !gone(k));
-        self.rooms.retain(|k, _| !gone(k));
-        self.last_seen.retain(|k, _| !gone(k));
+        let gone = |k: &UserKey| !tracker.knows(&k.0, &k.1) && !self.subscribers.contains_key(k);
+        self.known.retain(|k, _| !gone(k));
+        // After a wave of departures the table would keep its peak size.
+        if self.known.capacity() > 2 * self.known.len() + 64 {
+            self.known.shrink_to_fit();
+        }
     }
 
     async fn purge_node(&self, node: &str, now: DateTime<Utc>) -> usize {

@@ -1,8 +1,14 @@
 //! [`Roster`] in memory: sockets, their rooms, and per-room occupancy behind one lock, so entering a room
 //! and a racing disconnect of the same socket are ordered (the disconnect either sees the room or makes the
 //! entry fail as `Closed`, never a count that stays behind).
+//!
+//! One entry per connected socket, so it is kept small: names that many sockets share (the account, the
+//! node, the rooms) are interned and held once, a user's name once for all of their sockets, the socket id
+//! once for the socket table and its user's list, and the display name and avatar (which most tokens do not
+//! carry) boxed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,15 +21,82 @@ use crate::domain::occupancy::{Exit, Occupancy};
 type Profile = (Option<String>, Option<String>);
 
 struct Socket {
-    entry: SocketEntry,
-    rooms: SocketRooms,
+    account: Arc<str>,
+    user: Option<Arc<str>>,
+    node: Arc<str>,
+    /// None when the token named neither.
+    profile: Option<Box<Profile>>,
+    rooms: Vec<Arc<str>>,
+    muted: Vec<Arc<str>>,
+}
+
+impl Socket {
+    fn contains(&self, room: &str) -> bool {
+        self.rooms.iter().any(|r| &**r == room)
+    }
+
+    fn entry(&self, sid: &str) -> SocketEntry {
+        let (name, avatar) = self.profile.as_deref().cloned().unwrap_or_default();
+        SocketEntry {
+            sid: sid.to_string(),
+            account: self.account.to_string(),
+            user: self.user.as_deref().map(str::to_string),
+            node: self.node.to_string(),
+            name,
+            avatar,
+        }
+    }
+
+    fn socket_rooms(&self) -> SocketRooms {
+        SocketRooms {
+            rooms: self.rooms.iter().map(|r| r.to_string()).collect(),
+            muted: self.muted.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+}
+
+/// Names held once however many sockets use them; a name is dropped with its last user.
+#[derive(Default)]
+struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.0.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = name.into();
+        self.0.insert(n.clone());
+        n
+    }
+
+    /// A holder lets go of a name.
+    fn release(&mut self, name: Arc<str>) {
+        if Arc::strong_count(&name) == 2 {
+            self.0.remove(&*name);
+        }
+    }
+
+    /// Takes `room` out of a socket's list, releasing it; true when it was there.
+    fn remove_from(&mut self, list: &mut Vec<Arc<str>>, room: &str) -> bool {
+        let Some(i) = list.iter().position(|r| &**r == room) else { return false };
+        let r = list.remove(i);
+        self.release(r);
+        true
+    }
+
+    /// Appends `room` to a socket's list, growing it by one place (a socket is in a handful of rooms).
+    fn push_to(&mut self, list: &mut Vec<Arc<str>>, room: &str) {
+        list.reserve_exact(1);
+        list.push(self.get(room));
+    }
 }
 
 #[derive(Default)]
 struct State {
-    sockets: HashMap<String, Socket>,
-    /// (account, user) → their sockets.
-    users: HashMap<(String, String), Vec<String>>,
+    sockets: HashMap<Arc<str>, Box<Socket>>,
+    /// account → user → their sockets.
+    users: HashMap<Arc<str>, HashMap<Arc<str>, Vec<Arc<str>>>>,
+    names: Names,
     occupancy: Occupancy,
     /// (account, room, user) in grace → the name and avatar to announce their departure with.
     leaving: HashMap<(String, String, String), Profile>,
@@ -48,64 +121,93 @@ fn key(account: &str, room: &str) -> (String, String) {
 impl Roster for MemoryRoster {
     async fn connect(&self, socket: SocketEntry) {
         let mut st = self.state.lock();
-        if let Some(u) = &socket.user {
-            st.users.entry(key(&socket.account, u)).or_default().push(socket.sid.clone());
+        let State { sockets, users, names, .. } = &mut *st;
+        let SocketEntry { sid, account, user, node, name, avatar } = socket;
+        let account = names.get(&account);
+        let sid: Arc<str> = sid.into();
+        let user = user.map(|u| {
+            let of_account = users.entry(account.clone()).or_default();
+            let u: Arc<str> = match of_account.get_key_value(u.as_str()) {
+                Some((k, _)) => k.clone(),
+                None => u.into(),
+            };
+            let sids = of_account.entry(u.clone()).or_default();
+            sids.reserve_exact(1);
+            sids.push(sid.clone());
+            u
+        });
+        let profile = (name.is_some() || avatar.is_some()).then(|| Box::new((name, avatar)));
+        let entry = Socket { account, user, node: names.get(&node), profile, rooms: Vec::new(), muted: Vec::new() };
+        if let Some(old) = sockets.insert(sid, Box::new(entry)) {
+            names.release(old.account);
+            names.release(old.node);
+            old.rooms.into_iter().chain(old.muted).for_each(|r| names.release(r));
         }
-        st.sockets.insert(socket.sid.clone(), Socket { entry: socket, rooms: SocketRooms::default() });
     }
 
     async fn disconnect(&self, sid: &str, now: DateTime<Utc>) -> Option<Vec<String>> {
         let mut st = self.state.lock();
-        let socket = st.sockets.remove(sid)?;
-        let SocketEntry { account, user, name, avatar, .. } = socket.entry;
+        let State { sockets, users, names, occupancy, leaving } = &mut *st;
+        let socket = sockets.remove(sid)?;
+        let Socket { account, user, node, profile, rooms, muted } = *socket;
         if let Some(u) = &user {
-            let k = key(&account, u);
-            if let Some(sids) = st.users.get_mut(&k) {
-                sids.retain(|s| s != sid);
-                if sids.is_empty() {
-                    st.users.remove(&k);
+            if let Some(of_account) = users.get_mut(&*account) {
+                if let Some(sids) = of_account.get_mut(&**u) {
+                    sids.retain(|s| &**s != sid);
+                    if sids.is_empty() {
+                        of_account.remove(&**u);
+                    } else {
+                        sids.shrink_to_fit();
+                    }
+                }
+                if of_account.is_empty() {
+                    users.remove(&*account);
                 }
             }
-            for room in &socket.rooms.rooms {
-                if let Exit::Leaving(_) = st.occupancy.exit(&key(&account, room), u, Some(now)) {
-                    st.leaving.insert((account.clone(), room.clone(), u.clone()), (name.clone(), avatar.clone()));
+            for room in &rooms {
+                if let Exit::Leaving(_) = occupancy.exit(&key(&account, room), u, Some(now)) {
+                    let (name, avatar) = profile.as_deref().cloned().unwrap_or_default();
+                    leaving.insert((account.to_string(), room.to_string(), u.to_string()), (name, avatar));
                 }
             }
         }
-        Some(socket.rooms.rooms)
+        let out = rooms.iter().map(|r| r.to_string()).collect();
+        rooms.into_iter().chain(muted).for_each(|r| names.release(r));
+        names.release(account);
+        names.release(node);
+        Some(out)
     }
 
     async fn enter(&self, sid: &str, room: &str, muted: bool) -> Entered {
         let mut st = self.state.lock();
-        let State { sockets, occupancy, leaving, .. } = &mut *st;
+        let State { sockets, occupancy, leaving, names, .. } = &mut *st;
         let Some(socket) = sockets.get_mut(sid) else { return Entered::Closed };
-        if socket.rooms.contains(room) {
+        if socket.contains(room) {
             return Entered::Already;
         }
-        if let Some(u) = &socket.entry.user {
-            leaving.remove(&(socket.entry.account.clone(), room.to_string(), u.clone()));
+        if let Some(u) = &socket.user {
+            leaving.remove(&(socket.account.to_string(), room.to_string(), u.to_string()));
         }
-        socket.rooms.rooms.push(room.to_string());
+        names.push_to(&mut socket.rooms, room);
         if muted {
-            socket.rooms.muted.push(room.to_string());
+            names.push_to(&mut socket.muted, room);
         }
-        match &socket.entry.user {
-            Some(u) if occupancy.enter(&key(&socket.entry.account, room), u) => Entered::Arrived,
+        match &socket.user {
+            Some(u) if occupancy.enter(&key(&socket.account, room), u.clone()) => Entered::Arrived,
             _ => Entered::Present,
         }
     }
 
     async fn exit(&self, sid: &str, room: &str) -> Left {
         let mut st = self.state.lock();
-        let State { sockets, occupancy, .. } = &mut *st;
+        let State { sockets, occupancy, names, .. } = &mut *st;
         let Some(socket) = sockets.get_mut(sid) else { return Left::NotIn };
-        if !socket.rooms.contains(room) {
+        if !names.remove_from(&mut socket.rooms, room) {
             return Left::NotIn;
         }
-        socket.rooms.rooms.retain(|r| r != room);
-        socket.rooms.muted.retain(|r| r != room);
-        match &socket.entry.user {
-            Some(u) if occupancy.exit(&key(&socket.entry.account, room), u, None) == Exit::Left => Left::UserLeft,
+        names.remove_from(&mut socket.muted, room);
+        match &socket.user {
+            Some(u) if occupancy.exit(&key(&socket.account, room), u, None) == Exit::Left => Left::UserLeft,
             _ => Left::StillPresent,
         }
     }
@@ -116,8 +218,8 @@ impl Roster for MemoryRoster {
         due.into_iter()
             .map(|((account, room), user)| {
                 let (name, avatar) =
-                    st.leaving.remove(&(account.clone(), room.clone(), user.clone())).unwrap_or_default();
-                Departure { account, room, user, name, avatar }
+                    st.leaving.remove(&(account.clone(), room.clone(), user.to_string())).unwrap_or_default();
+                Departure { account, room, user: user.to_string(), name, avatar }
             })
             .collect()
     }
@@ -128,25 +230,26 @@ impl Roster for MemoryRoster {
 
     async fn set_muted(&self, account: &str, user: &str, room: &str, muted: bool) {
         let mut st = self.state.lock();
-        let State { sockets, users, .. } = &mut *st;
-        for sid in users.get(&key(account, user)).into_iter().flatten() {
+        let State { sockets, users, names, .. } = &mut *st;
+        for sid in users.get(account).and_then(|u| u.get(user)).into_iter().flatten() {
             if let Some(s) = sockets.get_mut(sid)
-                && s.rooms.contains(room)
+                && s.contains(room)
             {
-                s.rooms.muted.retain(|r| r != room);
+                names.remove_from(&mut s.muted, room);
                 if muted {
-                    s.rooms.muted.push(room.to_string());
+                    names.push_to(&mut s.muted, room);
                 }
             }
         }
     }
 
     async fn rooms_of(&self, sid: &str) -> Option<SocketRooms> {
-        self.state.lock().sockets.get(sid).map(|s| s.rooms.clone())
+        self.state.lock().sockets.get(sid).map(|s| s.socket_rooms())
     }
 
     async fn sockets_of(&self, account: &str, user: &str) -> Vec<String> {
-        self.state.lock().users.get(&key(account, user)).cloned().unwrap_or_default()
+        let st = self.state.lock();
+        st.users.get(account).and_then(|u| u.get(user)).map_or_else(Vec::new, |s| s.iter().map(|s| s.to_string()).collect())
     }
 
     async fn users_in(&self, account: &str, room: &str) -> Vec<String> {
@@ -159,7 +262,11 @@ impl Roster for MemoryRoster {
 
     async fn sockets(&self, account: Option<&str>) -> Vec<SocketEntry> {
         let st = self.state.lock();
-        st.sockets.values().filter(|s| account.is_none_or(|a| s.entry.account == a)).map(|s| s.entry.clone()).collect()
+        st.sockets
+            .iter()
+            .filter(|(_, s)| account.is_none_or(|a| &*s.account == a))
+            .map(|(sid, s)| s.entry(sid))
+            .collect()
     }
 
     async fn connections(&self) -> usize {
@@ -169,25 +276,26 @@ impl Roster for MemoryRoster {
     async fn users_online(&self, account: Option<&str>) -> usize {
         let st = self.state.lock();
         match account {
-            None => st.users.len(),
-            Some(a) => st.users.keys().filter(|(acc, _)| acc == a).count(),
+            None => st.users.values().map(HashMap::len).sum(),
+            Some(a) => st.users.get(a).map_or(0, HashMap::len),
         }
     }
 
     async fn forget_room(&self, account: &str, room: &str) {
         let mut st = self.state.lock();
-        st.occupancy.forget(&key(account, room));
-        st.leaving.retain(|(a, r, _), _| a != account || r != room);
-        for s in st.sockets.values_mut().filter(|s| s.entry.account == account) {
-            s.rooms.rooms.retain(|r| r != room);
-            s.rooms.muted.retain(|r| r != room);
+        let State { sockets, occupancy, leaving, names, .. } = &mut *st;
+        occupancy.forget(&key(account, room));
+        leaving.retain(|(a, r, _), _| a != account || r != room);
+        for s in sockets.values_mut().filter(|s| &*s.account == account) {
+            names.remove_from(&mut s.rooms, room);
+            names.remove_from(&mut s.muted, room);
         }
     }
 
     async fn purge_node(&self, node: &str, now: DateTime<Utc>) -> Vec<SocketEntry> {
         let gone: Vec<SocketEntry> = {
             let st = self.state.lock();
-            st.sockets.values().filter(|s| s.entry.node == node).map(|s| s.entry.clone()).collect()
+            st.sockets.iter().filter(|(_, s)| &*s.node == node).map(|(sid, s)| s.entry(sid)).collect()
         };
         for s in &gone {
             self.disconnect(&s.sid, now).await;

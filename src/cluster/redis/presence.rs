@@ -220,7 +220,7 @@ impl RedisPresence {
             let status = self.key(&format!("status:{}", esc(account)));
             match after.filter(|r| r.state.is_connected()) {
                 Some(r) => {
-                    cmds.push(vec!["HSET".into(), status, user.clone(), word(r.state.published().status).into()])
+                    cmds.push(vec!["HSET".into(), status, user.clone(), word(r.state.published_status()).into()])
                 }
                 None if before.is_some_and(|b| b.state.is_connected()) => {
                     cmds.push(vec!["HDEL".into(), status, user.clone()])
@@ -396,7 +396,7 @@ impl PresenceBackend for RedisPresence {
     }
 
     async fn published(&self, account: &str, user: &str) -> Option<Presence> {
-        self.read("presence published", account, user).await.map(|r| r.state.published().clone())
+        self.read("presence published", account, user).await.map(|r| r.state.published())
     }
 
     async fn current(&self, account: &str, user: &str) -> Option<Presence> {

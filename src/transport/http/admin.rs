@@ -144,9 +144,9 @@ async fn connections(State(app): State<App>, admin: Admin) -> ApiResult {
                 "userId": s.user_id,
                 "ip": s.origin.ip.map(|i| i.to_string()),
                 "transport": s.origin.transport,
-                "deviceType": s.origin.device.kind,
-                "deviceOs": s.origin.device.os,
-                "deviceBrowser": s.origin.device.browser,
+                "deviceType": s.origin.device().kind,
+                "deviceOs": s.origin.device().os,
+                "deviceBrowser": s.origin.device().browser,
                 "connectedAt": iso_ms(s.connected_at),
                 "nodeId": app.id,
             })

@@ -157,6 +157,7 @@ pub async fn admit_sessions(State(gate): State<Arc<EngineGate>>, mut req: Reques
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();
+    keep_needed_extensions(&mut parts);
     detach_from_read_buffer(&mut parts);
     let ip = crate::transport::socketio::client_ip(&parts, &gate.node.cfg.trusted_proxies);
     req = Request::from_parts(parts, body);
@@ -173,18 +174,30 @@ pub async fn admit_sessions(State(gate): State<Arc<EngineGate>>, mut req: Reques
     }
 }
 
+/// Drops the request's extensions but the two a session uses: the client's address (the handshake reads it) and
+/// hyper's upgrade handle (the engine takes the WebSocket from it). The engine keeps the request's parts for the
+/// session's life, and axum's router has put its own records there by now (the path parameters, the matched
+/// path, the original URI): about half a kilobyte per open session that nothing reads again. The session's
+/// [`EngineSlot`] is added after this.
+fn keep_needed_extensions(parts: &mut axum::http::request::Parts) {
+    let mut kept = axum::http::Extensions::new();
+    if let Some(peer) = parts.extensions.remove::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+        kept.insert(peer);
+    }
+    if let Some(upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
+        kept.insert(upgrade);
+    }
+    parts.extensions = kept;
+}
+
 /// Gives the request's URI and header values allocations of their own.
 ///
 /// hyper parses them as slices of the connection's read buffer (8 KiB), and the engine keeps the request's parts
-/// for the session's life (URI, headers and extensions, where axum's router put the original URI): without a
-/// copy, that whole buffer stays allocated for every open session, WebSocket or long-polling, although the
-/// connection no longer reads into it. The copy is a few hundred bytes.
+/// for the session's life: without a copy, that whole buffer stays allocated for every open session, WebSocket
+/// or long-polling, although the connection no longer reads into it. The copy is a few hundred bytes. (The
+/// router's copy of the URI went with [`keep_needed_extensions`].)
 fn detach_from_read_buffer(parts: &mut axum::http::request::Parts) {
     if let Ok(uri) = parts.uri.to_string().parse::<axum::http::Uri>() {
-        // The router keeps the URI as it arrived in the extensions too.
-        if let Some(original) = parts.extensions.get_mut::<axum::extract::OriginalUri>() {
-            original.0 = uri.clone();
-        }
         parts.uri = uri;
     }
     let mut headers = axum::http::HeaderMap::with_capacity(parts.headers.len());
@@ -240,6 +253,20 @@ mod tests {
         assert_eq!(parts.uri, before.0);
         assert_eq!(parts.headers, before.1);
         assert_eq!(parts.headers.get_all("x-forwarded-for").iter().count(), 2);
+    }
+
+    #[test]
+    fn a_session_keeps_only_the_peer_and_the_upgrade() {
+        let peer: std::net::SocketAddr = "10.0.0.9:4000".parse().expect("addr");
+        let mut parts = req("/socket.io/?EIO=4&transport=websocket").into_parts().0;
+        parts.extensions.insert(axum::extract::ConnectInfo(peer));
+        parts.extensions.insert(axum::extract::OriginalUri("/socket.io/".parse().expect("uri")));
+        parts.extensions.insert(String::from("a router's record"));
+        keep_needed_extensions(&mut parts);
+        assert_eq!(parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0), Some(peer));
+        assert!(parts.extensions.get::<axum::extract::OriginalUri>().is_none());
+        assert!(parts.extensions.get::<String>().is_none());
+        assert_eq!(parts.extensions.len(), 1);
     }
 
     #[test]

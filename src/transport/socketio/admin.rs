@@ -563,7 +563,7 @@ fn serialize(s: &SocketRef<Adapter>) -> Option<Value> {
             "account": session.account,
             "userId": session.user_id,
             "dialect": conn.dialect.name(),
-            "device": session.origin.device.kind,
+            "device": session.origin.device().kind,
         },
         "handshake": {
             "address": session.origin.ip.map(|i| i.to_string()),

@@ -227,7 +227,7 @@ async fn handshake(
             TransportType::Websocket => "websocket",
             TransportType::Polling => "polling",
         },
-        device: read.device.unwrap_or_default(),
+        device: read.device.map(Box::new),
         user_agent: header("user-agent").map(|ua| ua.chars().take(256).collect()),
     };
     let link = Arc::new(Link::new(&weak, &account, dialect, admin.clone()));
@@ -272,7 +272,7 @@ async fn greet(s: SocketRef<Adapter>, node: Arc<Node>, admin: Option<Arc<AdminUi
     let _ = s.emit("connected", &crate::wire::contract::connected(&session.sid));
     if let Some(user) = session.user() {
         let rooms = node.roster.rooms_of(&session.sid).await.unwrap_or_default().rooms;
-        let _ = s.emit("authenticated", &crate::wire::contract::authenticated(Some(user), &session.session_id, &rooms));
+        let _ = s.emit("authenticated", &crate::wire::contract::authenticated(Some(user), &session.session_id(), &rooms));
     }
 }
 

@@ -3,6 +3,7 @@
 //! a user disconnects, the user stays present for the offline grace and leaves only if no socket came back.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -31,9 +32,10 @@ pub enum Exit {
 #[derive(Debug, Default)]
 pub struct Occupancy {
     grace: Duration,
-    rooms: HashMap<RoomKey, HashMap<String, Entry>>,
+    /// room → user → their entry; the user's name is the caller's (shared with its other records).
+    rooms: HashMap<RoomKey, HashMap<Arc<str>, Entry>>,
     /// Graces running: `(until, room, user)`, earliest first.
-    leaving: BTreeSet<(DateTime<Utc>, RoomKey, String)>,
+    leaving: BTreeSet<(DateTime<Utc>, RoomKey, Arc<str>)>,
 }
 
 impl Occupancy {
@@ -43,12 +45,17 @@ impl Occupancy {
     }
 
     /// A socket of `user` entered `room`. True when this makes the user newly present (announce it).
-    pub fn enter(&mut self, room: &RoomKey, user: &str) -> bool {
-        let entry = self.rooms.entry(room.clone()).or_default().entry(user.to_string()).or_default();
+    pub fn enter(&mut self, room: &RoomKey, user: impl Into<Arc<str>> + AsRef<str>) -> bool {
+        let users = self.rooms.entry(room.clone()).or_default();
+        let user: Arc<str> = match users.get_key_value(user.as_ref()) {
+            Some((k, _)) => k.clone(),
+            None => user.into(),
+        };
+        let entry = users.entry(user.clone()).or_default();
         entry.sockets += 1;
         let back_within_grace = match entry.leaving_at.take() {
             Some(at) => {
-                self.leaving.remove(&(at, room.clone(), user.to_string()));
+                self.leaving.remove(&(at, room.clone(), user));
                 true
             }
             None => false,
@@ -60,7 +67,8 @@ impl Occupancy {
     /// that time (the user's last socket starts the grace).
     pub fn exit(&mut self, room: &RoomKey, user: &str, disconnected_at: Option<DateTime<Utc>>) -> Exit {
         let Some(users) = self.rooms.get_mut(room) else { return Exit::NotPresent };
-        let Some(entry) = users.get_mut(user) else { return Exit::NotPresent };
+        let Some(name) = users.get_key_value(user).map(|(k, _)| k.clone()) else { return Exit::NotPresent };
+        let entry = users.get_mut(user).expect("present");
         if entry.sockets == 0 {
             return Exit::NotPresent;
         }
@@ -72,7 +80,7 @@ impl Occupancy {
             Some(now) => {
                 let until = now.checked_add_signed(self.grace).unwrap_or(DateTime::<Utc>::MAX_UTC);
                 entry.leaving_at = Some(until);
-                self.leaving.insert((until, room.clone(), user.to_string()));
+                self.leaving.insert((until, room.clone(), name));
                 Exit::Leaving(until)
             }
             None => {
@@ -86,7 +94,7 @@ impl Occupancy {
     }
 
     /// Users whose grace ran out by `now` and who did not come back: they left (announce `user:left`).
-    pub fn due(&mut self, now: DateTime<Utc>) -> Vec<(RoomKey, String)> {
+    pub fn due(&mut self, now: DateTime<Utc>) -> Vec<(RoomKey, Arc<str>)> {
         let mut out = Vec::new();
         while self.leaving.first().is_some_and(|(t, _, _)| *t <= now) {
             let (_, room, user) = self.leaving.pop_first().expect("non-empty");
@@ -126,7 +134,7 @@ impl Occupancy {
     pub fn users_in(&self, room: &RoomKey) -> Vec<String> {
         self.rooms
             .get(room)
-            .map_or_else(Vec::new, |u| u.iter().filter(|(_, e)| e.sockets > 0).map(|(k, _)| k.clone()).collect())
+            .map_or_else(Vec::new, |u| u.iter().filter(|(_, e)| e.sockets > 0).map(|(k, _)| k.to_string()).collect())
     }
 
     pub fn is_present(&self, room: &RoomKey, user: &str) -> bool {
@@ -182,7 +190,7 @@ mod tests {
         assert_eq!(o.present(&room()), 1, "a user in grace is not counted as present");
         assert!(!o.is_present(&room(), "a"));
         assert!(o.due(t(4999)).is_empty(), "not before the grace ends");
-        assert_eq!(o.due(t(5000)), vec![(room(), "a".to_string())]);
+        assert_eq!(o.due(t(5000)), vec![(room(), Arc::from("a"))]);
         assert!(o.due(t(6000)).is_empty(), "announced once");
         assert!(o.enter(&room(), "a"), "a later return is announced again");
     }

@@ -28,6 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -590,12 +591,62 @@ struct Pending {
     due: DateTime<Utc>,
 }
 
+/// What was last published about a user: a [`Presence`] without the user id, which [`UserState`] holds once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Published {
+    status: PublicStatus,
+    appear_offline: bool,
+    custom_status: Option<Box<CustomStatus>>,
+    last_seen: Option<DateTime<Utc>>,
+}
+
+impl Published {
+    fn of(p: &Presence) -> Published {
+        Published {
+            status: p.status,
+            appear_offline: p.appear_offline,
+            custom_status: p.custom_status.clone().map(Box::new),
+            last_seen: p.last_seen,
+        }
+    }
+
+    /// [`Presence::same_publication`] against what was published.
+    fn same_publication(&self, p: &Presence) -> bool {
+        self.status == p.status
+            && self.appear_offline == p.appear_offline
+            && self.custom_status.as_deref() == p.custom_status.as_ref()
+            && (self.status != PublicStatus::Offline || self.last_seen == p.last_seen)
+    }
+}
+
 /// One user's presence: their devices, custom status, last seen, offline grace, what was last published and
 /// what waits for the end of the coalescing window. The rules of this module act on it one user at a time:
 /// [`PresenceTracker`] keeps one per user in memory, a shared backend keeps each as a record it replaces
 /// atomically (hence the serde derives; the record is never sent to clients).
+///
+/// Packed for the tracker, which holds one per connected user: the user id once (shared with the tracker's
+/// keys), the devices in a vector sized to them (one or two for almost every user), and what is absent most of
+/// the time (a custom status, the offline grace) boxed. The record keeps its own layout ([`UserRecord`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "UserRecord", from = "UserRecord")]
 pub struct UserState {
+    user_id: Arc<str>,
+    /// The connected devices, sorted by id.
+    sockets: Vec<(Box<str>, SocketState)>,
+    custom_status: Option<Box<CustomStatus>>,
+    last_seen: Option<DateTime<Utc>>,
+    grace: Option<Box<Grace>>,
+    published: Published,
+    pending: Option<Pending>,
+    /// What viewers were answered inside the current coalescing window (viewer → the view they were shown),
+    /// handed out with the window's close.
+    answers: BTreeMap<String, ViewedPresence>,
+}
+
+/// [`UserState`] as a shared backend stores it: the layout the record always had, so nodes read each other's
+/// records whichever way they hold the state in memory.
+#[derive(Serialize, Deserialize)]
+struct UserRecord {
     user_id: String,
     sockets: HashMap<String, SocketState>,
     custom_status: Option<CustomStatus>,
@@ -603,22 +654,63 @@ pub struct UserState {
     grace: Option<Grace>,
     published: Presence,
     pending: Option<Pending>,
-    /// What viewers were answered inside the current coalescing window (viewer → the view they were shown),
-    /// handed out with the window's close.
     #[serde(default)]
     answers: BTreeMap<String, ViewedPresence>,
+}
+
+impl From<UserState> for UserRecord {
+    fn from(u: UserState) -> UserRecord {
+        let published = u.published();
+        UserRecord {
+            user_id: u.user_id.to_string(),
+            sockets: u.sockets.into_iter().map(|(id, s)| (id.into_string(), s)).collect(),
+            custom_status: u.custom_status.map(|c| *c),
+            last_seen: u.last_seen,
+            grace: u.grace.map(|g| *g),
+            published,
+            pending: u.pending,
+            answers: u.answers,
+        }
+    }
+}
+
+impl From<UserRecord> for UserState {
+    fn from(r: UserRecord) -> UserState {
+        let mut sockets: Vec<(Box<str>, SocketState)> =
+            r.sockets.into_iter().map(|(id, s)| (id.into_boxed_str(), s)).collect();
+        sockets.sort_by(|a, b| a.0.cmp(&b.0));
+        UserState {
+            user_id: r.user_id.into(),
+            sockets,
+            custom_status: r.custom_status.map(Box::new),
+            last_seen: r.last_seen,
+            grace: r.grace.map(Box::new),
+            published: Published::of(&r.published),
+            pending: r.pending,
+            answers: r.answers,
+        }
+    }
 }
 
 impl UserState {
     /// A user with nothing connected and nothing published yet.
     pub fn new(user_id: &str) -> Self {
+        Self::with_id(user_id.into())
+    }
+
+    fn with_id(user_id: Arc<str>) -> Self {
         UserState {
-            user_id: user_id.to_string(),
-            sockets: HashMap::new(),
+            user_id,
+            sockets: Vec::new(),
             custom_status: None,
             last_seen: None,
             grace: None,
-            published: Presence::offline(user_id, None),
+            published: Published {
+                status: PublicStatus::Offline,
+                appear_offline: false,
+                custom_status: None,
+                last_seen: None,
+            },
             pending: None,
             answers: BTreeMap::new(),
         }
@@ -632,10 +724,19 @@ impl UserState {
         custom_status: Option<CustomStatus>,
         now: DateTime<Utc>,
     ) -> Option<Self> {
-        let mut u = UserState::new(user_id);
+        Self::restored_as(user_id.into(), last_seen, custom_status, now)
+    }
+
+    fn restored_as(
+        user_id: Arc<str>,
+        last_seen: Option<DateTime<Utc>>,
+        custom_status: Option<CustomStatus>,
+        now: DateTime<Utc>,
+    ) -> Option<Self> {
+        let mut u = UserState::with_id(user_id);
         u.last_seen = last_seen;
-        u.custom_status = custom_status.filter(|c| !c.is_empty() && !c.expired(now));
-        u.published = u.current();
+        u.custom_status = custom_status.filter(|c| !c.is_empty() && !c.expired(now)).map(Box::new);
+        u.published = Published::of(&u.current());
         (!u.removable()).then_some(u)
     }
 
@@ -643,10 +744,41 @@ impl UserState {
         &self.user_id
     }
 
+    fn socket_index(&self, id: &str) -> Result<usize, usize> {
+        self.sockets.binary_search_by(|(k, _)| (**k).cmp(id))
+    }
+
+    fn socket_mut(&mut self, id: &str) -> Option<&mut SocketState> {
+        let i = self.socket_index(id).ok()?;
+        Some(&mut self.sockets[i].1)
+    }
+
+    fn socket_states(&self) -> impl Iterator<Item = &SocketState> {
+        self.sockets.iter().map(|(_, s)| s)
+    }
+
+    /// Registers a device, or replaces its state. The vector grows by one place, not by doubling.
+    fn set_socket(&mut self, id: &str, state: SocketState) {
+        match self.socket_index(id) {
+            Ok(i) => self.sockets[i].1 = state,
+            Err(i) => {
+                self.sockets.reserve_exact(1);
+                self.sockets.insert(i, (id.into(), state));
+            }
+        }
+    }
+
+    fn remove_socket(&mut self, id: &str) -> Option<SocketState> {
+        let i = self.socket_index(id).ok()?;
+        let (_, gone) = self.sockets.remove(i);
+        self.sockets.shrink_to_fit();
+        Some(gone)
+    }
+
     /// The live effective presence, including changes still inside the coalescing window.
     pub fn current(&self) -> Presence {
         let (status, appear_offline) =
-            if let Some(best) = self.sockets.values().map(SocketState::effective).max_by_key(|s| s.rank()) {
+            if let Some(best) = self.socket_states().map(SocketState::effective).max_by_key(|s| s.rank()) {
                 match best.public() {
                     Some(p) => (p, false),
                     None => (PublicStatus::Offline, true),
@@ -657,17 +789,29 @@ impl UserState {
                 (PublicStatus::Offline, false)
             };
         Presence {
-            user_id: self.user_id.clone(),
+            user_id: self.user_id.to_string(),
             status,
             appear_offline,
-            custom_status: self.custom_status.clone(),
+            custom_status: self.custom_status.as_deref().cloned(),
             last_seen: self.last_seen,
         }
     }
 
     /// The presence last published (what subscribers were told).
-    pub fn published(&self) -> &Presence {
-        &self.published
+    pub fn published(&self) -> Presence {
+        let p = &self.published;
+        Presence {
+            user_id: self.user_id.to_string(),
+            status: p.status,
+            appear_offline: p.appear_offline,
+            custom_status: p.custom_status.as_deref().cloned(),
+            last_seen: p.last_seen,
+        }
+    }
+
+    /// The status last published.
+    pub fn published_status(&self) -> PublicStatus {
+        self.published.status
     }
 
     /// An answer to `viewer` about this user (`presence:get`, `presence:subscribe`, …): the live presence as
@@ -682,7 +826,7 @@ impl UserState {
     ) -> (ViewedPresence, bool) {
         let live = self.current();
         let shown = view(&live);
-        let remember = self.pending.is_some() && !live.same_publication(&self.published);
+        let remember = self.pending.is_some() && !self.published.same_publication(&live);
         match viewer {
             Some(v) if remember => {
                 let changed = self.answers.get(v) != Some(&shown);
@@ -705,7 +849,7 @@ impl UserState {
 
     /// The connected devices.
     pub fn devices(&self) -> impl Iterator<Item = &str> {
-        self.sockets.keys().map(String::as_str)
+        self.sockets.iter().map(|(id, _)| &**id)
     }
 
     /// Whether `self` is `other` but for when devices were last active, each by less than `within` (what a
@@ -713,10 +857,10 @@ impl UserState {
     pub fn differs_only_in_activity(&self, other: &UserState, within: Duration) -> bool {
         let mut aligned = other.clone();
         for (id, s) in aligned.sockets.iter_mut() {
-            if let Some(mine) = self.sockets.get(id)
-                && (mine.last_active - s.last_active).abs() < within
+            if let Ok(i) = self.socket_index(id)
+                && (self.sockets[i].1.last_active - s.last_active).abs() < within
             {
-                s.last_active = mine.last_active;
+                s.last_active = self.sockets[i].1.last_active;
             }
         }
         aligned == *self
@@ -724,7 +868,7 @@ impl UserState {
 
     /// The status a new socket starts with.
     fn inherited_status(&self) -> Status {
-        if let Some(s) = self.sockets.values().map(|s| s.requested).max_by_key(|s| s.rank()) {
+        if let Some(s) = self.socket_states().map(|s| s.requested).max_by_key(|s| s.rank()) {
             return s;
         }
         self.grace.as_ref().map(|g| g.requested).unwrap_or(Status::Online)
@@ -750,8 +894,7 @@ impl UserState {
     /// When [`UserState::tick`] next has work for this user, if ever.
     pub fn next_deadline(&self, cfg: &PresenceConfig) -> Option<DateTime<Utc>> {
         let idle = self
-            .sockets
-            .values()
+            .socket_states()
             .filter(|s| !s.idle && s.requested == Status::Online)
             .map(|s| s.last_active + cfg.idle_timeout)
             .min();
@@ -784,7 +927,7 @@ impl UserState {
             let new_session = u.sockets.is_empty() && u.grace.is_none();
             let requested = u.inherited_status();
             u.grace = None;
-            u.sockets.insert(socket_id.to_string(), SocketState { requested, last_active: now, idle: false });
+            u.set_socket(socket_id, SocketState { requested, last_active: now, idle: false });
             new_session
         });
         ConnectOutcome { new_session }
@@ -795,19 +938,19 @@ impl UserState {
         let grace = cfg.offline_grace;
         let (last_socket, _) = self.mutate(now, cfg, |u| {
             let before = u.current();
-            let Some(gone) = u.sockets.remove(socket_id) else {
+            let Some(gone) = u.remove_socket(socket_id) else {
                 return false;
             };
             if !u.sockets.is_empty() {
                 return false;
             }
-            u.grace = Some(Grace {
+            u.grace = Some(Box::new(Grace {
                 since: now,
                 until: now + grace,
                 status: before.status,
                 appear_offline: before.appear_offline,
                 requested: gone.requested,
-            });
+            }));
             true
         });
         DisconnectOutcome { last_socket }
@@ -823,9 +966,8 @@ impl UserState {
     ) -> UpdateOutcome {
         let (_, changed) = self.mutate(now, cfg, |u| {
             u.grace = None;
-            u.sockets
-                .insert(socket_id.to_string(), SocketState { requested: update.status, last_active: now, idle: false });
-            u.custom_status = update.custom_status.filter(|c| !c.is_empty() && !c.expired(now));
+            u.set_socket(socket_id, SocketState { requested: update.status, last_active: now, idle: false });
+            u.custom_status = update.custom_status.filter(|c| !c.is_empty() && !c.expired(now)).map(Box::new);
         });
         if changed { UpdateOutcome::Changed } else { UpdateOutcome::Unchanged }
     }
@@ -833,7 +975,7 @@ impl UserState {
     /// See [`PresenceTracker::touch`].
     pub fn touch(&mut self, socket_id: &str, now: DateTime<Utc>, cfg: &PresenceConfig) -> UpdateOutcome {
         let (_, changed) = self.mutate(now, cfg, |u| {
-            if let Some(s) = u.sockets.get_mut(socket_id) {
+            if let Some(s) = u.socket_mut(socket_id) {
                 s.last_active = now;
                 s.idle = false;
             }
@@ -852,7 +994,7 @@ impl UserState {
         }
         Some(PresenceEvent::SessionEnded {
             account: account.to_string(),
-            user_id: self.user_id.clone(),
+            user_id: self.user_id.to_string(),
             last_seen: self.last_seen,
         })
     }
@@ -863,7 +1005,7 @@ impl UserState {
         let mut events = Vec::new();
         let before = self.current();
 
-        for s in self.sockets.values_mut() {
+        for (_, s) in self.sockets.iter_mut() {
             if !s.idle && s.last_active + cfg.idle_timeout <= now {
                 s.idle = true;
             }
@@ -880,7 +1022,7 @@ impl UserState {
             session_ended = true;
             events.push(PresenceEvent::SessionEnded {
                 account: account.to_string(),
-                user_id: self.user_id.clone(),
+                user_id: self.user_id.to_string(),
                 last_seen: self.last_seen,
             });
         } else {
@@ -899,8 +1041,9 @@ impl UserState {
         if self.pending.is_some_and(|p| p.due <= now) {
             self.pending = None;
             let current = self.current();
-            let visible_change = !current.same_publication(&self.published);
-            let previous = std::mem::replace(&mut self.published, current.clone());
+            let visible_change = !self.published.same_publication(&current);
+            let previous = self.published();
+            self.published = Published::of(&current);
             let answers: Vec<(String, ViewedPresence)> = std::mem::take(&mut self.answers).into_iter().collect();
             let account = account.to_string();
             if visible_change {
@@ -912,8 +1055,6 @@ impl UserState {
         events
     }
 }
-
-type UserKey = (String, String);
 
 #[derive(Debug)]
 struct Tracked {
@@ -927,8 +1068,11 @@ struct Tracked {
 #[derive(Debug, Default)]
 pub struct PresenceTracker {
     cfg: PresenceConfig,
-    users: HashMap<UserKey, Tracked>,
-    queue: BTreeSet<(DateTime<Utc>, UserKey)>,
+    /// account → user → their state. Two levels, so a lookup by name allocates nothing and an account's name
+    /// is kept once; the user's name is the state's own (shared). Boxed: the tables' spare slots stay small.
+    users: HashMap<Arc<str>, HashMap<Arc<str>, Box<Tracked>>>,
+    /// `(deadline, account, user)`, the names shared with `users`.
+    queue: BTreeSet<(DateTime<Utc>, Arc<str>, Arc<str>)>,
 }
 
 impl PresenceTracker {
@@ -940,24 +1084,53 @@ impl PresenceTracker {
         self.cfg
     }
 
-    fn key(account: &str, user_id: &str) -> UserKey {
-        (account.to_string(), user_id.to_string())
+    fn tracked(&self, account: &str, user_id: &str) -> Option<&Tracked> {
+        self.users.get(account)?.get(user_id).map(|t| &**t)
     }
 
-    fn reschedule(&mut self, key: &UserKey) {
-        let Some(u) = self.users.get_mut(key) else {
-            return;
-        };
-        let next = u.state.next_deadline(&self.cfg);
+    fn tracked_mut(&mut self, account: &str, user_id: &str) -> Option<&mut Tracked> {
+        self.users.get_mut(account)?.get_mut(user_id).map(|t| &mut **t)
+    }
+
+    /// The account's name as the tracker keeps it, its table created when missing.
+    fn account_users(&mut self, account: &str) -> &mut HashMap<Arc<str>, Box<Tracked>> {
+        if !self.users.contains_key(account) {
+            self.users.insert(account.into(), HashMap::new());
+        }
+        self.users.get_mut(account).expect("inserted")
+    }
+
+    fn insert(&mut self, account: &str, state: UserState) {
+        let id = state.user_id.clone();
+        self.account_users(account).insert(id, Box::new(Tracked { state, scheduled: None }));
+    }
+
+    /// Forgets a user; a table left much larger than its users (after a wave of disconnects) is shrunk.
+    fn remove(&mut self, account: &str, user_id: &str) {
+        let Some(users) = self.users.get_mut(account) else { return };
+        users.remove(user_id);
+        if users.is_empty() {
+            self.users.remove(account);
+        } else if users.capacity() > 64 && users.len() < users.capacity() / 4 {
+            users.shrink_to_fit();
+        }
+    }
+
+    fn reschedule(&mut self, account: &str, user_id: &str) {
+        let cfg = self.cfg;
+        let Some(acc) = self.users.get_key_value(account).map(|(a, _)| a.clone()) else { return };
+        let Some(u) = self.tracked_mut(account, user_id) else { return };
+        let next = u.state.next_deadline(&cfg);
         if next == u.scheduled {
             return;
         }
-        if let Some(old) = u.scheduled.take() {
-            self.queue.remove(&(old, key.clone()));
+        let old = std::mem::replace(&mut u.scheduled, next);
+        let user = u.state.user_id.clone();
+        if let Some(old) = old {
+            self.queue.remove(&(old, acc.clone(), user.clone()));
         }
         if let Some(t) = next {
-            u.scheduled = Some(t);
-            self.queue.insert((t, key.clone()));
+            self.queue.insert((t, acc, user));
         }
     }
 
@@ -970,15 +1143,13 @@ impl PresenceTracker {
         create: bool,
         f: impl FnOnce(&mut UserState, &PresenceConfig) -> R,
     ) -> Option<R> {
-        let key = Self::key(account, user_id);
         let cfg = self.cfg;
-        let u = if create {
-            self.users.entry(key.clone()).or_insert_with(|| Tracked { state: UserState::new(user_id), scheduled: None })
-        } else {
-            self.users.get_mut(&key)?
-        };
+        if create && self.tracked(account, user_id).is_none() {
+            self.insert(account, UserState::new(user_id));
+        }
+        let u = self.tracked_mut(account, user_id)?;
         let r = f(&mut u.state, &cfg);
-        self.reschedule(&key);
+        self.reschedule(account, user_id);
         Some(r)
     }
 
@@ -1031,14 +1202,13 @@ impl PresenceTracker {
         custom_status: Option<CustomStatus>,
         now: DateTime<Utc>,
     ) {
-        let key = Self::key(account, user_id);
-        if self.users.contains_key(&key) {
+        if self.tracked(account, user_id).is_some() {
             return;
         }
         // Nothing to keep in memory beyond what the database has when it yields no state.
-        if let Some(state) = UserState::restored(user_id, last_seen, custom_status, now) {
-            self.users.insert(key.clone(), Tracked { state, scheduled: None });
-            self.reschedule(&key);
+        if let Some(state) = UserState::restored_as(user_id.into(), last_seen, custom_status, now) {
+            self.insert(account, state);
+            self.reschedule(account, user_id);
         }
     }
 
@@ -1047,8 +1217,10 @@ impl PresenceTracker {
     /// appearing offline); nothing is published.
     pub fn end_all_graces(&mut self) -> Vec<PresenceEvent> {
         let mut out = Vec::new();
-        for (key, u) in self.users.iter_mut() {
-            out.extend(u.state.end_grace(&key.0));
+        for (account, users) in self.users.iter_mut() {
+            for u in users.values_mut() {
+                out.extend(u.state.end_grace(account));
+            }
         }
         out
     }
@@ -1057,7 +1229,8 @@ impl PresenceTracker {
     pub fn devices(&self) -> Vec<(String, String, String)> {
         self.users
             .iter()
-            .flat_map(|((a, u), t)| t.state.devices().map(move |d| (a.clone(), u.clone(), d.to_string())))
+            .flat_map(|(a, users)| users.iter().map(move |(u, t)| (a, u, t)))
+            .flat_map(|(a, u, t)| t.state.devices().map(move |d| (a.to_string(), u.to_string(), d.to_string())))
             .collect()
     }
 
@@ -1065,24 +1238,24 @@ impl PresenceTracker {
     /// and the end of coalescing windows. Returns what to publish.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<PresenceEvent> {
         let mut due = Vec::new();
-        while self.queue.first().is_some_and(|(t, _)| *t <= now) {
-            let (_, key) = self.queue.pop_first().expect("non-empty");
-            if let Some(u) = self.users.get_mut(&key) {
+        while self.queue.first().is_some_and(|(t, _, _)| *t <= now) {
+            let (_, account, user) = self.queue.pop_first().expect("non-empty");
+            if let Some(u) = self.tracked_mut(&account, &user) {
                 u.scheduled = None;
             }
-            due.push(key);
+            due.push((account, user));
         }
         let cfg = self.cfg;
         let mut events = Vec::new();
-        for key in due {
-            let Some(u) = self.users.get_mut(&key) else {
+        for (account, user) in due {
+            let Some(u) = self.tracked_mut(&account, &user) else {
                 continue;
             };
-            events.extend(u.state.tick(&key.0, now, &cfg));
+            events.extend(u.state.tick(&account, now, &cfg));
             if u.state.removable() {
-                self.users.remove(&key);
+                self.remove(&account, &user);
             } else {
-                self.reschedule(&key);
+                self.reschedule(&account, &user);
             }
         }
         events
@@ -1090,19 +1263,24 @@ impl PresenceTracker {
 
     /// When [`PresenceTracker::tick`] next has work, if ever.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        self.queue.first().map(|(t, _)| *t)
+        self.queue.first().map(|(t, _, _)| *t)
     }
 
     /// The last published presence (what subscribers were told), for `presence:get` /
     /// `presence:subscribe`. `None`: this process knows nothing, use the database row
     /// (`Presence::offline(user, lastSeen)`).
-    pub fn get(&self, account: &str, user_id: &str) -> Option<&Presence> {
-        self.users.get(&Self::key(account, user_id)).map(|u| u.state.published())
+    pub fn get(&self, account: &str, user_id: &str) -> Option<Presence> {
+        self.tracked(account, user_id).map(|u| u.state.published())
+    }
+
+    /// Whether this process keeps any state of the user.
+    pub fn knows(&self, account: &str, user_id: &str) -> bool {
+        self.tracked(account, user_id).is_some()
     }
 
     /// The live effective presence, including changes still inside the coalescing window.
     pub fn current(&self, account: &str, user_id: &str) -> Option<Presence> {
-        self.users.get(&Self::key(account, user_id)).map(|u| u.state.current())
+        self.tracked(account, user_id).map(|u| u.state.current())
     }
 
     /// An answer about a tracked user (see [`UserState::answer`]); None when the user is not tracked.
@@ -1113,20 +1291,20 @@ impl PresenceTracker {
         viewer: Option<&str>,
         view: &(dyn Fn(&Presence) -> ViewedPresence + Send + Sync),
     ) -> Option<ViewedPresence> {
-        self.users.get_mut(&Self::key(account, user_id)).map(|u| u.state.answer(viewer, view).0)
+        self.tracked_mut(account, user_id).map(|u| u.state.answer(viewer, view).0)
     }
 
     /// Whether the user has a live socket or is inside the offline grace.
     pub fn is_connected(&self, account: &str, user_id: &str) -> bool {
-        self.users.get(&Self::key(account, user_id)).is_some_and(|u| u.state.is_connected())
+        self.tracked(account, user_id).is_some_and(|u| u.state.is_connected())
     }
 
     /// Connected users of an account by published status, for `/api/stats`.
     pub fn breakdown(&self, account: &str) -> StatusBreakdown {
         let mut b = StatusBreakdown::default();
-        for ((acc, _), u) in &self.users {
-            if acc == account && u.state.is_connected() {
-                b.add(u.state.published().status);
+        for u in self.users.get(account).into_iter().flat_map(HashMap::values) {
+            if u.state.is_connected() {
+                b.add(u.state.published_status());
             }
         }
         b
@@ -1749,7 +1927,7 @@ mod tests {
         run_until(&mut p, t(20_000));
         let pub_ = p.get(A, "u").unwrap();
         assert_eq!(pub_.status, PublicStatus::Offline);
-        let v = view_for(false, pub_, &PrivacySettings::default());
+        let v = view_for(false, &pub_, &PrivacySettings::default());
         assert_eq!(v.custom_status.unwrap().text.as_deref(), Some("Vacation"));
         let ev = run_until(&mut p, t(200_000));
         assert_eq!(ev.len(), 1);
@@ -1940,6 +2118,29 @@ mod tests {
         let mut c = a.clone();
         c.update("s1", upd(Status::Busy), t(0), &cfg);
         assert!(!a.differs_only_in_activity(&c, Duration::milliseconds(1_001)), "a status change is more");
+    }
+
+    #[test]
+    fn the_record_keeps_its_layout_and_reads_back_the_same() {
+        let cfg = PresenceConfig::default();
+        let mut u = UserState::new("u");
+        u.connect("s2", t(0), &cfg);
+        u.connect("s1", t(0), &cfg);
+        let cs = CustomStatus { text: Some("🌴".into()), emoji: None, expires_at: None };
+        u.update("s1", PresenceUpdate { status: Status::Busy, custom_status: Some(cs) }, t(10), &cfg);
+        u.tick("a", t(10_000), &cfg);
+        u.disconnect("s2", t(20_000), &cfg);
+        let v: serde_json::Value = serde_json::to_value(&u).unwrap();
+        assert_eq!(v["user_id"], "u");
+        assert_eq!(v["published"]["user_id"], "u", "the published presence is a whole Presence");
+        assert_eq!(v["published"]["status"], "online", "s2 is online, the most available");
+        assert!(v["published"]["custom_status"].is_object());
+        assert!(v["sockets"].is_object(), "devices by id");
+        assert!(v["sockets"]["s1"].is_object());
+        let back: UserState = serde_json::from_value(v).unwrap();
+        assert_eq!(back, u);
+        assert_eq!(back.published(), u.published());
+        assert_eq!(back.devices().collect::<Vec<_>>(), vec!["s1"]);
     }
 
     #[test]
