@@ -149,6 +149,10 @@ impl Roster for MemoryRoster {
         let mut st = self.state.lock();
         let State { sockets, users, names, occupancy, leaving } = &mut *st;
         let socket = sockets.remove(sid)?;
+        // After a wave of disconnects the table would keep its peak size.
+        if sockets.capacity() > 64 && sockets.len() < sockets.capacity() / 4 {
+            sockets.shrink_to_fit();
+        }
         let Socket { account, user, node, profile, rooms, muted } = *socket;
         if let Some(u) = &user {
             if let Some(of_account) = users.get_mut(&*account) {
