@@ -253,7 +253,10 @@ impl Roster for MemoryRoster {
 
     async fn sockets_of(&self, account: &str, user: &str) -> Vec<String> {
         let st = self.state.lock();
-        st.users.get(account).and_then(|u| u.get(user)).map_or_else(Vec::new, |s| s.iter().map(|s| s.to_string()).collect())
+        st.users
+            .get(account)
+            .and_then(|u| u.get(user))
+            .map_or_else(Vec::new, |s| s.iter().map(|s| s.to_string()).collect())
     }
 
     async fn users_in(&self, account: &str, room: &str) -> Vec<String> {

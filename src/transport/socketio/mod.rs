@@ -272,7 +272,8 @@ async fn greet(s: SocketRef<Adapter>, node: Arc<Node>, admin: Option<Arc<AdminUi
     let _ = s.emit("connected", &crate::wire::contract::connected(&session.sid));
     if let Some(user) = session.user() {
         let rooms = node.roster.rooms_of(&session.sid).await.unwrap_or_default().rooms;
-        let _ = s.emit("authenticated", &crate::wire::contract::authenticated(Some(user), &session.session_id(), &rooms));
+        let _ =
+            s.emit("authenticated", &crate::wire::contract::authenticated(Some(user), &session.session_id(), &rooms));
     }
 }
 
