@@ -123,7 +123,12 @@ where
         .max_frame_size(Some(engine.config.ws_max_frame_size));
 
     let ws_init = move || WebSocketStream::from_raw_socket(conn, Role::Server, Some(ws_config));
+    // A websocket opened directly runs its heartbeat in this task; an upgraded one has it in a task of
+    // its own since the polling request that opened it.
+    let direct = sid.is_none();
     let (socket, ws) = if let Some(sid) = sid {
+        // The session keeps the request that opened it.
+        drop(req_data);
         match engine.get_socket(sid) {
             None => return Err(Error::UnknownSessionID(sid)),
             Some(socket) if socket.is_ws() => return Err(Error::MultipleWebsocketRequests),
@@ -159,47 +164,61 @@ where
 
         let mut ws = ws_init().await;
         init_handshake(socket.id, &mut ws, &engine.config).await?;
-        socket
-            .clone()
-            .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
         (socket, ws)
     };
     let (tx, rx) = ws.split();
 
+    // The writer, the reader and the heartbeat of a websocket are polled by one task (a task each cost
+    // ~1.5 KiB per connection).
+    //
     // Pipe between websocket and internal socket channel. A socket closed for an overflowing queue drops
     // its writer (and with it the connection) instead of waiting for the client to read.
-    let writer = forward_to_socket::<H, S>(socket.clone(), tx);
-    let overflow = socket.clone();
-    tokio::spawn(async move {
+    let writer = async {
         tokio::select! {
-            _ = writer => {}
-            _ = overflow.overflow_closed() => {}
+            _ = forward_to_socket::<H, S>(socket.clone(), tx) => {}
+            _ = socket.overflow_closed() => {}
         }
-    });
-
-    // pipe between internal socket channel and websocket
-    match forward_to_handler(&engine, rx, &socket)
+    };
+    let heartbeat = async {
+        if direct {
+            let config = &engine.config;
+            socket.heartbeat(config.ping_interval, config.ping_timeout).await;
+        }
+        // A failed heartbeat closes the session, which stops the reader.
+        std::future::pending::<()>().await
+    };
+    // pipe between internal socket channel and websocket; the session is closed when it ends, which
+    // stops the writer.
+    let reader = async {
+        let res = async {
+            tokio::select! {
+                res = forward_to_handler(&engine, rx, &socket) => res,
+                () = heartbeat => Ok(()),
+            }
+        }
         .with_cancellation_token(&socket.cancellation_token)
-        .await
-    {
-        Some(Err(ref e)) => {
-            let reason =
-                Option::<DisconnectReason>::from(e).unwrap_or(DisconnectReason::TransportError);
+        .await;
+        match res {
+            Some(Err(ref e)) => {
+                let reason =
+                    Option::<DisconnectReason>::from(e).unwrap_or(DisconnectReason::TransportError);
 
-            #[cfg(feature = "tracing")]
-            tracing::debug!("error when handling packet: {:?}", e);
-            engine.close_session(socket.id, reason);
+                #[cfg(feature = "tracing")]
+                tracing::debug!("error when handling packet: {:?}", e);
+                engine.close_session(socket.id, reason);
+            }
+            Some(Ok(())) => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(sid = %socket.id, "ws transport was closed");
+                engine.close_session(socket.id, DisconnectReason::TransportClose);
+            }
+            None => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(sid = %socket.id, "socket is closing");
+            }
         }
-        Some(Ok(())) => {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(sid = %socket.id, "ws transport was closed");
-            engine.close_session(socket.id, DisconnectReason::TransportClose);
-        }
-        None => {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(sid = %socket.id, "socket is closing");
-        }
-    }
+    };
+    tokio::join!(writer, reader);
     Ok(())
 }
 
