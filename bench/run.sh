@@ -9,10 +9,12 @@
 # and to --out, and the raw JSON results next to it.
 #
 # Usage: [CARGO_TARGET_DIR=...] bench/run.sh [--small] [--out FILE] [--servers "realtime socketioxide node"]
-#                     [--scenarios "connect idle fanout storm typing presence"]
+#                     [--scenarios "connect idle fanout storm typing presence heap"]
 #                     [--conns N] [--duration SECONDS] [--no-build] [--check]
 #   --small      CI size: a few hundred clients, windows of 1-2 s (whole run well under a minute
 #                per server once built). Never a timed assertion.
+#   heap         nself-realtime only: its live heap per idle connection, by owner (2,000 connections in 3 rooms
+#                each, 200 with --small), recorded with heaptrack (skipped with a note when it is not installed).
 #   --check      exit non-zero when a scenario did not connect every client or moved no traffic
 #                (functional smoke check; no timing is asserted).
 # Loopback only; every scenario stops by itself (bounded counts and durations).
@@ -24,7 +26,7 @@ BUILD=1
 CHECK=0
 OUT=""
 SERVERS="realtime socketioxide node"
-SCENARIOS="connect idle fanout storm typing presence"
+SCENARIOS="connect idle fanout storm typing presence heap"
 CONNS=""
 DURATION=""
 while [ $# -gt 0 ]; do
@@ -37,7 +39,7 @@ while [ $# -gt 0 ]; do
     --scenarios) SCENARIOS="$2"; shift ;;
     --conns) CONNS="$2"; shift ;;
     --duration) DURATION="$2"; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -65,12 +67,12 @@ if [ "$SMALL" = 1 ]; then
   N=${CONNS:-200}; T=${DURATION:-2}
   FAN_ROOMS=4; FAN_MEMBERS=$(( (N + 3) / 4 )); FAN_RATE=40
   EV_ROOMS=4; EV_MEMBERS=$(( (N + 3) / 4 )); EV_RATE=100
-  IDLE_SETTLE=0.5; DRAIN=2
+  IDLE_SETTLE=0.5; DRAIN=2; HEAP_N=200
 else
   N=${CONNS:-10000}; T=${DURATION:-10}
   FAN_ROOMS=10; FAN_MEMBERS=$(( N / 10 )); FAN_RATE=50
   EV_ROOMS=50; EV_MEMBERS=$(( N / 50 )); EV_RATE=200
-  IDLE_SETTLE=2; DRAIN=10
+  IDLE_SETTLE=2; DRAIN=10; HEAP_N=2000
 fi
 IDLE_T=$([ "$SMALL" = 1 ] && echo "$T" || echo $(( T * 3 )))
 IDLE_ROOMS=$(( N / 50 > 3 ? N / 50 : 3 ))
@@ -175,8 +177,55 @@ scenario_args() { # scenario -> the bench arguments (one per line, may be severa
   esac
 }
 
+# The live heap of nself-realtime per idle connection, by owner: the server runs under heaptrack, is killed with
+# SIGKILL once every client holds its connection and rooms (so what it held is what was never freed), and
+# bench/heap-owners.py gives each allocation's stack to its first owner. Markdown rows on stdout.
+heap_breakdown() {
+  have heaptrack && have heaptrack_print || {
+    echo "heaptrack is not installed (Debian: apt-get install heaptrack): no heap breakdown in this run."; return 0; }
+  local port data rec="$WORK/heap" blog="$WORK/heap-bench.log" tracer pid="" i rooms=$(( HEAP_N / 50 > 3 ? HEAP_N / 50 : 3 ))
+  port=$(port_of realtime)
+  data=$(mktemp -d "$WORK/data.XXXXXX")
+  REALTIME_PORT=$port REALTIME_HOST=127.0.0.1 REALTIME_JWT_SECRET=$SECRET REALTIME_DATA_DIR=$data \
+    REALTIME_RATE_LIMIT=0 REALTIME_RATE_LIMIT_POINTS=1000000000 REALTIME_MAX_CONNECTIONS=1000000 \
+    LOG_LEVEL=warn heaptrack -o "$rec" "$SERVER_BIN" server run >"$WORK/heap-server.log" 2>&1 &
+  tracer=$!
+  for i in $(seq 1 200); do pid=$(pgrep -P "$tracer" -x nself-realtime || true); [ -n "$pid" ] && break; sleep 0.05; done
+  if [ -z "$pid" ] || ! wait_port "$port" "$pid"; then
+    echo "run.sh: nself-realtime did not start under heaptrack; its log:" >&2; tail -n 20 "$WORK/heap-server.log" >&2
+    kill "$tracer" 2>/dev/null; wait "$tracer" 2>/dev/null; return 1
+  fi
+  echo "== realtime under heaptrack: bench idle -n $HEAP_N --rooms $rooms --joins 3" >&2
+  REALTIME_JWT_SECRET=$SECRET "$BENCH" bench --url "http://127.0.0.1:$port" --server-pid "$pid" --label heap \
+    --max-runtime 10m idle -n "$HEAP_N" --duration 10m --settle 2 --rooms "$rooms" --joins 3 >/dev/null 2>"$blog" &
+  local bench=$!
+  # The hold starts once every client is connected and in its rooms; a few seconds in, the ramp's garbage is gone.
+  for i in $(seq 1 6000); do grep -q '] hold ' "$blog" && break; kill -0 "$bench" 2>/dev/null || break; sleep 0.1; done
+  if ! grep -q '] hold ' "$blog"; then
+    echo "run.sh: the heap run never reached its hold; the load generator said:" >&2; tail -n 5 "$blog" >&2
+    kill -9 "$pid" "$bench" 2>/dev/null; wait "$tracer" "$bench" 2>/dev/null; return 1
+  fi
+  sleep 5
+  kill -9 "$pid"; kill "$bench" 2>/dev/null; wait "$tracer" "$bench" 2>/dev/null || true
+  heaptrack_print -f "$rec".* --flamegraph-cost-type leaked -F "$WORK/heap.fg" >/dev/null
+  echo "Live heap of nself-realtime per idle connection by owner: $HEAP_N connections, 3 of $rooms rooms each,"
+  echo "recorded with heaptrack (allocations never freed when the server was killed during the hold)."
+  echo
+  echo "| owner | bytes per connection |"
+  echo "|---|---|"
+  python3 "$ROOT/bench/heap-owners.py" "$WORK/heap.fg" "$HEAP_N"
+}
+
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 FAILED=0
+HEAP=""
 for scenario in $SCENARIOS; do
+  if [ "$scenario" = heap ]; then
+    case " $SERVERS " in *" realtime "*)
+      HEAP=$(heap_breakdown) || { HEAP=""; FAILED=1; } ;;
+    esac
+    continue
+  fi
   while IFS= read -r args; do
     [ -n "$args" ] || continue
     for server in $SERVERS; do
@@ -202,12 +251,17 @@ RENDER_ARGS=()
 {
   echo "# nself-realtime bench ($(date -u +%Y-%m-%dT%H:%MZ), $([ "$SMALL" = 1 ] && echo small || echo full) size, $(nproc) cores)"
   echo
+  echo "Machine: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(nproc) cores,"
+  echo "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), $(rustc --version 2>/dev/null || echo 'rustc unknown');"
+  echo "nself-realtime at $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'an unknown commit'); load average before the run: $LOAD0."
+  echo
   echo "Servers started fresh for every scenario on loopback; nself-realtime with LOG_LEVEL=warn,"
   echo "rate limits off and an SQLite data dir; baselines with default settings (socketioxide"
   echo "behind axum::serve with TCP_NODELAY=${BASELINE_NODELAY:-1}). Ratios are"
   echo "realtime ÷ baseline. The load generator shares the machine with the server."
   echo
   python3 "$ROOT/bench/render.py" "$JSONL" "${RENDER_ARGS[@]}"
+  if [ -n "$HEAP" ]; then echo; echo "### heap — where an idle connection's bytes go"; echo; echo "$HEAP"; fi
 } >"$OUT.tmp" || { cat "$OUT.tmp"; mv "$OUT.tmp" "$OUT"; echo "run.sh: check failed (see above)" >&2; exit 1; }
 mv "$OUT.tmp" "$OUT"
 cat "$OUT"
