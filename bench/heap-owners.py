@@ -15,13 +15,13 @@ import sys,re,collections
 N=int(sys.argv[2])
 # (owner, regex on a frame), checked leaf→root; the first frame that matches names the owner
 owners=[
- ('engineioxide: packet queue (tokio mpsc blocks)', r'^new<> \(block\.rs\)'),
+ ('engineioxide: packet queue (tokio mpsc blocks; since the queue patch a VecDeque, freed when drained)', r'^new<> \(block\.rs\)|\(queue\.rs\)'),
  ('hyper: HTTP/1 read buffer kept by the upgraded connection', r'poll_read_from_io'),
  ('tungstenite: write buffer', r'buffer_frame'),
  ('tungstenite: read buffer', r'from_raw_socket|try_allocate_in<> \(mod\.rs\)$'),
  ('task: engineioxide heartbeat', r'spawn_heartbeat'),
- ('task: engineioxide WebSocket reader', r'dispatch_req'),
- ('task: engineioxide WebSocket writer', r'bind_new_task'),
+ ('task: engineioxide WebSocket reader (since the task patch: reader, writer and heartbeat)', r'dispatch_req'),
+ ('task: engineioxide WebSocket writer (a task of its own before the task patch)', r'bind_new_task'),
  ('engineioxide: socket, its channels, the WebSocket lock', r'create_session|bilock'),
  ('tokio: socket registration', r'add_source|registration_set'),
  ('SQLite page cache (bounded, shared)', r'sqlite3'),

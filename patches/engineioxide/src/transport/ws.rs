@@ -27,7 +27,7 @@ use engineioxide_core::{Packet, ProtocolVersion, Sid, Str, TransportType};
 
 use crate::{
     DisconnectReason, Socket, body::ResponseBody, config::EngineIoConfig, engine::EngineIo,
-    errors::Error, handler::EngineIoHandler, socket::InternalRx, transport::make_open_packet,
+    errors::Error, handler::EngineIoHandler, queue::Taken, transport::make_open_packet,
 };
 
 /// Create a response for websocket upgrade
@@ -65,18 +65,32 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         .ok_or(Error::InvalidWebSocketKey)?
         .clone();
 
-    tokio::spawn(async move {
-        let conn = hyper::upgrade::on(req)
-            .await
-            .map(hyper_util::rt::TokioIo::new);
-
-        let res = match conn {
-            Ok(conn) => on_init(engine.clone(), conn, protocol, sid, parts).await,
-            Err(_e) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!("ws upgrade error: {}", _e);
-                return;
+    // The upgrade and the handshake in a box of their own, freed once done: a task's future is as large
+    // as its largest state for the task's whole life, and the request is only needed until then.
+    let opening = {
+        let engine = engine.clone();
+        Box::pin(async move {
+            let conn = hyper::upgrade::on(req)
+                .await
+                .map(hyper_util::rt::TokioIo::new);
+            match conn {
+                Ok(conn) => Some(open(engine, conn, protocol, sid, parts).await),
+                Err(_e) => {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!("ws upgrade error: {}", _e);
+                    None
+                }
             }
+        })
+    };
+    tokio::spawn(async move {
+        let res = match opening.await {
+            Some(Ok((socket, ws))) => {
+                run(engine.clone(), socket, ws.split(), sid.is_none()).await;
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => return,
         };
 
         match res {
@@ -103,17 +117,37 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
 /// Sends an open packet if it is not an upgrade from a polling request
 ///
 /// Read packets from the websocket and handle them, it will block until the connection is closed
-#[cfg_attr(
-    feature = "tracing",
-    tracing::instrument(level = "trace", name = "init_websocket", skip(engine, conn, req_data))
-)]
-pub async fn on_init<H: EngineIoHandler, S>(
+pub fn on_init<H: EngineIoHandler, S>(
     engine: Arc<EngineIo<H>>,
     conn: S,
     protocol: ProtocolVersion,
     sid: Option<Sid>,
     req_data: Parts,
-) -> Result<(), Error>
+) -> impl Future<Output = Result<(), Error>> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // (Boxed and freed once done, as in `new_req`.)
+    let opening = Box::pin(open(engine.clone(), conn, protocol, sid, req_data));
+    async move {
+        let (socket, ws) = opening.await?;
+        run(engine, socket, ws.split(), sid.is_none()).await;
+        Ok(())
+    }
+}
+
+/// Opens a websocket session: sends the open packet, or completes the upgrade of a polling session.
+#[cfg_attr(
+    feature = "tracing",
+    tracing::instrument(level = "trace", name = "init_websocket", skip(engine, conn, req_data))
+)]
+async fn open<H: EngineIoHandler, S>(
+    engine: Arc<EngineIo<H>>,
+    conn: S,
+    protocol: ProtocolVersion,
+    sid: Option<Sid>,
+    req_data: Parts,
+) -> Result<(Arc<Socket<H::Data>>, WebSocketStream<S>), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -123,10 +157,12 @@ where
         .max_frame_size(Some(engine.config.ws_max_frame_size));
 
     let ws_init = move || WebSocketStream::from_raw_socket(conn, Role::Server, Some(ws_config));
-    let (socket, ws) = if let Some(sid) = sid {
+    if let Some(sid) = sid {
+        // The session keeps the request that opened it.
+        drop(req_data);
         match engine.get_socket(sid) {
-            None => return Err(Error::UnknownSessionID(sid)),
-            Some(socket) if socket.is_ws() => return Err(Error::MultipleWebsocketRequests),
+            None => Err(Error::UnknownSessionID(sid)),
+            Some(socket) if socket.is_ws() => Err(Error::MultipleWebsocketRequests),
             Some(socket) => {
                 let mut ws = ws_init().await;
 
@@ -148,7 +184,7 @@ where
                         return Err(Error::Upgrade);
                     }
                 }
-                (socket, ws)
+                Ok((socket, ws))
             }
         }
     } else {
@@ -159,48 +195,75 @@ where
 
         let mut ws = ws_init().await;
         init_handshake(socket.id, &mut ws, &engine.config).await?;
-        socket
-            .clone()
-            .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
-        (socket, ws)
-    };
-    let (tx, rx) = ws.split();
-
-    // Pipe between websocket and internal socket channel. A socket closed for an overflowing queue drops
-    // its writer (and with it the connection) instead of waiting for the client to read.
-    let writer = forward_to_socket::<H, S>(socket.clone(), tx);
-    let overflow = socket.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = writer => {}
-            _ = overflow.overflow_closed() => {}
-        }
-    });
-
-    // pipe between internal socket channel and websocket
-    match forward_to_handler(&engine, rx, &socket)
-        .with_cancellation_token(&socket.cancellation_token)
-        .await
-    {
-        Some(Err(ref e)) => {
-            let reason =
-                Option::<DisconnectReason>::from(e).unwrap_or(DisconnectReason::TransportError);
-
-            #[cfg(feature = "tracing")]
-            tracing::debug!("error when handling packet: {:?}", e);
-            engine.close_session(socket.id, reason);
-        }
-        Some(Ok(())) => {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(sid = %socket.id, "ws transport was closed");
-            engine.close_session(socket.id, DisconnectReason::TransportClose);
-        }
-        None => {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(sid = %socket.id, "socket is closing");
-        }
+        Ok((socket, ws))
     }
-    Ok(())
+}
+
+/// Runs an open websocket session until it is closed. The writer, the reader and the heartbeat of a
+/// websocket opened directly (`direct`) are polled by one task (a task each cost ~1.5 KiB per connection);
+/// an upgraded session has its heartbeat in a task of its own since the polling request that opened it.
+async fn run<H: EngineIoHandler, S>(
+    engine: Arc<EngineIo<H>>,
+    socket: Arc<Socket<H::Data>>,
+    (tx, rx): (
+        SplitSink<WebSocketStream<S>, Message>,
+        SplitStream<WebSocketStream<S>>,
+    ),
+    direct: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (engine, socket) = (&engine, &socket);
+    // (The futures are built inside `join!`: moved into it from variables, they would take their room
+    // twice in this future.)
+    tokio::join!(
+        // Pipe between websocket and internal socket channel. A socket closed for an overflowing queue
+        // drops its writer (and with it the connection) instead of waiting for the client to read.
+        async move {
+            tokio::select! {
+                _ = forward_to_socket::<H, S>(socket.clone(), tx) => {}
+                _ = socket.overflow_closed() => {}
+            }
+        },
+        // pipe between internal socket channel and websocket; the session is closed when it ends, which
+        // stops the writer.
+        async move {
+            let res = async {
+                tokio::select! {
+                    res = forward_to_handler(engine, rx, socket) => res,
+                    () = async {
+                        if direct {
+                            let config = &engine.config;
+                            socket.heartbeat(config.ping_interval, config.ping_timeout).await;
+                        }
+                        // A failed heartbeat closes the session, which stops the reader.
+                        std::future::pending::<()>().await
+                    } => Ok(()),
+                }
+            }
+            .with_cancellation_token(&socket.cancellation_token)
+            .await;
+            match res {
+                Some(Err(ref e)) => {
+                    let reason = Option::<DisconnectReason>::from(e)
+                        .unwrap_or(DisconnectReason::TransportError);
+
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!("error when handling packet: {:?}", e);
+                    engine.close_session(socket.id, reason);
+                }
+                Some(Ok(())) => {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(sid = %socket.id, "ws transport was closed");
+                    engine.close_session(socket.id, DisconnectReason::TransportClose);
+                }
+                None => {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(sid = %socket.id, "socket is closing");
+                }
+            }
+        },
+    );
 }
 
 /// Forwards all packets received from a websocket to a EngineIo [`Socket`]
@@ -223,7 +286,7 @@ where
                 }
                 Packet::Pong | Packet::Ping => {
                     // A full channel means that the client is already known to be alive.
-                    socket.heartbeat_tx.try_send(()).ok();
+                    socket.heartbeat_received();
                     Ok::<(), Error>(())
                 }
                 Packet::Message(msg) => {
@@ -267,7 +330,7 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
 {
     // A polling request that was in progress during the upgrade may still hold the lock.
     let lock = socket.internal_rx.lock();
-    let Some(mut internal_rx) = lock
+    let Some(_internal_rx) = lock
         .with_cancellation_token(&socket.cancellation_token)
         .await
     else {
@@ -275,77 +338,33 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
         tracing::debug!(sid = %socket.id, "session closed before starting the ws writer");
         return;
     };
-    let InternalRx {
-        buffered_rx,
-        volatile_rx,
-        ..
-    } = &mut *internal_rx;
 
-    // map a packet to a websocket message
-    // It is declared as a macro rather than a closure to avoid ownership issues
-    macro_rules! map_fn {
-            ($item:ident) => {
-                let res = match $item {
-                    Packet::Binary(bin) | Packet::BinaryV3(bin) => {
-                        if socket.protocol == ProtocolVersion::V3 {
-                            // v3 protocol requires packet type as the first byte.
-                            // This requires a new buffer. This is OK as it is only for the V3 protocol.
-                            let mut buff = Vec::with_capacity(bin.len() + 1);
-                            buff.push(0x04);
-                            buff.extend(bin);
-                            tx.feed(Message::Binary(buff.into())).await
-                        } else {
-                            tx.feed(Message::Binary(bin)).await
-                        }
-                    }
-                    // A Noop Packet maybe sent by the server to upgrade from a polling connection
-                    // In the case that the packet was not poll in time it will remain in the buffer and therefore
-                    // it should be discarded here
-                    Packet::Noop => Ok(()),
-                    _ => {
-                        let packet: String = $item.try_into().unwrap();
-                        tx.feed(Message::Text(packet.into())).await
-                    }
-                };
-                if let Err(_e) = res {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
-                }
-            };
-        }
-
-    // Forward buffered packets until the channel is closed or the session is cancelled.
+    // Forward buffered packets until the queue is closed or the session is cancelled: every packet queued
+    // at once (their buffer is freed once written), else the volatile one. (One `feed` await in the loop:
+    // this future is held for the connection's life, and each await point adds its state to its size.)
     loop {
-        tokio::select! {
+        let (batch, volatile) = tokio::select! {
             biased;
-            items = buffered_rx.recv() => {
-                match items {
-                    Some(packets) => {
-                        socket.dequeued(&packets);
-                        for item in packets {
-                            map_fn!(item);
-                        }
-                        while let Ok(packets) = buffered_rx.try_recv() {
-                            socket.dequeued(&packets);
-                            for item in packets {
-                                map_fn!(item);
-                            }
-                        }
-                    }
-                    None => break
-                }
-            }
-            _ = socket.cancellation_token.cancelled() => break,
-            Ok(()) = volatile_rx.changed() => {
-                let val = volatile_rx.borrow_and_update().clone();
-                if let Some(packets) = val {
+            taken = socket.queue.recv_all() => match taken {
+                Some(Taken::Queued(batch)) => (batch, None),
+                Some(Taken::Volatile(packets)) => {
                     #[cfg(feature = "tracing")]
                     tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    for item in packets {
-                        map_fn!(item);
-                    }
+                    (Default::default(), Some(packets))
                 }
+                None => break,
             },
+            _ = socket.cancellation_token.cancelled() => break,
+        };
+        let queued = batch.into_iter().inspect(|packets| socket.dequeued(packets));
+        for item in queued.chain(volatile).flatten() {
+            let Some(msg) = ws_message(socket.protocol, item) else {
+                continue;
+            };
+            if let Err(_e) = tx.feed(msg).await {
+                #[cfg(feature = "tracing")]
+                tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
+            }
         }
 
         #[cfg(feature = "tracing")]
@@ -359,6 +378,33 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
     tx.flush().await.ok();
     tx.close().await.ok();
 }
+
+/// Maps a packet to a websocket message.
+fn ws_message(protocol: ProtocolVersion, packet: Packet) -> Option<Message> {
+    match packet {
+        Packet::Binary(bin) | Packet::BinaryV3(bin) => {
+            if protocol == ProtocolVersion::V3 {
+                // v3 protocol requires packet type as the first byte.
+                // This requires a new buffer. This is OK as it is only for the V3 protocol.
+                let mut buff = Vec::with_capacity(bin.len() + 1);
+                buff.push(0x04);
+                buff.extend(bin);
+                Some(Message::Binary(buff.into()))
+            } else {
+                Some(Message::Binary(bin))
+            }
+        }
+        // A Noop Packet maybe sent by the server to upgrade from a polling connection
+        // In the case that the packet was not poll in time it will remain in the buffer and therefore
+        // it should be discarded here
+        Packet::Noop => None,
+        packet => {
+            let packet: String = packet.try_into().unwrap();
+            Some(Message::Text(packet.into()))
+        }
+    }
+}
+
 /// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection
 async fn init_handshake<S>(
     sid: Sid,
@@ -416,10 +462,10 @@ where
     socket.start_upgrade();
 
     // We send a last Noop request to close a potential waiting polling request.
+    // (It passes the queue's bound if the queue is full, instead of waiting for room.)
     socket
-        .internal_tx
-        .send(smallvec![Packet::Noop])
-        .await
+        .queue
+        .force_send(smallvec![Packet::Noop])
         .map_err(|_| Error::Upgrade)?;
 
     // wait for any current polling connection to finish by waiting for the socket to be unlocked
