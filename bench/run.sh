@@ -217,6 +217,7 @@ heap_breakdown() {
 }
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'an unknown commit')  # as the run starts
 FAILED=0
 HEAP=""
 for scenario in $SCENARIOS; do
@@ -253,7 +254,7 @@ RENDER_ARGS=()
   echo
   echo "Machine: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(nproc) cores,"
   echo "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), $(rustc --version 2>/dev/null || echo 'rustc unknown');"
-  echo "nself-realtime at $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'an unknown commit'); load average before the run: $LOAD0."
+  echo "nself-realtime at $COMMIT; load average before the run: $LOAD0."
   echo
   echo "Servers started fresh for every scenario on loopback; nself-realtime with LOG_LEVEL=warn,"
   echo "rate limits off and an SQLite data dir; baselines with default settings (socketioxide"
