@@ -232,9 +232,9 @@ impl FrameCodec {
 
     /// Read into available `in_buffer` capacity.
     ///
-    /// An empty buffer is released when the stream has nothing more to read (`WouldBlock`) and
-    /// allocated again when data arrives: an idle connection then holds no read buffer at all,
-    /// at the cost of one allocation per burst of reads.
+    /// An empty buffer between frames is released when the stream has nothing more to read
+    /// (`WouldBlock`) and allocated again when data arrives: an idle connection then holds no read
+    /// buffer at all, at the cost of one allocation per burst of reads.
     fn read_in(&mut self, stream: &mut impl Read) -> io::Result<usize> {
         let len = self.in_buffer.len();
         if len == 0 && self.in_buffer.capacity() < self.in_buf_max_read {
@@ -244,7 +244,9 @@ impl FrameCodec {
         self.in_buffer.resize(self.in_buffer.capacity().min(len + self.in_buf_max_read), 0);
         let size = stream.read(&mut self.in_buffer[len..]);
         self.in_buffer.truncate(len + size.as_ref().copied().unwrap_or(0));
-        if self.in_buffer.is_empty()
+        // Not while a frame's payload is awaited: its whole length was reserved once, at its header.
+        if self.header.is_none()
+            && self.in_buffer.is_empty()
             && matches!(&size, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
         {
             self.in_buffer = BytesMut::new();
@@ -334,6 +336,76 @@ mod tests {
 
         let (_, rest) = sock.into_inner();
         assert_eq!(rest, vec![0x99]);
+    }
+
+    /// Hands out its chunks one read at a time, answering `WouldBlock` between them, as a
+    /// non-blocking socket does when the peer's bytes arrive in pieces.
+    struct Trickle(std::collections::VecDeque<Option<Vec<u8>>>);
+
+    impl std::io::Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.0.pop_front() {
+                Some(Some(mut chunk)) => {
+                    let n = chunk.len().min(buf.len());
+                    buf[..n].copy_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        self.0.push_front(Some(chunk.split_off(n)));
+                    }
+                    Ok(n)
+                }
+                Some(None) => Err(std::io::ErrorKind::WouldBlock.into()),
+                None => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn idle_reader_holds_no_buffer_and_frames_survive_pauses() {
+        let big: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        let chunks = vec![
+            None,
+            Some(vec![0x82]), // half a header
+            None,
+            Some(vec![0x02, 0x01, 0x02]),
+            None,
+            Some(vec![0x82, 0x7e, 0x0b, 0xb8]), // binary frame, 16-bit length 3000
+            None, // the header is read, the payload not yet: the reserved buffer must stay
+            Some(big[..2000].to_vec()),
+            None,
+            Some(big[2000..].to_vec()),
+            None,
+        ];
+        let mut codec = super::FrameCodec::new(1024);
+        let mut stream = Trickle(chunks.into());
+        let mut read = || codec_read(&mut codec, &mut stream);
+        assert!(read().is_none());
+        assert!(read().is_none());
+        assert_eq!(read().unwrap().into_payload(), &[0x01, 0x02][..]);
+        assert!(read().is_none());
+        assert!(read().is_none());
+        assert!(read().is_none());
+        assert_eq!(read().unwrap().into_payload(), &big[..]);
+        assert!(read().is_none());
+        assert_eq!(codec.in_buffer.capacity(), 0, "an idle reader keeps no buffer");
+    }
+
+    /// One `read_frame`, `None` on `WouldBlock`.
+    fn codec_read(codec: &mut super::FrameCodec, stream: &mut impl std::io::Read) -> Option<Frame> {
+        match codec.read_frame(stream, None, false, true) {
+            Ok(frame) => frame,
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn written_out_buffer_is_released() {
+        let mut codec = super::FrameCodec::new(1024);
+        let mut out = Vec::new();
+        codec.buffer_frame(&mut out, Frame::ping(vec![0; 2000])).unwrap();
+        codec.write_out_buffer(&mut out).unwrap();
+        assert_eq!(out.len(), 2004);
+        assert_eq!(codec.out_buffer.capacity(), 0);
     }
 
     #[test]
