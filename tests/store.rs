@@ -46,6 +46,7 @@ fn message(room: &str, user: &str, content: &str, client_id: Option<&str>) -> Wr
         mentions: None,
         attachments: None,
         client_message_id: client_id.map(str::to_string),
+        checked_room: None,
     })
 }
 
