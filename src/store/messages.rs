@@ -210,7 +210,15 @@ pub(crate) mod batch {
 
     // Each lookup joins a VALUES list to the table's key (`CROSS JOIN` keeps SQLite's plan on the index,
     // the list outside); a `(a, b, c) IN (VALUES …)` scans the whole table on SQLite.
+    // A chunk of one row is the plain statement (no VALUES list to build and join): at a few messages a
+    // second every batch is one send.
     fn members_sql(rows: usize) -> String {
+        if rows == 1 {
+            return "SELECT m.source_account_id, m.room_name, m.user_id, m.role, m.muted, m.banned \
+                    FROM np_realtime_room_members AS m \
+                    WHERE m.source_account_id = $1 AND m.room_name = $2 AND m.user_id = $3"
+                .to_string();
+        }
         format!(
             "SELECT m.source_account_id, m.room_name, m.user_id, m.role, m.muted, m.banned \
              FROM (VALUES {}) AS v CROSS JOIN np_realtime_room_members AS m \
@@ -221,6 +229,12 @@ pub(crate) mod batch {
 
     fn by_client_ids_sql(rows: usize) -> String {
         let columns = MESSAGE_COLUMNS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ");
+        if rows == 1 {
+            return format!(
+                "SELECT m.source_account_id, {columns} FROM np_realtime_messages AS m \
+                 WHERE m.source_account_id = $1 AND m.user_id = $2 AND m.client_message_id = $3"
+            );
+        }
         format!(
             "SELECT m.source_account_id, {columns} \
              FROM (VALUES {}) AS v CROSS JOIN np_realtime_messages AS m \
@@ -230,6 +244,11 @@ pub(crate) mod batch {
     }
 
     fn allocate_sql(rows: usize) -> String {
+        if rows == 1 {
+            return "UPDATE np_realtime_rooms SET last_seq = last_seq + $3, last_message_at = $4, updated_at = $4 \
+                    WHERE source_account_id = $1 AND name = $2 RETURNING source_account_id, name, last_seq"
+                .to_string();
+        }
         let now = rows * 3 + 1;
         format!(
             "UPDATE np_realtime_rooms SET last_seq = last_seq + v.column3, last_message_at = ${now}, \
