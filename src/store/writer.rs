@@ -286,9 +286,9 @@ async fn apply(store: &Store, ops: &[&WriteOp], now: i64) -> Result<Vec<AppResul
 }
 
 /// What becomes of one send of a run.
-enum Fate {
+enum Fate<'a> {
     Refused(AppError),
-    Duplicate(MessageRow),
+    Duplicate(&'a MessageRow),
     /// The same clientMessageId as the earlier send at this index of the run.
     DuplicateOf(usize),
     Insert,
@@ -344,7 +344,7 @@ async fn insert_all(
         if let Some(cid) = &m.client_message_id {
             let key = (m.account.clone(), m.user_id.clone(), cid.clone());
             if let Some(row) = stored.get(&key) {
-                fates[i] = Some(Fate::Duplicate(row.clone()));
+                fates[i] = Some(Fate::Duplicate(row));
                 continue;
             }
             if let Some(&first) = first_of.get(&key) {
@@ -381,7 +381,7 @@ async fn insert_all(
     for (i, (m, fate)) in sends.iter().zip(fates).enumerate() {
         let outcome = match fate.expect("every send has a fate") {
             Fate::Refused(e) => Err(e),
-            Fate::Duplicate(row) => Ok(WriteOutcome::Duplicate(row)),
+            Fate::Duplicate(row) => Ok(WriteOutcome::Duplicate(row.clone())),
             Fate::DuplicateOf(first) => Ok(match &out[first] {
                 Ok(WriteOutcome::Inserted(row)) => WriteOutcome::Duplicate(row.clone()),
                 // The first send's room does not exist: nothing was stored under the id.
