@@ -155,10 +155,12 @@ fn a_sync_during_a_burst_never_skips_a_message() {
 async fn hold_writer(store: &Store) -> sqlx::Transaction<'static, sqlx::Any> {
     room(store, "held").await;
     let mut txn = store.begin_write().await.unwrap();
-    sqlx::query("UPDATE np_realtime_rooms SET updated_at = updated_at WHERE source_account_id = 'acct' AND name = 'held'")
-        .execute(&mut *txn)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE np_realtime_rooms SET updated_at = updated_at WHERE source_account_id = 'acct' AND name = 'held'",
+    )
+    .execute(&mut *txn)
+    .await
+    .unwrap();
     txn
 }
 

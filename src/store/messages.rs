@@ -455,8 +455,13 @@ pub(crate) mod batch {
         fn shapes_number_their_parameters_in_order() {
             assert_eq!(tuples(2, 3), "($1, $2, $3), ($4, $5, $6)");
             let sql = insert_sql(2);
-            assert!(sql.ends_with("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $27, $27), \
-                ($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $27)"), "{sql}");
+            assert!(
+                sql.ends_with(
+                    "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $27, $27), \
+                ($14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $27)"
+                ),
+                "{sql}"
+            );
             assert!(allocate_sql(1).contains("last_message_at = $4"));
         }
     }
