@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use nself_realtime::config::Database;
+use nself_realtime::domain::names::RoomName;
 use nself_realtime::domain::policy::Visibility;
 use nself_realtime::store::rooms::NewRoom;
 use nself_realtime::store::writer::{MessageWriter, WriteOp, WriteOutcome};
@@ -46,6 +47,7 @@ fn message(room: &str, user: &str, content: &str, client_id: Option<&str>) -> Wr
         mentions: None,
         attachments: None,
         client_message_id: client_id.map(str::to_string),
+        checked_room: None,
     })
 }
 
@@ -144,6 +146,94 @@ fn a_sync_during_a_burst_never_skips_a_message() {
         seen.extend(page.messages.iter().map(|m| m.seq));
         let missing: Vec<i64> = (1..=300).filter(|s| !seen.contains(s)).collect();
         assert!(missing.is_empty(), "sync skipped seqs {missing:?}");
+    });
+}
+
+/// Holds the writer: a transaction of the test's own updates room `held`, so the writer's next batch waits
+/// (SQLite: for the write lock; PostgreSQL: for the room row) while more writes queue up behind it and then
+/// go together in one batch.
+async fn hold_writer(store: &Store) -> sqlx::Transaction<'static, sqlx::Any> {
+    room(store, "held").await;
+    let mut txn = store.begin_write().await.unwrap();
+    sqlx::query(
+        "UPDATE np_realtime_rooms SET updated_at = updated_at WHERE source_account_id = 'acct' AND name = 'held'",
+    )
+    .execute(&mut *txn)
+    .await
+    .unwrap();
+    txn
+}
+
+fn checked(room: &str, user: &str, content: &str, client_id: Option<&str>) -> WriteOp {
+    let mut op = message(room, user, content, client_id);
+    if let WriteOp::Insert(m) = &mut op {
+        m.checked_room = Some(RoomName::parse(room).unwrap());
+    }
+    op
+}
+
+#[test]
+fn one_batch_answers_each_send_as_if_sent_alone() {
+    on_both("batched sends test on PostgreSQL", |store| async move {
+        room(&store, "a").await;
+        room(&store, "b").await;
+        for (r, u) in [("a", "u1"), ("b", "u1"), ("a", "u2"), ("a", "muted")] {
+            store.add_member("acct", r, u, "member").await.unwrap();
+        }
+        store.set_member_flags("acct", "a", "muted", None, Some(true), None).await.unwrap();
+        let writer = MessageWriter::spawn(store.clone(), 100);
+        let txn = hold_writer(&store).await;
+        let first = writer.enqueue(message("held", "u0", "waits for the test", None)).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // These queue up while the writer waits, and go in its next batch together.
+        let ops = [
+            checked("a", "u1", "one", Some("c-1")),
+            checked("a", "u1", "again", Some("c-1")), // a retry of the first, in the same batch
+            checked("a", "stranger", "no", Some("c-9")),
+            checked("a", "muted", "no", None),
+            checked("b", "u1", "two", None),
+            checked("a", "u2", "three", Some("c-1")), // the same clientMessageId from another user
+            checked("nowhere", "u1", "no", None),
+            message("missing", "u1", "no such room", None),
+            checked("b", "u1", "four", Some("c-2")),
+        ];
+        let queued: Vec<_> = ops.into_iter().map(|op| writer.enqueue(op).unwrap()).collect();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        txn.rollback().await.unwrap();
+        assert!(matches!(first.committed().await.unwrap(), WriteOutcome::Inserted(_)));
+        let mut answers = Vec::new();
+        for q in queued {
+            answers.push(q.committed().await);
+        }
+        let inserted = |i: usize| match &answers[i] {
+            Ok(WriteOutcome::Inserted(m)) => m.clone(),
+            other => panic!("send {i}: expected an insert, got {other:?}"),
+        };
+        let code = |i: usize| match &answers[i] {
+            Err(e) => e.code,
+            other => panic!("send {i}: expected a refusal, got {other:?}"),
+        };
+        let one = inserted(0);
+        match &answers[1] {
+            Ok(WriteOutcome::Duplicate(m)) => assert_eq!(m, &one, "the retry answers the original"),
+            other => panic!("the retry: expected a duplicate, got {other:?}"),
+        }
+        use nself_realtime::error::ErrorCode;
+        assert_eq!(code(2), ErrorCode::NotAMember);
+        assert_eq!(code(3), ErrorCode::Forbidden);
+        assert_eq!(code(6), ErrorCode::NotAMember);
+        assert!(matches!(answers[7], Ok(WriteOutcome::NotFound)), "{:?}", answers[7]);
+        // Seqs per room in queue order, without gaps.
+        assert_eq!((one.room.as_str(), one.seq), ("a", 1));
+        assert_eq!((inserted(5).room.as_str(), inserted(5).seq), ("a", 2));
+        assert_eq!((inserted(4).room.as_str(), inserted(4).seq), ("b", 1));
+        assert_eq!((inserted(8).room.as_str(), inserted(8).seq), ("b", 2));
+        assert_eq!(store.count_messages("acct").await.unwrap(), 5);
+        // A retry in a later batch answers the same original.
+        match writer.submit(checked("a", "u1", "later", Some("c-1"))).await.unwrap() {
+            WriteOutcome::Duplicate(m) => assert_eq!(m, one),
+            other => panic!("expected a duplicate, got {other:?}"),
+        }
     });
 }
 

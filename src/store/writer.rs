@@ -14,14 +14,16 @@
 //! `serverTime` beyond a message that is about to commit with an older time (a repeated id is harmless, a
 //! gap is not).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::messages::{NewMessage, tx};
+use super::messages::{NewMessage, batch, tx};
 use super::{MessageRow, Store, now_ms};
 use crate::domain::fairness::FairQueue;
+use crate::domain::policy;
 use crate::error::{AppError, AppResult};
 
 #[derive(Debug, Clone)]
@@ -188,7 +190,7 @@ async fn commit(store: &Store, batch: &mut Vec<(WriteOp, Reply)>, now: i64) {
     match apply(store, &ops, now).await {
         Ok(outcomes) => {
             for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
+                let _ = reply.send(outcome);
             }
         }
         Err(e) if batch.len() > 1 => {
@@ -198,7 +200,7 @@ async fn commit(store: &Store, batch: &mut Vec<(WriteOp, Reply)>, now: i64) {
             }
             for (op, reply) in batch.drain(..) {
                 let res = match apply(store, &[&op], now).await {
-                    Ok(mut v) => Ok(v.remove(0)),
+                    Ok(mut v) => v.remove(0),
                     Err(e) => settle(store, &op, e).await,
                 };
                 let _ = reply.send(res);
@@ -250,33 +252,147 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     }
 }
 
-async fn apply(store: &Store, ops: &[&WriteOp], now: i64) -> Result<Vec<WriteOutcome>, sqlx::Error> {
+/// Runs a batch in one transaction: each op's answer (a refused send is an answer, not a failure), or the
+/// error that failed the whole batch (nothing of it committed).
+async fn apply(store: &Store, ops: &[&WriteOp], now: i64) -> Result<Vec<AppResult<WriteOutcome>>, sqlx::Error> {
     let mut txn = store.begin_write().await?;
     let mut out = Vec::with_capacity(ops.len());
-    for op in ops {
-        let outcome = match op {
-            WriteOp::Insert(m) => {
-                let existing = match &m.client_message_id {
-                    Some(cid) => tx::by_client_id(&mut txn, &m.account, &m.user_id, cid).await?,
-                    None => None,
-                };
-                match existing {
-                    Some(row) => WriteOutcome::Duplicate(row),
-                    None => match tx::insert(&mut txn, m, now).await? {
-                        Some(row) => WriteOutcome::Inserted(row),
-                        None => WriteOutcome::NotFound,
-                    },
-                }
+    let mut i = 0;
+    while i < ops.len() {
+        match ops[i] {
+            WriteOp::Insert(_) => {
+                // Consecutive sends go together, a few statements for all of them.
+                let sends: Vec<&NewMessage> = ops[i..]
+                    .iter()
+                    .map_while(|op| match op {
+                        WriteOp::Insert(m) => Some(m),
+                        WriteOp::Change { .. } => None,
+                    })
+                    .collect();
+                i += sends.len();
+                out.extend(insert_all(&mut txn, &sends, now).await?);
             }
             WriteOp::Change { account, id, content, .. } => {
-                match tx::change(&mut txn, account, id, content.as_deref(), now).await? {
+                i += 1;
+                out.push(Ok(match tx::change(&mut txn, account, id, content.as_deref(), now).await? {
                     Some(row) => WriteOutcome::Changed(row),
                     None => WriteOutcome::NotFound,
-                }
+                }));
             }
+        }
+    }
+    txn.commit().await?;
+    Ok(out)
+}
+
+/// What becomes of one send of a run.
+enum Fate<'a> {
+    Refused(AppError),
+    Duplicate(&'a MessageRow),
+    /// The same clientMessageId as the earlier send at this index of the run.
+    DuplicateOf(usize),
+    Insert,
+}
+
+/// A run of sends, in queue order, in a fixed handful of statements: the senders' memberships, the stored
+/// messages of their clientMessageIds, each room's seqs, the rows. Each send's answer is what sending them
+/// one by one in this order would have answered: a sender who may not write is refused; a clientMessageId
+/// already stored, or used by an earlier send of the run, answers Duplicate with the original; a room that
+/// does not exist answers NotFound; seqs follow the queue order within each room.
+async fn insert_all(
+    txn: &mut sqlx::Transaction<'static, sqlx::Any>,
+    sends: &[&NewMessage],
+    now: i64,
+) -> Result<Vec<AppResult<WriteOutcome>>, sqlx::Error> {
+    let mut member_keys: Vec<batch::MemberKey> = Vec::new();
+    let mut seen = HashSet::new();
+    for m in sends.iter().filter(|m| m.checked_room.is_some()) {
+        let key = (m.account.clone(), m.room.clone(), m.user_id.clone());
+        if seen.insert(key.clone()) {
+            member_keys.push(key);
+        }
+    }
+    let members = batch::members(txn, &member_keys).await?;
+    let mut fates: Vec<Option<Fate>> = sends
+        .iter()
+        .map(|m| {
+            let room = m.checked_room.as_ref()?;
+            let key = (m.account.clone(), m.room.clone(), m.user_id.clone());
+            policy::check_write(Some(&m.user_id), room, members.get(&key)).err().map(Fate::Refused)
+        })
+        .collect();
+
+    let mut client_keys: Vec<batch::ClientKey> = Vec::new();
+    let mut seen = HashSet::new();
+    for (m, fate) in sends.iter().zip(&fates) {
+        if let (None, Some(cid)) = (fate, &m.client_message_id) {
+            let key = (m.account.clone(), m.user_id.clone(), cid.clone());
+            if seen.insert(key.clone()) {
+                client_keys.push(key);
+            }
+        }
+    }
+    let stored = batch::by_client_ids(txn, &client_keys).await?;
+
+    // Queue order decides: the first send of a clientMessageId is inserted, a later one is its duplicate.
+    let mut first_of: HashMap<batch::ClientKey, usize> = HashMap::new();
+    let mut counts: HashMap<batch::RoomKey, i64> = HashMap::new();
+    for (i, m) in sends.iter().enumerate() {
+        if fates[i].is_some() {
+            continue;
+        }
+        if let Some(cid) = &m.client_message_id {
+            let key = (m.account.clone(), m.user_id.clone(), cid.clone());
+            if let Some(row) = stored.get(&key) {
+                fates[i] = Some(Fate::Duplicate(row));
+                continue;
+            }
+            if let Some(&first) = first_of.get(&key) {
+                fates[i] = Some(Fate::DuplicateOf(first));
+                continue;
+            }
+            first_of.insert(key, i);
+        }
+        *counts.entry((m.account.clone(), m.room.clone())).or_default() += 1;
+        fates[i] = Some(Fate::Insert);
+    }
+
+    // Rooms in one order on every node, so two nodes' batches lock them in the same order.
+    let mut rooms: Vec<(batch::RoomKey, i64)> = counts.into_iter().collect();
+    rooms.sort();
+    let last = batch::allocate(txn, &rooms, now).await?;
+    let mut next: HashMap<&batch::RoomKey, i64> =
+        rooms.iter().filter_map(|(room, n)| last.get(room).map(|l| (room, l - n + 1))).collect();
+
+    let mut rows: Vec<(&NewMessage, i64)> = Vec::new();
+    let mut seqs: Vec<Option<i64>> = vec![None; sends.len()];
+    for (i, m) in sends.iter().enumerate() {
+        if matches!(fates[i], Some(Fate::Insert))
+            && let Some(seq) = next.get_mut(&(m.account.clone(), m.room.clone()))
+        {
+            seqs[i] = Some(*seq);
+            rows.push((m, *seq));
+            *seq += 1;
+        }
+    }
+    batch::insert(txn, &rows, now).await?;
+
+    let mut out: Vec<AppResult<WriteOutcome>> = Vec::with_capacity(sends.len());
+    for (i, (m, fate)) in sends.iter().zip(fates).enumerate() {
+        let outcome = match fate.expect("every send has a fate") {
+            Fate::Refused(e) => Err(e),
+            Fate::Duplicate(row) => Ok(WriteOutcome::Duplicate(row.clone())),
+            Fate::DuplicateOf(first) => Ok(match &out[first] {
+                Ok(WriteOutcome::Inserted(row)) => WriteOutcome::Duplicate(row.clone()),
+                // The first send's room does not exist: nothing was stored under the id.
+                _ => WriteOutcome::NotFound,
+            }),
+            Fate::Insert => Ok(match seqs[i] {
+                Some(seq) => WriteOutcome::Inserted(batch::row_of(m, seq, now)),
+                None => WriteOutcome::NotFound,
+            }),
         };
         out.push(outcome);
     }
-    txn.commit().await?;
     Ok(out)
 }
