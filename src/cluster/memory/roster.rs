@@ -91,11 +91,14 @@ impl Names {
     }
 }
 
+/// user → their sockets, in one account.
+type UserSockets = HashMap<Arc<str>, Vec<Arc<str>>>;
+
 #[derive(Default)]
 struct State {
     sockets: HashMap<Arc<str>, Box<Socket>>,
     /// account → user → their sockets.
-    users: HashMap<Arc<str>, HashMap<Arc<str>, Vec<Arc<str>>>>,
+    users: HashMap<Arc<str>, UserSockets>,
     names: Names,
     occupancy: Occupancy,
     /// (account, room, user) in grace → the name and avatar to announce their departure with.
