@@ -17,8 +17,8 @@ N=int(sys.argv[2])
 owners=[
  ('engineioxide: packet queue (tokio mpsc blocks; since the queue patch a VecDeque, freed when drained)', r'^new<> \(block\.rs\)|\(queue\.rs\)'),
  ('hyper: HTTP/1 read buffer kept by the upgraded connection', r'poll_read_from_io'),
- ('tungstenite: write buffer', r'buffer_frame'),
- ('tungstenite: read buffer', r'from_raw_socket|try_allocate_in<> \(mod\.rs\)$'),
+ ('tungstenite: write buffer (released once written since the tungstenite patch)', r'buffer_frame'),
+ ('tungstenite: read buffer (released while nothing is to be read since the tungstenite patch)', r'from_raw_socket|^read_in<> \(mod\.rs\)'),
  ('task: engineioxide heartbeat', r'spawn_heartbeat'),
  ('task: engineioxide WebSocket reader (since the task patch: reader, writer and heartbeat)', r'dispatch_req'),
  ('task: engineioxide WebSocket writer (a task of its own before the task patch)', r'bind_new_task'),
@@ -28,12 +28,12 @@ owners=[
  ('ours: presence tracker', r'\(presence\.rs\)'),
  ('ours: roster', r'\(roster\.rs\)'),
  ('ours: rate limiter', r'\(ratelimit\.rs\)'),
- ('axum/hyper: request extensions kept with the request parts', r'insert_url_params|\(path_router\.rs\)|prepare_upgrade|^poll_catch<> \(dispatch\.rs\)|^call<> \(map_request\.rs\)'),
+ ('the opening request kept with the session (URI, headers, extensions)', r'detach_from_read_buffer|insert_url_params|\(path_router\.rs\)|prepare_upgrade|^poll_catch<> \(dispatch\.rs\)|^call<> \(map_request\.rs\)'),
  ('socketioxide: room index (rooms → sockets)', r'add_all|^join<> \(socket\.rs\)'),
  # hyper has a dispatch.rs too (its frames are generic, `poll_…<>`); ours are not
  ('ours: event queue (dispatch)', r'^(call|drain|handle|answer|answer_error|\{async_fn#\d+\}) \(dispatch\.rs\)'),
  ('socketioxide: socket and its extensions (our Conn, Session)', r'\(extensions\.rs\)|\(ns\.rs\)|\(client\.rs\)|\(connect\.rs\)'),
- ('ours: other (connections, rooms, ledger)', r'\((connections|rooms|session|ledger)\.rs\)'),
+ ('ours: other (connections, rooms, ledger)', r'\((connections|rooms|session|ledger|names|conn)\.rs\)'),
 ]
 owners=[(n,re.compile(r)) for n,r in owners]
 tot=collections.Counter(); un=[]

@@ -218,6 +218,8 @@ heap_breakdown() {
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'an unknown commit')  # as the run starts
+# The binary measured may be another checkout's build (CARGO_TARGET_DIR): name it by its build time and hash too.
+BINARY=$( [ -f "$SERVER_BIN" ] && echo "$SERVER_BIN built $(date -u -r "$SERVER_BIN" +%Y-%m-%dT%H:%MZ), sha256 $(sha256sum "$SERVER_BIN" | cut -c1-12)" || echo "$SERVER_BIN (not built yet)")
 FAILED=0
 HEAP=""
 for scenario in $SCENARIOS; do
@@ -254,7 +256,7 @@ RENDER_ARGS=()
   echo
   echo "Machine: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(nproc) cores,"
   echo "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), $(rustc --version 2>/dev/null || echo 'rustc unknown');"
-  echo "nself-realtime at $COMMIT; load average before the run: $LOAD0."
+  echo "nself-realtime: checkout at $COMMIT, binary $BINARY; load average before the run: $LOAD0."
   echo
   echo "Servers started fresh for every scenario on loopback; nself-realtime with LOG_LEVEL=warn,"
   echo "rate limits off and an SQLite data dir; baselines with default settings (socketioxide"

@@ -46,6 +46,23 @@ fn ws_response<B>(ws_key: &HeaderValue) -> Response<ResponseBody<B>> {
         .unwrap() // we are only using constants
 }
 
+/// The request's parts as the session keeps them for its whole life: without the `Sec-WebSocket-*` headers
+/// (the handshake's key, version and extension offers), which nothing reads once the upgrade is answered.
+/// A header map keeps its capacity when entries are removed, so it is rebuilt with the others.
+fn without_handshake_keys(mut parts: Parts) -> Parts {
+    let handshake = |name: &http::HeaderName| name.as_str().starts_with("sec-websocket-");
+    if !parts.headers.keys().any(handshake) {
+        return parts;
+    }
+    let kept = parts.headers.iter().filter(|(name, _)| !handshake(name)).count();
+    let mut headers = http::HeaderMap::with_capacity(kept);
+    for (name, value) in parts.headers.iter().filter(|(name, _)| !handshake(name)) {
+        headers.append(name.clone(), value.clone());
+    }
+    parts.headers = headers;
+    parts
+}
+
 /// Upgrade a websocket request to create a websocket connection.
 ///
 /// If a sid is provided in the query it means that is is upgraded from an existing HTTP polling request.
@@ -64,6 +81,7 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         .get("Sec-WebSocket-Key")
         .ok_or(Error::InvalidWebSocketKey)?
         .clone();
+    let parts = without_handshake_keys(parts);
 
     // The upgrade and the handshake in a box of their own, freed once done: a task's future is as large
     // as its largest state for the task's whole life, and the request is only needed until then.
@@ -531,6 +549,25 @@ mod tests {
     use super::*;
 
     const TIMEOUT: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn session_keeps_the_request_without_handshake_keys() {
+        let (parts, _) = Request::get("/socket.io/?EIO=4&transport=websocket")
+            .header("host", "chat.example")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-version", "13")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("x-forwarded-for", "10.0.0.2")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let kept = without_handshake_keys(parts);
+        let names: Vec<_> = kept.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["host", "upgrade", "x-forwarded-for"]);
+        assert_eq!(kept.headers.get_all("x-forwarded-for").iter().count(), 2);
+        assert_eq!(kept.uri, "/socket.io/?EIO=4&transport=websocket");
+    }
 
     #[derive(Debug)]
     struct StubHandler;
