@@ -99,6 +99,10 @@ where
     }
 }
 
+/// The most bytes read onto the stack by a codec without a read buffer (see `FrameCodec::read_in`):
+/// enough for most control frames and small messages in one read.
+const FIRST_READ: usize = 256;
+
 /// A codec for WebSocket frames.
 #[derive(Debug)]
 pub(super) struct FrameCodec {
@@ -189,7 +193,8 @@ impl FrameCodec {
                     // Reserve full message length only once, even for multiple
                     // loops or if WouldBlock errors cause multiple fn calls.
                     self.in_buffer.reserve(len);
-                } else {
+                } else if !self.in_buffer.is_empty() {
+                    // Room for the rest of a partial header (an empty buffer is allocated by `read_in`).
                     self.in_buffer.reserve(FrameHeader::MAX_SIZE);
                 }
             }
@@ -233,9 +238,19 @@ impl FrameCodec {
     /// Read into available `in_buffer` capacity.
     ///
     /// An empty buffer between frames is released when the stream has nothing more to read
-    /// (`WouldBlock`) and allocated again when data arrives: an idle connection then holds no read
-    /// buffer at all, at the cost of one allocation per burst of reads.
+    /// (`WouldBlock`): an idle connection holds no read buffer. Without a buffer, the first bytes
+    /// are read onto the stack, so a read finding nothing (a socket's task polled for another
+    /// reason) allocates nothing either; the buffer is allocated once there is data.
     fn read_in(&mut self, stream: &mut impl Read) -> io::Result<usize> {
+        if self.in_buffer.capacity() == 0 {
+            let mut first = [0u8; FIRST_READ];
+            let size = stream.read(&mut first[..FIRST_READ.min(self.in_buf_max_read)])?;
+            if size > 0 {
+                self.in_buffer.reserve(self.in_buf_max_read.max(size));
+                self.in_buffer.extend_from_slice(&first[..size]);
+            }
+            return Ok(size);
+        }
         let len = self.in_buffer.len();
         if len == 0 && self.in_buffer.capacity() < self.in_buf_max_read {
             self.in_buffer.reserve(self.in_buf_max_read);
@@ -387,6 +402,9 @@ mod tests {
         assert_eq!(read().unwrap().into_payload(), &big[..]);
         assert!(read().is_none());
         assert_eq!(codec.in_buffer.capacity(), 0, "an idle reader keeps no buffer");
+        let mut nothing = Trickle(vec![None].into());
+        assert!(codec_read(&mut codec, &mut nothing).is_none());
+        assert_eq!(codec.in_buffer.capacity(), 0, "a read finding nothing allocates nothing");
     }
 
     /// One `read_frame`, `None` on `WouldBlock`.
