@@ -289,7 +289,8 @@ impl Bits {
         w.is_some_and(|w| w & (1 << bit) != 0)
     }
 
-    fn insert(&mut self, n: u32) {
+    /// Adds `n`; true when it was not in the set.
+    fn insert(&mut self, n: u32) -> bool {
         let (word, bit) = ((n / 64) as usize, n % 64);
         let w = if word == 0 {
             &mut self.low
@@ -299,7 +300,9 @@ impl Bits {
             }
             &mut self.high[word - 1]
         };
+        let added = *w & (1 << bit) == 0;
         *w |= 1 << bit;
+        added
     }
 }
 
@@ -382,8 +385,12 @@ impl RoomState {
 
     /// The user's number in the room, given on first use.
     fn number(&mut self, user: &str) -> u32 {
+        if let Some(n) = self.numbers.get(user) {
+            return *n;
+        }
         let next = self.numbers.len() as u32;
-        *self.numbers.entry(user.to_string()).or_insert(next)
+        self.numbers.insert(user.to_string(), next);
+        next
     }
 
     fn counts(&self, seq: Seq, m: &Tracked, receipts_off: impl Fn(&str) -> bool) -> Counts {
@@ -413,6 +420,12 @@ impl Default for ReceiptConfig {
 
 type RoomKey = (String, String);
 
+/// Whether a user of `account` turned read receipts off, without allocating (asked per member per count).
+fn receipts_off_in<'a>(off: &'a HashMap<String, HashSet<String>>, account: &str) -> impl Fn(&str) -> bool + Copy + 'a {
+    let users = off.get(account);
+    move |user: &str| users.is_some_and(|u| u.contains(user))
+}
+
 /// Receipt state of every room, per account. Not synchronised: keep it behind a mutex.
 #[derive(Debug, Default)]
 pub struct ReceiptTracker {
@@ -422,8 +435,9 @@ pub struct ReceiptTracker {
     by_id: HashMap<(String, String), (String, Seq)>,
     /// (account, sender, client message id) → message id.
     by_client_id: HashMap<(String, String, String), String>,
-    /// (account, user) with read receipts turned off.
-    receipts_off: HashSet<(String, String)>,
+    /// account → users with read receipts turned off. Keyed by account so a lookup borrows the ids: the
+    /// counts ask it for every member of a room, on every delivery.
+    receipts_off: HashMap<String, HashSet<String>>,
     dirty: HashMap<(String, String, String), Watermark>,
 }
 
@@ -436,8 +450,8 @@ impl ReceiptTracker {
         (account.to_string(), room.to_string())
     }
 
-    fn receipts_off_fn<'a>(&'a self, account: &'a str) -> impl Fn(&str) -> bool + 'a {
-        move |user: &str| self.receipts_off.contains(&(account.to_string(), user.to_string()))
+    fn receipts_off_fn<'a>(&'a self, account: &str) -> impl Fn(&str) -> bool + Copy + 'a {
+        receipts_off_in(&self.receipts_off, account)
     }
 
     // ----- membership and settings --------------------------------------------------------
@@ -495,16 +509,18 @@ impl ReceiptTracker {
 
     /// Whether the user lets others see their reads (`allowReadReceipts`).
     pub fn allows_read_receipts(&self, account: &str, user_id: &str) -> bool {
-        !self.receipts_off.contains(&(account.to_string(), user_id.to_string()))
+        !receipts_off_in(&self.receipts_off, account)(user_id)
     }
 
     /// Mirror of the user's `allowReadReceipts` privacy setting.
     pub fn set_read_receipts(&mut self, account: &str, user_id: &str, allowed: bool) {
-        let key = (account.to_string(), user_id.to_string());
-        if allowed {
-            self.receipts_off.remove(&key);
-        } else {
-            self.receipts_off.insert(key);
+        if !allowed {
+            self.receipts_off.entry(account.to_string()).or_default().insert(user_id.to_string());
+        } else if let Some(users) = self.receipts_off.get_mut(account) {
+            users.remove(user_id);
+            if users.is_empty() {
+                self.receipts_off.remove(account);
+            }
         }
     }
 
@@ -604,31 +620,30 @@ impl ReceiptTracker {
         now: DateTime<Utc>,
     ) -> Option<DeliveredNotice> {
         let (room, seq) = self.by_id.get(&(account.to_string(), message_id.to_string()))?.clone();
-        let off = |u: &str| self.receipts_off.contains(&(account.to_string(), u.to_string()));
+        let off = receipts_off_in(&self.receipts_off, account);
         let r = self.rooms.get_mut(&Self::rk(account, &room))?;
-        let before = {
+        let before = r.counts(seq, r.messages.get(&seq)?, off);
+        // Each user newly delivered to is a recipient who had neither got nor read it: the delivered count
+        // grows by one for each, nothing else changes (no second pass over the room's members).
+        let mut added = 0;
+        for user in users {
             let m = r.messages.get(&seq)?;
-            r.counts(seq, m, off)
-        };
-        let new_users: Vec<String> = {
-            let m = r.messages.get(&seq)?;
-            users
-                .into_iter()
-                .filter(|u| r.is_recipient(u, seq, m) && !r.delivered_to(u, m) && !r.read_through(u, seq))
-                .map(str::to_string)
-                .collect()
-        };
-        if new_users.is_empty() {
+            if !r.is_recipient(user, seq, m) || r.delivered_to(user, m) || r.read_through(user, seq) {
+                continue;
+            }
+            let n = r.number(user);
+            if r.messages.get_mut(&seq)?.delivered.insert(n) {
+                added += 1;
+            }
+        }
+        if added == 0 {
             return None;
         }
-        let numbers: Vec<u32> = new_users.iter().map(|u| r.number(u)).collect();
         let m = r.messages.get_mut(&seq)?;
-        for n in numbers {
-            m.delivered.insert(n);
-        }
         m.updated_at = now;
         let m = r.messages.get(&seq)?;
-        let after = r.counts(seq, m, off);
+        let after = Counts { delivered: before.delivered + added, ..before };
+        debug_assert_eq!(after, r.counts(seq, m, off), "the counting rule");
         Some(delivered_notice(m, before, after, now))
     }
 
@@ -656,14 +671,14 @@ impl ReceiptTracker {
         up_to_seq: Seq,
         read_at: DateTime<Utc>,
     ) -> ReadOutcome {
-        let receipts_on = !self.receipts_off.contains(&(account.to_string(), user_id.to_string()));
+        let receipts_on = !receipts_off_in(&self.receipts_off, account)(user_id);
         let rk = Self::rk(account, room);
         let r = self.rooms.entry(rk.clone()).or_default();
         let old = r.watermarks.get(user_id).map_or(Seq::MIN, |w| w.seq);
         if up_to_seq <= old {
             return ReadOutcome { advanced: false, watermark: old, ..Default::default() };
         }
-        let off = |u: &str| self.receipts_off.contains(&(account.to_string(), u.to_string()));
+        let off = receipts_off_in(&self.receipts_off, account);
 
         // Counts before the move, for the messages the move covers and the reader receives.
         let affected: Vec<(Seq, Counts)> = r
@@ -1129,6 +1144,20 @@ mod tests {
         // Turning receipts back on counts the read again.
         r.set_read_receipts(A, "bob", true);
         assert_eq!(r.status(A, "alice", "m1").unwrap().state, DeliveryState::Read);
+    }
+
+    #[test]
+    fn read_receipts_setting_is_per_account() {
+        let mut r = ReceiptTracker::default();
+        r.set_read_receipts("acct-1", "bob", false);
+        r.set_read_receipts("acct-1", "carol", false);
+        assert!(!r.allows_read_receipts("acct-1", "bob"));
+        assert!(r.allows_read_receipts("acct-2", "bob"), "another account's bob");
+        r.set_read_receipts("acct-1", "bob", true);
+        assert!(r.allows_read_receipts("acct-1", "bob"));
+        assert!(!r.allows_read_receipts("acct-1", "carol"), "carol's setting stays");
+        r.set_read_receipts("acct-1", "carol", true);
+        assert!(r.receipts_off.is_empty(), "nothing kept for an account without such users");
     }
 
     #[test]
