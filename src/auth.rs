@@ -1,7 +1,6 @@
 //! Handshake authentication (docs/protocol.md §1): where the token comes from, how it is verified, and who it names.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::Value;
 
 use crate::config::Config;
 
@@ -148,6 +147,23 @@ pub struct Verifier {
     issuer: Vec<String>,
     allow_dev_tokens: bool,
     grace_secs: i64,
+    /// When every accepted algorithm is an HMAC one (a secret and no public key or JWKS, the usual set-up):
+    /// the validation for all of them, built once. The library checks the header's algorithm against it, so
+    /// the header is not decoded a second time here to choose the key.
+    hmac_only: Option<Validation>,
+}
+
+/// The validation of a token whose signature the library checks: exp, nbf and aud are checked by
+/// [`Verifier::verify`] itself (at the `now` it is given, against every configured audience).
+fn validation(algorithms: &[Algorithm]) -> Validation {
+    let mut validation = Validation::new(algorithms[0]);
+    validation.algorithms = algorithms.to_vec();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.leeway = LEEWAY_SECS as u64;
+    validation.required_spec_claims.clear();
+    validation
 }
 
 /// A refused token: the client hears "Invalid token: <reason>", a short class (expired, not yet valid, bad
@@ -219,9 +235,12 @@ impl Verifier {
             }
             chosen
         };
+        let hmac_only = (hmac.is_some() && !algorithms.is_empty() && algorithms.iter().all(|a| HMAC_ALGS.contains(a)))
+            .then(|| validation(&algorithms));
         Ok(Verifier {
             hmac,
             public,
+            hmac_only,
             algorithms,
             jwks,
             audience: cfg.jwt_audience.clone(),
@@ -274,6 +293,15 @@ impl Verifier {
             let user = valid_id(user).map_err(|e| refused(&e, "dev token"))?;
             return Ok(Identity { user_id: user, session_id: None, name: None, avatar: None, exp: None });
         }
+        let claims = match (&self.hmac_only, &self.hmac) {
+            (Some(validation), Some(key)) => decode(token, key, validation)?,
+            _ => self.decode_any(token)?,
+        };
+        self.check_claims(claims, now)
+    }
+
+    /// Decodes a token whose header says which of the keys verifies it.
+    fn decode_any(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| refused("malformed token", e))?;
         if !self.algorithms.contains(&header.alg) {
             return Err(refused(
@@ -297,56 +325,40 @@ impl Verifier {
             }
             return Err(refused("algorithm not accepted", format_args!("no key for {:?}", header.alg)));
         };
-        let mut validation = Validation::new(header.alg);
-        // exp and nbf are checked below against `now` (the library would read the clock itself).
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false; // checked below, against every configured audience
-        validation.leeway = LEEWAY_SECS as u64;
-        validation.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<Value>(token, key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            let reason = match e.kind() {
-                K::InvalidSignature => "bad signature",
-                K::ImmatureSignature => "token not yet valid (nbf)",
-                K::ExpiredSignature => "token expired",
-                K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) => "malformed token",
-                K::InvalidClaimFormat(_) | K::MissingRequiredClaim(_) => "malformed claims",
-                K::InvalidAlgorithm | K::MissingAlgorithm | K::InvalidAlgorithmName => "algorithm not accepted",
-                _ => "token could not be verified",
-            };
-            refused(reason, e)
-        })?;
-        let claims = data.claims;
-        let exp = seconds_claim(&claims, "exp")?;
+        decode(token, key, &validation(&[header.alg]))
+    }
+
+    /// exp (with the grace), nbf, issuer and audience; then who the claims name.
+    fn check_claims(&self, claims: Claims, now: i64) -> Result<Identity, AuthError> {
+        let exp = seconds_claim(&claims.exp, "exp")?;
         if let Some(exp) = exp
             && now > exp.saturating_add(self.grace_secs)
         {
             return Err(refused("token expired", format_args!("exp {exp}, now {now}, grace {} s", self.grace_secs)));
         }
-        if let Some(nbf) = seconds_claim(&claims, "nbf")?
+        if let Some(nbf) = seconds_claim(&claims.nbf, "nbf")?
             && now.saturating_add(LEEWAY_SECS) < nbf
         {
             return Err(refused("token not yet valid (nbf)", format_args!("nbf {nbf}, now {now}")));
         }
         if !self.issuer.is_empty() {
-            let iss = claims.get("iss").and_then(Value::as_str);
+            let iss = claims.iss.as_ref().and_then(Claim::as_str);
             if !iss.is_some_and(|i| self.issuer.iter().any(|want| want == i)) {
                 return Err(refused("wrong issuer", format_args!("iss {iss:?} is not in REALTIME_JWT_ISSUER")));
             }
         }
         if !self.audience.is_empty() {
-            let matches = |a: &Value| a.as_str().is_some_and(|a| self.audience.iter().any(|want| want == a));
-            let ok = match claims.get("aud") {
-                Some(Value::Array(list)) => list.iter().any(matches),
-                Some(a) => matches(a),
+            let matches = |a: &str| self.audience.iter().any(|want| want == a);
+            let ok = match &claims.aud {
+                Some(Claim::Strings(list)) => list.iter().any(|a| matches(a)),
+                Some(a) => a.as_str().is_some_and(matches),
                 None => false,
             };
             if !ok {
                 return Err(refused("wrong audience", "aud does not name an audience of REALTIME_JWT_AUDIENCE"));
             }
         }
-        identity_from_claims(&claims, exp)
+        identity_from_claims(claims, exp)
     }
 
     pub fn grace_secs(&self) -> i64 {
@@ -355,14 +367,15 @@ impl Verifier {
 }
 
 /// A time claim (`exp`, `nbf`) in epoch seconds; a fraction is floored, anything but a number is malformed.
-fn seconds_claim(claims: &Value, key: &str) -> Result<Option<i64>, AuthError> {
-    match claims.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
+fn seconds_claim(claim: &Option<Claim>, key: &str) -> Result<Option<i64>, AuthError> {
+    match claim {
+        None | Some(Claim::Null) => Ok(None),
+        Some(Claim::Number(n)) => n
             .as_i64()
-            .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
             .map(Some)
             .ok_or_else(|| refused("malformed claims", format_args!("{key} is not a number of seconds"))),
+        Some(_) => Err(refused("malformed claims", format_args!("{key} is not a number of seconds"))),
     }
 }
 
@@ -383,40 +396,308 @@ fn valid_id(id: &str) -> Result<String, String> {
 
 /// A profile claim (name, avatar, session id): trimmed, cut to 512 characters, control characters dropped
 /// (they end up in stored rows, and PostgreSQL text cannot hold a NUL).
-fn claim_str(claims: &Value, key: &str) -> Option<String> {
-    match claims.get(key)? {
-        Value::String(s) => {
-            let clean: String = s.chars().filter(|c| !c.is_control()).collect();
-            let clean = clean.trim();
-            (!clean.is_empty()).then(|| clean.chars().take(512).collect())
+fn claim_str(claim: Option<Claim>) -> Option<String> {
+    match claim? {
+        Claim::String(s) => {
+            let clean = clean_text(s);
+            let trimmed = clean.trim();
+            if trimmed.is_empty() {
+                None
+            } else if trimmed.len() == clean.len() && clean.len() <= 512 {
+                Some(clean) // nothing to trim or cut: kept as it is
+            } else {
+                Some(trimmed.chars().take(512).collect())
+            }
         }
-        Value::Number(n) => Some(n.to_string()),
+        Claim::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
 
+/// The text without its control characters (the text itself when it has none, the common case).
+fn clean_text(s: String) -> String {
+    if s.chars().any(|c| c.is_control()) { s.chars().filter(|c| !c.is_control()).collect() } else { s }
+}
+
 /// The user id claim untouched (not trimmed or cut), so [`valid_id`] sees what the token says.
-fn user_claim(claims: &Value, key: &str) -> Option<String> {
-    match claims.get(key)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+fn user_claim(claim: Option<Claim>) -> Option<String> {
+    match claim? {
+        Claim::String(s) if !s.trim().is_empty() => Some(s),
+        Claim::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
 
 /// User id from `userId`, else `sub`, else Hasura's `x-hasura-user-id`.
-fn identity_from_claims(claims: &Value, exp: Option<i64>) -> Result<Identity, AuthError> {
-    let user = user_claim(claims, "userId")
-        .or_else(|| user_claim(claims, "sub"))
-        .or_else(|| claims.get("https://hasura.io/jwt/claims").and_then(|h| user_claim(h, "x-hasura-user-id")))
+fn identity_from_claims(claims: Claims, exp: Option<i64>) -> Result<Identity, AuthError> {
+    let user = user_claim(claims.user_id)
+        .or_else(|| user_claim(claims.sub))
+        .or_else(|| user_claim(claims.hasura_user_id))
         .ok_or_else(|| refused("no user id claim (userId, sub or x-hasura-user-id)", "claims without a user id"))?;
     Ok(Identity {
         user_id: valid_id(&user).map_err(|e| refused(&e, "user id claim"))?,
-        session_id: claim_str(claims, "sessionId"),
-        name: claim_str(claims, "name").or_else(|| claim_str(claims, "displayName")),
-        avatar: claim_str(claims, "picture").or_else(|| claim_str(claims, "avatarUrl")),
+        session_id: claim_str(claims.session_id),
+        name: claim_str(claims.name).or_else(|| claim_str(claims.display_name)),
+        avatar: claim_str(claims.picture).or_else(|| claim_str(claims.avatar_url)),
         exp,
     })
+}
+
+/// Verifies the signature and decodes the claims, both by `jsonwebtoken`; its errors become the short reasons
+/// a client hears.
+fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Claims, AuthError> {
+    jsonwebtoken::decode::<Claims>(token, key, validation).map(|data| data.claims).map_err(|e| {
+        use jsonwebtoken::errors::ErrorKind as K;
+        let reason = match e.kind() {
+            K::InvalidSignature => "bad signature",
+            K::ImmatureSignature => "token not yet valid (nbf)",
+            K::ExpiredSignature => "token expired",
+            K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) => "malformed token",
+            K::InvalidClaimFormat(_) | K::MissingRequiredClaim(_) => "malformed claims",
+            K::InvalidAlgorithm | K::MissingAlgorithm | K::InvalidAlgorithmName => "algorithm not accepted",
+            _ => "token could not be verified",
+        };
+        refused(reason, e)
+    })
+}
+
+/// The value of a claim this server reads, as far as it reads it: the JSON text and number kept, an array kept
+/// as its strings (`aud`), anything else only noted.
+#[derive(Debug, Clone, PartialEq)]
+enum Claim {
+    Null,
+    String(String),
+    Number(serde_json::Number),
+    /// An array: its string elements.
+    Strings(Vec<String>),
+    /// A boolean or an object.
+    Other,
+}
+
+impl Claim {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Claim::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Claim {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Claim, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Claim;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Claim, E> {
+                Ok(Claim::Null)
+            }
+            fn visit_none<E>(self) -> Result<Claim, E> {
+                Ok(Claim::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Claim, E> {
+                Ok(Claim::Other)
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Claim, E> {
+                Ok(Claim::String(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Claim, E> {
+                Ok(Claim::String(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Claim, E> {
+                Ok(Claim::Number(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Claim, E> {
+                Ok(Claim::Number(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Claim, E> {
+                // As serde_json's own `Value` reads it: a number that is not finite would be null.
+                Ok(serde_json::Number::from_f64(v).map_or(Claim::Null, Claim::Number))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Claim, A::Error> {
+                let mut strings = Vec::new();
+                while let Some(item) = seq.next_element::<Claim>()? {
+                    if let Claim::String(s) = item {
+                        strings.push(s);
+                    }
+                }
+                Ok(Claim::Strings(strings))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Claim, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Claim::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The claims of a token, parsed once, into what the server reads of them (the rest of the payload is skipped).
+/// A key given twice counts with its last value, as in a JSON object read whole.
+#[derive(Debug, Default)]
+struct Claims {
+    user_id: Option<Claim>,
+    sub: Option<Claim>,
+    /// `x-hasura-user-id` in Hasura's claims object.
+    hasura_user_id: Option<Claim>,
+    session_id: Option<Claim>,
+    name: Option<Claim>,
+    display_name: Option<Claim>,
+    picture: Option<Claim>,
+    avatar_url: Option<Claim>,
+    exp: Option<Claim>,
+    nbf: Option<Claim>,
+    iss: Option<Claim>,
+    aud: Option<Claim>,
+}
+
+/// Hasura's claims object: its user id, when it is an object that has one.
+struct HasuraClaims(Option<Claim>);
+
+/// A key of the claims, or of Hasura's claims object.
+enum Key {
+    UserId,
+    Sub,
+    Hasura,
+    HasuraUserId,
+    SessionId,
+    Name,
+    DisplayName,
+    Picture,
+    AvatarUrl,
+    Exp,
+    Nbf,
+    Iss,
+    Aud,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a claim name")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "userId" => Key::UserId,
+                    "sub" => Key::Sub,
+                    "https://hasura.io/jwt/claims" => Key::Hasura,
+                    "x-hasura-user-id" => Key::HasuraUserId,
+                    "sessionId" => Key::SessionId,
+                    "name" => Key::Name,
+                    "displayName" => Key::DisplayName,
+                    "picture" => Key::Picture,
+                    "avatarUrl" => Key::AvatarUrl,
+                    "exp" => Key::Exp,
+                    "nbf" => Key::Nbf,
+                    "iss" => Key::Iss,
+                    "aud" => Key::Aud,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HasuraClaims {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<HasuraClaims, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HasuraClaims;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<HasuraClaims, A::Error> {
+                let mut user = None;
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::HasuraUserId => user = Some(map.next_value::<Claim>()?),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(HasuraClaims(user))
+            }
+            // Anything but an object names no user (and is read past).
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<HasuraClaims, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(HasuraClaims(None))
+            }
+            fn visit_unit<E>(self) -> Result<HasuraClaims, E> {
+                Ok(HasuraClaims(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<HasuraClaims, E> {
+                Ok(HasuraClaims(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<HasuraClaims, E> {
+                Ok(HasuraClaims(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<HasuraClaims, E> {
+                Ok(HasuraClaims(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<HasuraClaims, E> {
+                Ok(HasuraClaims(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<HasuraClaims, E> {
+                Ok(HasuraClaims(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Claims {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Claims, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Claims;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object of claims")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
+                let mut c = Claims::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    let slot = match key {
+                        Key::UserId => &mut c.user_id,
+                        Key::Sub => &mut c.sub,
+                        Key::SessionId => &mut c.session_id,
+                        Key::Name => &mut c.name,
+                        Key::DisplayName => &mut c.display_name,
+                        Key::Picture => &mut c.picture,
+                        Key::AvatarUrl => &mut c.avatar_url,
+                        Key::Exp => &mut c.exp,
+                        Key::Nbf => &mut c.nbf,
+                        Key::Iss => &mut c.iss,
+                        Key::Aud => &mut c.aud,
+                        Key::Hasura => {
+                            c.hasura_user_id = map.next_value::<HasuraClaims>()?.0;
+                            continue;
+                        }
+                        Key::HasuraUserId | Key::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value::<Claim>()?);
+                }
+                Ok(c)
+            }
+            // A payload that is a JSON array names nobody (the library's own check decides whether it is
+            // malformed); any other non-object is refused as malformed.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Claims, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Claims::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Mints an HS256 development token (the `token` subcommand, tests and the bench).
@@ -436,6 +717,7 @@ pub fn mint_hs256(secret: &str, user_id: &str, name: Option<&str>, ttl_secs: i64
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use std::collections::BTreeMap;
 
     fn verifier(pairs: &[(&str, &str)]) -> Verifier {
@@ -600,6 +882,85 @@ mod tests {
         let t = sign("s", serde_json::json!({"sub": "u", "name": "An\u{0}n\n", "sessionId": "\u{0}"}));
         let id = v.verify(&t, now()).unwrap();
         assert_eq!((id.name.as_deref(), id.session_id.as_deref()), (Some("Ann"), None));
+    }
+
+    /// The claims are read once, into what the server uses; they say what a JSON object read whole says.
+    #[test]
+    fn claims_of_every_shape_read_as_a_json_object_would() {
+        let v = verifier(&[("REALTIME_JWT_SECRET", "s"), ("REALTIME_JWT_AUDIENCE", "chat"), ("REALTIME_JWT_ISSUER", "i")]);
+        let id = |payload: &str| {
+            let b64 = |b: &[u8]| {
+                const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+                let mut out = String::new();
+                for chunk in b.chunks(3) {
+                    let n = chunk.iter().enumerate().fold(0u32, |n, (i, &x)| n | (x as u32) << (16 - 8 * i));
+                    for i in 0..=chunk.len() {
+                        out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+                    }
+                }
+                out
+            };
+            let message = format!("{}.{}", b64(br#"{"alg":"HS256","typ":"JWT"}"#), b64(payload.as_bytes()));
+            let signature = jsonwebtoken::crypto::sign(
+                message.as_bytes(),
+                &jsonwebtoken::EncodingKey::from_secret(b"s"),
+                Algorithm::HS256,
+            )
+            .unwrap();
+            v.verify(&format!("{message}.{signature}"), now())
+        };
+        let user = |payload: &str| id(payload).map(|i| (i.user_id, i.name, i.avatar, i.session_id));
+        let ok = r#""aud":"chat","iss":"i""#;
+        // The last of a key given twice counts (the library's own check refuses a registered claim given twice);
+        // a number is a user id; a blank userId falls back to sub.
+        assert_eq!(user(&format!(r#"{{{ok},"userId":"a","userId":"b"}}"#)).unwrap().0, "b");
+        assert_eq!(id(&format!(r#"{{{ok},"sub":"a","sub":"b"}}"#)), Err(AuthError::Invalid("malformed token".into())));
+        assert_eq!(user(&format!(r#"{{{ok},"userId":42}}"#)).unwrap().0, "42");
+        assert_eq!(user(&format!(r#"{{{ok},"userId":" ","sub":"s"}}"#)).unwrap().0, "s");
+        assert_eq!(user(&format!(r#"{{{ok},"userId":true,"sub":1.5}}"#)).unwrap().0, "1.5");
+        // Escaped keys are the keys they spell; unknown keys of any shape are read past.
+        assert_eq!(user(&format!(r#"{{{ok},"sub":"e","x":{{"y":[1,{{}}]}}}}"#)).unwrap().0, "e");
+        // Hasura's claims: only an object names a user; the last object given counts.
+        let hasura = r#""https://hasura.io/jwt/claims""#;
+        assert_eq!(user(&format!(r#"{{{ok},{hasura}:{{"x-hasura-user-id":"h","sub":"no"}}}}"#)).unwrap().0, "h");
+        assert_eq!(
+            id(&format!(r#"{{{ok},{hasura}:["x-hasura-user-id"],"x-hasura-user-id":"top"}}"#)),
+            Err(AuthError::Invalid("no user id claim (userId, sub or x-hasura-user-id)".into()))
+        );
+        assert_eq!(
+            id(&format!(r#"{{{ok},{hasura}:{{"x-hasura-user-id":"h"}},{hasura}:{{}}}}"#)),
+            Err(AuthError::Invalid("no user id claim (userId, sub or x-hasura-user-id)".into()))
+        );
+        // Profile claims: numbers kept as text, other shapes absent, name before displayName.
+        let got = user(&format!(
+            r#"{{{ok},"sub":"u","name":{{}},"displayName":" Dee ","picture":7,"sessionId":["x"]}}"#
+        ))
+        .unwrap();
+        assert_eq!((got.1.as_deref(), got.2.as_deref(), got.3), (Some("Dee"), Some("7"), None));
+        let long = "é".repeat(600);
+        let got = user(&format!(r#"{{{ok},"sub":"u","name":"{long}"}}"#)).unwrap();
+        assert_eq!(got.1.unwrap().chars().count(), 512);
+        // exp: null is none, a huge number never expires, text or a boolean is malformed.
+        assert!(id(&format!(r#"{{{ok},"sub":"u","exp":null}}"#)).is_ok());
+        assert!(id(&format!(r#"{{{ok},"sub":"u","exp":1e300}}"#)).is_ok());
+        assert!(id(&format!(r#"{{{ok},"sub":"u","exp":18446744073709551615}}"#)).is_ok());
+        for bad in [r#""1""#, "true"] {
+            assert_eq!(
+                id(&format!(r#"{{{ok},"sub":"u","exp":{bad}}}"#)),
+                Err(AuthError::Invalid("malformed claims".into())),
+                "exp {bad}"
+            );
+        }
+        // aud: a string or any string of an array; iss: only a string.
+        assert!(id(r#"{"sub":"u","iss":"i","aud":[1,["chat"],"chat"]}"#).is_ok());
+        assert_eq!(
+            id(r#"{"sub":"u","iss":"i","aud":[1,["chat"]]}"#),
+            Err(AuthError::Invalid("wrong audience".into()))
+        );
+        assert_eq!(id(r#"{"sub":"u","iss":["i"],"aud":"chat"}"#), Err(AuthError::Invalid("wrong issuer".into())));
+        // A payload that is not an object.
+        assert_eq!(id(r#""u""#), Err(AuthError::Invalid("malformed token".into())));
+        assert_eq!(id("null"), Err(AuthError::Invalid("malformed token".into())));
     }
 
     #[test]

@@ -177,7 +177,7 @@ impl Presence {
 
     /// A device of a user connected (a socket after its handshake was admitted).
     pub async fn connected(&self, account: &str, user: &str, device: &str) {
-        if let Err(e) = self.load(account, &[user.to_string()]).await {
+        if let Err(e) = self.prime(account, user).await {
             tracing::warn!(error = %e.message, "cannot load stored presence");
         }
         self.backend.connect(account, user, device, Utc::now()).await;
@@ -359,6 +359,27 @@ impl Presence {
     // ----- state, stored and live ----------------------------------------------------------------------
 
     /// Settings and published presence of users, loading from the database the ones not known yet.
+    /// What [`Presence::load`] does for one user when nobody reads the view (a device connected): the backend
+    /// gets the stored settings, last seen and custom status when it does not hold them yet.
+    async fn prime(&self, account: &str, user: &str) -> AppResult<()> {
+        if self.backend.settings(account, user).await.is_some() && self.backend.published(account, user).await.is_some()
+        {
+            return Ok(());
+        }
+        let users = [user.to_string()];
+        let row = self.store.presence_rows(account, &users).await?.pop().map(|(_, r)| r);
+        if self.backend.settings(account, user).await.is_none() {
+            let s = row.as_ref().map(settings_from).unwrap_or_default();
+            self.backend.set_settings(account, user, s).await;
+            // The stored choice holds from the first time the user is seen, not only after a change.
+            self.receipts.set_read_receipts(account, user, s.allow_read_receipts);
+        }
+        if let Some(r) = &row {
+            self.backend.restore(account, user, ms(r.last_seen_at), custom_from(r), Utc::now()).await;
+        }
+        Ok(())
+    }
+
     async fn load(
         &self,
         account: &str,

@@ -28,34 +28,96 @@ pub struct ConnectionOpen {
     pub user_agent: Option<String>,
 }
 
+/// How many rows the ledger writes with one statement on SQLite, largest first: a batch is cut into statements
+/// of these sizes, so SQLite prepares three statement shapes once instead of one per batch length, and a row
+/// costs no round trip of its own to the connection's thread.
+pub(crate) const SQLITE_ROWS_PER_STATEMENT: [usize; 3] = [32, 8, 1];
+
+/// `INSERT INTO <head> VALUES (<row>), (<row>), …` with `rows` rows, or the cached text of it. The placeholders
+/// are SQLite's anonymous `?`: numbered ones (`$1`) are looked up by name, in time that grows with their
+/// count, for every parameter bound.
+pub(crate) fn sqlite_multi_row(
+    cache: &'static [std::sync::OnceLock<String>; 3],
+    rows: usize,
+    head: &str,
+    row: &str,
+    tail: &str,
+) -> &'static str {
+    let i = SQLITE_ROWS_PER_STATEMENT.iter().position(|&n| n == rows).expect("a statement size");
+    cache[i].get_or_init(|| {
+        let values = vec![row; rows].join(", ");
+        format!("INSERT INTO {head} VALUES {values}{tail}")
+    })
+}
+
+/// The batch cut into statements of [`SQLITE_ROWS_PER_STATEMENT`] rows.
+pub(crate) fn sqlite_chunks<T>(mut rows: Vec<T>) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    for n in SQLITE_ROWS_PER_STATEMENT {
+        while rows.len() >= n {
+            let rest = rows.split_off(n);
+            out.push(std::mem::replace(&mut rows, rest));
+        }
+    }
+    out
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+fn bind_open(q: AnyQuery<'_>, c: ConnectionOpen) -> AnyQuery<'_> {
+    let r = c.row;
+    q.bind(r.socket_id)
+        .bind(r.account)
+        .bind(r.user_id)
+        .bind(r.node_id)
+        .bind(r.ip)
+        .bind(r.transport)
+        .bind(r.device_type)
+        .bind(r.device_os)
+        .bind(r.device_browser)
+        .bind(c.user_agent)
+        .bind(r.connected_at)
+}
+
+static OPEN_SQL: [std::sync::OnceLock<String>; 3] = [const { std::sync::OnceLock::new() }; 3];
+
 impl Store {
     pub(crate) async fn record_connections(
         &self,
-        opened: &[ConnectionOpen],
+        opened: Vec<ConnectionOpen>,
         closed: &[(String, i64, String)],
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.begin_write().await?;
-        for c in opened {
-            let r = &c.row;
-            sqlx::query(
-                "INSERT INTO np_realtime_connections (socket_id, source_account_id, user_id, node_id, ip, transport, \
-                 device_type, device_os, device_browser, user_agent, status, connected_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'connected', $11) \
-                 ON CONFLICT (socket_id) DO NOTHING",
-            )
-            .bind(&r.socket_id)
-            .bind(&r.account)
-            .bind(&r.user_id)
-            .bind(&r.node_id)
-            .bind(&r.ip)
-            .bind(&r.transport)
-            .bind(&r.device_type)
-            .bind(&r.device_os)
-            .bind(&r.device_browser)
-            .bind(&c.user_agent)
-            .bind(r.connected_at)
-            .execute(&mut *tx)
-            .await?;
+        if self.dialect == "sqlite" {
+            for chunk in sqlite_chunks(opened) {
+                let sql = sqlite_multi_row(
+                    &OPEN_SQL,
+                    chunk.len(),
+                    "np_realtime_connections (socket_id, source_account_id, user_id, node_id, ip, transport, \
+                     device_type, device_os, device_browser, user_agent, status, connected_at)",
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'connected', ?)",
+                    " ON CONFLICT (socket_id) DO NOTHING",
+                );
+                let mut q = sqlx::query(sql);
+                for c in chunk {
+                    q = bind_open(q, c);
+                }
+                q.execute(&mut *tx).await?;
+            }
+        } else {
+            for c in opened {
+                bind_open(
+                    sqlx::query(
+                        "INSERT INTO np_realtime_connections (socket_id, source_account_id, user_id, node_id, ip, \
+                         transport, device_type, device_os, device_browser, user_agent, status, connected_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'connected', $11) \
+                         ON CONFLICT (socket_id) DO NOTHING",
+                    ),
+                    c,
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         for (sid, at, reason) in closed {
             sqlx::query(

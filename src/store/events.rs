@@ -22,24 +22,53 @@ pub struct EventRow {
     pub created_at: i64,
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+fn bind_event(q: AnyQuery<'_>, e: EventRow) -> AnyQuery<'_> {
+    q.bind(e.account)
+        .bind(e.event_type)
+        .bind(e.user_id)
+        .bind(e.socket_id)
+        .bind(e.room_name)
+        .bind(e.payload)
+        .bind(e.ip)
+        .bind(e.created_at)
+}
+
+static INSERT_SQL: [std::sync::OnceLock<String>; 3] = [const { std::sync::OnceLock::new() }; 3];
+
 impl Store {
-    pub(crate) async fn insert_events(&self, events: &[EventRow]) -> Result<(), sqlx::Error> {
+    pub(crate) async fn insert_events(&self, events: Vec<EventRow>) -> Result<(), sqlx::Error> {
+        use super::connections::{sqlite_chunks, sqlite_multi_row};
         let mut tx = self.begin_write().await?;
-        for e in events {
-            sqlx::query(
-                "INSERT INTO np_realtime_events (source_account_id, event_type, user_id, socket_id, room_name, payload, \
-                 ip, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&e.account)
-            .bind(&e.event_type)
-            .bind(&e.user_id)
-            .bind(&e.socket_id)
-            .bind(&e.room_name)
-            .bind(&e.payload)
-            .bind(&e.ip)
-            .bind(e.created_at)
-            .execute(&mut *tx)
-            .await?;
+        if self.dialect == "sqlite" {
+            for chunk in sqlite_chunks(events) {
+                let sql = sqlite_multi_row(
+                    &INSERT_SQL,
+                    chunk.len(),
+                    "np_realtime_events (source_account_id, event_type, user_id, socket_id, room_name, payload, ip, \
+                     created_at)",
+                    "(?, ?, ?, ?, ?, ?, ?, ?)",
+                    "",
+                );
+                let mut q = sqlx::query(sql);
+                for e in chunk {
+                    q = bind_event(q, e);
+                }
+                q.execute(&mut *tx).await?;
+            }
+        } else {
+            for e in events {
+                bind_event(
+                    sqlx::query(
+                        "INSERT INTO np_realtime_events (source_account_id, event_type, user_id, socket_id, room_name, \
+                         payload, ip, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    ),
+                    e,
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await
     }

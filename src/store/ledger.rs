@@ -83,17 +83,17 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Cmd>) {
             }
         }
         if !opened.is_empty() || !closed.is_empty() {
-            if let Err(e) = store.record_connections(&opened, &closed).await {
-                tracing::warn!(error = %e, opened = opened.len(), closed = closed.len(), "could not record connections");
+            let count = opened.len();
+            if let Err(e) = store.record_connections(std::mem::take(&mut opened), &closed).await {
+                tracing::warn!(error = %e, opened = count, closed = closed.len(), "could not record connections");
             }
-            opened.clear();
             closed.clear();
         }
         if !events.is_empty() {
-            if let Err(e) = store.insert_events(&events).await {
-                tracing::warn!(error = %e, count = events.len(), "could not write audit events");
+            let count = events.len();
+            if let Err(e) = store.insert_events(std::mem::take(&mut events)).await {
+                tracing::warn!(error = %e, count, "could not write audit events");
             }
-            events.clear();
         }
         for w in waiters.drain(..) {
             let _ = w.send(());

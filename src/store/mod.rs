@@ -119,6 +119,10 @@ impl Store {
             .max_connections(if sqlite { 4 } else { 16 })
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(5))
+            // A PostgreSQL connection can die with its server or the network, so it is pinged before each use.
+            // A SQLite connection is a thread of this process: the ping was a round trip to that thread before
+            // every statement (two per handshake, two per ledger batch) that could never find it gone.
+            .test_before_acquire(!sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {

@@ -29,6 +29,25 @@ pub struct SettingsRow<'a> {
     pub invisible_mode: bool,
 }
 
+/// A row of the presence query: (user id, its stored presence).
+fn presence_row(r: &sqlx::any::AnyRow) -> Result<(String, PresenceRow), sqlx::Error> {
+    Ok((
+        r.try_get("user_id")?,
+        PresenceRow {
+            status: r.try_get("status")?,
+            custom_text: r.try_get("custom_text")?,
+            custom_emoji: r.try_get("custom_emoji")?,
+            custom_expires_at: r.try_get("custom_expires_at")?,
+            last_seen_at: r.try_get("last_seen_at")?,
+            visibility: r.try_get("visibility")?,
+            show_online_status: r.try_get::<i64, _>("show_online_status")? != 0,
+            show_last_seen: r.try_get::<i64, _>("show_last_seen")? != 0,
+            allow_read_receipts: r.try_get::<i64, _>("allow_read_receipts")? != 0,
+            invisible_mode: r.try_get::<i64, _>("invisible_mode")? != 0,
+        },
+    ))
+}
+
 impl Store {
     /// Repairs presence after a crash: nobody stays online forever. Returns how many rows were reset.
     pub async fn reset_presence(&self) -> Result<u64, sqlx::Error> {
@@ -68,6 +87,22 @@ impl Store {
         users: &[String],
     ) -> Result<Vec<(String, PresenceRow)>, sqlx::Error> {
         let mut out = Vec::with_capacity(users.len());
+        // One user (a socket's handshake): a statement of fixed text, not one formatted for the call.
+        if let [user] = users {
+            let rows = sqlx::query(
+                "SELECT user_id, status, custom_text, custom_emoji, custom_expires_at, last_seen_at, visibility, \
+                 show_online_status, show_last_seen, allow_read_receipts, invisible_mode FROM np_realtime_presence \
+                 WHERE source_account_id = $1 AND user_id = $2",
+            )
+            .bind(account)
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in &rows {
+                out.push(presence_row(r)?);
+            }
+            return Ok(out);
+        }
         // Chunked IN lists keep every statement small on both databases.
         for chunk in users.chunks(200) {
             let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
@@ -81,22 +116,8 @@ impl Store {
             for u in chunk {
                 q = q.bind(u);
             }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push((
-                    r.try_get("user_id")?,
-                    PresenceRow {
-                        status: r.try_get("status")?,
-                        custom_text: r.try_get("custom_text")?,
-                        custom_emoji: r.try_get("custom_emoji")?,
-                        custom_expires_at: r.try_get("custom_expires_at")?,
-                        last_seen_at: r.try_get("last_seen_at")?,
-                        visibility: r.try_get("visibility")?,
-                        show_online_status: r.try_get::<i64, _>("show_online_status")? != 0,
-                        show_last_seen: r.try_get::<i64, _>("show_last_seen")? != 0,
-                        allow_read_receipts: r.try_get::<i64, _>("allow_read_receipts")? != 0,
-                        invisible_mode: r.try_get::<i64, _>("invisible_mode")? != 0,
-                    },
-                ));
+            for r in &q.fetch_all(&self.pool).await? {
+                out.push(presence_row(r)?);
             }
         }
         Ok(out)

@@ -91,7 +91,7 @@ impl Names {
     }
 }
 
-/// user → their sockets.
+/// user → their sockets, in one account.
 type UserSockets = HashMap<Arc<str>, Vec<Arc<str>>>;
 
 #[derive(Default)]
