@@ -19,6 +19,8 @@ owners=[
  ('hyper: HTTP/1 read buffer kept by the upgraded connection', r'poll_read_from_io'),
  ('tungstenite: write buffer (released once written since the tungstenite patch)', r'buffer_frame'),
  ('tungstenite: read buffer (released while nothing is to be read since the tungstenite patch)', r'from_raw_socket|^read_in<> \(mod\.rs\)'),
+ # (the headers engineioxide rebuilds are allocated inside the task's spawn: named before the task)
+ ('the opening request kept with the session (URI, headers, extensions)', r'without_handshake_keys'),
  ('task: engineioxide heartbeat', r'spawn_heartbeat'),
  ('task: engineioxide WebSocket reader (since the task patch: reader, writer and heartbeat)', r'dispatch_req'),
  ('task: engineioxide WebSocket writer (a task of its own before the task patch)', r'bind_new_task'),
@@ -45,7 +47,7 @@ for l in open(sys.argv[1]):
     else:
         tot['other']+=c; un.append((c,fr))
 T=sum(tot.values())
-for n,_ in owners+[('other',None)]:
+for n in dict.fromkeys(n for n,_ in owners+[('other',None)]):
     if tot[n]: print(f"| {n} | {tot[n]/N:,.0f} |")
 print(f"| total heap per connection | {T/N:,.0f} |")
 if len(sys.argv)>3:
