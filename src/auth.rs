@@ -887,7 +887,8 @@ mod tests {
     /// The claims are read once, into what the server uses; they say what a JSON object read whole says.
     #[test]
     fn claims_of_every_shape_read_as_a_json_object_would() {
-        let v = verifier(&[("REALTIME_JWT_SECRET", "s"), ("REALTIME_JWT_AUDIENCE", "chat"), ("REALTIME_JWT_ISSUER", "i")]);
+        let v =
+            verifier(&[("REALTIME_JWT_SECRET", "s"), ("REALTIME_JWT_AUDIENCE", "chat"), ("REALTIME_JWT_ISSUER", "i")]);
         let id = |payload: &str| {
             let b64 = |b: &[u8]| {
                 const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -932,10 +933,9 @@ mod tests {
             Err(AuthError::Invalid("no user id claim (userId, sub or x-hasura-user-id)".into()))
         );
         // Profile claims: numbers kept as text, other shapes absent, name before displayName.
-        let got = user(&format!(
-            r#"{{{ok},"sub":"u","name":{{}},"displayName":" Dee ","picture":7,"sessionId":["x"]}}"#
-        ))
-        .unwrap();
+        let got =
+            user(&format!(r#"{{{ok},"sub":"u","name":{{}},"displayName":" Dee ","picture":7,"sessionId":["x"]}}"#))
+                .unwrap();
         assert_eq!((got.1.as_deref(), got.2.as_deref(), got.3), (Some("Dee"), Some("7"), None));
         let long = "é".repeat(600);
         let got = user(&format!(r#"{{{ok},"sub":"u","name":"{long}"}}"#)).unwrap();
@@ -953,10 +953,7 @@ mod tests {
         }
         // aud: a string or any string of an array; iss: only a string.
         assert!(id(r#"{"sub":"u","iss":"i","aud":[1,["chat"],"chat"]}"#).is_ok());
-        assert_eq!(
-            id(r#"{"sub":"u","iss":"i","aud":[1,["chat"]]}"#),
-            Err(AuthError::Invalid("wrong audience".into()))
-        );
+        assert_eq!(id(r#"{"sub":"u","iss":"i","aud":[1,["chat"]]}"#), Err(AuthError::Invalid("wrong audience".into())));
         assert_eq!(id(r#"{"sub":"u","iss":["i"],"aud":"chat"}"#), Err(AuthError::Invalid("wrong issuer".into())));
         // A payload that is not an object.
         assert_eq!(id(r#""u""#), Err(AuthError::Invalid("malformed token".into())));
