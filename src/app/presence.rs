@@ -358,7 +358,6 @@ impl Presence {
 
     // ----- state, stored and live ----------------------------------------------------------------------
 
-    /// Settings and published presence of users, loading from the database the ones not known yet.
     /// What [`Presence::load`] does for one user when nobody reads the view (a device connected): the backend
     /// gets the stored settings, last seen and custom status when it does not hold them yet.
     async fn prime(&self, account: &str, user: &str) -> AppResult<()> {
@@ -366,20 +365,37 @@ impl Presence {
         {
             return Ok(());
         }
-        let users = [user.to_string()];
-        let row = self.store.presence_rows(account, &users).await?.pop().map(|(_, r)| r);
-        if self.backend.settings(account, user).await.is_none() {
-            let s = row.as_ref().map(settings_from).unwrap_or_default();
-            self.backend.set_settings(account, user, s).await;
-            // The stored choice holds from the first time the user is seen, not only after a change.
-            self.receipts.set_read_receipts(account, user, s.allow_read_receipts);
-        }
-        if let Some(r) = &row {
-            self.backend.restore(account, user, ms(r.last_seen_at), custom_from(r), Utc::now()).await;
-        }
+        let row = self.store.presence_rows(account, &[user.to_string()]).await?.pop().map(|(_, r)| r);
+        self.adopt_stored(account, user, row.as_ref(), Utc::now()).await;
         Ok(())
     }
 
+    /// Gives the backend what the database holds for a user: their settings when it has none yet (with the
+    /// read-receipt choice), their last seen and custom status. Returns the user's settings as they stand.
+    async fn adopt_stored(
+        &self,
+        account: &str,
+        user: &str,
+        row: Option<&PresenceRow>,
+        now: DateTime<Utc>,
+    ) -> PrivacySettings {
+        let settings = match self.backend.settings(account, user).await {
+            Some(s) => s,
+            None => {
+                let s = row.map(settings_from).unwrap_or_default();
+                self.backend.set_settings(account, user, s).await;
+                // The stored choice holds from the first time the user is seen, not only after a change.
+                self.receipts.set_read_receipts(account, user, s.allow_read_receipts);
+                s
+            }
+        };
+        if let Some(r) = row {
+            self.backend.restore(account, user, ms(r.last_seen_at), custom_from(r), now).await;
+        }
+        settings
+    }
+
+    /// Settings and published presence of users, loading from the database the ones not known yet.
     async fn load(
         &self,
         account: &str,
@@ -400,19 +416,7 @@ impl Presence {
         let mut out = HashMap::with_capacity(users.len());
         for u in users {
             let row = rows.get(u);
-            let settings = match self.backend.settings(account, u).await {
-                Some(s) => s,
-                None => {
-                    let s = row.map(settings_from).unwrap_or_default();
-                    self.backend.set_settings(account, u, s).await;
-                    // The stored choice holds from the first time the user is seen, not only after a change.
-                    self.receipts.set_read_receipts(account, u, s.allow_read_receipts);
-                    s
-                }
-            };
-            if let Some(r) = row {
-                self.backend.restore(account, u, ms(r.last_seen_at), custom_from(r), now).await;
-            }
+            let settings = self.adopt_stored(account, u, row, now).await;
             let presence = match self.backend.published(account, u).await {
                 Some(p) => p,
                 None => {
