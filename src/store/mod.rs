@@ -14,6 +14,7 @@ pub mod rooms;
 pub mod writer;
 
 use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::AnyPool;
@@ -45,6 +46,33 @@ pub const TABLES: &[&str] = &[
 pub struct Store {
     pub pool: AnyPool,
     dialect: &'static str,
+    /// Where the pool connects; [`Store::dedicated`] opens more connections there.
+    url: Arc<str>,
+}
+
+/// The settings of every pool of the store; the caller sets its size.
+fn pool_options(sqlite: bool) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(5))
+        // A PostgreSQL connection can die with its server or the network, so it is pinged before each use.
+        // A SQLite connection is a thread of this process: the ping was a round trip to that thread before
+        // every statement (two per handshake, two per ledger batch) that could never find it gone.
+        .test_before_acquire(!sqlite)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if sqlite {
+                    // WAL lets readers run beside the writer; busy_timeout absorbs writer contention.
+                    // An 8 MiB page cache (SQLite's default is 2 MiB) keeps the hot indexes in memory.
+                    sqlx::raw_sql(
+                        "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON; \
+                         PRAGMA cache_size=-8192; PRAGMA temp_store=MEMORY;",
+                    )
+                    .execute(conn)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 pub fn now_ms() -> i64 {
@@ -115,35 +143,24 @@ impl Store {
             }
         }
         let sqlite = matches!(db, Database::Sqlite { .. });
-        let pool = AnyPoolOptions::new()
+        let pool = pool_options(sqlite)
             .max_connections(if sqlite { 4 } else { 16 })
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            // A PostgreSQL connection can die with its server or the network, so it is pinged before each use.
-            // A SQLite connection is a thread of this process: the ping was a round trip to that thread before
-            // every statement (two per handshake, two per ledger batch) that could never find it gone.
-            .test_before_acquire(!sqlite)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if sqlite {
-                        // WAL lets readers run beside the writer; busy_timeout absorbs writer contention.
-                        // An 8 MiB page cache (SQLite's default is 2 MiB) keeps the hot indexes in memory.
-                        sqlx::raw_sql(
-                            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON; \
-                             PRAGMA cache_size=-8192; PRAGMA temp_store=MEMORY;",
-                        )
-                        .execute(conn)
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
             .connect(&url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database {} ({e})", redact(&url)))?;
-        let store = Store { pool, dialect: db.dialect() };
+        let store = Store { pool, dialect: db.dialect(), url: url.into() };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The same database on a pool of its own of at most `connections`, opened on first use: its connections
+    /// and their timers belong to the runtime that uses them first (the message writer's thread), so nothing
+    /// of it waits for the main runtime's workers.
+    pub fn dedicated(&self, connections: u32) -> Result<Store, sqlx::Error> {
+        let sqlite = self.dialect == "sqlite";
+        let pool = pool_options(sqlite).max_connections(connections).min_connections(0).connect_lazy(&self.url)?;
+        Ok(Store { pool, dialect: self.dialect, url: self.url.clone() })
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {
