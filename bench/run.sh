@@ -55,6 +55,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/nself-bench.XXXXXX")
 SECRET="bench-secret-$$-$RANDOM"
 PORT_BASE="${BENCH_PORT_BASE:-3201}"
 SERVER_BIN="$TARGET_DIR/release/nself-realtime"
+# The heap table needs an allocator heaptrack sees: the same server built with the C library's malloc
+# (`--no-default-features`, i.e. without jemalloc), kept beside the release binary under the same name.
+HEAP_BIN="$TARGET_DIR/release/system-alloc/nself-realtime"
 BENCH="${BENCH_BIN:-$SERVER_BIN}"  # BENCH_BIN: use another bench binary
 SIO_TARGET="$TARGET_DIR/bench-baseline-socketioxide"
 SIO_BIN="$SIO_TARGET/release/baseline-socketioxide"
@@ -80,6 +83,11 @@ IDLE_ROOMS=$(( N / 50 > 3 ? N / 50 : 3 ))
 # ---- build ---------------------------------------------------------------------------------
 have() { command -v "$1" >/dev/null 2>&1; }
 if [ "$BUILD" = 1 ]; then
+  case " $SCENARIOS " in *" heap "*)
+    echo "== building nself-realtime with the C library's malloc, for the heap table (release)" >&2
+    (cd "$ROOT" && cargo build --release --quiet --no-default-features)
+    mkdir -p "$(dirname "$HEAP_BIN")" && cp "$SERVER_BIN" "$HEAP_BIN" ;;
+  esac
   echo "== building nself-realtime (release)" >&2
   (cd "$ROOT" && cargo build --release --quiet)
   case " $SERVERS " in *" socketioxide "*)
@@ -183,12 +191,14 @@ scenario_args() { # scenario -> the bench arguments (one per line, may be severa
 heap_breakdown() {
   have heaptrack && have heaptrack_print || {
     echo "heaptrack is not installed (Debian: apt-get install heaptrack): no heap breakdown in this run."; return 0; }
+  [ -x "$HEAP_BIN" ] || {
+    echo "$HEAP_BIN is missing (run without --no-build once): no heap breakdown in this run."; return 0; }
   local port data rec="$WORK/heap" blog="$WORK/heap-bench.log" tracer pid="" i rooms=$(( HEAP_N / 50 > 3 ? HEAP_N / 50 : 3 ))
   port=$(port_of realtime)
   data=$(mktemp -d "$WORK/data.XXXXXX")
   REALTIME_PORT=$port REALTIME_HOST=127.0.0.1 REALTIME_JWT_SECRET=$SECRET REALTIME_DATA_DIR=$data \
     REALTIME_RATE_LIMIT=0 REALTIME_RATE_LIMIT_POINTS=1000000000 REALTIME_MAX_CONNECTIONS=1000000 \
-    LOG_LEVEL=warn heaptrack -o "$rec" "$SERVER_BIN" server run >"$WORK/heap-server.log" 2>&1 &
+    LOG_LEVEL=warn heaptrack -o "$rec" "$HEAP_BIN" server run >"$WORK/heap-server.log" 2>&1 &
   tracer=$!
   for i in $(seq 1 200); do pid=$(pgrep -P "$tracer" -x nself-realtime || true); [ -n "$pid" ] && break; sleep 0.05; done
   if [ -z "$pid" ] || ! wait_port "$port" "$pid"; then
@@ -209,7 +219,8 @@ heap_breakdown() {
   kill -9 "$pid"; kill "$bench" 2>/dev/null; wait "$tracer" "$bench" 2>/dev/null || true
   heaptrack_print -f "$rec".* --flamegraph-cost-type leaked -F "$WORK/heap.fg" >/dev/null
   echo "Live heap of nself-realtime per idle connection by owner: $HEAP_N connections, 3 of $rooms rooms each,"
-  echo "recorded with heaptrack (allocations never freed when the server was killed during the hold)."
+  echo "recorded with heaptrack (allocations never freed when the server was killed during the hold) on the build"
+  echo "with the C library's malloc: bytes asked for by each owner, whatever the allocator; the idle table has the RSS."
   echo
   echo "| owner | bytes per connection |"
   echo "|---|---|"
