@@ -516,3 +516,52 @@ fn sessions_ended_together_are_stored_in_one_batch() {
         store.save_presences(&[]).await.unwrap();
     });
 }
+
+#[test]
+fn handshakes_loaded_together_get_each_users_own_rooms_and_presence() {
+    use nself_realtime::store::arrivals::Arrivals;
+    on_both("arrivals test on PostgreSQL", |store| async move {
+        for r in ["a", "b", "c"] {
+            room(&store, r).await;
+        }
+        // 70 users: a 64-row statement and a padded one. Rooms in several combinations, some muted, some banned.
+        for i in 0..70 {
+            let u = format!("u{i}");
+            if i % 2 == 0 {
+                store.add_member("acct", "a", &u, "member").await.unwrap();
+            }
+            if i % 3 == 0 {
+                store.add_member("acct", "b", &u, "member").await.unwrap();
+                store.set_member_flags("acct", "b", &u, None, Some(true), None).await.unwrap();
+            }
+            if i % 5 == 0 {
+                store.add_member("acct", "c", &u, "member").await.unwrap();
+                store.set_member_flags("acct", "c", &u, None, None, Some(i % 10 == 0)).await.unwrap();
+            }
+            if i % 4 == 0 {
+                store.save_presence("acct", &u, "away", (Some("lunch"), None, None), Some(1_000 + i)).await.unwrap();
+            }
+        }
+        // The same user names in another account.
+        let other = NewRoom { name: "z", kind: "channel", visibility: Visibility::Public, max_members: None, created_by: None };
+        store.create_room("acct2", &other).await.unwrap();
+        store.add_member("acct2", "z", "u1", "member").await.unwrap();
+
+        let arrivals = Arrivals::spawn(store.clone());
+        // Every user once, two of them twice, and one of the other account, all at once.
+        let asks: Vec<(&str, String, bool)> = (0..70)
+            .chain([2, 3])
+            .map(|i| ("acct", format!("u{i}"), i % 3 != 1))
+            .chain([("acct2", "u1".to_string(), true)])
+            .collect();
+        let loads = futures_util::future::join_all(asks.iter().map(|(a, u, p)| arrivals.load(a, u, *p))).await;
+        for ((account, user, asked), got) in asks.iter().zip(loads) {
+            let got = got.unwrap();
+            assert_eq!(got.rooms, store.rooms_of_user(account, user).await.unwrap(), "{account}/{user}'s rooms");
+            let alone = store.presence_rows(account, std::slice::from_ref(user)).await.unwrap().pop().map(|(_, r)| r);
+            let expected = asked.then_some(alone);
+            assert_eq!(format!("{:?}", got.presence), format!("{expected:?}"), "{account}/{user}'s presence");
+        }
+        assert!(!asks.is_empty());
+    });
+}

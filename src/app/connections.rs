@@ -19,6 +19,7 @@ use super::worker::Worker;
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::error::{AppError, AppResult};
 use crate::metrics::Metrics;
+use crate::store::arrivals::Arrivals;
 use crate::store::connections::{ConnectionOpen, ConnectionRow};
 use crate::store::ledger::Record;
 use crate::store::{Store, now_ms};
@@ -33,7 +34,7 @@ pub enum RefreshError {
 }
 
 pub struct Connections {
-    store: Store,
+    arrivals: Arrivals,
     sessions: Arc<Sessions>,
     roster: RosterRef,
     rooms: Arc<Rooms>,
@@ -66,7 +67,7 @@ impl Connections {
         node_id: String,
     ) -> Connections {
         Connections {
-            store,
+            arrivals: Arrivals::spawn(store),
             sessions,
             roster,
             rooms,
@@ -138,21 +139,28 @@ impl Connections {
     /// A socket is being admitted: it enters the rooms it is a persisted member of and comes online, before
     /// the client hears anything. Fails (the handshake is refused) when the database cannot say its rooms.
     pub async fn open(&self, s: Arc<Session>) -> AppResult<()> {
-        let memberships = match s.user() {
-            Some(u) => self.store.rooms_of_user(&s.account, u).await.map_err(|e| {
-                tracing::error!(error = %e, "cannot load rooms at handshake");
-                AppError::new(crate::error::ErrorCode::InternalError, "the database is unavailable; retry shortly")
-            })?,
-            None => Vec::new(),
-        };
-        self.rooms.connected(&s, &memberships).await;
-        if let Some(u) = s.user() {
-            // Registered before CONNECT: a client that disconnects at once must find its socket known, or the
-            // user would stay online with no connection.
-            self.presence.connected(&s.account, u, &s.sid).await;
-        }
+        self.admit(&s).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot load rooms at handshake");
+            AppError::new(crate::error::ErrorCode::InternalError, "the database is unavailable; retry shortly")
+        })?;
         self.schedule(&s);
         self.sessions.insert(s);
+        Ok(())
+    }
+
+    /// Registers a socket: it enters the rooms it is a persisted member of and comes online. Its rooms and
+    /// stored presence come from one read shared with the handshakes arriving at the same time. Fails, with
+    /// the database's words, when that read does.
+    async fn admit(&self, s: &Session) -> Result<(), String> {
+        let Some(u) = s.user() else {
+            self.rooms.connected(s, &[]).await;
+            return Ok(());
+        };
+        let arrival = self.arrivals.load(&s.account, u, self.presence.needs_stored(&s.account, u).await).await?;
+        self.rooms.connected(s, &arrival.rooms).await;
+        // Registered before CONNECT: a client that disconnects at once must find its socket known, or the user
+        // would stay online with no connection.
+        self.presence.connected(&s.account, u, &s.sid, arrival.presence.as_ref().map(Option::as_ref)).await;
         Ok(())
     }
 
@@ -252,19 +260,9 @@ impl Connections {
             if s.is_closed() || self.roster.rooms_of(&s.sid).await.is_some() {
                 continue;
             }
-            let memberships = match s.user() {
-                Some(u) => match self.store.rooms_of_user(&s.account, u).await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot load rooms to register a socket again");
-                        continue;
-                    }
-                },
-                None => Vec::new(),
-            };
-            self.rooms.connected(&s, &memberships).await;
-            if let Some(u) = s.user() {
-                self.presence.connected(&s.account, u, &s.sid).await;
+            if let Err(e) = self.admit(&s).await {
+                tracing::warn!(error = %e, "cannot load rooms to register a socket again");
+                continue;
             }
             n += 1;
         }

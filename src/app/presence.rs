@@ -176,9 +176,20 @@ impl Presence {
     // ----- devices -------------------------------------------------------------------------------------
 
     /// A device of a user connected (a socket after its handshake was admitted).
-    pub async fn connected(&self, account: &str, user: &str, device: &str) {
-        if let Err(e) = self.prime(account, user).await {
-            tracing::warn!(error = %e.message, "cannot load stored presence");
+    /// A device connected. `stored`: the user's stored presence row when the caller read it (because
+    /// [`Presence::needs_stored`] said so); read here when it did not and it is needed after all.
+    pub async fn connected(&self, account: &str, user: &str, device: &str, stored: Option<Option<&PresenceRow>>) {
+        match stored {
+            Some(row) => {
+                if self.needs_stored(account, user).await {
+                    self.adopt_stored(account, user, row, Utc::now()).await;
+                }
+            }
+            None => {
+                if let Err(e) = self.prime(account, user).await {
+                    tracing::warn!(error = %e.message, "cannot load stored presence");
+                }
+            }
         }
         self.backend.connect(account, user, device, Utc::now()).await;
         self.wake.notify_one();
@@ -230,7 +241,7 @@ impl Presence {
                 for (room, _) in &rooms {
                     self.backend.joined_room(account, user, room).await;
                 }
-                self.connected(account, user, &device).await;
+                self.connected(account, user, &device, None).await;
             }
             devices.insert(key(account, user), Instant::now());
         }
@@ -358,11 +369,16 @@ impl Presence {
 
     // ----- state, stored and live ----------------------------------------------------------------------
 
+    /// Whether the backend lacks what the database holds for the user (their settings or their published
+    /// state): a device connecting then brings it.
+    pub async fn needs_stored(&self, account: &str, user: &str) -> bool {
+        self.backend.settings(account, user).await.is_none() || self.backend.published(account, user).await.is_none()
+    }
+
     /// What [`Presence::load`] does for one user when nobody reads the view (a device connected): the backend
     /// gets the stored settings, last seen and custom status when it does not hold them yet.
     async fn prime(&self, account: &str, user: &str) -> AppResult<()> {
-        if self.backend.settings(account, user).await.is_some() && self.backend.published(account, user).await.is_some()
-        {
+        if !self.needs_stored(account, user).await {
             return Ok(());
         }
         let row = self.store.presence_rows(account, &[user.to_string()]).await?.pop().map(|(_, r)| r);

@@ -176,13 +176,13 @@ pub(crate) mod batch {
     }
 
     /// The statement of each chunk size, made by `make` the first time it is asked for.
-    struct Shapes(OnceLock<[String; 4]>);
+    pub(crate) struct Shapes(OnceLock<[String; 4]>);
 
     impl Shapes {
-        const fn new() -> Shapes {
+        pub(crate) const fn new() -> Shapes {
             Shapes(OnceLock::new())
         }
-        fn get(&'static self, rows: usize, make: fn(usize) -> String) -> &'static str {
+        pub(crate) fn get(&'static self, rows: usize, make: fn(usize) -> String) -> &'static str {
             let all = self.0.get_or_init(|| CHUNKS.map(make));
             let i = CHUNKS.iter().position(|&c| c == rows).expect("a chunk size");
             all[i].as_str()
@@ -190,7 +190,7 @@ pub(crate) mod batch {
     }
 
     /// `($1, $2, $3), ($4, $5, $6), …`: `rows` tuples of `width` numbered parameters.
-    fn tuples(rows: usize, width: usize) -> String {
+    pub(crate) fn tuples(rows: usize, width: usize) -> String {
         let mut s = String::new();
         for r in 0..rows {
             if r > 0 {
@@ -283,7 +283,7 @@ pub(crate) mod batch {
     }
 
     /// The key of a padding row: no account, room or user has an empty name.
-    const NO_KEY: &str = "";
+    pub(crate) const NO_KEY: &str = "";
 
     static MEMBERS: Shapes = Shapes::new();
     static BY_CLIENT_IDS: Shapes = Shapes::new();

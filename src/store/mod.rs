@@ -4,6 +4,7 @@
 //! migrations are kept per dialect under `schema/`. Message writes go through [`writer::MessageWriter`], which
 //! batches them into transactions; everything else is a plain query.
 
+pub mod arrivals;
 pub mod connections;
 pub mod events;
 pub mod ledger;

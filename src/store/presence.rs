@@ -30,7 +30,7 @@ pub struct SettingsRow<'a> {
 }
 
 /// A row of the presence query: (user id, its stored presence).
-fn presence_row(r: &sqlx::any::AnyRow) -> Result<(String, PresenceRow), sqlx::Error> {
+pub(super) fn presence_row(r: &sqlx::any::AnyRow) -> Result<(String, PresenceRow), sqlx::Error> {
     Ok((
         r.try_get("user_id")?,
         PresenceRow {
