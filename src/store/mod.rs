@@ -54,7 +54,11 @@ pub struct Store {
 /// The settings of every pool of the store; the caller sets its size.
 fn pool_options(sqlite: bool) -> AnyPoolOptions {
     AnyPoolOptions::new()
-        .acquire_timeout(Duration::from_secs(5))
+        // A PostgreSQL server that does not answer in 5 s is unavailable. A SQLite connection is a thread of this
+        // process: waiting for one is queueing behind this process's own statements (thousands of room joins in
+        // a ramp, each holding one for its write), never an outage, so a wait fails only after much longer.
+        .acquire_timeout(Duration::from_secs(if sqlite { 30 } else { 5 }))
+        .acquire_slow_threshold(Duration::from_secs(if sqlite { 10 } else { 2 }))
         // A PostgreSQL connection can die with its server or the network, so it is pinged before each use.
         // A SQLite connection is a thread of this process: the ping was a round trip to that thread before
         // every statement (two per handshake, two per ledger batch) that could never find it gone.
