@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Store;
@@ -141,27 +142,44 @@ static ROOMS: Shapes = Shapes::new();
 static PRESENCE: Shapes = Shapes::new();
 
 impl Store {
+    /// Runs a statement of `shapes` (made by `make`) over `users` (distinct) of `account`, a chunk at a time:
+    /// every row it returns, read by `read`.
+    async fn per_user<T>(
+        &self,
+        shapes: &'static Shapes,
+        make: fn(usize) -> String,
+        account: &str,
+        users: &[&str],
+        read: fn(&AnyRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Vec<T>, sqlx::Error> {
+        let mut out = Vec::new();
+        let mut rest = users;
+        for (rows, used) in padded_chunks(users.len()) {
+            let (chunk, next) = rest.split_at(used);
+            rest = next;
+            let mut q = sqlx::query(shapes.get(rows, make));
+            for i in 0..rows {
+                q = q.bind(chunk.get(i).copied().unwrap_or(NO_KEY));
+            }
+            for r in q.bind(account).fetch_all(&self.pool).await? {
+                out.push(read(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The rooms of each of `users` (distinct) in `account`, sorted by name.
     async fn rooms_of_users(
         &self,
         account: &str,
         users: &[&str],
     ) -> Result<HashMap<String, Vec<(String, bool)>>, sqlx::Error> {
+        let read = |r: &AnyRow| -> Result<(String, (String, bool)), sqlx::Error> {
+            Ok((r.try_get("user_id")?, (r.try_get("room_name")?, r.try_get::<i64, _>("muted")? != 0)))
+        };
         let mut out: HashMap<String, Vec<(String, bool)>> = HashMap::new();
-        let mut rest = users;
-        for (rows, used) in padded_chunks(users.len()) {
-            let (chunk, next) = rest.split_at(used);
-            rest = next;
-            let mut q = sqlx::query(ROOMS.get(rows, rooms_sql));
-            for i in 0..rows {
-                q = q.bind(chunk.get(i).copied().unwrap_or(NO_KEY));
-            }
-            q = q.bind(account);
-            for r in q.fetch_all(&self.pool).await? {
-                let user: String = r.try_get("user_id")?;
-                let room = (r.try_get::<String, _>("room_name")?, r.try_get::<i64, _>("muted")? != 0);
-                out.entry(user).or_default().push(room);
-            }
+        for (user, room) in self.per_user(&ROOMS, rooms_sql, account, users, read).await? {
+            out.entry(user).or_default().push(room);
         }
         for rooms in out.values_mut() {
             rooms.sort_unstable();
@@ -175,21 +193,6 @@ impl Store {
         account: &str,
         users: &[&str],
     ) -> Result<HashMap<String, PresenceRow>, sqlx::Error> {
-        let mut out = HashMap::new();
-        let mut rest = users;
-        for (rows, used) in padded_chunks(users.len()) {
-            let (chunk, next) = rest.split_at(used);
-            rest = next;
-            let mut q = sqlx::query(PRESENCE.get(rows, presence_sql));
-            for i in 0..rows {
-                q = q.bind(chunk.get(i).copied().unwrap_or(NO_KEY));
-            }
-            q = q.bind(account);
-            for r in q.fetch_all(&self.pool).await? {
-                let (user, row) = presence_row(&r)?;
-                out.insert(user, row);
-            }
-        }
-        Ok(out)
+        Ok(self.per_user(&PRESENCE, presence_sql, account, users, presence_row).await?.into_iter().collect())
     }
 }
