@@ -415,9 +415,11 @@ describe('cluster [postgres]', { skip: SERVICES_SKIPPED ? PG_SKIP_REASON : false
         const r = await http(nodes[1], 'GET', '/api/stats', { apiKey: API_KEY });
         return r.status === 429 ? r : null;
       }, { timeoutMs: 5_000, intervalMs: 100 });
-      // eleven guesses in all against a budget of ten a minute: a debt, so more than one point's 6 s to wait
+      // At least one point's 6 s to wait: node 0's ten alone empty the budget of ten a minute; up to 12 s once
+      // node 1's own guess has reached Redis too (a debt). Which of the two node 1 has heard of when it refuses
+      // depends on which node's round reached Redis first.
       const retry = Number(refused.headers.get('retry-after'));
-      assert.ok(retry > 6 && retry <= 12, `Retry-After: ${refused.headers.get('retry-after')}`);
+      assert.ok(retry >= 6 && retry <= 12, `Retry-After: ${refused.headers.get('retry-after')}`);
     });
   });
 
