@@ -175,9 +175,9 @@ impl Presence {
 
     // ----- devices -------------------------------------------------------------------------------------
 
-    /// A device of a user connected (a socket after its handshake was admitted).
-    /// A device connected. `stored`: the user's stored presence row when the caller read it (because
-    /// [`Presence::needs_stored`] said so); read here when it did not and it is needed after all.
+    /// A device of a user connected (a socket after its handshake was admitted). `stored`: the user's stored
+    /// presence row when the caller read it (because [`Presence::needs_stored`] said so); read here when it
+    /// did not and it is needed after all.
     pub async fn connected(&self, account: &str, user: &str, device: &str, stored: Option<Option<&PresenceRow>>) {
         match stored {
             Some(row) => {
