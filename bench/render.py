@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Turns `nself-realtime bench --json` results (one JSON object per line) into markdown tables:
-one table per scenario variant, one column per server, plus realtime ÷ baseline ratios.
+a summary of the headline figures first, then one table per scenario variant, one column per server,
+plus realtime ÷ baseline ratios.
 
 Usage: render.py RESULTS.jsonl [--check]
   --check  exit 1 when a run did not connect every client or moved no traffic (no timing asserted).
@@ -53,6 +54,13 @@ METRICS = {
         ("reconnect_ms.p99", "drop→authenticated p99 (ms)", "ms"),
         ("reconnect_ms.max", "drop→authenticated max (ms)", "ms"),
     ],
+    "cycles": [
+        ("connected_min", "connected in the smallest wave", "int"),
+        ("rss_connected_first_bytes", "RSS with the first wave connected (MiB)", "mib"),
+        ("rss_connected_max_bytes", "largest RSS with a wave connected (MiB)", "mib"),
+        ("connected_growth_percent", "largest over the first (%)", "pct"),
+        ("rss_rested_last_bytes", "RSS after the last rest (MiB)", "mib"),
+    ],
     "typing": [
         ("sent", "typing:start sent", "int"),
         ("broadcasts", "typing:event received", "int"),
@@ -93,16 +101,32 @@ def fmt(v, kind):
         return f"{v:.4f}"
     if kind == "num3":
         return f"{v:.3f}"
-    if kind in ("num2",):
+    if kind in ("num2", "pct"):
         return f"{v:,.2f}"
     if kind == "ms":
         return f"{v:,.2f}" if v < 100 else f"{v:,.0f}"
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}"
 
 
+VARIANTS = {
+    "peak": "peak",
+    "half": "half the socketioxide baseline's peak",
+    "max": "most connections",
+}
+
+
 def variant_title(r):
+    title = scenario_title(r)
+    v = r.get("variant")
+    return f"{VARIANTS.get(v, v)}: {title}" if v else title
+
+
+def scenario_title(r):
     p = r.get("params", {})
     s = r["scenario"]
+    if s == "cycles":
+        return (f"cycles — {p.get('cycles')} waves of {p.get('connections', 0):,} clients on one server process, "
+                f"{p.get('rest_s'):g} s rest after each")
     if s in ("connect", "storm"):
         return f"{s} — {p.get('connections', '?'):,} clients"
     if s == "idle":
@@ -121,7 +145,7 @@ def check(r):
     problems = []
     want = p.get("connections")
     got = res.get("connected")
-    if want is not None and got != want:
+    if want is not None and s != "cycles" and got != want:
         problems.append(f"connected {got} of {want}")
     if s == "idle" and p.get("rooms") and want is not None and res.get("joined") != want * p.get("joins", 1):
         problems.append(f"joined {res.get('joined')} rooms of {want * p.get('joins', 1)}")
@@ -131,9 +155,59 @@ def check(r):
         problems.append("no message delivered")
     if s in ("typing", "presence") and not (res.get("sent") or 0) > 0:
         problems.append("nothing sent")
+    if s == "cycles" and (res.get("waves") != p.get("cycles") or (res.get("connected_min") or 0) < (want or 0)):
+        problems.append(f"{res.get('waves')} of {p.get('cycles')} waves, smallest {res.get('connected_min')} of {want}")
     if s == "storm" and (res.get("reconnected") or 0) < (want or 0):
         problems.append(f"only {res.get('reconnected')} of {want} reconnected")
     return problems
+
+
+# The headline rows: (label, which run, result key, unit kind). A run is named by its scenario and variant (None:
+# the first run of the scenario without one, i.e. the 100 B fan-out of the fanout scenario).
+SUMMARY = [
+    ("idle: server RSS per connection (KiB)", ("idle", None), "server_rss_per_conn_bytes", "kib"),
+    ("connect: connections/s", ("connect", None), "connect_rate", "num"),
+    ("connect: failed", ("connect", None), "failed", "int"),
+    ("peak fan-out: deliveries/s", ("fanout", "peak"), "deliveries_per_s", "num"),
+    ("peak fan-out: publish→deliver p99 (ms)", ("fanout", "peak"), "deliver_ms.p99", "ms"),
+    ("at half the library's peak: deliveries/s", ("fanout", "half"), "deliveries_per_s", "num"),
+    ("at half the library's peak: publish→deliver p99 (ms)", ("fanout", "half"), "deliver_ms.p99", "ms"),
+    ("fan-out 100 B: publish→deliver p99 (ms)", ("fanout", None), "deliver_ms.p99", "ms"),
+    ("most connections: held", ("idle", "max"), "held", "int"),
+    ("most connections: RSS at the end (MiB)", ("idle", "max"), "server_rss_end_bytes", "mib"),
+    ("cycles: largest connected RSS over the first wave's (%)", ("cycles", None), "connected_growth_percent", "pct"),
+    ("storm: time until all back (s)", ("storm", None), "all_back_seconds", "num2"),
+]
+
+
+def summary(runs):
+    """The headline figures of the run in one table (rows whose runs are missing are left out)."""
+    first = {}
+    for r in runs:
+        first.setdefault((r["scenario"], r.get("variant"), r.get("label") or r.get("url")), r)
+    servers = [s for s in SERVER_ORDER if any(k[2] == s for k in first)]
+    baselines = [s for s in servers if s != "realtime"] if "realtime" in servers else []
+    rows = []
+    for label, (scenario, variant), key, kind in SUMMARY:
+        vals = {s: get(first[(scenario, variant, s)].get("results", {}), key)
+                for s in servers if (scenario, variant, s) in first}
+        if all(v is None for v in vals.values()):
+            continue
+        row = [label] + [fmt(vals.get(s), kind) for s in servers]
+        for b in baselines:
+            a, c = vals.get("realtime"), vals.get(b)
+            ok = isinstance(a, (int, float)) and isinstance(c, (int, float)) and c and kind not in ("int", "pct")
+            row.append(f"{a / c:.2f}×" if ok else "–")
+        rows.append(row)
+    if not rows:
+        return
+    header = ["figure"] + servers + [f"realtime ÷ {b}" for b in baselines]
+    print("## Summary\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print()
 
 
 def main(argv):
@@ -147,6 +221,7 @@ def main(argv):
             line = line.strip()
             if line:
                 runs.append(json.loads(line))
+    summary(runs)
     groups = {}
     for r in runs:
         groups.setdefault(variant_title(r), []).append(r)
@@ -166,7 +241,8 @@ def main(argv):
             row = [label] + [fmt(vals[s], kind) for s in servers]
             for b in baselines:
                 a, c = vals.get("realtime"), vals.get(b)
-                row.append(f"{a / c:.2f}×" if isinstance(a, (int, float)) and isinstance(c, (int, float)) and c else "–")
+                ok = isinstance(a, (int, float)) and isinstance(c, (int, float)) and c and kind != "pct"
+                row.append(f"{a / c:.2f}×" if ok else "–")
             print("| " + " | ".join(row) + " |")
         reasons = []
         for s in servers:

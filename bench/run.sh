@@ -9,10 +9,19 @@
 # and to --out, and the raw JSON results next to it.
 #
 # Usage: [CARGO_TARGET_DIR=...] bench/run.sh [--small] [--out FILE] [--servers "realtime socketioxide node"]
-#                     [--scenarios "connect idle fanout storm typing presence heap"]
-#                     [--conns N] [--duration SECONDS] [--no-build] [--check]
+#                     [--scenarios "connect idle fanout peak storm typing presence cycles max heap"]
+#                     [--conns N] [--duration SECONDS] [--peak-rate MSG_PER_S] [--max-conns N]
+#                     [--no-build] [--check]
 #   --small      CI size: a few hundred clients, windows of 1-2 s (whole run well under a minute
 #                per server once built). Never a timed assertion.
+#   peak         the 100 B fan-out of 20 rooms x 500 members offered --peak-rate messages/s (default 1,200, i.e.
+#                600,000 deliveries/s, more than this 2-core machine delivers for any of the three servers), then
+#                every server again at half the deliveries/s the socketioxide baseline reached (its peak): the
+#                throughput at saturation, and the latency at half of it.
+#   cycles       one server process, 5 waves of N clients that connect, hold 2 s and leave, with a rest between:
+#                RSS with each wave connected and after each rest (does memory come back, does the peak grow).
+#   max          --max-conns clients (default 19,000: the open-files limit here is 20,000) held by one process,
+#                3 rooms each.
 #   heap         nself-realtime only: its live heap per idle connection, by owner (2,000 connections in 3 rooms
 #                each, 200 with --small), recorded with heaptrack (skipped with a note when it is not installed).
 #   --check      exit non-zero when a scenario did not connect every client or moved no traffic
@@ -26,9 +35,11 @@ BUILD=1
 CHECK=0
 OUT=""
 SERVERS="realtime socketioxide node"
-SCENARIOS="connect idle fanout storm typing presence heap"
+SCENARIOS="connect idle fanout peak storm typing presence cycles max heap"
 CONNS=""
 DURATION=""
+PEAK_RATE=""
+MAX_CONNS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --small) SMALL=1 ;;
@@ -39,7 +50,9 @@ while [ $# -gt 0 ]; do
     --scenarios) SCENARIOS="$2"; shift ;;
     --conns) CONNS="$2"; shift ;;
     --duration) DURATION="$2"; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --peak-rate) PEAK_RATE="$2"; shift ;;
+    --max-conns) MAX_CONNS="$2"; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -71,11 +84,15 @@ if [ "$SMALL" = 1 ]; then
   FAN_ROOMS=4; FAN_MEMBERS=$(( (N + 3) / 4 )); FAN_RATE=40
   EV_ROOMS=4; EV_MEMBERS=$(( (N + 3) / 4 )); EV_RATE=100
   IDLE_SETTLE=0.5; DRAIN=2; HEAP_N=200
+  PEAK_ROOMS=4; PEAK_MEMBERS=$(( (N + 3) / 4 )); PEAK_RATE=${PEAK_RATE:-100}
+  CYCLES=2; CYCLE_REST=1; MAX_N=${MAX_CONNS:-$N}
 else
   N=${CONNS:-10000}; T=${DURATION:-10}
   FAN_ROOMS=10; FAN_MEMBERS=$(( N / 10 )); FAN_RATE=50
   EV_ROOMS=50; EV_MEMBERS=$(( N / 50 )); EV_RATE=200
   IDLE_SETTLE=2; DRAIN=10; HEAP_N=2000
+  PEAK_ROOMS=20; PEAK_MEMBERS=$(( N / 20 < 500 ? N / 20 : 500 )); PEAK_RATE=${PEAK_RATE:-1200}
+  CYCLES=5; CYCLE_REST=15; MAX_N=${MAX_CONNS:-19000}
 fi
 IDLE_T=$([ "$SMALL" = 1 ] && echo "$T" || echo $(( T * 3 )))
 IDLE_ROOMS=$(( N / 50 > 3 ? N / 50 : 3 ))
@@ -178,6 +195,9 @@ scenario_args() { # scenario -> the bench arguments (one per line, may be severa
     fanout)
       echo "fanout --rooms $FAN_ROOMS --members $FAN_MEMBERS --rate $FAN_RATE --payload 100 --duration $T --drain $DRAIN"
       echo "fanout --rooms $FAN_ROOMS --members $FAN_MEMBERS --rate $FAN_RATE --payload 1k --duration $T --drain $DRAIN" ;;
+    # The peak's first half; the second (half the library's peak) is asked of peak_half_args once it is known.
+    peak) echo "fanout --rooms $PEAK_ROOMS --members $PEAK_MEMBERS --rate $PEAK_RATE --payload 100 --duration $T --drain 5s" ;;
+    max) echo "idle -n $MAX_N --duration $T --settle $IDLE_SETTLE --rooms $(( MAX_N / 50 > 3 ? MAX_N / 50 : 3 )) --joins 3" ;;
     storm) echo "storm -n $N --settle 1" ;;
     typing) echo "typing --rooms $EV_ROOMS --members $EV_MEMBERS --rate $EV_RATE --duration $T --drain $DRAIN" ;;
     presence) echo "presence --rooms $EV_ROOMS --members $EV_MEMBERS --rate $EV_RATE --duration $T --drain $DRAIN" ;;
@@ -231,33 +251,108 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'an unknown commit')  # as the run starts
 # The binary measured may be another checkout's build (CARGO_TARGET_DIR): name it by its build time and hash too.
 BINARY=$( [ -f "$SERVER_BIN" ] && echo "$SERVER_BIN built $(date -u -r "$SERVER_BIN" +%Y-%m-%dT%H:%MZ), sha256 $(sha256sum "$SERVER_BIN" | cut -c1-12)" || echo "$SERVER_BIN (not built yet)")
+# One bench run against the server started last; its JSON line goes to $JSONL, tagged with the variant when one
+# is given (render.py titles and summarises by it).
+bench_once() { # server variant bench-args...
+  local server=$1 variant=$2 port
+  shift 2
+  port=$(port_of "$server")
+  if REALTIME_JWT_SECRET=$SECRET "$BENCH" bench --url "http://127.0.0.1:$port" \
+      --server-pid "$SERVER_PID" --label "$server" --json --max-runtime 10m "$@" >"$WORK/out.json"; then
+    python3 -c 'import json, sys
+r = json.load(sys.stdin)
+if sys.argv[1]: r["variant"] = sys.argv[1]
+print(json.dumps(r))' "$variant" <"$WORK/out.json" >>"$JSONL"
+  else
+    echo "run.sh: bench $* against $server failed" >&2
+    return 1
+  fi
+}
+
+# Every server, each freshly started, runs the same bench.
+on_each_server() { # variant bench-args (one string)
+  local server
+  for server in $SERVERS; do
+    echo "== $server: bench $2" >&2
+    if ! start_server "$server"; then FAILED=1; continue; fi
+    # shellcheck disable=SC2086
+    bench_once "$server" "$1" $2 || FAILED=1
+    stop_server
+  done
+}
+
+# The rate (messages/s) at which the fan-out of the peak delivers half of what the socketioxide baseline delivered
+# at its peak (nself-realtime's own peak when the baseline did not run).
+peak_half_rate() {
+  python3 - "$JSONL" "$PEAK_MEMBERS" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+peak = {r.get("label"): r["results"].get("deliveries_per_s") for r in runs if r.get("variant") == "peak"}
+best = peak.get("socketioxide") or peak.get("realtime")
+print(f"{best / int(sys.argv[2]) / 2:.1f}" if best else "")
+PY
+}
+
+# One server process through $CYCLES waves of N clients: each wave connects (unpaced), holds 2 s and leaves, then
+# the server rests $CYCLE_REST s. One JSON line per server: RSS with each wave connected and after each rest.
+cycles() {
+  local server wave rss_up rss_rest connected
+  for server in $SERVERS; do
+    echo "== $server: $CYCLES waves of bench idle -n $N, ${CYCLE_REST} s apart" >&2
+    if ! start_server "$server"; then FAILED=1; continue; fi
+    rss_up=""; rss_rest=""; connected=""
+    for wave in $(seq 1 "$CYCLES"); do
+      if ! REALTIME_JWT_SECRET=$SECRET "$BENCH" bench --url "http://127.0.0.1:$(port_of "$server")" \
+          --server-pid "$SERVER_PID" --label "$server" --json --max-runtime 10m --connect-rate 0 \
+          idle -n "$N" --duration 2s --settle 0.5 >"$WORK/out.json"; then
+        echo "run.sh: cycle $wave against $server failed" >&2; FAILED=1; break
+      fi
+      rss_up+="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["results"].get("server_rss_end_bytes") or 0)' <"$WORK/out.json") "
+      connected+="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["results"].get("connected") or 0)' <"$WORK/out.json") "
+      sleep "$CYCLE_REST"
+      rss_rest+="$(( $(awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status") * 1024 )) "
+    done
+    python3 - "$server" "$N" "$CYCLES" "$CYCLE_REST" "$rss_up" "$rss_rest" "$connected" >>"$JSONL" <<'PY'
+import json, sys
+server, n, cycles, rest, up, after, connected = sys.argv[1:]
+up, after, connected = ([int(float(x)) for x in v.split()] for v in (up, after, connected))
+print(json.dumps({"scenario": "cycles", "label": server,
+    "params": {"connections": int(n), "cycles": int(cycles), "rest_s": float(rest)},
+    "results": {"waves": len(up), "connected_min": min(connected, default=0), "rss_connected_bytes": up,
+                "rss_rested_bytes": after, "rss_connected_first_bytes": up[0] if up else None,
+                "rss_connected_max_bytes": max(up, default=None),
+                "rss_rested_last_bytes": after[-1] if after else None,
+                "connected_growth_percent": (max(up) / up[0] - 1) * 100 if up and up[0] else None}}))
+PY
+    stop_server
+  done
+}
+
 FAILED=0
 HEAP=""
 for scenario in $SCENARIOS; do
-  if [ "$scenario" = heap ]; then
-    case " $SERVERS " in *" realtime "*)
-      HEAP=$(heap_breakdown) || { HEAP=""; FAILED=1; } ;;
-    esac
-    continue
-  fi
+  case "$scenario" in
+    heap)
+      case " $SERVERS " in *" realtime "*)
+        HEAP=$(heap_breakdown) || { HEAP=""; FAILED=1; } ;;
+      esac
+      continue ;;
+    cycles) cycles; continue ;;
+  esac
+  variant=""
+  case "$scenario" in peak|max) variant=$scenario ;; esac
   while IFS= read -r args; do
     [ -n "$args" ] || continue
-    for server in $SERVERS; do
-      echo "== $server: bench $args" >&2
-      if ! start_server "$server"; then FAILED=1; continue; fi
-      port=$(port_of "$server")
-      # shellcheck disable=SC2086
-      if REALTIME_JWT_SECRET=$SECRET "$BENCH" bench --url "http://127.0.0.1:$port" \
-          --server-pid "$SERVER_PID" --label "$server" --json --max-runtime 10m $args \
-          >"$WORK/out.json"; then
-        cat "$WORK/out.json" >>"$JSONL"
-      else
-        echo "run.sh: bench $args against $server failed" >&2
-        FAILED=1
-      fi
-      stop_server
-    done
+    on_each_server "$variant" "$args"
   done < <(scenario_args "$scenario")
+  if [ "$scenario" = peak ]; then
+    half=$(peak_half_rate)
+    if [ -n "$half" ]; then
+      on_each_server half "fanout --rooms $PEAK_ROOMS --members $PEAK_MEMBERS --rate $half --payload 100 --duration $T --drain 5s"
+    else
+      echo "run.sh: no peak was measured, so no run at half of it" >&2; FAILED=1
+    fi
+  fi
 done
 
 RENDER_ARGS=()
