@@ -195,7 +195,7 @@ scenario_args() { # scenario -> the bench arguments (one per line, may be severa
     fanout)
       echo "fanout --rooms $FAN_ROOMS --members $FAN_MEMBERS --rate $FAN_RATE --payload 100 --duration $T --drain $DRAIN"
       echo "fanout --rooms $FAN_ROOMS --members $FAN_MEMBERS --rate $FAN_RATE --payload 1k --duration $T --drain $DRAIN" ;;
-    # The peak's first half; the second (half the library's peak) is asked of peak_half_args once it is known.
+    # The peak at the offered rate; the run at half the library's peak follows once that is known (peak_half_rate).
     peak) echo "fanout --rooms $PEAK_ROOMS --members $PEAK_MEMBERS --rate $PEAK_RATE --payload 100 --duration $T --drain 5s" ;;
     max) echo "idle -n $MAX_N --duration $T --settle $IDLE_SETTLE --rooms $(( MAX_N / 50 > 3 ? MAX_N / 50 : 3 )) --joins 3" ;;
     storm) echo "storm -n $N --settle 1" ;;
@@ -296,7 +296,7 @@ PY
 # One server process through $CYCLES waves of N clients: each wave connects (unpaced), holds 2 s and leaves, then
 # the server rests $CYCLE_REST s. One JSON line per server: RSS with each wave connected and after each rest.
 cycles() {
-  local server wave rss_up rss_rest connected
+  local server wave rss_up rss_rest connected rss n
   for server in $SERVERS; do
     echo "== $server: $CYCLES waves of bench idle -n $N, ${CYCLE_REST} s apart" >&2
     if ! start_server "$server"; then FAILED=1; continue; fi
@@ -307,8 +307,10 @@ cycles() {
           idle -n "$N" --duration 2s --settle 0.5 >"$WORK/out.json"; then
         echo "run.sh: cycle $wave against $server failed" >&2; FAILED=1; break
       fi
-      rss_up+="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["results"].get("server_rss_end_bytes") or 0)' <"$WORK/out.json") "
-      connected+="$(python3 -c 'import json, sys; print(json.load(sys.stdin)["results"].get("connected") or 0)' <"$WORK/out.json") "
+      read -r rss n < <(python3 -c 'import json, sys
+r = json.load(sys.stdin)["results"]
+print(r.get("server_rss_end_bytes") or 0, r.get("connected") or 0)' <"$WORK/out.json")
+      rss_up+="$rss "; connected+="$n "
       sleep "$CYCLE_REST"
       rss_rest+="$(( $(awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status") * 1024 )) "
     done
