@@ -108,6 +108,15 @@ def fmt(v, kind):
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}"
 
 
+def ratio(a, c, kind):
+    """realtime ÷ baseline, to two decimals, or three where two would round a ratio off 1 to exactly 1.00 (0.997
+    and 1.003 are on different sides of a ≥ 1.0 target). None for percentages (a ratio of growths says little)."""
+    if kind == "pct" or not isinstance(a, (int, float)) or not isinstance(c, (int, float)) or not c:
+        return "–"
+    r = a / c
+    return f"{r:.3f}×" if f"{r:.2f}" == "1.00" and r != 1 else f"{r:.2f}×"
+
+
 VARIANTS = {
     "peak": "peak",
     "half": "half the socketioxide baseline's peak",
@@ -194,10 +203,7 @@ def summary(runs):
         if all(v is None for v in vals.values()):
             continue
         row = [label] + [fmt(vals.get(s), kind) for s in servers]
-        for b in baselines:
-            a, c = vals.get("realtime"), vals.get(b)
-            ok = isinstance(a, (int, float)) and isinstance(c, (int, float)) and c and kind not in ("int", "pct")
-            row.append(f"{a / c:.2f}×" if ok else "–")
+        row += [ratio(vals.get("realtime"), vals.get(b), kind) for b in baselines]
         rows.append(row)
     if not rows:
         return
@@ -239,10 +245,7 @@ def main(argv):
         for key, label, kind in METRICS.get(rs[0]["scenario"], []):
             vals = {s: get(by_server[s].get("results", {}), key) for s in servers}
             row = [label] + [fmt(vals[s], kind) for s in servers]
-            for b in baselines:
-                a, c = vals.get("realtime"), vals.get(b)
-                ok = isinstance(a, (int, float)) and isinstance(c, (int, float)) and c and kind != "pct"
-                row.append(f"{a / c:.2f}×" if ok else "–")
+            row += [ratio(vals.get("realtime"), vals.get(b), kind) for b in baselines]
             print("| " + " | ".join(row) + " |")
         reasons = []
         for s in servers:
