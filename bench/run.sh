@@ -52,7 +52,7 @@ while [ $# -gt 0 ]; do
     --duration) DURATION="$2"; shift ;;
     --peak-rate) PEAK_RATE="$2"; shift ;;
     --max-conns) MAX_CONNS="$2"; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
