@@ -251,14 +251,20 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'an unknown commit')  # as the run starts
 # The binary measured may be another checkout's build (CARGO_TARGET_DIR): name it by its build time and hash too.
 BINARY=$( [ -f "$SERVER_BIN" ] && echo "$SERVER_BIN built $(date -u -r "$SERVER_BIN" +%Y-%m-%dT%H:%MZ), sha256 $(sha256sum "$SERVER_BIN" | cut -c1-12)" || echo "$SERVER_BIN (not built yet)")
-# One bench run against the server started last; its JSON line goes to $JSONL, tagged with the variant when one
-# is given (render.py titles and summarises by it).
+# One bench run against the server started last, its JSON in $WORK/out.json.
+bench_json() { # server bench-args...
+  local server=$1
+  shift
+  REALTIME_JWT_SECRET=$SECRET "$BENCH" bench --url "http://127.0.0.1:$(port_of "$server")" \
+    --server-pid "$SERVER_PID" --label "$server" --json --max-runtime 10m "$@" >"$WORK/out.json"
+}
+
+# One bench run whose JSON line goes to $JSONL, tagged with the variant when one is given (render.py titles and
+# summarises by it).
 bench_once() { # server variant bench-args...
-  local server=$1 variant=$2 port
+  local server=$1 variant=$2
   shift 2
-  port=$(port_of "$server")
-  if REALTIME_JWT_SECRET=$SECRET "$BENCH" bench --url "http://127.0.0.1:$port" \
-      --server-pid "$SERVER_PID" --label "$server" --json --max-runtime 10m "$@" >"$WORK/out.json"; then
+  if bench_json "$server" "$@"; then
     python3 -c 'import json, sys
 r = json.load(sys.stdin)
 if sys.argv[1]: r["variant"] = sys.argv[1]
@@ -302,9 +308,7 @@ cycles() {
     if ! start_server "$server"; then FAILED=1; continue; fi
     rss_up=""; rss_rest=""; connected=""
     for wave in $(seq 1 "$CYCLES"); do
-      if ! REALTIME_JWT_SECRET=$SECRET "$BENCH" bench --url "http://127.0.0.1:$(port_of "$server")" \
-          --server-pid "$SERVER_PID" --label "$server" --json --max-runtime 10m --connect-rate 0 \
-          idle -n "$N" --duration 2s --settle 0.5 >"$WORK/out.json"; then
+      if ! bench_json "$server" --connect-rate 0 idle -n "$N" --duration 2s --settle 0.5; then
         echo "run.sh: cycle $wave against $server failed" >&2; FAILED=1; break
       fi
       read -r rss n < <(python3 -c 'import json, sys
