@@ -426,7 +426,9 @@ where
     /// Heartbeat is sent every `interval` milliseconds and the client is expected to respond within `timeout` milliseconds.
     ///
     /// If the client does not respond within the timeout, the connection is closed.
-    /// The first ping is sent at once, the next ones `interval` after the previous one was due.
+    /// The first ping is sent `interval` after the session opened (as the reference server, Node's engine.io,
+    /// does: a ping right at the open only costs every new connection a round trip), the next ones `interval`
+    /// after the previous one was due.
     async fn heartbeat_job_v4(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
         use tokio::time::Instant;
 
@@ -434,13 +436,14 @@ where
         tracing::debug!(sid = ?self.id, "heartbeat sender routine started");
 
         // One timer for both waits (the interval, the pong's timeout): a task holds one timer entry.
-        let mut due = Instant::now();
+        let mut due = Instant::now() + interval;
         let mut timer = std::pin::pin!(tokio::time::sleep_until(due));
-        // Some clients send the pong packet in first. If that happens, we should consume it.
-        self.heartbeat.notified().now_or_never();
         loop {
+            timer.as_mut().await;
             // If we are currently upgrading we should pause the heartbeat process
             if !self.is_upgrading() {
+                // A pong that came unasked (some clients send one first) must not answer this ping.
+                self.heartbeat.notified().now_or_never();
                 #[cfg(feature = "tracing")]
                 tracing::trace!(sid = ?self.id, "emitting ping");
 
@@ -459,7 +462,6 @@ where
             }
             due += interval;
             timer.as_mut().reset(due);
-            timer.as_mut().await;
         }
     }
 
