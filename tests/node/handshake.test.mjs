@@ -22,12 +22,15 @@ noteSkips();
 // The server ends a session at its exact expiry deadline; waits for an expiry allow a loaded machine this much
 // beyond it.
 const CHECK_PERIOD = 5000;
+// The Engine.IO ping interval of the first suite: short enough to see the first ping, long enough to tell it from
+// a ping sent at the open.
+const PING_INTERVAL = 1500;
 
 for (const backend of backends()) {
-describe(`handshake (JWT required, REALTIME_TOKEN_GRACE=1000) [${backend.name}]`, { skip: backend.skip }, () => {
+describe(`handshake (JWT required, REALTIME_TOKEN_GRACE=1000, REALTIME_PING_INTERVAL=${PING_INTERVAL}) [${backend.name}]`, { skip: backend.skip }, () => {
   let server;
   before(async () => {
-    server = await startServer({ backend: backend.name, env: { REALTIME_TOKEN_GRACE: '1000' } });
+    server = await startServer({ backend: backend.name, env: { REALTIME_TOKEN_GRACE: '1000', REALTIME_PING_INTERVAL: String(PING_INTERVAL) } });
   });
   after(() => shutdown(server));
 
@@ -174,6 +177,23 @@ describe(`handshake (JWT required, REALTIME_TOKEN_GRACE=1000) [${backend.name}]`
     await got;
     again.socket.disconnect();
     o.socket.disconnect();
+  });
+
+  it('Engine.IO heartbeat: the first ping comes a ping interval after the open (not at once), and is answered', async () => {
+    const socket = makeClient(server, { token: mintToken(uid('heartbeat')), autoConnect: false });
+    let opened = null;
+    socket.io.on('open', () => { opened = Date.now(); });
+    const pinged = new Promise((resolve) => socket.io.once('ping', () => resolve(Date.now())));
+    socket.connect();
+    await waitFor(socket, 'authenticated');
+    const at = await Promise.race([pinged, sleep(PING_INTERVAL + 10_000).then(() => null)]);
+    assert.ok(opened !== null && at !== null, `no Engine.IO ping within ${PING_INTERVAL + 10_000} ms of the open`);
+    assert.ok(at - opened >= PING_INTERVAL - 100,
+      `the first ping came ${at - opened} ms after the open, before REALTIME_PING_INTERVAL=${PING_INTERVAL}`);
+    // The client's pong kept the session: it is still connected after the ping's exchange.
+    await sleep(200);
+    assert.ok(socket.connected, 'the session ended after the first ping');
+    socket.disconnect();
   });
 
   it('ping with an ack: the ack is the raw {timestamp} echoed (no envelope)', async () => {
